@@ -1,0 +1,5 @@
+import sys
+
+from charframe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,83 @@
+"""`charframe` command line: a thin layer that turns arguments into library calls.
+
+Each area registers its subcommands from its own module (`charframe/cli/<area>.py`, a function
+`register(subparsers)`); heavy libraries (torch, diffusers) are imported inside the command
+functions so that `charframe --help` and the naming commands start instantly.
+Nothing below this package sees argparse.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from charframe import __version__
+from charframe.errors import CharframeError
+
+# Order = order in `charframe --help`.
+COMMAND_MODULES = ("naming", "templates", "train", "lora", "demo")
+
+EPILOG = """\
+typical flow:
+  charframe templates                       # (re)render FaceTemplate/ and BodyTemplate/
+  charframe prepare "LoRAInput/4_krnk"      # captions + dataset TOML from folder names
+  charframe train LoRAInput/4_krnk --logic Lora3x3A50p-AdamW8 --dim 128 --lr 100 --steps 1000 --out krnk --model M.safetensors
+  charframe merge LoRAOutput/krnk/*.safetensors --preset FACE
+  charframe compress LoRAOutput/krnk/*-FACE.safetensors
+run `charframe COMMAND --help` for each command's options and examples.
+"""
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        msg = super().format(record)
+        if record.levelno >= logging.ERROR:
+            return f"error: {msg}"
+        if record.levelno >= logging.WARNING:
+            return f"warning: {msg}"
+        return msg
+
+
+def setup_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter("%(message)s"))
+    root = logging.getLogger("charframe")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="charframe",
+        description="Consistent anime-character LoRAs from file and folder names.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"charframe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more output")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"charframe.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return int(args.func(args) or 0)
+    except CharframeError as e:
+        logging.getLogger("charframe").error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
