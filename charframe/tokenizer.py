@@ -1,0 +1,82 @@
+"""The SD1.x CLIP tokenizer, offline.
+
+Single-file checkpoints carry no tokenizer. charframe ships CLIP's BPE merge list
+(`data/clip/merges.txt.gz`, the 48,894 merges of the original `bpe_simple_vocab_16e6.txt`) and
+derives the vocabulary from it the way CLIP does: the 256 byte symbols, the same with `</w>`, one
+token per merge in order, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407). Token ids are
+therefore identical to `openai/clip-vit-large-patch14`'s.
+"""
+
+from __future__ import annotations
+
+import gzip
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+MERGES_RESOURCE = "data/clip/merges.txt.gz"
+NUM_MERGES = 49152 - 256 - 2  # CLIP's vocabulary is 49,408 = 2*256 byte tokens + merges + 2 specials
+BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+MAX_LENGTH = 77
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """CLIP/GPT-2 byte-level alphabet: every byte maps to a printable character (order matters)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    chars = printable[:]
+    n = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return dict(zip(printable, map(chr, chars)))
+
+
+def vocab_from_merges(merges: list[str]) -> dict[str, int]:
+    """CLIP's token → id table, derived from its merge list."""
+    alphabet = list(bytes_to_unicode().values())
+    tokens = alphabet + [c + "</w>" for c in alphabet] + [m.replace(" ", "") for m in merges] + [BOS, EOS]
+    return {t: i for i, t in enumerate(tokens)}
+
+
+@lru_cache(maxsize=1)
+def clip_merges() -> tuple[str, ...]:
+    """The shipped merge list ("a b" per line), in priority order."""
+    blob = resources.files("charframe").joinpath(MERGES_RESOURCE).read_bytes()
+    merges = gzip.decompress(blob).decode("utf-8").splitlines()
+    if len(merges) != NUM_MERGES:
+        raise RuntimeError(f"charframe/{MERGES_RESOURCE}: expected {NUM_MERGES} merges, found {len(merges)}")
+    return tuple(merges)
+
+
+def clip_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
+    """A `transformers.CLIPTokenizer` equal to SD1.x's (pad = `<|endoftext|>`, 77 tokens)."""
+    from transformers import CLIPTokenizer
+
+    merges = list(clip_merges())
+    return CLIPTokenizer(
+        vocab=vocab_from_merges(merges),
+        merges=[tuple(m.split(" ")) for m in merges],
+        unk_token=EOS,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=EOS,
+        model_max_length=model_max_length,
+    )
+
+
+def write_merges_resource(bpe_file: str | Path, out: str | Path) -> Path:
+    """Regenerate `merges.txt.gz` from a CLIP BPE file (`bpe_simple_vocab_16e6.txt[.gz]`, or a
+    Hugging Face `merges.txt`); kept so the shipped data can be re-derived and checked."""
+    bpe_file, out = Path(bpe_file), Path(out)
+    raw = bpe_file.read_bytes()
+    text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+    lines = [ln for ln in text.split("\n")[1:] if ln]  # first line is a version header
+    merges = lines[:NUM_MERGES]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(gzip.compress(("\n".join(merges) + "\n").encode("utf-8"), compresslevel=9, mtime=0))
+    return out
