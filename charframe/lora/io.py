@@ -1,0 +1,215 @@
+"""Read and write kohya-format LoRA files, keeping their metadata honest.
+
+Writing is atomic (a temp file renamed over the target) and stamps the two hashes that
+sd-scripts pre-computes for the AdditionalNetworks/WebUI extension, because every tool in the
+chain may have changed the tensors:
+
+- `sshs_model_hash`: SHA-256 of the tensor data region of the file (everything after the header);
+- `sshs_legacy_hash`: first 8 hex digits of SHA-256 of the 64 KiB at offset 1 MiB of the file as
+  it would be serialised with only the `ss_*` metadata keys.
+
+Both are computed from the written file in one streaming pass (no second in-memory copy of a
+300 MB file) and written into the header in place, which is possible because the placeholders
+have the same length as the final hex digests. `.ckpt`/`.pt` inputs are opened only with
+`torch.load(weights_only=True)`, which never runs pickled code.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charframe.errors import CharframeError
+from charframe.fsutil import atomic_path
+from charframe.lora.network import LoraNetwork, group_modules, validate_module
+
+MODEL_HASH_KEY = "sshs_model_hash"
+LEGACY_HASH_KEY = "sshs_legacy_hash"
+HISTORY_KEY = "charframe_history"
+_LEGACY_OFFSET, _LEGACY_SIZE = 0x100000, 0x10000
+_PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and metadata of a `.safetensors` (or weights-only `.ckpt`/`.pt`) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CharframeError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                metadata = dict(f.metadata() or {})
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
+        return tensors, metadata
+    if suffix in _PICKLE_SUFFIXES:
+        return _load_weights_only(path), {}
+    raise CharframeError(f"{path}: unsupported file type '{suffix}'; use .safetensors (or .ckpt/.pt)")
+
+
+def _load_weights_only(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CharframeError(
+            f"{path}: refused to load: the file needs pickled code, which charframe never runs "
+            f"({str(e).splitlines()[0]}); convert it to .safetensors with a tool you trust"
+        ) from None
+    except Exception as e:
+        raise CharframeError(f"{path}: not a readable torch file ({e})") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CharframeError(f"{path}: not a LoRA file (expected a mapping of names to tensors)")
+    return dict(obj)
+
+
+def save_lora_file(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write `tensors` (stored contiguous, on CPU) + `metadata` atomically with fresh sshs hashes."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    md = {str(k): str(v) for k, v in (metadata or {}).items()}
+    md[MODEL_HASH_KEY] = "0" * 64
+    md[LEGACY_HASH_KEY] = "0" * 8
+    with atomic_path(path) as tmp:
+        save_file(flat, str(tmp), md)
+        _stamp_hashes(tmp, flat, md)
+    return path
+
+
+def file_hashes(path: str | os.PathLike) -> tuple[str, str]:
+    """(sshs_model_hash, sshs_legacy_hash) of an existing safetensors file, as sd-scripts defines them."""
+    with open(path, "rb") as f:
+        header, data_start = _read_header(f)
+        return _hashes(f, header, data_start)
+
+
+def _read_header(f) -> tuple[dict, int]:
+    n = int.from_bytes(f.read(8), "little")
+    return json.loads(f.read(n)), 8 + n
+
+
+def _hashes(f, header: dict, data_start: int, tensors=None) -> tuple[str, str]:
+    """Stream the data region once: full SHA-256, and the legacy 64 KiB window on the way."""
+    ss_start = 8 + _ss_header_length(header)
+    window_start = _LEGACY_OFFSET - ss_start  # legacy window, as an offset into the data region
+    if window_start < 0:  # header of the ss-only file reaches past 1 MiB: take the plain route
+        legacy = _legacy_in_memory(tensors if tensors is not None else _reload(f), header)
+        window_start = None
+    full, window = hashlib.sha256(), bytearray()
+    f.seek(data_start)
+    pos = 0
+    while chunk := f.read(1 << 20):
+        full.update(chunk)
+        if window_start is not None and len(window) < _LEGACY_SIZE and pos + len(chunk) > window_start:
+            lo = max(0, window_start - pos)
+            window += chunk[lo : lo + _LEGACY_SIZE - len(window)]
+        pos += len(chunk)
+    if window_start is not None:
+        legacy = hashlib.sha256(bytes(window)).hexdigest()[:8]
+    return full.hexdigest(), legacy
+
+
+def _ss_metadata(header: dict) -> dict[str, str]:
+    return {k: v for k, v in header.get("__metadata__", {}).items() if k.startswith("ss_")}
+
+
+def _ss_header_length(header: dict) -> int:
+    """Header length of the same tensors serialised with only the `ss_*` metadata (sd-scripts' rule)."""
+    h = {"__metadata__": _ss_metadata(header)}
+    h.update((k, v) for k, v in header.items() if k != "__metadata__")
+    raw = len(json.dumps(h, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    return raw + (-raw % 8 if _header_is_padded() else 0)
+
+
+@functools.lru_cache(maxsize=1)
+def _header_is_padded() -> bool:
+    """Whether the installed safetensors pads headers to 8 bytes (newer versions do)."""
+    from safetensors.torch import save
+
+    for name in ("a", "ab", "abc", "abcd"):
+        blob = save({name: torch.zeros(1)}, {})
+        raw = len(json.dumps({"__metadata__": {}, name: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},
+                             separators=(",", ":")))
+        if raw % 8:
+            return int.from_bytes(blob[:8], "little") != raw
+    return True
+
+
+def _legacy_in_memory(tensors: dict[str, torch.Tensor], header: dict) -> str:
+    from safetensors.torch import save
+
+    blob = save(tensors, _ss_metadata(header))
+    return hashlib.sha256(blob[_LEGACY_OFFSET : _LEGACY_OFFSET + _LEGACY_SIZE]).hexdigest()[:8]
+
+
+def _reload(f) -> dict[str, torch.Tensor]:
+    tensors, _ = load_lora_file(f.name)
+    return tensors
+
+
+def _stamp_hashes(tmp: Path, tensors: dict[str, torch.Tensor], md: dict[str, str]) -> None:
+    """Replace the all-zero hash placeholders in the written header by the real digests, in place."""
+    with open(tmp, "r+b") as f:
+        header, data_start = _read_header(f)
+        model_hash, legacy_hash = _hashes(f, header, data_start, tensors)
+        f.seek(8)
+        head = f.read(data_start - 8)
+        for key, value in ((MODEL_HASH_KEY, model_hash), (LEGACY_HASH_KEY, legacy_hash)):
+            placeholder = json.dumps({key: md[key]}, separators=(",", ":"))[1:-1].encode()
+            at = head.find(placeholder)
+            if at < 0 or head.find(placeholder, at + 1) >= 0:
+                raise RuntimeError(f"cannot locate the {key} placeholder in {tmp}")
+            f.seek(8 + at + len(placeholder) - len(value) - 1)
+            f.write(value.encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_network(path: str | os.PathLike) -> LoraNetwork:
+    """Load, group and check a LoRA file (errors name the file and the first bad key or module)."""
+    path = Path(path)
+    tensors, metadata = load_lora_file(path)
+    modules = group_modules(tensors, path)
+    for module in modules.values():
+        validate_module(module, path)
+    return LoraNetwork(modules=modules, metadata=metadata, source=path)
+
+
+def write_network(path: str | os.PathLike, net: LoraNetwork) -> Path:
+    """Save a network (tensors in module order) through `save_lora_file`."""
+    return save_lora_file(path, net.state_dict(), net.metadata)
+
+
+def with_history(metadata: dict[str, str], op: str, **details: Any) -> dict[str, str]:
+    """Copy of `metadata` with one more entry in the `charframe_history` JSON list (provenance)."""
+    from charframe import __version__
+
+    try:
+        history = json.loads(metadata.get(HISTORY_KEY, "[]"))
+        if not isinstance(history, list):
+            history = [history]
+    except json.JSONDecodeError:
+        history = [metadata[HISTORY_KEY]]
+    entry = {"op": op, "charframe": __version__, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    entry.update(details)
+    history.append(entry)
+    out = dict(metadata)
+    out[HISTORY_KEY] = json.dumps(history, ensure_ascii=False)
+    return out
