@@ -97,6 +97,11 @@ def load_sd(
         vae_path = Path(vae).expanduser()
         comps.vae = load_vae(vae_path, like=comps.vae, dtype=dtype)
         comps.info.update(_file_identity(vae_path, "vae"))
+    elif comps.vae.device.type == "meta":
+        raise CharframeError(
+            f"{comps.info.get('model_path', model)}: the checkpoint has no VAE weights (first_stage_model.*); "
+            "pass one with --vae (e.g. vae-ft-mse-840000-ema-pruned.safetensors)"
+        )
     comps.info.setdefault("base_model_version", "sd_v1")
     comps.info.setdefault("prediction_type", comps.noise_scheduler.config.prediction_type)
     for m in (comps.unet, comps.vae, comps.text_encoder):

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from charframe.models import SDComponents
+from charframe.tokenizer import bytes_to_unicode
 
 # SD1.x training noise schedule (the base model's DDPM betas).
 SD15_SCHEDULER = dict(
@@ -70,24 +71,9 @@ TINY_WORDS = (
 ).split()
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """CLIP/GPT-2 byte-level alphabet: every byte maps to a printable character."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
-        range(ord("®"), ord("ÿ") + 1)
-    )
-    chars = printable[:]
-    n = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + n)
-            n += 1
-    return dict(zip(printable, map(chr, chars)))
-
-
 def tiny_vocab_and_merges(words: tuple[str, ...] = TINY_WORDS) -> tuple[dict[str, int], list[str]]:
     """A CLIP-style BPE vocabulary: the byte alphabet (with and without `</w>`) plus whole words."""
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     tokens = alphabet + [c + "</w>" for c in alphabet]
     merges: list[str] = []
     seen = set(tokens)
@@ -131,15 +117,23 @@ def write_tiny_tokenizer(directory: str | Path) -> Path:
 
 def build_tiny_sd(seed: int = 0, tokenizer_dir: str | Path | None = None) -> SDComponents:
     """Build the tiny model in memory, deterministically from `seed` (fp32, CPU, eval mode)."""
-    import tempfile
-
     import torch
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     if tokenizer_dir is None:
-        tokenizer_dir = tempfile.mkdtemp(prefix="charframe-tiny-tok-")
-    tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(tokenizer_dir)))
+        vocab, merges = tiny_vocab_and_merges()
+        tokenizer = CLIPTokenizer(
+            vocab=vocab,
+            merges=[tuple(m.split(" ")) for m in merges],
+            unk_token="<|endoftext|>",
+            bos_token="<|startoftext|>",
+            eos_token="<|endoftext|>",
+            pad_token="<|endoftext|>",
+            model_max_length=77,
+        )
+    else:
+        tokenizer = CLIPTokenizer.from_pretrained(str(write_tiny_tokenizer(tokenizer_dir)))
     vocab_size = len(tokenizer)
 
     fork = torch.random.fork_rng(devices=[])
@@ -174,3 +168,38 @@ def save_tiny_sd(directory: str | Path, seed: int = 0) -> Path:
     comps = build_tiny_sd(seed, tokenizer_dir=directory / "tokenizer")
     comps.pipeline().save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+def save_tiny_config(directory: str | Path) -> Path:
+    """The tiny model's component configs and tokenizer as a diffusers folder WITHOUT weights: the
+    `config=` that makes a tiny single-file checkpoint loadable (its shapes are not SD1.5's)."""
+    directory = Path(directory)
+    comps = build_tiny_sd(0, tokenizer_dir=directory / "tokenizer")
+    for name in ("unet", "vae"):
+        getattr(comps, name).save_config(str(directory / name))
+    comps.text_encoder.config.save_pretrained(str(directory / "text_encoder"))
+    comps.noise_scheduler.save_config(str(directory / "scheduler"))
+    return directory
+
+
+def save_tiny_single_file(path: str | Path, seed: int = 0, *, with_vae: bool = True) -> Path:
+    """Save the tiny model as ONE checkpoint in the original LDM/CompVis key layout (the layout of
+    community `.safetensors`/`.ckpt` files). `.ckpt`/`.pt` are written the old way: `{"state_dict": ...}`."""
+    import torch
+
+    from charframe.ldm_layout import to_ldm_checkpoint
+
+    path = Path(path)
+    comps = build_tiny_sd(seed)
+    state = to_ldm_checkpoint(comps.unet, comps.vae, comps.text_encoder)
+    if not with_vae:
+        state = {k: v for k, v in state.items() if not k.startswith("first_stage_model.")}
+    state = {k: v.contiguous() for k, v in state.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file(state, str(path), metadata={"format": "pt"})
+    else:
+        torch.save({"state_dict": state}, str(path))
+    return path
