@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from charframe.errors import CharframeError
 
@@ -15,8 +15,8 @@ SAFETENSORS_SUFFIXES = {".safetensors", ".sft"}
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin"}
 
 CONVERT_HINT = (
-    "convert it to .safetensors with a tool you trust (for example in the environment it came from: "
-    "`safetensors.torch.save_file(torch.load(f)['state_dict'], 'model.safetensors')`) and pass that file instead"
+    "if you trust the file, convert it to .safetensors (e.g. with a checkpoint converter in WebUI or "
+    "ComfyUI, or kohya's tools) and pass the .safetensors file instead"
 )
 
 
@@ -39,30 +39,43 @@ def read_state_dict(path: Path) -> dict[str, Any]:
     )
 
 
+# Training-state objects that old Lightning `.ckpt` files carry next to the weights. They are replaced
+# by empty placeholder classes of ours, so the weights-only unpickler accepts them without running
+# (or even importing) anything from the file.
+HARMLESS_CLASSES = (
+    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint",
+    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint",
+)
+
+
+def _placeholder(qualified: str) -> type:
+    module, name = qualified.rsplit(".", 1)
+    return type(name, (), {"__module__": module, "__setstate__": lambda self, state: None})
+
+
+def _allowed_globals() -> list[Any]:
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    dtypes = [type(np.dtype(t)) for t in (np.int32, np.int64, np.float32, np.float64)]
+    return [_placeholder(q) for q in HARMLESS_CLASSES] + [core.multiarray.scalar, np.dtype, *dtypes]
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
     """A torch pickle loaded with `weights_only=True`: tensors and plain containers only."""
     import pickle
 
     import torch
 
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # old (non-zip) torch serialization cannot be memory-mapped
-        obj = _torch_load_plain(path)
-    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as exc:
-        raise CharframeError(_refusal(path, exc)) from exc
+    with torch.serialization.safe_globals(_allowed_globals()):
+        try:
+            try:
+                obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:  # old (non-zip) torch serialization cannot be memory-mapped
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+            raise CharframeError(_refusal(path, exc)) from exc
     return _unwrap(path, obj)
-
-
-def _torch_load_plain(path: Path) -> Any:
-    import pickle
-
-    import torch
-
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CharframeError(_refusal(path, exc)) from exc
 
 
 def _refusal(path: Path, exc: BaseException) -> str:
@@ -84,6 +97,14 @@ def _unwrap(path: Path, obj: Any) -> dict[str, Any]:
     if not tensors:
         raise CharframeError(f"{path}: holds no weight tensors")
     return tensors
+
+
+def shapes_and_reader(path: Path) -> tuple[dict[str, tuple[int, ...]], Callable[[], dict[str, Any]]]:
+    """Key → shape map and a function that reads the tensors; a pickle is read once, not twice."""
+    if path.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return key_shapes(path), lambda: read_state_dict(path)
+    state = read_state_dict(path)
+    return {k: tuple(v.shape) for k, v in state.items()}, lambda: state
 
 
 def key_shapes(path: Path) -> dict[str, tuple[int, ...]]:

@@ -191,10 +191,18 @@ def check_shapes(
 
 
 def assign(module: Any, state: dict[str, Any], dtype: Any) -> Any:
-    """Put loaded tensors into a meta-initialised module (no copy beyond the dtype cast)."""
+    """Put loaded tensors into a meta-initialised module.
+
+    Each tensor is copied into its own allocation: safetensors hands out views into the memory-mapped
+    file at arbitrary offsets, and unaligned weights both keep the file mapped and take different
+    (slower, numerically different) kernel paths than a normally loaded model."""
+    import torch
+
     expected = module.state_dict()
     module.load_state_dict(
-        {k: state[k].to(dtype).contiguous() for k in expected}, strict=True, assign=True
+        {k: state[k].to(dtype=dtype, copy=True, memory_format=torch.contiguous_format) for k in expected},
+        strict=True,
+        assign=True,
     )
     return module.eval()
 
@@ -205,11 +213,11 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     from diffusers import DDPMScheduler
 
     from charframe.architecture import check_single_file
-    from charframe.checkpoint import key_shapes, read_state_dict
+    from charframe.checkpoint import shapes_and_reader
     from charframe.models import SDComponents, _file_identity
 
     dtype = dtype or torch.float32
-    shapes = key_shapes(path)
+    shapes, read = shapes_and_reader(path)
     check_single_file(path, shapes)
     cfg = resolve_config(path, config, shapes)
     unet, vae, text_encoder = empty_modules(cfg)
@@ -221,9 +229,7 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     for module, state, what in zip(modules, states, ("UNet", "VAE", "text encoder") if has_vae else ("UNet", "text encoder")):
         check_shapes(path, module, state, what, cfg.source)
 
-    state = read_state_dict(path)
-    unet_sd, vae_sd, te_sd = convert(state, unet, vae, text_encoder)
-    del state
+    unet_sd, vae_sd, te_sd = convert(read(), unet, vae, text_encoder)
     assign(unet, unet_sd, dtype)
     assign(text_encoder, te_sd, dtype)
     if has_vae:

@@ -59,7 +59,7 @@ def _load_file(path: Path, like: Any, dtype: Any) -> Any:
     from diffusers import AutoencoderKL
     from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
-    from charframe.checkpoint import key_shapes, read_state_dict
+    from charframe.checkpoint import shapes_and_reader
     from charframe.single_file import assign, check_shapes
 
     with init_empty_weights():
@@ -76,7 +76,7 @@ def _load_file(path: Path, like: Any, dtype: Any) -> Any:
             )
         return convert_ldm_vae_checkpoint({k: state[k] for k in vae_keys}, dict(vae.config))
 
-    shapes = key_shapes(path)
+    shapes, read = shapes_and_reader(path)
     meta = to_diffusers({k: torch.empty(s, device="meta") for k, s in shapes.items()})
     check_shapes(path, vae, meta, "VAE", "the base model's VAE", "use a VAE made for SD1.x models")
-    return assign(vae, to_diffusers(read_state_dict(path)), dtype)
+    return assign(vae, to_diffusers(read()), dtype)
