@@ -213,3 +213,33 @@ def with_history(metadata: dict[str, str], op: str, **details: Any) -> dict[str,
     out = dict(metadata)
     out[HISTORY_KEY] = json.dumps(history, ensure_ascii=False)
     return out
+
+
+def output_path(source: str | os.PathLike, label: str, folder: str | os.PathLike | None = None) -> Path:
+    """`<stem>-<label>.safetensors` beside `source` (or in `folder`)."""
+    source = Path(source)
+    return Path(folder or source.parent) / f"{source.stem}-{label}.safetensors"
+
+
+def check_outputs(paths: list[Path], overwrite: bool) -> None:
+    """Refuse (before any work is done) when an output exists and `overwrite` is off."""
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise CharframeError(
+            f"output exists: {', '.join(existing)}; use --overwrite to replace it, or move it away"
+        )
+    clash = {p for p in paths if paths.count(p) > 1}
+    if clash:
+        raise CharframeError(f"two inputs would write the same output: {', '.join(map(str, sorted(clash)))}")
+
+
+def source_entry(net: LoraNetwork) -> dict[str, str]:
+    """How a history entry names its input: file name and its sshs_model_hash (when known)."""
+    entry = {"source": net.source.name if net.source else "?"}
+    if MODEL_HASH_KEY in net.metadata:
+        entry["source_hash"] = net.metadata[MODEL_HASH_KEY]
+    return entry
+
+
+def tensors_nbytes(net: LoraNetwork) -> int:
+    return sum(m.nbytes() for m in net.modules.values())
