@@ -120,10 +120,12 @@ def _load_diffusers_folder(path: Path, dtype: Any) -> SDComponents:
     from charframe.architecture import check_diffusers_folder
 
     check_diffusers_folder(path)
-    kw = dict(local_files_only=True, torch_dtype=dtype)
+    kw = dict(local_files_only=True, torch_dtype=dtype, variant=_variant(path / "unet"))
     try:
         unet = UNet2DConditionModel.from_pretrained(str(path), subfolder="unet", **kw)
+        kw["variant"] = _variant(path / "vae")
         vae = AutoencoderKL.from_pretrained(str(path), subfolder="vae", **kw)
+        kw["variant"] = _variant(path / "text_encoder")
         text_encoder = CLIPTextModel.from_pretrained(str(path), subfolder="text_encoder", **kw)
     except (OSError, ValueError, RuntimeError) as exc:
         raise CharframeError(f"{path}: cannot load this diffusers folder: {exc}") from exc
@@ -137,6 +139,13 @@ def _load_diffusers_folder(path: Path, dtype: Any) -> SDComponents:
     tokenizer = _folder_tokenizer(path / "tokenizer")
     info = {"source": "diffusers"} | _file_identity(path, "sd_model")
     return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler, info)
+
+
+def _variant(component: Path) -> str | None:
+    """"fp16" when a component folder holds only fp16-variant weights (`*.fp16.safetensors`)."""
+    names = [p.name for p in component.glob("*") if p.suffix in (".safetensors", ".bin")]
+    plain = [n for n in names if n.count(".") == 1]
+    return "fp16" if not plain and any(".fp16." in n for n in names) else None
 
 
 def _folder_tokenizer(directory: Path) -> Any:

@@ -242,6 +242,12 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
             f"({text_encoder.config.vocab_size} embeddings); {CONFIG_HINT}"
         )
     scheduler = DDPMScheduler.from_config(cfg.scheduler)
+    if scheduler.config.prediction_type != "epsilon":
+        log.warning(
+            "%s: its config (%s) says %s; SD1.x models are normally epsilon-prediction and charframe's "
+            "trainer trains epsilon prediction",
+            path.name, cfg.source, scheduler.config.prediction_type,
+        )
     info = {"source": "single_file", "config_source": cfg.source, "vae_in_checkpoint": has_vae}
     info |= _file_identity(path, "sd_model")
     return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, info)

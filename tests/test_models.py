@@ -59,3 +59,23 @@ def test_shipped_tokenizer_reproduces_clip_ids() -> None:
     assert len(tok) == 49408 and tok.pad_token_id == 49407 and tok.model_max_length == 77
     padded = tok("a cat", padding="max_length", max_length=77, truncation=True).input_ids
     assert len(padded) == 77 and padded[-1] == 49407
+
+
+def test_diffusers_folder_variants_old_clip_naming_and_fp16_only(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    folder = save_tiny_sd(tmp_path / "tiny", seed=0)
+    # older transformers saved CLIP under a `text_model.` level; such folders must still load
+    te_file = folder / "text_encoder" / "model.safetensors"
+    save_file({"text_model." + k: v for k, v in load_file(te_file).items()}, str(te_file))
+    # fp16-only repos ship `*.fp16.safetensors`
+    unet_file = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    save_file({k: v.half() for k, v in load_file(unet_file).items()}, str(unet_file.with_suffix(".fp16.safetensors")))
+    unet_file.unlink()
+    comps = load_sd(folder)
+    ref = load_sd(None)
+    te, te_ref = comps.text_encoder.state_dict(), ref.text_encoder.state_dict()
+    assert all(torch.equal(te[k], te_ref[k]) for k in te_ref)
+    k = "down_blocks.0.resnets.0.conv1.weight"
+    assert comps.unet.dtype == torch.float32
+    assert torch.equal(comps.unet.state_dict()[k], ref.unet.state_dict()[k].half().float())
