@@ -86,6 +86,8 @@ def load_sd(
         if not path.exists():
             raise CharframeError(f"{path}: model not found (pass a .safetensors/.ckpt file or a diffusers folder)")
         if path.is_dir():
+            if config is not None:
+                log.warning("--config %s ignored: %s is a diffusers folder with its own configs", config, path)
             comps = _load_diffusers_folder(path, dtype)
         else:
             from charframe.single_file import load_single_file

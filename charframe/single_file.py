@@ -151,7 +151,14 @@ def convert(state: dict[str, Any], unet: Any, vae: Any, text_encoder: Any) -> tu
         convert_ldm_vae_checkpoint,
     )
 
-    unet_sd = convert_ldm_unet_checkpoint(state, dict(unet.config))
+    from diffusers.utils import logging as dlogging
+
+    level = dlogging.get_verbosity()
+    dlogging.set_verbosity_error()  # its EMA notice talks about a flag charframe does not have
+    try:
+        unet_sd = convert_ldm_unet_checkpoint(state, dict(unet.config))
+    finally:
+        dlogging.set_verbosity(level)
     vae_part = {k: v for k, v in state.items() if k.startswith("first_stage_model.")}
     vae_sd = convert_ldm_vae_checkpoint(vae_part, dict(vae.config)) if vae_part else {}
     te_sd = text_encoder_state(convert_ldm_clip_checkpoint(state), text_encoder)
@@ -219,6 +226,8 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     dtype = dtype or torch.float32
     shapes, read = shapes_and_reader(path)
     check_single_file(path, shapes)
+    if sum(k.startswith("model_ema.") for k in shapes) > 100:
+        log.info("%s also holds EMA weights; training starts from the regular (non-EMA) UNet, as sd-scripts does", path.name)
     cfg = resolve_config(path, config, shapes)
     unet, vae, text_encoder = empty_modules(cfg)
     has_vae = any(k.startswith("first_stage_model.") for k in shapes)

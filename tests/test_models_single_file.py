@@ -239,3 +239,13 @@ def test_unknown_suffix_and_corrupt_file(tmp_path: Path) -> None:
     with pytest.raises(CharframeError, match=r"broken.safetensors: not a readable .safetensors"):
         load_sd(tmp_path / "broken.safetensors")
 
+
+
+def test_ema_weights_in_checkpoint_are_not_used_for_training(tmp_path: Path, ref1, files) -> None:
+    state = {k: v.contiguous() for k, v in to_ldm_checkpoint(ref1.unet, ref1.vae, ref1.text_encoder).items()}
+    # original training checkpoints also hold EMA copies, flattened as model_ema.<name without dots>
+    ema = {"model_ema." + k.removeprefix("model.").replace(".", ""): torch.zeros_like(v)
+           for k, v in state.items() if k.startswith("model.diffusion_model.")}
+    save_file(state | ema, str(tmp_path / "with-ema.safetensors"))
+    comps = load_sd(tmp_path / "with-ema.safetensors", config=files["config"])
+    assert _same_weights(comps.unet, ref1.unet)
