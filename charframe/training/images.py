@@ -1,0 +1,129 @@
+"""One training sample: the image scaled and cropped to its bucket, augmented, as a tensor; its caption.
+
+Random choices (flip, colour, crop position, caption shuffle) come from a generator seeded by
+(seed, epoch, position in the epoch), never from global state, so a resumed run and worker
+processes reproduce them exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from charframe.training.dataset import BatchRef, DatasetGroup, ImageEntry, Subset
+
+
+def sample_rng(seed: int, epoch: int, batch: int, item: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(epoch), int(batch), int(item), 0x1A6E])
+
+
+def _crop_box(resized: tuple[int, int], bucket: tuple[int, int], rng: np.random.Generator | None) -> tuple[int, int]:
+    dx, dy = resized[0] - bucket[0], resized[1] - bucket[1]
+    if rng is None:
+        return dx // 2, dy // 2
+    return int(rng.integers(0, dx + 1)), int(rng.integers(0, dy + 1))
+
+
+def color_jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """sd-scripts' color_aug: one time in three, a hue shift of up to ±16° or a gamma of 0.95–1.05."""
+    if rng.random() > 0.33:
+        return img
+    if rng.random() > 0.5:
+        shift = int(round(rng.uniform(-16.0, 16.0) / 360.0 * 256)) % 256
+        h, s, v = img.convert("HSV").split()
+        h = h.point(lambda x: (x + shift) % 256)
+        return Image.merge("HSV", (h, s, v)).convert("RGB")
+    gamma = rng.uniform(0.95, 1.05)
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    return Image.fromarray(np.clip(255.0 * arr**gamma + 0.5, 0, 255).astype(np.uint8))
+
+
+def load_pixels(entry: ImageEntry, subset: Subset, rng: np.random.Generator) -> torch.Tensor:
+    """CHW float tensor in [-1, 1] at the entry's bucket size."""
+    with Image.open(entry.path) as im:
+        img = im.convert("RGB")
+    if img.size != entry.resized:
+        upscale = entry.resized[0] > img.size[0]
+        img = img.resize(entry.resized, Image.LANCZOS if upscale else Image.BOX)
+    left, top = _crop_box(entry.resized, entry.bucket, rng if subset.random_crop else None)
+    img = img.crop((left, top, left + entry.bucket[0], top + entry.bucket[1]))
+    if subset.flip_aug and rng.random() < 0.5:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if subset.color_aug:
+        img = color_jitter(img, rng)
+    arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+
+
+def shape_caption(caption: str, subset: Subset, rng: np.random.Generator) -> str:
+    """caption_prefix/suffix and shuffle_caption (the first keep_tokens tags stay in place)."""
+    if subset.shuffle_caption:
+        tags = [t.strip() for t in caption.split(",")]
+        keep, rest = tags[: subset.keep_tokens], tags[subset.keep_tokens :]
+        caption = ", ".join(keep + [rest[i] for i in rng.permutation(len(rest))])
+    if subset.caption_prefix:
+        caption = f"{subset.caption_prefix} {caption}"
+    if subset.caption_suffix:
+        caption = f"{caption} {subset.caption_suffix}"
+    return caption
+
+
+@dataclass
+class Batch:
+    pixels: torch.Tensor  # B,3,H,W in [-1, 1]
+    captions: list[str]
+    loss_weights: torch.Tensor  # B: 1 for training images, prior_loss_weight for reg images
+
+
+class StepData(torch.utils.data.Dataset):
+    """Item i = the batch this process trains on at step `first_step + i` (for a DataLoader).
+
+    An epoch is the dataset's batch list (see `DatasetGroup.epoch_batches`); with `world` processes
+    each step takes `world` consecutive batches, process `rank` the rank-th (wrapping at the end).
+    """
+
+    def __init__(self, group: DatasetGroup, seed: int, first_step: int, last_step: int,
+                 rank: int = 0, world: int = 1, prior_loss_weight: float = 1.0) -> None:
+        self.group, self.seed, self.first_step, self.last_step = group, seed, first_step, last_step
+        self.rank, self.world, self.prior_loss_weight = rank, world, prior_loss_weight
+        self.batches_per_epoch = group.batches_per_epoch()
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / world)
+        self._epochs: dict[int, list[BatchRef]] = {}
+
+    def __len__(self) -> int:
+        return self.last_step - self.first_step
+
+    def locate(self, step: int) -> tuple[int, int]:
+        """(epoch, position in the epoch's batch list) of this process' batch at `step`."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        return epoch, (k * self.world + self.rank) % self.batches_per_epoch
+
+    def batch_ref(self, step: int) -> BatchRef:
+        epoch, position = self.locate(step)
+        if epoch not in self._epochs:
+            self._epochs = {epoch: self.group.epoch_batches(self.seed, epoch)}
+        return self._epochs[epoch][position]
+
+    def __getitem__(self, i: int) -> Batch:
+        step = self.first_step + i
+        epoch, position = self.locate(step)
+        ref = self.batch_ref(step)
+        ds = self.group.datasets[ref.dataset]
+        pixels, captions, weights = [], [], []
+        for j, index in enumerate(ref.images):
+            entry = ds.images[index]
+            subset = ds.subsets[entry.subset]
+            rng = sample_rng(self.seed, epoch, position, j)
+            pixels.append(load_pixels(entry, subset, rng))
+            captions.append(shape_caption(entry.caption, subset, rng))
+            weights.append(self.prior_loss_weight if entry.is_reg else 1.0)
+        return Batch(torch.stack(pixels), captions, torch.tensor(weights))
+
+
+def unbatched(item: Batch) -> Batch:
+    """DataLoader collate_fn with batch_size=None: every item already is a batch."""
+    return item

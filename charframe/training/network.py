@@ -1,0 +1,304 @@
+"""The trainable network: kohya LoRA modules (Lora1x1/Lora3x3) and LyCORIS (Locon/Loha) on SD1.x.
+
+Key names are the contract with every tool that loads the file (WebUI, ComfyUI, diffusers, sd-scripts,
+LyCORIS, block-weight merging), so they are derived exactly as sd-scripts does: for each module of a
+target class (UNet `Transformer2DModel`, plus `ResnetBlock2D`/`Downsample2D`/`Upsample2D` when conv is
+on; CLIP `CLIPAttention`/`CLIPMLP`) every Linear/Conv2d child becomes `lora_unet_<path>` or
+`lora_te_<path>` with dots turned into underscores. sd-scripts' CLIP has a `text_model.` level that
+recent transformers releases dropped; `kohya_text_root` puts it back, so names never depend on the
+installed transformers version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from charframe.errors import CharframeError
+
+log = logging.getLogger(__name__)
+
+UNET_PREFIX = "lora_unet"
+TE_PREFIX = "lora_te"
+UNET_TARGETS = ("Transformer2DModel",)
+UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What to train: `kind` "lora" (kohya networks.lora) or a LyCORIS `algo` ("lora"=LoCon, "loha")."""
+
+    dim: int
+    alpha: float
+    conv_dim: int | None = None
+    conv_alpha: float | None = None
+    lycoris_algo: str | None = None
+
+    @classmethod
+    def from_plan(cls, plan: Any) -> "NetworkSpec":
+        algo = plan.algo if plan.network_module.startswith("lycoris") else None
+        return cls(plan.dim, plan.network_alpha, plan.conv_dim, plan.conv_alpha, algo)
+
+
+class _TextRoot(nn.Module):
+    """Gives a CLIPTextModel without `.text_model` the module path sd-scripts names keys by."""
+
+    def __init__(self, text_encoder: nn.Module) -> None:
+        super().__init__()
+        self.text_model = text_encoder
+
+
+def kohya_text_root(text_encoder: nn.Module) -> nn.Module:
+    """A module whose `named_modules()` read `text_model.encoder.layers.N...` on any transformers."""
+    return text_encoder if hasattr(text_encoder, "text_model") else _TextRoot(text_encoder)
+
+
+def kohya_targets(
+    unet: nn.Module, text_encoder: nn.Module | None, conv: bool
+) -> Iterator[tuple[str, nn.Module, bool]]:
+    """(key name, layer, is_3x3_conv) for every layer sd-scripts' networks.lora would wrap."""
+    roots = [(UNET_PREFIX, unet, UNET_TARGETS + (UNET_CONV_TARGETS if conv else ()))]
+    if text_encoder is not None:
+        roots.insert(0, (TE_PREFIX, kohya_text_root(text_encoder), TE_TARGETS))
+    for prefix, root, targets in roots:
+        for name, module in root.named_modules():
+            if type(module).__name__ not in targets:
+                continue
+            for child_name, child in module.named_modules():
+                is_linear = isinstance(child, nn.Linear)
+                is_conv = isinstance(child, nn.Conv2d)
+                if not (is_linear or is_conv):
+                    continue
+                key = f"{prefix}.{name}.{child_name}".replace(".", "_")
+                yield key, child, is_conv and tuple(child.kernel_size) != (1, 1)
+
+
+class LoRAModule(nn.Module):
+    """kohya LoRA on one layer: `y = layer(x) + up(down(x)) * multiplier * alpha / dim`.
+
+    `down` copies the layer's kernel/stride/padding (a 3x3 conv stays 3x3), `up` is 1x1/linear and
+    starts at zero, so training starts from the base model exactly.
+    """
+
+    def __init__(self, name: str, layer: nn.Module, dim: int, alpha: float, multiplier: float = 1.0) -> None:
+        super().__init__()
+        self.lora_name = name
+        self.lora_dim = int(dim)
+        if isinstance(layer, nn.Conv2d):
+            self.lora_down = nn.Conv2d(layer.in_channels, dim, layer.kernel_size, layer.stride, layer.padding, bias=False)
+            self.lora_up = nn.Conv2d(dim, layer.out_channels, 1, 1, bias=False)
+        else:
+            self.lora_down = nn.Linear(layer.in_features, dim, bias=False)
+            self.lora_up = nn.Linear(dim, layer.out_features, bias=False)
+        alpha = float(dim if not alpha else alpha)
+        self.register_buffer("alpha", torch.tensor(alpha))
+        self.scale = alpha / dim
+        nn.init.kaiming_uniform_(self.lora_down.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_up.weight)
+        self.multiplier = multiplier
+        self._layer = [layer]  # not a child: the base weights stay out of this module's state_dict
+        self._layer_forward = None
+
+    def apply_to(self) -> None:
+        layer = self._layer[0]
+        self._layer_forward = layer.forward
+        layer.forward = self.forward
+
+    def restore(self) -> None:
+        if self._layer_forward is not None:
+            self._layer[0].forward = self._layer_forward
+            self._layer_forward = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        base = self._layer_forward(x)
+        w = self.lora_down.weight
+        delta = self.lora_up(self.lora_down(x if torch.is_autocast_enabled(x.device.type) else x.to(w.dtype)))
+        return base + (delta * (self.multiplier * self.scale)).to(base.dtype)
+
+
+class KohyaLoRANetwork(nn.Module):
+    """The LoRA modules of one model, registered under their key names (so `state_dict()` is the file)."""
+
+    def __init__(self, modules: list[LoRAModule]) -> None:
+        super().__init__()
+        self.text_encoder_loras = [m for m in modules if m.lora_name.startswith(TE_PREFIX)]
+        self.unet_loras = [m for m in modules if m.lora_name.startswith(UNET_PREFIX)]
+        for m in modules:
+            self.add_module(m.lora_name, m)
+
+    def apply_to(self) -> None:
+        for m in self.text_encoder_loras + self.unet_loras:
+            m.apply_to()
+
+    def restore(self) -> None:
+        for m in self.text_encoder_loras + self.unet_loras:
+            m.restore()
+
+
+def _kohya_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> KohyaLoRANetwork:
+    modules = []
+    for key, layer, is_3x3 in kohya_targets(unet, text_encoder, conv=bool(spec.conv_dim)):
+        dim, alpha = (spec.conv_dim, spec.conv_alpha) if is_3x3 else (spec.dim, spec.alpha)
+        modules.append(LoRAModule(key, layer, int(dim), float(alpha)))
+    return KohyaLoRANetwork(modules)
+
+
+def lycoris_preset_path() -> str:
+    """The shipped LyCORIS preset (`charframe/data/lycoris_sd1_preset.toml`) as a file path."""
+    return str(resources.files("charframe.data").joinpath("lycoris_sd1_preset.toml"))
+
+
+@contextlib.contextmanager
+def _quiet_lycoris() -> Iterator[None]:
+    lg = logging.getLogger("LyCORIS")
+    level = lg.level
+    lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        lg.setLevel(level)
+
+
+def _lycoris_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> nn.Module:
+    from lycoris.kohya import create_network
+
+    te_root = kohya_text_root(text_encoder) if text_encoder is not None else None
+    with _quiet_lycoris():
+        net = create_network(
+            1.0, spec.dim, spec.alpha, None, te_root, unet,
+            algo=spec.lycoris_algo, conv_dim=spec.conv_dim or 0, conv_alpha=spec.conv_alpha or 1,
+            preset=lycoris_preset_path(),
+        )
+    net._charframe_roots = (te_root, unet)  # noqa: SLF001 - LyCORIS' apply_to needs them again
+    return net
+
+
+def create_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> nn.Module:
+    """Build the network and hook it into `unet`/`text_encoder` (their forward now includes it)."""
+    if spec.lycoris_algo:
+        net = _lycoris_network(spec, unet, text_encoder)
+        te_root, _ = net._charframe_roots  # noqa: SLF001
+        with _quiet_lycoris():
+            net.apply_to(te_root, unet, te_root is not None, True)
+    else:
+        net = _kohya_network(spec, unet, text_encoder)
+        net.apply_to()
+    if not net.unet_loras:
+        raise CharframeError("no LoRA target layers found in the UNet: is this an SD1.x model?")
+    return net
+
+
+def remove_network(net: nn.Module) -> None:
+    """Unhook the network (the base model runs as before)."""
+    if isinstance(net, KohyaLoRANetwork):
+        net.restore()
+        return
+    for m in list(net.unet_loras) + list(net.text_encoder_loras):
+        if hasattr(m, "restore"):
+            m.restore()
+
+
+def param_groups(net: nn.Module, unet_lr: float | None, te_lr: float | None) -> list[dict[str, Any]]:
+    """Optimizer parameter groups, text encoder first (as sd-scripts logs them); lr left out when None."""
+    groups = []
+    for modules, lr in ((net.text_encoder_loras, te_lr), (net.unet_loras, unet_lr)):
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, **({} if lr is None else {"lr": lr})})
+    return groups
+
+
+def network_state_dict(net: nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The file's tensors: `<key>.lora_down.weight`, `<key>.lora_up.weight`, `<key>.alpha`, ... on CPU."""
+    return {
+        k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in net.state_dict().items()
+    }
+
+
+def load_network_weights(net: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> list[str]:
+    """Load a saved LoRA into `net` (to continue training); returns the keys the file lacked.
+
+    Like sd-scripts' --network_weights the load is not strict about missing modules (they start
+    fresh), but a module of another shape or kind means another logic/dim: that is an error.
+    """
+    own = net.state_dict()
+    unexpected = sorted(k for k in tensors if k not in own)
+    if unexpected:
+        raise CharframeError(
+            f"{source}: {len(unexpected)} key(s) do not fit this network (e.g. {unexpected[0]}); "
+            "continue only from a LoRA trained with the same network type"
+        )
+    for k, v in tensors.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CharframeError(
+                f"{source}: {k} has shape {tuple(v.shape)}, this run needs {tuple(own[k].shape)}; "
+                "continue with the same --dim as the file was trained with"
+            )
+    tensors = _keep_own_alpha(tensors, own, source)
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
+    missing = sorted(k for k in own if k not in tensors)
+    if missing:
+        log.warning("%s: %d tensor(s) not in the file start fresh (e.g. %s)", source, len(missing), missing[0])
+    return missing
+
+
+_FIRST_FACTOR = (".lora_up.weight", ".hada_w1_a")
+
+
+def _keep_own_alpha(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str) -> dict:
+    """Keep this run's alpha; rescale a factor so the file's effective update is unchanged."""
+    out = dict(tensors)
+    changed = 0
+    for key in [k for k in tensors if k.endswith(".alpha")]:
+        file_alpha, run_alpha = float(tensors[key]), float(own[key])
+        del out[key]
+        if math.isclose(file_alpha, run_alpha):
+            continue
+        module = key[: -len(".alpha")]
+        for suffix in _FIRST_FACTOR:
+            if module + suffix in out:
+                out[module + suffix] = out[module + suffix].float() * (file_alpha / run_alpha)
+        changed += 1
+    if changed:
+        log.warning("%s: alpha differs from this logic's in %d module(s); weights rescaled to match", source, changed)
+    return out
+
+
+def attach_lora(
+    unet: nn.Module, text_encoder: nn.Module | None, tensors: dict[str, torch.Tensor], multiplier: float = 1.0
+) -> nn.Module:
+    """Apply a saved kohya LoRA / LoCon / LoHa to a model for inference (e.g. a diffusers pipeline).
+
+    diffusers' `load_lora_weights` reads kohya LoRA and LoCon but has no LoHa converter; this path
+    (LyCORIS for LoHa) covers all kinds charframe writes.
+    """
+    if any(k.endswith(".hada_w1_a") for k in tensors):
+        from lycoris.kohya import create_network_from_weights
+
+        te_root = kohya_text_root(text_encoder) if text_encoder is not None else None
+        with _quiet_lycoris():
+            net, _ = create_network_from_weights(multiplier, None, None, te_root, unet, weights_sd=tensors)
+            net.apply_to(te_root, unet, te_root is not None, True)
+        net.load_state_dict(tensors, strict=False)
+    else:
+        modules = []
+        for key, layer, _ in kohya_targets(unet, text_encoder, conv=True):
+            down = tensors.get(f"{key}.lora_down.weight")
+            if down is not None:
+                alpha = tensors.get(f"{key}.alpha")
+                m = LoRAModule(key, layer, down.shape[0], float(alpha) if alpha is not None else down.shape[0], multiplier)
+                modules.append(m)
+        net = KohyaLoRANetwork(modules)
+        net.load_state_dict(tensors, strict=False)
+        net.apply_to()
+    ref = next(unet.parameters())
+    return net.to(ref.device, ref.dtype).eval().requires_grad_(False)

@@ -1,0 +1,94 @@
+"""The resumable state of an unfinished run: written on Ctrl-C, on a crash, or every N steps.
+
+`<output-dir>/<out>/<file stem>-state/` holds the network in full precision, the optimizer, schedule
+and loss-scaler state, the losses so far, and `state.toml` (step, output file, log folder, the plan).
+`state.toml` is written last, so a folder without it is an incomplete write and is not trusted.
+Random numbers are derived from (seed, step), so nothing else is needed to continue bit-for-bit.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charframe import tomlio
+from charframe.errors import CharframeError
+from charframe.fsutil import atomic_path
+from charframe.training.recipes import TrainPlan
+
+STATE_FILE = "state.toml"
+NETWORK_FILE = "network.safetensors"
+OPTIM_FILE = "optimizer.pt"
+
+#: Plan fields a resumed run may change (they do not change what is trained).
+RESUME_MAY_CHANGE = frozenset(
+    {"sample_every", "sample_prompts", "sample_seeds", "sample_steps", "sample_size", "save_state_every",
+     "num_workers", "logging_dir", "output_dir"}
+)
+
+
+@dataclass
+class RunState:
+    step: int
+    output: str  # the LoRA file this run will write
+    log_dir: str
+    session_id: int
+    started_at: float
+    plan: dict[str, Any]
+    losses: list[float] = field(default_factory=list)
+
+
+def state_dir_for(output: Path) -> Path:
+    return output.with_name(output.stem + "-state")
+
+
+def save_state(directory: Path, run: RunState, network: torch.nn.Module, optim_state: dict[str, Any]) -> Path:
+    """Write the state atomically, file by file, `state.toml` last."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    marker = directory / STATE_FILE
+    if marker.exists():
+        marker.unlink()  # the folder is incomplete until the new marker is written
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    with atomic_path(directory / NETWORK_FILE) as tmp:
+        save_file(weights, str(tmp))
+    with atomic_path(directory / OPTIM_FILE) as tmp:
+        torch.save(optim_state, tmp)
+    tomlio.write(marker, {"state": {k: v for k, v in run.__dict__.items() if k != "plan"}, "plan": run.plan})
+    return directory
+
+
+def load_state(directory: Path) -> tuple[RunState, dict[str, torch.Tensor], dict[str, Any]]:
+    """(run info, network tensors, optimizer/schedule state) of a saved state folder."""
+    from safetensors.torch import load_file
+
+    marker = directory / STATE_FILE
+    if not marker.is_file():
+        raise CharframeError(
+            f"{directory}: no complete resumable state here (missing {STATE_FILE}); start the run again without --resume"
+        )
+    data = tomlio.load(marker)
+    run = RunState(plan=data["plan"], **data["state"])
+    tensors = load_file(str(directory / NETWORK_FILE))
+    optim_state = torch.load(directory / OPTIM_FILE, map_location="cpu", weights_only=True)
+    return run, tensors, optim_state
+
+
+def check_resumable(plan: TrainPlan, run: RunState, directory: Path) -> None:
+    """The plan given with --resume must train the same thing as the saved one."""
+    saved = TrainPlan.from_dict(run.plan).to_dict()
+    now = plan.to_dict()
+    diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
+        raise CharframeError(f"{directory}: --resume with different settings ({detail}); use the original command")
+
+
+def remove_state(directory: Path) -> None:
+    if directory.is_dir():
+        shutil.rmtree(directory, ignore_errors=True)
