@@ -45,7 +45,7 @@ class Rule:
     azimuth: frozenset[int] | None = None
     folder: re.Pattern[str] | None = None
     rest: re.Pattern[str] | None = None
-    source: str = field(default="", compare=False)
+    source: str = field(default="", compare=False)  # the file that last defined or edited it
 
     def matches(self, code: ImageCode, folder: str) -> bool:
         return (
@@ -135,9 +135,9 @@ def _tags(raw: Any, where: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in raw)
 
 
-def _rule(table: dict[str, Any], where: str, base: Rule | None) -> Rule:
+def _rule(table: dict[str, Any], where: str, base: Rule | None, source: str) -> Rule:
     """A rule from a TOML table; with `base`, only the given fields change (a user edit)."""
-    fields: dict[str, Any] = {"name": table["name"], "source": where}
+    fields: dict[str, Any] = {"name": table["name"], "source": source}
     if "tags" in table:
         fields["tags"] = _tags(table["tags"], where)
     elif base is None:
@@ -182,7 +182,7 @@ def apply_rule_edits(rules: Iterable[Rule], section: dict[str, Any], source: str
         if "before" in table and "after" in table:
             raise CharframeError(f"{where}: give before or after, not both")
         existing = next((i for i, r in enumerate(out) if r.name == table["name"]), None)
-        rule = _rule(table, where, out[existing] if existing is not None else None)
+        rule = _rule(table, where, out[existing] if existing is not None else None, source)
         if existing is not None:
             out[existing] = rule
             if "before" not in table and "after" not in table:
