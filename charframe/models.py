@@ -67,10 +67,18 @@ def load_sd(
 ) -> SDComponents:
     """Load an SD1.x model (single file, diffusers folder, or None = tiny demo) and an optional VAE.
 
-    `config` describes a single file whose shapes are not SD1.5's: a diffusers folder (its component
-    `config.json`s and tokenizer are used) or the original LDM `.yaml`. `dtype` defaults to float32.
-    Unsupported architectures (SD2, SDXL, inpainting, SD3, Flux, ...) raise `CharframeError` before
-    anything is built.
+    `config` is only for single files whose shapes are not SD1.5's: a diffusers folder (its component
+    `config.json`s and tokenizer; weights there are ignored) or the original LDM `.yaml`; a `<name>.yaml`
+    beside the checkpoint is picked up by itself. `vae`: a VAE file (LDM or diffusers layout, as
+    `.safetensors`/`.ckpt`) or a diffusers (vae) folder. `dtype` defaults to float32; modules are
+    returned in eval mode on `device`. Unsupported architectures (SD2, SDXL, inpainting, SD3, Flux, a
+    LoRA, ...) raise `CharframeError` before anything is built; `.ckpt` files are only read with
+    torch's weights-only unpickler.
+
+    `info` always has `base_model_version` ("sd_v1"), `prediction_type`, `source` ("tiny", "diffusers",
+    "single_file") and `model_name`; for real models also sd-scripts' `ss_sd_model_name`,
+    `ss_sd_model_hash` (WebUI legacy hash), `ss_new_sd_model_hash` (sha256), and with a VAE `ss_vae_name`,
+    `ss_vae_hash`, `ss_new_vae_hash` (folders give sd-scripts' "IsADirectory").
     """
     import torch
 
