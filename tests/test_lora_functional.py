@@ -115,11 +115,13 @@ def test_rank_rule_validation_and_suffixes():
             F.RankRule(*bad)
 
 
-def test_truncated_lora_layout_and_alpha():
+@pytest.mark.parametrize("alpha", [None, 1.0, 8.0])
+def test_truncate_and_lora_tensors_layout_and_alpha(alpha):
     u, s, vh = torch.linalg.svd(torch.randn(6, 4 * 9), full_matrices=False)
-    t = F.truncated_lora(u, s, vh, 3, (6, 4, 3, 3), torch.float16)
+    up, down = F.truncate(u, s, vh, 3)
+    t = F.lora_tensors(up, down, (6, 4, 3, 3), torch.float16, alpha)
     assert t["lora_down.weight"].shape == (3, 4, 3, 3) and t["lora_up.weight"].shape == (6, 3, 1, 1)
-    assert float(t["alpha"]) == 3.0 and t["lora_up.weight"].dtype == torch.float16
+    assert float(t["alpha"]) == (3.0 if alpha is None else alpha) and t["lora_up.weight"].dtype == torch.float16
     best = (u[:, :3] * s[:3]) @ vh[:3]
     torch.testing.assert_close(F.module_delta("lora", t).reshape(6, -1), best, rtol=2e-3, atol=2e-3)
 

@@ -91,12 +91,13 @@ def test_compress_equals_best_rank_k_of_full_svd(tmp_path, kind, tucker, rule):
     assert net.kinds() == {"lora"}
     before = deltas(src)
     reports = {r.name: r for r in res.modules}
+    file_alpha = max(r.rank_out for r in res.modules)
     for name, d in before.items():
         u, s, vh = full_svd(d)  # the naive reference: SVD of the full ΔW
         k = select_rank(s, rule)
         m = net.modules[name]
         assert m.rank == k == reports[name].rank_out
-        assert m.alpha == k  # effective scale 1
+        assert m.alpha == file_alpha  # one alpha per file (= largest rank: effective scale 1 there)
         assert m.tensors["lora_up.weight"].dtype == torch.float16
         got = module_delta("lora", m.tensors)
         assert got.shape == TARGETS[name]  # layer shape restored, also for flat LoHa convs
@@ -113,7 +114,8 @@ def test_compress_keeps_module_layout_for_loaders(tmp_path):
     proj = net.modules["lora_unet_down_blocks_1_attentions_0_proj_in"].tensors
     assert proj["lora_down.weight"].shape == (3, 8, 1, 1)
     _, md = lio.load_lora_file(out)
-    assert md["ss_network_dim"] == md["ss_network_alpha"] == "3"
+    assert md["ss_network_dim"] == md["ss_network_alpha"] == "3"  # fixed rank: alpha = rank, scale 1
+    assert {m.alpha for m in net.modules.values()} == {3.0}
     assert json.loads(md["ss_network_args"]) == {"conv_dim": "3", "conv_alpha": "3", "algo": "locon"}
     assert json.loads(md["charframe_history"])[-1]["op"] == "compress"
     assert (md["sshs_model_hash"], md["sshs_legacy_hash"]) == lio.file_hashes(out)
@@ -125,6 +127,8 @@ def test_compress_dtype(tmp_path, dtype):
     t, md = lio.load_lora_file(out)
     assert {v.dtype for v in t.values()} == {torch.bfloat16 if dtype == "bf16" else torch.float32}
     assert md["ss_network_dim"] == "Dynamic"
+    alphas = {float(v) for k, v in t.items() if k.endswith(".alpha")}
+    assert len(alphas) == 1 and md["ss_network_alpha"] == f"{alphas.pop():g}"
 
 
 def test_mix_equals_weighted_sum(tmp_path):

@@ -3,8 +3,14 @@
 LoRA/LoCon modules never form ΔW: `functional.lowrank_svd` takes the SVD through QR of the
 factors (cost linear in the layer size), which gives the same singular values and the same best
 rank-k approximation as a full SVD of ΔW. LoHa/LoKr modules have no such factors, so their full ΔW
-is decomposed; the output is always plain LoRA (LoCon keys for convs) with alpha = rank, i.e. an
-effective scale of 1, so every loader reads the same ΔW.
+is decomposed; the output is always plain LoRA (LoCon keys for convs).
+
+Alpha: one alpha for the whole file, equal to the largest kept rank, so modules at that rank have
+an effective scale (alpha/rank) of 1 — with a fixed `--rank R` every module does — and every other
+module's factors absorb rank/alpha so that each loader reads exactly ΔW_k. Per-module alphas
+(alpha = own rank, as resize_lora writes) would be exact in kohya/WebUI/ComfyUI, but diffusers 0.42
+applies a file's most common alpha to attention layers whose alpha differs (its alpha_pattern keys
+do not match), which changes their ΔW; a single alpha is read the same way everywhere.
 
 Rank rule vs sd-scripts' `networks/resize_lora.py`: there, sv_ratio keeps
 `min(max(count(s > s_max/ratio), 1), len(s) - 1) + 1` values — one more than the count — and
@@ -32,9 +38,10 @@ from charframe.lora.functional import (
     lora_factors,
     lowrank_svd,
     module_delta,
+    lora_tensors,
     retained_fro,
     select_rank,
-    truncated_lora,
+    truncate,
 )
 from charframe.lora.network import LoraModule, LoraNetwork, network_args
 
@@ -90,11 +97,26 @@ def module_svd(module: LoraModule) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return u, s, vh, shape
 
 
-def compress_module(module: LoraModule, rule: RankRule, dtype: torch.dtype) -> tuple[LoraModule, ModuleReport]:
+#: A re-factored module before storing: (up2d, down2d, layer shape), ΔW = up2d @ down2d.
+Factored = tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]
+
+
+def compress_module(module: LoraModule, rule: RankRule) -> tuple[Factored, ModuleReport]:
+    """Best rank-k factors of one module's ΔW, k chosen by `rule`."""
     u, s, vh, shape = module_svd(module)
     k = select_rank(s, rule)
-    out = LoraModule(module.name, "lora", truncated_lora(u, s, vh, k, shape, dtype))
-    return out, ModuleReport(module.name, module.kind, module.rank, k, retained_fro(s, k))
+    up, down = truncate(u, s, vh, k)
+    return (up, down, shape), ModuleReport(module.name, module.kind, module.rank, k, retained_fro(s, k))
+
+
+def build_network(factored: dict[str, Factored], dtype: torch.dtype, metadata: dict[str, str], source=None) -> LoraNetwork:
+    """Store factored modules as plain LoRA with one file-wide alpha = the largest rank (see above)."""
+    alpha = max((up.shape[1] for up, _, _ in factored.values()), default=1)
+    modules = {
+        name: LoraModule(name, "lora", lora_tensors(up, down, shape, dtype, alpha))
+        for name, (up, down, shape) in factored.items()
+    }
+    return LoraNetwork(modules=modules, metadata=dict(metadata), source=source)
 
 
 def compress_network(
@@ -102,27 +124,27 @@ def compress_network(
 ) -> tuple[LoraNetwork, list[ModuleReport]]:
     from tqdm import tqdm
 
-    modules, reports = {}, []
+    factored, reports = {}, []
     for module in tqdm(net.modules.values(), desc="compress", unit="module", disable=not progress):
-        new, report = compress_module(module, rule, dtype)
-        modules[module.name] = new
+        factored[module.name], report = compress_module(module, rule)
         reports.append(report)
-    return LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source), reports
+    return build_network(factored, dtype, net.metadata, net.source), reports
 
 
 def rank_metadata(metadata: dict[str, str], rule: RankRule, net: LoraNetwork, was_lycoris: bool) -> dict[str, str]:
-    """ss_network_* after re-factoring: "Dynamic" dims/alphas for dynamic rules, as resize_lora writes."""
+    """ss_network_* after re-factoring: dim "Dynamic" when ranks differ (as resize_lora writes), the alpha."""
     md = dict(metadata)
     ranks = {m.rank for m in net.modules.values()}
-    value = str(ranks.pop()) if rule.kind == "rank" and len(ranks) == 1 else "Dynamic"
-    md["ss_network_dim"] = value
-    md["ss_network_alpha"] = value
+    dim = str(ranks.pop()) if len(ranks) == 1 else "Dynamic"
+    alpha = f"{max((m.alpha or 0 for m in net.modules.values()), default=0):g}"
+    md["ss_network_dim"] = dim
+    md["ss_network_alpha"] = alpha
     args = network_args(md)
     if was_lycoris:
         args["algo"] = "locon"
     if any(m.kernel not in ((), (1, 1)) for m in net.modules.values()) or "conv_dim" in args:
-        args["conv_dim"] = value
-        args["conv_alpha"] = value
+        args["conv_dim"] = dim
+        args["conv_alpha"] = alpha
     if args or "ss_network_args" in md:
         md["ss_network_args"] = json.dumps(args)
     return md

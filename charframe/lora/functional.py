@@ -25,10 +25,6 @@ import torch
 Tensors = Mapping[str, torch.Tensor]
 
 
-def _f(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.float()
-
-
 def _scale(alpha: torch.Tensor | float | None, rank: int | None) -> float:
     if alpha is None or not rank:
         return 1.0
@@ -204,24 +200,34 @@ def retained_fro(s: torch.Tensor, k: int) -> float:
     return 1.0 if total <= 0 else math.sqrt(float((s[:k].double() ** 2).sum()) / total)
 
 
-def truncated_lora(
-    u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, k: int, shape: Sequence[int], dtype: torch.dtype
-) -> dict[str, torch.Tensor]:
-    """A plain LoRA module of rank k with ΔW = U_k·S_k·Vh_k and alpha = k (effective scale 1).
+def truncate(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Best rank-k factors (up k-columns, down k-rows) with up·down = U_k·S_k·Vh_k.
 
-    √S goes to both factors so up and down have similar magnitudes (kinder to fp16). A conv layer
-    gets down as k × in × kh × kw and up as out × k × 1 × 1, as kohya writes them.
+    √S goes to both factors so up and down have similar magnitudes (kinder to fp16).
     """
-    root = s[:k].sqrt()
-    up = u[:, :k] * root
-    down = root[:, None] * vh[:k]
+    root = s[:k].float().sqrt()
+    return u[:, :k] * root, root[:, None] * vh[:k]
+
+
+def lora_tensors(
+    up2d: torch.Tensor, down2d: torch.Tensor, shape: Sequence[int], dtype: torch.dtype, alpha: float | None = None
+) -> dict[str, torch.Tensor]:
+    """A plain LoRA module with ΔW = up2d·down2d exactly, stored with the given alpha (default: rank).
+
+    Loaders apply alpha/rank, so both factors are multiplied by √(rank/alpha) to cancel it. A conv
+    layer gets down as k × in × kh × kw and up as out × k × 1 × 1, as kohya writes them.
+    """
+    k = up2d.shape[1]
+    alpha = float(k if alpha is None else alpha)
+    c = math.sqrt(k / alpha)
+    up, down = up2d * c, down2d * c
     if len(shape) == 4:
         up = up.reshape(shape[0], k, 1, 1)
         down = down.reshape(k, *shape[1:])
     return {
         "lora_down.weight": down.to(dtype).contiguous(),
         "lora_up.weight": up.to(dtype).contiguous(),
-        "alpha": torch.tensor(float(k), dtype=dtype),
+        "alpha": torch.tensor(alpha, dtype=dtype),
     }
 
 

@@ -20,7 +20,7 @@ import torch
 from charframe.errors import CharframeError
 from charframe.lora import io as lio
 from charframe.lora.blocks import layer_shape
-from charframe.lora.compress import DTYPES, ModuleReport, rank_metadata
+from charframe.lora.compress import DTYPES, Factored, ModuleReport, build_network, rank_metadata
 from charframe.lora.functional import (
     RankRule,
     full_svd,
@@ -30,7 +30,7 @@ from charframe.lora.functional import (
     retained_fro,
     select_rank,
     stack_factors,
-    truncated_lora,
+    truncate,
 )
 from charframe.lora.network import LoraModule, LoraNetwork
 
@@ -62,10 +62,8 @@ class MixResult:
         return f"{name}: {parts}: {len(self.modules)} modules, {self.rule.describe()}, mean rank {mean:.1f}"
 
 
-def mix_module(
-    name: str, parts: Sequence[tuple[LoraModule, float]], rule: RankRule, dtype: torch.dtype
-) -> tuple[LoraModule, ModuleReport]:
-    """Σ w·ΔW of one module over the inputs that hold it, as a plain LoRA module."""
+def mix_module(name: str, parts: Sequence[tuple[LoraModule, float]], rule: RankRule) -> tuple[Factored, ModuleReport]:
+    """Σ w·ΔW of one module over the inputs that hold it, re-factored at the rank `rule` picks."""
     factors, deltas, shapes = [], [], set()
     for module, w in parts:
         t = module.tensors
@@ -87,9 +85,8 @@ def mix_module(
         u, s, vh = lowrank_svd(*stack_factors(factors))
     k = select_rank(s, rule)
     rank_in = sum(m.rank or 0 for m, _ in parts)
-    return LoraModule(name, "lora", truncated_lora(u, s, vh, k, shape, dtype)), ModuleReport(
-        name, "+".join(m.kind for m, _ in parts), rank_in, k, retained_fro(s, k)
-    )
+    report = ModuleReport(name, "+".join(m.kind for m, _ in parts), rank_in, k, retained_fro(s, k))
+    return (*truncate(u, s, vh, k), shape), report
 
 
 def mix_networks(
@@ -106,11 +103,11 @@ def mix_networks(
     for net, w in items:
         for name, module in net.modules.items():
             names.setdefault(name, []).append((module, w))
-    modules, reports = {}, []
+    factored, reports = {}, []
     for name, parts in tqdm(names.items(), desc="mix", unit="module", disable=not progress):
-        modules[name], report = mix_module(name, parts, rule, dtype)
+        factored[name], report = mix_module(name, parts, rule)
         reports.append(report)
-    return LoraNetwork(modules=modules, metadata=_common_metadata([n for n, _ in items])), reports
+    return build_network(factored, dtype, _common_metadata([n for n, _ in items])), reports
 
 
 def _common_metadata(nets: Sequence[LoraNetwork]) -> dict[str, str]:
