@@ -1,0 +1,14 @@
+@echo off
+rem charframe toml: drop dataset folders here: writes the sd-scripts dataset TOML of each
+rem Generated from charframe/data/launchers.toml by `python -m charframe.launchers`; do not edit.
+setlocal
+set "CHARFRAME=%~dp0..\.venv\Scripts\charframe.exe"
+if not exist "%CHARFRAME%" set "CHARFRAME=charframe"
+"%CHARFRAME%" toml %*
+set "RC=%ERRORLEVEL%"
+if not "%RC%"=="0" (
+  echo.
+  echo charframe toml stopped with exit code %RC%: see the messages above.
+  pause
+)
+endlocal & exit /b %RC%

@@ -1,0 +1,149 @@
+"""Generate the drag-and-drop launchers in `bin/` from one table (`charframe/data/launchers.toml`).
+
+Each row becomes `bin/<name>.bat` (Windows: passes the dropped paths `%*`, pauses when the command
+fails so the message stays readable) and `bin/<name>.sh` (POSIX, `"$@"`). Both prefer the
+repository's `.venv` and fall back to `charframe` on PATH. No logic lives in the launchers.
+
+    python -m charframe.launchers            # rewrite bin/
+    python -m charframe.launchers --check    # exit 1 if bin/ differs from the table
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from charframe import tomlio
+from charframe.errors import CharframeError
+from charframe.fsutil import atomic_write_bytes
+
+TABLE = Path(__file__).with_name("data") / "launchers.toml"
+DEFAULT_OUT = Path(__file__).resolve().parents[1] / "bin"
+MARKER = "Generated from charframe/data/launchers.toml by `python -m charframe.launchers`; do not edit."
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ARG = re.compile(r"-{0,2}[A-Za-z0-9][A-Za-z0-9_.=-]*")
+_TEXT = re.compile(r"[^%^&|<>\"'`$\\\x00-\x1f]*")  # safe in a cmd `rem` and a sh comment
+
+
+@dataclass(frozen=True)
+class Launcher:
+    name: str
+    args: tuple[str, ...]
+    help: str
+
+
+def load_table(path: Path = TABLE) -> list[Launcher]:
+    rows = []
+    for row in tomlio.load(path).get("launcher", []):
+        launcher = Launcher(row["name"], tuple(row["args"]), row["help"])
+        plain = _WORD.fullmatch(launcher.name) and all(_ARG.fullmatch(a) for a in launcher.args)
+        if not plain or not _TEXT.fullmatch(launcher.help):
+            raise CharframeError(f"{path}: launcher {launcher.name!r}: name and args are plain words, help has no shell characters")
+        rows.append(launcher)
+    return rows
+
+
+def render_bat(launcher: Launcher) -> bytes:
+    command = " ".join(launcher.args)
+    lines = [
+        "@echo off",
+        f"rem charframe {command}: {launcher.help}",
+        f"rem {MARKER}",
+        "setlocal",
+        'set "CHARFRAME=%~dp0..\\.venv\\Scripts\\charframe.exe"',
+        'if not exist "%CHARFRAME%" set "CHARFRAME=charframe"',
+        f'"%CHARFRAME%" {command} %*',
+        'set "RC=%ERRORLEVEL%"',
+        'if not "%RC%"=="0" (',
+        "  echo.",
+        f"  echo charframe {command} stopped with exit code %RC%: see the messages above.",
+        "  pause",
+        ")",
+        "endlocal & exit /b %RC%",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def render_sh(launcher: Launcher) -> bytes:
+    command = " ".join(launcher.args)
+    lines = [
+        "#!/bin/sh",
+        f"# charframe {command}: {launcher.help}",
+        f"# {MARKER}",
+        'venv_charframe="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/charframe"',
+        'if [ -x "$venv_charframe" ]; then',
+        f'  exec "$venv_charframe" {command} "$@"',
+        "fi",
+        f'exec charframe {command} "$@"',
+    ]
+    return ("\n".join(lines) + "\n").encode("ascii")
+
+
+def expected_files(table: Path = TABLE) -> dict[str, bytes]:
+    """File name → content for every launcher of the table."""
+    out: dict[str, bytes] = {}
+    for launcher in load_table(table):
+        out[f"{launcher.name}.bat"] = render_bat(launcher)
+        out[f"{launcher.name}.sh"] = render_sh(launcher)
+    return out
+
+
+def _generated(path: Path) -> bool:
+    try:
+        return MARKER.encode() in path.read_bytes()[:1024]
+    except OSError:
+        return False
+
+
+def differences(out_dir: Path = DEFAULT_OUT, table: Path = TABLE) -> list[str]:
+    """Problems with `out_dir` as the table would write it (empty = up to date)."""
+    problems = []
+    expected = expected_files(table)
+    for name, data in expected.items():
+        path = out_dir / name
+        if not path.is_file() or path.read_bytes() != data:
+            problems.append(f"{path}: differs from the table")
+        elif name.endswith(".sh") and os.name == "posix" and not os.access(path, os.X_OK):
+            problems.append(f"{path}: not executable")
+    stale = [p for p in sorted(out_dir.glob("*")) if p.name not in expected and _generated(p)]
+    problems += [f"{p}: generated launcher no longer in the table" for p in stale]
+    return problems
+
+
+def write_launchers(out_dir: Path = DEFAULT_OUT, table: Path = TABLE) -> list[Path]:
+    """Write every launcher (and remove generated ones that left the table); hand-written files stay."""
+    expected = expected_files(table)
+    written = []
+    for name, data in expected.items():
+        path = out_dir / name
+        if not path.is_file() or path.read_bytes() != data:
+            atomic_write_bytes(path, data)
+            written.append(path)
+        path.chmod(0o755 if name.endswith(".sh") else 0o644)
+    for p in out_dir.glob("*"):
+        if p.name not in expected and _generated(p):
+            p.unlink()
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m charframe.launchers", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"folder to write (default: {DEFAULT_OUT})")
+    ap.add_argument("--check", action="store_true", help="only compare; exit 1 when bin/ is out of date")
+    args = ap.parse_args(argv)
+    if args.check:
+        problems = differences(args.out)
+        for p in problems:
+            print(p, file=sys.stderr)
+        return 1 if problems else 0
+    for path in write_launchers(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
