@@ -19,7 +19,7 @@ import random
 import signal
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -33,7 +33,9 @@ from charframe.training import state as st
 from charframe.training.dataset import DatasetGroup, load_dataset
 from charframe.training.images import StepData, unbatched
 from charframe.training.metadata import optimizer_description, step_metadata, training_metadata
-from charframe.training.network import NetworkSpec, create_network, load_network_weights, network_state_dict, param_groups
+from charframe.training.network import (
+    NetworkSpec, create_network, load_network_weights, network_state_dict, param_groups, remove_network,
+)
 from charframe.training.optim import build_optimizer, build_scheduler, current_lrs
 from charframe.training.recipes import TrainPlan
 from charframe.training.text import encode, token_count, tokenize
@@ -162,6 +164,39 @@ def _any_process(flag: bool, world: int, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def denoise_loss(
+    comps: Any,
+    pixels: torch.Tensor,
+    captions: list[str],
+    weights: torch.Tensor,
+    gen: torch.Generator,
+    *,
+    plan: TrainPlan,
+    device: torch.device,
+    weight_dtype: torch.dtype = torch.float32,
+    autocast: Callable[[], Any] = nullcontext,
+    timesteps: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted."""
+    sched = comps.noise_scheduler
+    with torch.no_grad():
+        pixels = pixels.to(device, weight_dtype, non_blocking=True)
+        latents = comps.vae.encode(pixels).latent_dist.sample(generator=gen).float() * comps.vae.config.scaling_factor
+    noise = torch.randn(latents.shape, generator=gen).to(device)
+    if plan.noise_offset:
+        noise += plan.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)
+    if timesteps is None:
+        timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen)
+    timesteps = timesteps.to(device)
+    noisy = sched.add_noise(latents, noise, timesteps)
+    target = sched.get_velocity(latents, noise, timesteps) if sched.config.prediction_type == "v_prediction" else noise
+    with autocast():
+        states = encode(comps.text_encoder, tokenize(comps.tokenizer, captions, plan.max_token_length), plan.clip_skip)
+        pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype)).sample
+    per_item = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    return (per_item * weights.to(device)).mean()
+
+
 def train(
     plan: TrainPlan,
     *,
@@ -257,9 +292,6 @@ def train(
         from torch.utils.tensorboard import SummaryWriter
 
         writer = SummaryWriter(log_dir=run.log_dir)
-    scale = comps.vae.config.scaling_factor
-    sched = comps.noise_scheduler
-    v_pred = sched.config.prediction_type == "v_prediction"
     losses = list(run.losses)
     samples: list[Path] = []
     step = run.step
@@ -279,27 +311,15 @@ def train(
         with stop.installed():
             for batch in loader:
                 gen = step_generator(plan.seed, step, rank)
-                with torch.no_grad():
-                    pixels = batch.pixels.to(device, weight_dtype, non_blocking=True)
-                    latents = comps.vae.encode(pixels).latent_dist.sample(generator=gen).float() * scale
-                noise = torch.randn(latents.shape, generator=gen).to(device)
-                if plan.noise_offset:
-                    noise += plan.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)
-                timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=gen).to(device)
-                noisy = sched.add_noise(latents, noise, timesteps)
-                target = sched.get_velocity(latents, noise, timesteps) if v_pred else noise
-                with accelerator.autocast():
-                    states = encode(comps.text_encoder, tokenize(comps.tokenizer, batch.captions, plan.max_token_length),
-                                    plan.clip_skip)
-                    pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype)).sample
-                per_item = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-                loss = (per_item * batch.loss_weights.to(device)).mean()
+                loss = denoise_loss(comps, batch.pixels, batch.captions, batch.loss_weights, gen, plan=plan,
+                                    device=device, weight_dtype=weight_dtype, autocast=accelerator.autocast)
                 accelerator.backward(loss)
                 updating = True
                 _sync_gradients(params, world)
                 if plan.max_grad_norm:
                     accelerator.clip_grad_norm_(params, plan.max_grad_norm)
                 optimizer.step()
+                lrs = current_lrs(optimizer, scheduler)  # the rates this step used
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 updating = False
@@ -312,7 +332,7 @@ def train(
                     bar.update(1)
                     writer.add_scalar("loss/current", value, step)
                     writer.add_scalar("loss/average", sum(recent) / len(recent), step)
-                    for name, lr in zip(("textencoder", "unet") if len(groups) == 2 else ("unet",), current_lrs(optimizer, scheduler)):
+                    for name, lr in zip(("textencoder", "unet") if len(groups) == 2 else ("unet",), lrs):
                         writer.add_scalar(f"lr/{name}", lr, step)
                     if plan.sample_every and plan.sample_prompts and step % plan.sample_every == 0:
                         samples += _sample_images(comps, plan, out_file, step, accelerator)
@@ -323,6 +343,7 @@ def train(
                 if _any_process(stop.requested, world, device) and step < plan.steps:
                     raise KeyboardInterrupt
     except BaseException as exc:
+        remove_network(net)
         bar.close()
         if writer is not None:
             writer.close()
@@ -339,6 +360,7 @@ def train(
             ) from None
         raise
     bar.close()
+    remove_network(net)
     result = TrainResult(None, losses, step, Path(run.log_dir) if main else None, samples=samples)
     if main:
         writer.close()

@@ -1,0 +1,129 @@
+"""LoRA/LyCORIS modules on the tiny SD1.x model: exactly the key names sd-scripts and LyCORIS write."""
+
+import pytest
+import torch
+
+from charframe.tiny import build_tiny_sd
+from charframe.training.network import (
+    NetworkSpec, attach_lora, create_network, kohya_targets, network_state_dict, remove_network,
+)
+
+
+@pytest.fixture(scope="module")
+def comps():
+    return build_tiny_sd(seed=0)
+
+
+def _modules(net) -> set[str]:
+    return {k.split(".")[0] for k in net.state_dict()}
+
+
+# Counts for the tiny model (real SD1.x layout): 16 transformer blocks x 12 linear/1x1 layers;
+# plus, with conv, 22 resnets (conv1, conv2, time_emb_proj; 13 with conv_shortcut) and 6 down/upsamplers.
+UNET_LINEAR = 16 * 12
+UNET_CONV = UNET_LINEAR + 22 * 3 + 13 + 6
+TE = 4 * 6  # 4 CLIP layers x (q, k, v, out_proj, fc1, fc2)
+
+LINEAR_NAMES = {
+    "lora_unet_down_blocks_0_attentions_0_proj_in",
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q",
+    "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_out_0",
+    "lora_unet_mid_block_attentions_0_transformer_blocks_0_ff_net_0_proj",
+    "lora_unet_up_blocks_3_attentions_2_transformer_blocks_0_ff_net_2",
+    "lora_unet_up_blocks_1_attentions_0_proj_out",
+    "lora_te_text_model_encoder_layers_0_self_attn_q_proj",
+    "lora_te_text_model_encoder_layers_3_mlp_fc2",
+}
+CONV_NAMES = {
+    "lora_unet_down_blocks_0_resnets_0_conv1",
+    "lora_unet_down_blocks_0_resnets_0_time_emb_proj",
+    "lora_unet_down_blocks_1_resnets_0_conv_shortcut",
+    "lora_unet_down_blocks_2_downsamplers_0_conv",
+    "lora_unet_mid_block_resnets_1_conv2",
+    "lora_unet_up_blocks_0_upsamplers_0_conv",
+    "lora_unet_up_blocks_3_resnets_2_conv2",
+}
+
+
+def test_lora1x1_keys(comps) -> None:
+    net = create_network(NetworkSpec(4, 2), comps.unet, comps.text_encoder)
+    try:
+        names = _modules(net)
+        assert LINEAR_NAMES <= names and not (CONV_NAMES & names)
+        assert len(net.unet_loras) == UNET_LINEAR and len(net.text_encoder_loras) == TE
+        sd = network_state_dict(net, torch.float16)
+        assert set(sd) == {f"{n}.{s}" for n in names for s in ("lora_down.weight", "lora_up.weight", "alpha")}
+        assert float(sd["lora_unet_down_blocks_0_attentions_0_proj_in.alpha"]) == 2.0
+        assert sd["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"].shape == (4, 16, 1, 1)
+    finally:
+        remove_network(net)
+
+
+@pytest.mark.parametrize("algo", [None, "lora", "loha"])
+def test_conv_networks_share_the_sd_scripts_module_set(comps, algo) -> None:
+    """Lora3x3 (kohya), Locon and Loha (LyCORIS) wrap exactly the same layers under the same names."""
+    net = create_network(NetworkSpec(4, 2, 8, 3, algo), comps.unet, comps.text_encoder)
+    try:
+        names = _modules(net)
+        assert LINEAR_NAMES | CONV_NAMES <= names
+        assert len(names) == UNET_CONV + TE
+        sd = net.state_dict()
+        suffixes = {k.split(".", 1)[1] for k in sd}
+        if algo == "loha":
+            assert suffixes == {"hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha"}
+        else:
+            assert suffixes == {"lora_down.weight", "lora_up.weight", "alpha"}
+            down = sd["lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight"]
+            assert down.shape == (8, 16, 3, 3)  # conv_dim on the 3x3 convs
+            assert sd["lora_unet_down_blocks_0_resnets_0_time_emb_proj.lora_down.weight"].shape[0] == 4
+        assert float(sd["lora_unet_down_blocks_0_resnets_0_conv1.alpha"]) == 3.0
+        assert float(sd["lora_te_text_model_encoder_layers_0_self_attn_q_proj.alpha"]) == 2.0
+    finally:
+        remove_network(net)
+
+
+def test_text_encoder_names_do_not_depend_on_transformers_version(comps) -> None:
+    """transformers 5 has no `text_model.` level; older releases (and sd-scripts' CLIP) do."""
+
+    class OldCLIP(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.text_model = inner
+
+    new = [k for k, _, _ in kohya_targets(comps.unet, comps.text_encoder, False) if k.startswith("lora_te")]
+    old = [k for k, _, _ in kohya_targets(comps.unet, OldCLIP(comps.text_encoder), False) if k.startswith("lora_te")]
+    assert new == old and new[0].startswith("lora_te_text_model_encoder_layers_0_")
+
+
+def test_network_starts_as_identity_and_restores(comps) -> None:
+    x = torch.randn(1, 4, 8, 8)
+    t = torch.tensor([500])
+    states = torch.randn(1, 77, 32)
+    with torch.no_grad():
+        base = comps.unet(x, t, states).sample
+        net = create_network(NetworkSpec(4, 2, 4, 2), comps.unet, comps.text_encoder)
+        assert torch.equal(comps.unet(x, t, states).sample, base)  # lora_up starts at zero
+        for m in net.unet_loras:
+            torch.nn.init.normal_(m.lora_up.weight, std=0.1)
+        assert not torch.allclose(comps.unet(x, t, states).sample, base)
+        remove_network(net)
+        assert torch.equal(comps.unet(x, t, states).sample, base)
+
+
+def test_attach_matches_the_trained_network(comps) -> None:
+    """A file written from a network and attached again reproduces the network's output."""
+    x, t, states = torch.randn(1, 4, 8, 8), torch.tensor([300]), torch.randn(1, 77, 32)
+    for spec in (NetworkSpec(4, 2, 4, 1), NetworkSpec(4, 2, 4, 1, "loha")):
+        torch.manual_seed(0)
+        net = create_network(spec, comps.unet, comps.text_encoder)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+            want = comps.unet(x, t, states).sample
+        tensors = network_state_dict(net)
+        remove_network(net)
+        again = attach_lora(comps.unet, comps.text_encoder, tensors)
+        with torch.no_grad():
+            got = comps.unet(x, t, states).sample
+        remove_network(again)
+        assert torch.allclose(got, want, atol=1e-5), spec
