@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -203,8 +205,12 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
     written = 0
     from tqdm import tqdm
 
+    if "openpose" in maps:  # controlnet_aux pulls in torch: import it while the workers render
+        threading.Thread(target=op.preload, name="import controlnet_aux", daemon=True).start()
     bar = tqdm(total=len(tasks), desc="templates", unit="view", disable=not progress)
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and len(tasks) > 1 else None
+    # spawn, not fork: the parent may hold torch/OpenMP threads (a fork could deadlock on them)
+    pool = (ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 1 and len(tasks) > 1 else None)
     try:
         results = (pool.map(_task, *zip(*tasks)) if pool else (_task(*t) for t in tasks))
         for views, task_timings in results:

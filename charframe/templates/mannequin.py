@@ -75,7 +75,9 @@ def _mx(p: tuple[float, float, float]) -> tuple[float, float, float]:
 
 
 def _mirror_name(name: str) -> str:
-    return name[:-2] + "_r" if name.endswith("_l") else name
+    """ear_l ↔ ear_r; names without a side stay."""
+    swap = {"_l": "_r", "_r": "_l"}
+    return name[:-2] + swap[name[-2:]] if name[-2:] in swap else name
 
 
 def _on(body: str, *prims: Primitive) -> list[Primitive]:
@@ -122,7 +124,7 @@ def _left_half() -> tuple[list[Primitive], list[Primitive], dict[str, Joint]]:
 
     # Head: one egg from the round cranium to a small chin (V jaw, anime face), shallow eye
     # sockets low in the face, a small nose, ears.
-    head = Cone("head", (0.0, 1.486, -0.012), (0.0, 1.392, 0.030), 0.092, 0.032, (0.93, 1.0, 1.0))
+    head = Cone("head", (0.0, 1.490, -0.012), (0.0, 1.388, 0.032), 0.098, 0.033, (0.93, 1.0, 1.0))
     eye_x, eye_y = 0.034, 1.446
     sockets = tuple(_dimple(head, x, eye_y, 0.026, 0.0025) for x in (eye_x, -eye_x))
     centre.append(replace(head, carve=sockets))
@@ -131,8 +133,9 @@ def _left_half() -> tuple[list[Primitive], list[Primitive], dict[str, Joint]]:
     nose = Ellipsoid("nose", _vec(nose_root + (0.0, 0.0, -0.003)), (0.0065, 0.011, 0.0085), rotation=rot(pitch=-30))
     centre.append(nose)
     nose_tip = surface_point(nose, 0.0, 1.419)[0]  # type: ignore[index]
-    left.append(Ellipsoid("ear_l", (0.080, 1.444, -0.016), (0.010, 0.025, 0.016),
-                          rotation=rot(yaw=12, pitch=-10, roll=3)))
+    ear_y, ear_z = 1.444, -0.016
+    ear = _vec(surface_point(head, 0.0, ear_y, ear_z)[0] + (0.002, 0.0, 0.0))  # type: ignore[index]
+    left.append(Ellipsoid("ear_l", ear, (0.010, 0.025, 0.016), rotation=rot(yaw=12, pitch=-10, roll=3)))
 
     # Neck and trunk: a chain of squashed rounded cones (hips → waist → ribs → upper chest).
     centre.append(Cone("neck", (0.0, 1.410, -0.020), (0.0, 1.280, -0.010), 0.031, 0.038))
@@ -143,7 +146,7 @@ def _left_half() -> tuple[list[Primitive], list[Primitive], dict[str, Joint]]:
     belly = Cone("torso", waist, ribs, 0.100, 0.120, TRUNK)
     centre += _on("trunk", replace(belly, carve=(_dimple(belly, 0.0, 0.962, 0.010, 0.005),)),
                   Cone("torso", ribs, top, 0.120, 0.104, TRUNK))
-    left += _on("breast_l", Ellipsoid("chest", (0.050, 1.128, 0.036), (0.052, 0.048, 0.042),
+    left += _on("breast_l", Ellipsoid("chest", (0.050, 1.126, 0.034), (0.052, 0.047, 0.040),
                                       rotation=rot(yaw=16, pitch=8)))
     left += _on("shoulder_l", Cone("shoulder_l", (0.022, 1.275, -0.016), (0.128, 1.250, -0.014), 0.046, 0.041))
     left += _on("glute_l", Ellipsoid("pelvis", (0.052, 0.815, -0.036), (0.068, 0.078, 0.060)))
@@ -175,7 +178,7 @@ def _left_half() -> tuple[list[Primitive], list[Primitive], dict[str, Joint]]:
     joints = {
         "nose": Joint(_vec(nose_tip), 0.012),
         "eye_l": Joint(_vec(eye), 0.012),
-        "ear_l": Joint((0.083, 1.444, -0.016), 0.014),
+        "ear_l": Joint(_vec(np.asarray(ear) + (0.003, 0.0, 0.0)), 0.014),
         "shoulder_l": Joint(shoulder, 0.050),
         "elbow_l": Joint(elbow, 0.035),
         "wrist_l": Joint(wrist, 0.028),

@@ -134,7 +134,7 @@ def edges(buf: Buffers, crease_deg: float = 38.0, gap_m: float = 0.02) -> tuple[
 def _soft_lines(lines: np.ndarray, half_width: float, sigma: float) -> np.ndarray:
     """White lines of `half_width` px with a Gaussian falloff of `sigma` px, float in [0, 1]."""
     dist = cv2.distanceTransform((~lines).astype(np.uint8), cv2.DIST_L2, 5)
-    x = np.minimum(np.maximum(dist - half_width, 0) / sigma, 10.0)
+    x = np.clip(dist - half_width, 0, 10 * sigma) / sigma
     return np.exp(-0.5 * x * x)
 
 

@@ -101,6 +101,11 @@ def mirror_keypoints(points: Keypoints) -> Keypoints:
             for i in range(len(points))]
 
 
+def preload() -> None:
+    """Import the painter ahead of time (it takes seconds: controlnet_aux imports torch)."""
+    _painter()
+
+
 def _painter():
     with warnings.catch_warnings():  # importing controlnet_aux pulls in torch/timm and their warnings
         warnings.simplefilter("ignore")

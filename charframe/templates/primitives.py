@@ -204,14 +204,19 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.sqrt(np.einsum("ij,ij->i", v, v)), 1e-12)[:, None]
 
 
-def surface_point(p: Primitive, x: float, y: float) -> tuple[np.ndarray, np.ndarray] | None:
-    """Where a ray travelling along −z at (x, y) first meets `p`, and the normal there."""
-    o = np.array([x, y, 10.0])
-    d = tuple(np.array([v], np.float32) for v in (0.0, 0.0, -1.0))
+def surface_point(p: Primitive, x: float, y: float, z: float | None = None
+                  ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Where a ray first meets `p`, and the normal there: travelling along −z at (x, y), or,
+    when `z` is given, along −x at height y and depth z (to find a side, e.g. for the ears)."""
+    if z is None:
+        o, direction = np.array([x, y, 10.0]), np.array([0.0, 0.0, -1.0])
+    else:
+        o, direction = np.array([10.0, y, z]), np.array([-1.0, 0.0, 0.0])
+    d = tuple(np.array([v], np.float32) for v in direction)
     t, flag = intersect(p, d, o)  # type: ignore[arg-type]
     if not np.isfinite(t[0]):
         return None
-    pt = o + float(t[0]) * np.array([0.0, 0.0, -1.0])
+    pt = o + float(t[0]) * direction
     return pt, normals(p, pt[None, :], flag)[0]
 
 

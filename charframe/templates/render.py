@@ -230,7 +230,10 @@ def _merge(wins: list[_Window], shape) -> _Window:
         rects = [w.rect for w in wins]
         return _Window(shape, rect=(slice(min(r[0].start for r in rects), max(r[0].stop for r in rects)),
                                     slice(min(r[1].start for r in rects), max(r[1].stop for r in rects))))
-    return _Window(shape, pick=np.unique(np.concatenate([w.pick for w in wins])))
+    mark = np.zeros(int(np.prod(shape)), bool)
+    for w in wins:
+        mark[w.pick] = True
+    return _Window(shape, pick=np.flatnonzero(mark))
 
 
 def _edge_pixels(s: Samples) -> np.ndarray:
