@@ -97,12 +97,17 @@ class RuleSet:
 
     def caption(self, code: ImageCode, folder: str = "") -> str:
         """The caption text (tags joined by ", "); memoised, since one folder repeats few codes."""
-        key = (code, folder)
+        key = (code if self._uses_rest else code.code, folder)
         text = self._cache.get(key)
         if text is None:
             text = ", ".join(tag for tag, _ in self.explain(code, folder))
             self._cache[key] = text
         return text
+
+    @functools.cached_property
+    def _uses_rest(self) -> bool:
+        """Whether any rule reads the free rest of the name (else the cache ignores it)."""
+        return any(r.rest is not None for r in self.rules)
 
 
 def _values(raw: Any, key: str, where: str) -> frozenset | None:

@@ -8,6 +8,7 @@ edits are kept (reported; `force=True` replaces them after a `.bak` copy).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -74,21 +75,26 @@ def _read_manifest(folder: Path) -> dict[str, str]:
         return {}
 
 
-def _write_caption(path: Path, text: str) -> None:
+def _write_caption(path: str, text: str) -> None:
     """Atomic (temp file + rename), but without fsync: a crashed process leaves the old or the new
     file, whole. (An fsync per caption costs ~0.4 ms alone, 10-50 ms on a busy disk; the captions
     can always be rewritten from the names, and the manifest errs towards "hand edit, keep".)"""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    head, tail = os.path.split(path)
+    tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as f:
-            f.write(text.encode("utf-8"))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            os.write(fd, text.encode("utf-8"))
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8")
@@ -102,13 +108,14 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
     manifest = _read_manifest(folder.path)
     new_manifest: dict[str, str] = {}
     folder_name = folder.path.name
+    base = str(folder.path)
     for name in folder.images:
         code = parse_code(name)
         if code is None:
             report.skipped.append(folder.path / name)
             continue
         txt_name = os.path.splitext(name)[0] + CAPTION_EXTENSION
-        txt = folder.path / txt_name
+        txt = os.path.join(base, txt_name)
         caption = rules.caption(code, folder_name)
         if txt_name in folder.files:
             old = _read_text(txt)
@@ -118,15 +125,15 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
                 continue
             if old is None or manifest.get(txt_name) != _digest(old):
                 if not force:
-                    report.kept.append(txt)
+                    report.kept.append(Path(txt))
                     continue
                 report.backups.append(backup_file(txt))
         _write_caption(txt, caption)
         report.written += 1
         new_manifest[txt_name] = _digest(caption)
-    merged = {k: v for k, v in manifest.items() if (k not in new_manifest and (folder.path / k).exists())} | new_manifest
+    merged = {k: v for k, v in manifest.items() if (k not in new_manifest and os.path.exists(os.path.join(base, k)))} | new_manifest
     if merged != manifest:
-        _write_caption(folder.path / MANIFEST, json.dumps({"version": 1, "captions": dict(sorted(merged.items()))}, indent=0))
+        _write_caption(os.path.join(base, MANIFEST), json.dumps({"version": 1, "captions": dict(sorted(merged.items()))}, indent=0))
     return report
 
 
