@@ -135,3 +135,25 @@ def test_bad_rank_option_is_a_clean_error(tmp_path, capsys):
     path = save(tmp_path, good())
     assert cli_main(["compress", str(path), "--sv-fro", "2"]) == 2
     assert "sv_fro" in capsys.readouterr().err
+
+
+def test_streaming_compress_checks_values_and_truncation(tmp_path):
+    tensors = good()
+    tensors["lora_unet_up_blocks_3_resnets_2_conv2.lora_down.weight"][1, 0, 0, 0] = float("nan")
+    with pytest.raises(CharframeError, match=r"module lora_unet_up_blocks_3_resnets_2_conv2: lora_down\.weight contains NaN"):
+        compress_file(save(tmp_path, tensors), RankRule())
+    assert not (tmp_path / "x-SvR16.safetensors").exists()
+    whole = save(tmp_path, good(), "whole")
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(whole.read_bytes()[:-100])
+    with pytest.raises(CharframeError, match=r"cut\.safetensors: not a readable safetensors file"):
+        compress_file(cut, RankRule())
+
+
+def test_lazy_and_eager_reads_agree(tmp_path):
+    path = save(tmp_path, good("lokr"))
+    eager, lazy = lio.read_network(path), lio.read_network(path, lazy=True)
+    assert list(eager.modules) == list(lazy.modules)
+    for name, m in eager.modules.items():
+        real = lazy.materialize(lazy.modules[name])
+        assert all(torch.equal(real.tensors[k], v) for k, v in m.tensors.items())

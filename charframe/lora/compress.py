@@ -36,14 +36,15 @@ from charframe.lora.functional import (
     RankRule,
     full_svd,
     lora_factors,
-    lowrank_svd,
-    module_delta,
     lora_tensors,
+    lowrank_truncate,
+    module_delta,
     retained_fro,
     select_rank,
     truncate,
 )
 from charframe.lora.network import LoraModule, LoraNetwork, network_args
+from charframe.lora.workers import map_modules, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +85,25 @@ class CompressResult:
         )
 
 
-def module_svd(module: LoraModule) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, ...]]:
-    """(U, S, Vh, layer shape) of a module's ΔW: QR-core route for LoRA, full SVD for LoHa/LoKr."""
-    t = module.tensors
-    if module.kind == "lora":
-        up2d, down2d, shape = lora_factors(t["lora_down.weight"], t["lora_up.weight"], t.get("alpha"), t.get("lora_mid.weight"))
-        u, s, vh = lowrank_svd(up2d, down2d)
-        return u, s, vh, shape
-    delta = module_delta(module.kind, t)
-    shape = layer_shape(module.name, tuple(delta.shape))
-    u, s, vh = full_svd(delta)
-    return u, s, vh, shape
-
-
 #: A re-factored module before storing: (up2d, down2d, layer shape), ΔW = up2d @ down2d.
 Factored = tuple[torch.Tensor, torch.Tensor, tuple[int, ...]]
 
 
 def compress_module(module: LoraModule, rule: RankRule) -> tuple[Factored, ModuleReport]:
-    """Best rank-k factors of one module's ΔW, k chosen by `rule`."""
-    u, s, vh, shape = module_svd(module)
-    k = select_rank(s, rule)
-    up, down = truncate(u, s, vh, k)
+    """Best rank-k factors of one module's ΔW, k chosen by `rule`.
+
+    LoRA/LoCon: QR-core on the factors (`lowrank_truncate`); LoHa/LoKr: SVD of the full ΔW.
+    """
+    t = module.tensors
+    if module.kind == "lora":
+        up2d, down2d, shape = lora_factors(t["lora_down.weight"], t["lora_up.weight"], t.get("alpha"), t.get("lora_mid.weight"))
+        up, down, s = lowrank_truncate(up2d, down2d, lambda s: select_rank(s, rule))
+    else:
+        delta = module_delta(module.kind, t)
+        shape = layer_shape(module.name, tuple(delta.shape))
+        u, s, vh = full_svd(delta)
+        up, down = truncate(u, s, vh, select_rank(s, rule))
+    k = up.shape[1]
     return (up, down, shape), ModuleReport(module.name, module.kind, module.rank, k, retained_fro(s, k))
 
 
@@ -122,13 +120,10 @@ def build_network(factored: dict[str, Factored], dtype: torch.dtype, metadata: d
 def compress_network(
     net: LoraNetwork, rule: RankRule, dtype: torch.dtype = torch.float16, *, progress: bool = False
 ) -> tuple[LoraNetwork, list[ModuleReport]]:
-    from tqdm import tqdm
-
-    factored, reports = {}, []
-    for module in tqdm(net.modules.values(), desc="compress", unit="module", disable=not progress):
-        factored[module.name], report = compress_module(module, rule)
-        reports.append(report)
-    return build_network(factored, dtype, net.metadata, net.source), reports
+    results = map_modules(lambda m: compress_module(net.materialize(m), rule), list(net.modules.values()), "compress", progress)
+    factored = {name: r[0] for name, r in zip(net.modules, results)}
+    with torch_threads(1):
+        return build_network(factored, dtype, net.metadata, net.source), [r[1] for r in results]
 
 
 def rank_metadata(metadata: dict[str, str], rule: RankRule, net: LoraNetwork, was_lycoris: bool) -> dict[str, str]:
@@ -163,7 +158,7 @@ def compress_file(
     path = Path(path)
     out = Path(output) if output else lio.output_path(path, rule.suffix())
     lio.check_outputs([out], overwrite)
-    net = lio.read_network(path)
+    net = lio.read_network(path, lazy=True)  # modules are read one at a time: memory ≈ output
     new, reports = compress_network(net, rule, DTYPES[dtype], progress=progress)
     md = rank_metadata(new.metadata, rule, new, was_lycoris=bool(net.kinds() - {"lora"}))
     if "ss_output_name" in md:
@@ -179,6 +174,5 @@ def compress_file(
         **lio.source_entry(net),
     )
     result = CompressResult(out, rule, reports, lio.tensors_nbytes(net), lio.tensors_nbytes(new))
-    del net
     result.output = lio.write_network(out, new)
     return result

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -113,16 +113,40 @@ def scale_module(kind: str, t: Tensors, factor: float) -> dict[str, torch.Tensor
 
 
 def lowrank_svd(up2d: torch.Tensor, down2d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD (U, S, Vh) of up2d @ down2d without forming that product.
+    """Thin SVD (U, S, Vh) of up2d @ down2d without forming that product (explicit-Q form).
 
     up = Qu·Ru and downᵀ = Qd·Rd (reduced QR), so up·down = Qu·(Ru·Rdᵀ)·Qdᵀ; the SVD of the small
     core Ru·Rdᵀ = Uc·S·Vcᵀ gives U = Qu·Uc and V = Qd·Vc. The singular values are those of the full
     product (identical to a full SVD up to rounding) at a cost linear in the layer size.
+    `lowrank_truncate` is the faster form used by compress and mix.
     """
     qu, ru = torch.linalg.qr(up2d.float())
     qd, rd = torch.linalg.qr(down2d.float().T)
     uc, s, vch = torch.linalg.svd(ru @ rd.T, full_matrices=False)
     return qu @ uc, s, vch @ qd.T
+
+
+def lowrank_truncate(
+    up2d: torch.Tensor, down2d: torch.Tensor, pick_rank: Callable[[torch.Tensor], int]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Best rank-k factors (up_k, down_k) of up2d @ down2d and all its singular values, k = pick_rank(S).
+
+    Same QR-core as `lowrank_svd`, but only the R factors are computed (Q is never formed): with
+    core = Ru·Rdᵀ = Uc·S·Vcᵀ, the identities Qu·Uc_k = up·Rdᵀ·Vc_k·S_k⁻¹ and
+    Vc_kᵀ·Qdᵀ = S_k⁻¹·Uc_kᵀ·Ru·down give U_k·√S_k and √S_k·Vh_k from two thin products, dividing
+    only by the kept (largest) singular values.
+    """
+    up, down = up2d.float(), down2d.float()
+    ru = torch.linalg.qr(up, mode="r")[1]
+    rd = torch.linalg.qr(down.T, mode="r")[1]
+    uc, s, vch = torch.linalg.svd(ru @ rd.T, full_matrices=False)
+    k = pick_rank(s)
+    if float(s[0]) <= 0.0:  # ΔW = 0: a rank-1 zero module
+        return up.new_zeros(up.shape[0], 1), down.new_zeros(1, down.shape[1]), s
+    inv_root = s[:k].clamp_min(float(s[0]) * 1e-30).rsqrt()
+    up_k = up @ (rd.T @ vch[:k].T * inv_root)
+    down_k = (inv_root[:, None] * (uc[:, :k].T @ ru)) @ down
+    return up_k, down_k, s
 
 
 def full_svd(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

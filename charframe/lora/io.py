@@ -29,7 +29,7 @@ import torch
 
 from charframe.errors import CharframeError
 from charframe.fsutil import atomic_path
-from charframe.lora.network import LoraNetwork, group_modules, validate_module
+from charframe.lora.network import LoraModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
 
 MODEL_HASH_KEY = "sshs_model_hash"
 LEGACY_HASH_KEY = "sshs_legacy_hash"
@@ -182,13 +182,78 @@ def _stamp_hashes(tmp: Path, tensors: dict[str, torch.Tensor], md: dict[str, str
         os.fsync(f.fileno())
 
 
-def read_network(path: str | os.PathLike) -> LoraNetwork:
-    """Load, group and check a LoRA file (errors name the file and the first bad key or module)."""
+_DTYPES = {
+    "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+}  # fmt: skip
+
+
+class TensorFile:
+    """A safetensors file read tensor by tensor (positional reads into fresh memory, thread-safe).
+
+    Streaming keeps peak memory near one module plus the output, instead of the whole input.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        size = path.stat().st_size
+        try:
+            with open(path, "rb") as f:
+                header, self.data_start = _read_header(f)
+            self.metadata = dict(header.pop("__metadata__", None) or {})
+            self.entries = {k: (v["dtype"], tuple(v["shape"]), *v["data_offsets"]) for k, v in header.items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
+        if any(self.data_start + end > size for *_, end in self.entries.values()):
+            raise CharframeError(f"{path}: not a readable safetensors file (data past the end: truncated?)")
+        self.entries = {k: (_DTYPES[d], *rest) for k, (d, *rest) in self.entries.items()}  # KeyError: unusual dtype
+
+    def meta(self) -> dict[str, torch.Tensor]:
+        return {k: torch.empty(shape, dtype=dtype, device="meta") for k, (dtype, shape, _, _) in self.entries.items()}
+
+    def tensor(self, key: str) -> torch.Tensor:
+        dtype, shape, start, end = self.entries[key]
+        out = torch.empty(shape, dtype=dtype)
+        view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(b"")
+        with open(self.path, "rb", buffering=0) as f:
+            done = 0
+            while done < end - start:
+                n = os.preadv(f.fileno(), [view[done:]], self.data_start + start + done)
+                if n <= 0:
+                    raise CharframeError(f"{self.path}: file ended early while reading {key}")
+                done += n
+        return out
+
+
+def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
+    """Load, group and check a LoRA file (errors name the file and the first bad key or module).
+
+    `lazy=True` (safetensors only) reads just the header now: shapes are checked at once, each
+    module's data is read and checked when `net.materialize(module)` asks for it.
+    """
     path = Path(path)
+    if lazy and path.suffix.lower() == ".safetensors" and path.is_file():
+        try:
+            tf = TensorFile(path)
+        except (KeyError, CharframeError):  # unusual dtype or damaged file: the ordinary reader says why
+            return read_network(path)
+        modules = group_modules(tf.meta(), path)
+        for module in modules.values():
+            validate_shapes(module, path)
+
+        def load(module: LoraModule) -> LoraModule:
+            real = LoraModule(module.name, module.kind, {k: tf.tensor(f"{module.name}.{k}") for k in module.tensors})
+            validate_values(real, path)
+            return real
+
+        return LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load)
+    from charframe.lora.workers import torch_threads
+
     tensors, metadata = load_lora_file(path)
     modules = group_modules(tensors, path)
-    for module in modules.values():
-        validate_module(module, path)
+    with torch_threads(1):  # one reduction per tensor: threads only add contention
+        for module in modules.values():
+            validate_module(module, path)
     return LoraNetwork(modules=modules, metadata=metadata, source=path)
 
 

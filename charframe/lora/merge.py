@@ -49,19 +49,22 @@ def merge_network(
     """A new network with every module scaled by its block weight (weight 0 drops the module)."""
     from tqdm import tqdm
 
+    from charframe.lora.workers import torch_threads
+
     if len(weights) != len(BLOCK_IDS):
         raise ValueError(f"merge_network needs {len(BLOCK_IDS)} weights, got {len(weights)}")
     per_module, outside = module_weights(net.modules, weights)
     result = MergeResult(output=None, label="", weights=tuple(weights), outside=outside)
     modules: dict[str, LoraModule] = {}
-    for name, module in tqdm(net.modules.items(), desc="merge", unit="module", disable=not progress):
-        w = per_module[name]
-        if w == 0:
-            result.dropped += 1
-            continue
-        tensors = module.tensors if w == 1 else scale_module(module.kind, module.tensors, w)
-        result.scaled += w != 1
-        modules[name] = LoraModule(name, module.kind, tensors)
+    with torch_threads(1):  # tiny element-wise ops: threads only add contention
+        for name, module in tqdm(net.modules.items(), desc="merge", unit="module", disable=not progress):
+            w = per_module[name]
+            if w == 0:
+                result.dropped += 1
+                continue
+            tensors = module.tensors if w == 1 else scale_module(module.kind, module.tensors, w)
+            result.scaled += w != 1
+            modules[name] = LoraModule(name, module.kind, tensors)
     result.kept = len(modules)
     result.bytes_before = lio.tensors_nbytes(net)
     merged = LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source)

@@ -25,7 +25,7 @@ from charframe.lora.functional import (
     RankRule,
     full_svd,
     lora_factors,
-    lowrank_svd,
+    lowrank_truncate,
     module_delta,
     retained_fro,
     select_rank,
@@ -33,6 +33,7 @@ from charframe.lora.functional import (
     truncate,
 )
 from charframe.lora.network import LoraModule, LoraNetwork
+from charframe.lora.workers import map_modules, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,13 @@ def mix_module(name: str, parts: Sequence[tuple[LoraModule, float]], rule: RankR
     if deltas:  # some input has no low-rank factors: sum full matrices
         total = sum(deltas) + sum(up @ down * w for up, down, w in factors)
         u, s, vh = full_svd(total)
+        up, down = truncate(u, s, vh, select_rank(s, rule))
     else:
-        u, s, vh = lowrank_svd(*stack_factors(factors))
-    k = select_rank(s, rule)
+        up, down, s = lowrank_truncate(*stack_factors(factors), lambda s: select_rank(s, rule))
+    k = up.shape[1]
     rank_in = sum(m.rank or 0 for m, _ in parts)
     report = ModuleReport(name, "+".join(m.kind for m, _ in parts), rank_in, k, retained_fro(s, k))
-    return (*truncate(u, s, vh, k), shape), report
+    return (up, down, shape), report
 
 
 def mix_networks(
@@ -97,17 +99,18 @@ def mix_networks(
     progress: bool = False,
 ) -> tuple[LoraNetwork, list[ModuleReport]]:
     """The weighted sum of networks, module by module (modules only some inputs have are kept)."""
-    from tqdm import tqdm
-
-    names: dict[str, list[tuple[LoraModule, float]]] = {}
+    names: dict[str, list[tuple[LoraNetwork, LoraModule, float]]] = {}
     for net, w in items:
         for name, module in net.modules.items():
-            names.setdefault(name, []).append((module, w))
-    factored, reports = {}, []
-    for name, parts in tqdm(names.items(), desc="mix", unit="module", disable=not progress):
-        factored[name], report = mix_module(name, parts, rule)
-        reports.append(report)
-    return build_network(factored, dtype, _common_metadata([n for n, _ in items])), reports
+            names.setdefault(name, []).append((net, module, w))
+
+    def one(name: str, parts: list) -> tuple[Factored, ModuleReport]:
+        return mix_module(name, [(net.materialize(m), w) for net, m, w in parts], rule)
+
+    results = map_modules(lambda kv: one(*kv), list(names.items()), "mix", progress)
+    factored = {name: r[0] for name, r in zip(names, results)}
+    with torch_threads(1):
+        return build_network(factored, dtype, _common_metadata([n for n, _ in items])), [r[1] for r in results]
 
 
 def _common_metadata(nets: Sequence[LoraNetwork]) -> dict[str, str]:
@@ -140,7 +143,7 @@ def mix_files(
         raise CharframeError("mix needs at least one input FILE:WEIGHT")
     out = Path(output) if output else default_mix_output(inputs)
     lio.check_outputs([out], overwrite)
-    nets = [(lio.read_network(p), w) for p, w in inputs]
+    nets = [(lio.read_network(p, lazy=True), w) for p, w in inputs]
     new, reports = mix_networks(nets, rule, DTYPES[dtype], progress=progress)
     was_lycoris = any(n.kinds() - {"lora"} for n, _ in nets)
     md = rank_metadata(new.metadata, rule, new, was_lycoris=was_lycoris)

@@ -12,6 +12,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -102,6 +103,12 @@ class LoraNetwork:
     modules: dict[str, LoraModule]
     metadata: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
+    #: For networks read lazily (tensors on the meta device): loads one module's data, checked.
+    loader: Callable[[LoraModule], LoraModule] | None = None
+
+    def materialize(self, module: LoraModule) -> LoraModule:
+        """The module with real tensor data (itself unless the network was read lazily)."""
+        return module if self.loader is None else self.loader(module)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {f"{m.name}.{k}": v for m in self.modules.values() for k, v in m.tensors.items()}
@@ -158,6 +165,12 @@ def _require(source, m: LoraModule, *keys: str) -> None:
 
 def validate_module(m: LoraModule, source: str | Path) -> None:
     """Check factor shapes agree and every value is finite; errors name the file and the module."""
+    validate_shapes(m, source)
+    validate_values(m, source)
+
+
+def validate_shapes(m: LoraModule, source: str | Path) -> None:
+    """Factor shapes agree (works on meta tensors too)."""
     t = m.tensors
     if m.kind == "lora":
         _require(source, m, "lora_down.weight", "lora_up.weight")
@@ -195,8 +208,19 @@ def validate_module(m: LoraModule, source: str | Path) -> None:
     for key, value in t.items():
         if not value.is_floating_point():
             raise _shape_error(source, m, f"{key} is not a floating-point tensor")
-        if not bool(torch.isfinite(value).all()):
+
+
+def validate_values(m: LoraModule, source: str | Path) -> None:
+    """Every value finite; the error names the file, the module and the tensor."""
+    for key, value in m.tensors.items():
+        if not _all_finite(value):
             raise CharframeError(f"{source}: module {m.name}: {key} contains NaN or Inf values")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """No NaN/Inf, in one reduction pass: a NaN/Inf makes the sum non-finite, and the accumulator
+    (float32 for fp16, float64 otherwise) is too wide to overflow on finite values."""
+    return bool(torch.isfinite(t.sum(dtype=torch.float32 if t.dtype == torch.float16 else torch.float64)))
 
 
 def network_type(net: LoraNetwork) -> str:
