@@ -47,40 +47,43 @@ def load_table(path: Path = TABLE) -> list[Launcher]:
     return rows
 
 
-def render_bat(launcher: Launcher) -> bytes:
+def _script(launcher: Launcher, first: str, comment: str, body: list[str], newline: str) -> bytes:
+    """A launcher file: its first line, two comment lines (what it does, where it comes from), body."""
     command = " ".join(launcher.args)
-    lines = [
-        "@echo off",
-        f"rem charframe {command}: {launcher.help}",
-        f"rem {MARKER}",
-        "setlocal",
-        'set "CHARFRAME=%~dp0..\\.venv\\Scripts\\charframe.exe"',
-        'if not exist "%CHARFRAME%" set "CHARFRAME=charframe"',
-        f'"%CHARFRAME%" {command} %*',
-        'set "RC=%ERRORLEVEL%"',
-        'if not "%RC%"=="0" (',
-        "  echo.",
-        f"  echo charframe {command} stopped with exit code %RC%: see the messages above.",
-        "  pause",
-        ")",
-        "endlocal & exit /b %RC%",
-    ]
-    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+    head = [first, f"{comment} charframe {command}: {launcher.help}", f"{comment} {MARKER}"]
+    lines = head + [line.replace("{command}", command) for line in body]
+    return (newline.join(lines) + newline).encode("ascii")
+
+
+_BAT_BODY = [
+    "setlocal",
+    'set "CHARFRAME=%~dp0..\\.venv\\Scripts\\charframe.exe"',
+    'if not exist "%CHARFRAME%" set "CHARFRAME=charframe"',
+    '"%CHARFRAME%" {command} %*',
+    'set "RC=%ERRORLEVEL%"',
+    'if not "%RC%"=="0" (',
+    "  echo.",
+    "  echo charframe {command} stopped with exit code %RC%: see the messages above.",
+    "  pause",
+    ")",
+    "endlocal & exit /b %RC%",
+]
+_SH_BODY = [
+    'venv_charframe="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/charframe"',
+    'if [ -x "$venv_charframe" ]; then',
+    '  exec "$venv_charframe" {command} "$@"',
+    "fi",
+    'exec charframe {command} "$@"',
+]
+
+
+def render_bat(launcher: Launcher) -> bytes:
+    """Windows: dropped paths arrive as %*; a failure pauses so the message stays on screen."""
+    return _script(launcher, "@echo off", "rem", _BAT_BODY, "\r\n")
 
 
 def render_sh(launcher: Launcher) -> bytes:
-    command = " ".join(launcher.args)
-    lines = [
-        "#!/bin/sh",
-        f"# charframe {command}: {launcher.help}",
-        f"# {MARKER}",
-        'venv_charframe="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/charframe"',
-        'if [ -x "$venv_charframe" ]; then',
-        f'  exec "$venv_charframe" {command} "$@"',
-        "fi",
-        f'exec charframe {command} "$@"',
-    ]
-    return ("\n".join(lines) + "\n").encode("ascii")
+    return _script(launcher, "#!/bin/sh", "#", _SH_BODY, "\n")
 
 
 def expected_files(table: Path = TABLE) -> dict[str, bytes]:
