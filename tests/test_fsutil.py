@@ -13,6 +13,17 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     assert [x.name for x in tmp_path.iterdir()] == ["a.txt"]
 
 
+def test_atomic_write_uses_normal_file_mode(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    p = tmp_path / "m.txt"
+    atomic_write_text(p, "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~mask
+
+
 def test_atomic_path_keeps_original_on_crash(tmp_path: Path) -> None:
     p = tmp_path / "a.txt"
     p.write_text("original")
