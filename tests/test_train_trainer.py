@@ -220,14 +220,21 @@ def test_cli_train_and_train_bat_on_a_fresh_project(tmp_path: Path, monkeypatch:
     assert "charframe prepare" in capsys.readouterr().err
 
 
-def test_works_under_accelerate_launch(tmp_path: Path) -> None:
-    toml = charframe_dataset(tmp_path, n=1, repeats=1, batch=1)
+def test_works_under_accelerate_launch_with_two_processes(tmp_path: Path) -> None:
+    """`accelerate launch -m charframe train` with 2 processes (gloo on CPU): one file, one log, one bar."""
+    toml = charframe_dataset(tmp_path, n=2, repeats=1, batch=1)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "charframe", "train", str(toml),
          "--logic", "Lora1x1A1-AdamW8", "--dim", "2", "--lr", "10", "--steps", "2", "--out", "acc"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tmp_path / "LoRAOutput" / "acc" / "acc-Lora1x1A1-AdamW8-2-10-2.safetensors").is_file()
+    out = tmp_path / "LoRAOutput" / "acc"
+    assert sorted(p.name for p in out.iterdir()) == ["acc-Lora1x1A1-AdamW8-2-10-2.safetensors",
+                                                     "acc-Lora1x1A1-AdamW8-2-10-2.train.toml"]
+    assert len(list((tmp_path / "LoRALog").iterdir())) == 1
+    assert proc.stderr.count("wrote ") == 1  # only the main process writes
+    _, md = load_lora_file(out / "acc-Lora1x1A1-AdamW8-2-10-2.safetensors")
+    assert md["ss_total_batch_size"] == "2"  # 2 processes x batch 1

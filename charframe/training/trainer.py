@@ -217,7 +217,7 @@ def train(
     group = load_dataset(plan.dataset)
     cuda = torch.cuda.is_available()
     mixed = plan.mixed_precision if cuda and plan.mixed_precision in ("fp16", "bf16") else "no"
-    accelerator = Accelerator(mixed_precision=mixed)
+    accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)  # cpu: several processes on CPU use gloo
     device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
     if not cuda and plan.mixed_precision != "no":
         log.info("no CUDA GPU: training in fp32 on %s (mixed precision %s applies on GPU)", device, plan.mixed_precision)

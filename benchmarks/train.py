@@ -1,0 +1,226 @@
+"""Benchmark: the built-in trainer's steps/s and peak memory, against a naive diffusers+peft loop.
+
+    python benchmarks/train.py                  # CPU, tiny SD1.x model (64 px, batch 2, Lora3x3 dim 8)
+    python benchmarks/train.py --gpu            # SD1.5-shaped random model, 512 px, batch 2, Lora3x3 dim 128
+    python benchmarks/train.py --gpu --small    # the --gpu code path at toy sizes (runs on CPU too)
+
+Every configuration runs in a fresh interpreter, so each peak is its own: peak RSS (ru_maxrss) on CPU,
+peak allocated/reserved VRAM on CUDA; "RSS before" is after the model is built, before training.
+Timing skips the first `--warmup` steps (allocator and kernel warm-up).
+
+- charframe: `charframe.training.trainer.train` exactly as `charframe train` runs it (data loading,
+  augmentation, VAE encode, TensorBoard, progress bar included). On CUDA: fp16 autocast with fp16
+  frozen weights, gradient checkpointing, 8-bit AdamW, SDPA; on CPU: fp32, AdamW, no checkpointing.
+- charframe+ckpt / charframe-no-ckpt: the same with gradient checkpointing switched.
+- naive: the textbook diffusers LoRA loop — peft adapters on the same layers (rank, alpha),
+  torch AdamW, pre-loaded pixels, no checkpointing; fp16 autocast on CUDA with fp32 weights.
+Targets (CONVENTIONS/issue 5): peak VRAM ≤ 8 GB for charframe on --gpu; it/s ≥ sd-scripts on the same GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+PEFT_UNET = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
+             "conv1", "conv2", "conv_shortcut", "time_emb_proj", "conv"]
+PEFT_TE = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+
+
+def sd15_shaped(device: str):
+    """A random model with SD1.5's real shapes (UNet 860M, CLIP ViT-L/14 text encoder, SD VAE)."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from charframe.models import SDComponents
+    from charframe.single_file import sd15_config
+    from charframe.tokenizer import clip_tokenizer
+
+    cfg = sd15_config()
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(cfg.unet)
+        vae = AutoencoderKL.from_config(cfg.vae)
+        te = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.text_encoder.items() if not k.startswith("_")}))
+    return SDComponents(unet, vae, te, clip_tokenizer(), DDPMScheduler.from_config(cfg.scheduler),
+                        {"name": "sd15-shaped-random", "base_model_version": "sd_v1"})
+
+
+def make_dataset(folder: Path, size: int, batch: int, n: int = 4) -> Path:
+    import numpy as np
+    import tomli_w
+    from PIL import Image
+
+    sub = folder / "krnk girl_f0512"
+    sub.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(sub / f"f0{i}.png")
+        (sub / f"f0{i}.txt").write_text("krnk, white background, black background, simple background, from front")
+    toml = folder / "bench.toml"
+    toml.write_text(tomli_w.dumps({
+        "general": {"color_aug": True, "enable_bucket": True, "bucket_no_upscale": True, "caption_extension": ".txt", "num_repeats": 4},
+        "datasets": [{"resolution": [size, size], "batch_size": batch,
+                      "subsets": [{"image_dir": str(sub), "class_tokens": "krnk girl", "flip_aug": True}]}],
+    }))
+    return toml
+
+
+def _memory(device: str) -> dict[str, float]:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device == "cuda":
+        import torch
+
+        out["peak_vram_alloc_gb"] = torch.cuda.max_memory_allocated() / 2**30
+        out["peak_vram_reserved_gb"] = torch.cuda.max_memory_reserved() / 2**30
+    return out
+
+
+def _rss_mb() -> float:
+    if not os.path.exists("/proc/self/status"):
+        return 0.0
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+
+def run_charframe(args: argparse.Namespace, checkpointing: bool | None) -> dict:
+    import torch
+
+    from charframe.tiny import build_tiny_sd
+    from charframe.training.recipes import make_plan
+    from charframe.training.trainer import train
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
+    with tempfile.TemporaryDirectory() as tmp:
+        toml = make_dataset(Path(tmp) / "data", args.size, args.batch)
+        plan = make_plan("Lora3x3A50p-AdamW8", args.dim, 100, args.steps, dataset=toml, out="bench",
+                         output_dir=str(Path(tmp) / "out"), logging_dir=str(Path(tmp) / "log"))
+        stamps: list[float] = []
+        rss0 = _rss_mb()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        train(plan, components=comps, checkpointing=checkpointing, on_step=lambda s, l: stamps.append(time.perf_counter()))
+    timed = stamps[args.warmup - 1 :] if args.warmup else stamps
+    return {"steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]), "rss_before_mb": rss0, **_memory(device)}
+
+
+def run_naive(args: argparse.Namespace) -> dict:
+    import torch
+    from peft import LoraConfig, inject_adapter_in_model
+
+    from charframe.tiny import build_tiny_sd
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
+    unet, vae, te = (m.to(device).requires_grad_(False) for m in (comps.unet, comps.vae, comps.text_encoder))
+    alpha = args.dim // 2
+    for model, targets in ((unet, PEFT_UNET), (te, PEFT_TE)):
+        inject_adapter_in_model(LoraConfig(r=args.dim, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"), model)
+    params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    pixels = torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1
+    ids = comps.tokenizer(["krnk, white background, black background, simple background, from front"] * args.batch,
+                          padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+    sched = comps.noise_scheduler
+    rss0 = _rss_mb()
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    stamps = []
+    amp = torch.autocast("cuda", torch.float16) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    scaler = torch.amp.GradScaler(enabled=device == "cuda")
+    for _ in range(args.steps):
+        with torch.no_grad():
+            latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (args.batch,), device=device)
+        with amp:
+            states = te(ids)[0]
+            pred = unet(sched.add_noise(latents, noise, t), t, states).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        opt.zero_grad(set_to_none=True)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    timed = stamps[args.warmup - 1 :] if args.warmup else stamps
+    return {"steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]), "rss_before_mb": rss0, **_memory(device)}
+
+
+CONFIGS = {
+    "charframe": lambda a: run_charframe(a, None),
+    "charframe+ckpt": lambda a: run_charframe(a, True),
+    "charframe-no-ckpt": lambda a: run_charframe(a, False),
+    "naive": run_naive,
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpu", action="store_true", help="SD1.5-shaped model at 512 px, batch 2, dim 128")
+    ap.add_argument("--small", action="store_true", help="with --gpu: toy sizes to check the code path (CPU ok)")
+    ap.add_argument("--steps", type=int, help="steps per configuration")
+    ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
+    ap.add_argument("--configs", help="comma-separated subset of " + ",".join(CONFIGS))
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--shape", default="tiny", help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=2, help=argparse.SUPPRESS)
+    ap.add_argument("--dim", type=int, default=8, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import logging
+
+        logging.basicConfig(level=logging.ERROR)
+        print("RESULT " + json.dumps(CONFIGS[args.worker](args)), flush=True)
+        return 0
+    if args.gpu:
+        shape, size, batch, dim, steps = ("sd15", 64, 1, 8, 4) if args.small else ("sd15", 512, 2, 128, 30)
+        names = ["charframe", "charframe-no-ckpt", "naive"]
+    else:
+        shape, size, batch, dim, steps = "tiny", 64, 2, 8, 20
+        names = ["charframe", "charframe+ckpt", "naive"]
+    steps = args.steps or steps
+    names = args.configs.split(",") if args.configs else names
+    print(f"model {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed)")
+    rows = []
+    for name in names:
+        cmd = [sys.executable, __file__, "--worker", name, "--shape", shape, "--size", str(size), "--batch", str(batch),
+               "--dim", str(dim), "--steps", str(steps), "--warmup", str(args.warmup)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
+        if line is None:
+            print(f"{name}: failed\n{proc.stderr[-3000:]}")
+            return 1
+        rows.append((name, json.loads(line[7:])))
+    keys = [k for k in ("steps_per_s", "rss_before_mb", "peak_rss_mb", "peak_vram_alloc_gb", "peak_vram_reserved_gb") if k in rows[0][1]]
+    print(f"{'config':<20}" + "".join(f"{k:>22}" for k in keys))
+    for name, r in rows:
+        print(f"{name:<20}" + "".join(f"{r[k]:>22.3f}" for k in keys))
+    base = dict(rows).get("naive")
+    if base:
+        for name, r in rows:
+            if name != "naive":
+                print(f"{name}: {r['steps_per_s'] / base['steps_per_s']:.2f}x the naive loop's steps/s")
+    if args.gpu and not args.small and "peak_vram_reserved_gb" in rows[0][1]:
+        ok = rows[0][1]["peak_vram_reserved_gb"] <= 8
+        print(f"target peak VRAM <= 8 GB (charframe, reserved): {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
