@@ -36,6 +36,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="builtin: charframe's own trainer (default); kohya: an sd-scripts checkout")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state")
     g.add_argument("--max-token-length", type=int, choices=(150, 225), help="captions longer than 75 tokens")
+    g.add_argument("--mixed-precision", choices=("fp16", "bf16", "no"), help="GPU precision (default fp16, the recipe's)")
+    g.add_argument("--attention", choices=("sdpa", "xformers"), help="attention kernel (default sdpa)")
     g.add_argument("--noise-offset", type=float, default=0.0, help="noise offset (e.g. 0.05); default off")
     g.add_argument("--prior-loss-weight", type=float, default=1.0, help="loss weight of is_reg images")
     g.add_argument("--sample-every", type=int, default=0, metavar="N", help="sample images every N steps")
@@ -89,7 +91,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _options(args: argparse.Namespace) -> dict:
+    chosen = {k: getattr(args, k) for k in ("mixed_precision", "attention") if getattr(args, k)}
     return dict(
+        **chosen,
         max_token_length=args.max_token_length, noise_offset=args.noise_offset, prior_loss_weight=args.prior_loss_weight,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=[int(s) for s in args.sample_seeds.split(",") if s.strip()], save_state_every=args.save_state_every,

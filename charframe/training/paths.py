@@ -3,7 +3,8 @@
 `charframe train-bat LOGIC DIM LR STEPS IN OUT MODEL VAE CLIPSKIP [LORA]` keeps the original batch
 file's habits: IN is a dataset folder name under `LoRAInput/` (its TOML is `IN/IN.toml`), OUT a name
 under `LoRAOutput/`, MODEL and VAE file names under `LoRAInput/`; LORA (continue from) is looked up
-under `LoRAOutput/OUT/`, `LoRAOutput/` and `LoRAInput/`.
+under `LoRAOutput/OUT/`, `LoRAOutput/`, the other `LoRAOutput/*/` folders and `LoRAInput/`
+(`.safetensors` may be left out).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from charframe.errors import CharframeError
-from charframe.project import find_project_root, project_dirs
+from charframe.project import ProjectDirs, find_project_root, project_dirs
 
 NO_VAE = ("", "-", "none", "None")
 
@@ -33,19 +34,9 @@ def resolve_dataset(path: str | os.PathLike) -> Path:
     raise CharframeError(f"{p}: no such dataset folder or TOML")
 
 
-@dataclass(frozen=True)
-class JobDirs:
-    root: Path
-    input: Path
-    output: Path
-    log: Path
-
-
-def job_dirs(start: str | os.PathLike | None = None) -> JobDirs:
+def job_dirs(start: str | os.PathLike | None = None) -> ProjectDirs:
     """The project's LoRAInput/, LoRAOutput/ and LoRALog/ (charframe.toml [paths] honoured)."""
-    root = find_project_root(start)
-    dirs = project_dirs(root)
-    return JobDirs(root, dirs.input, dirs.output, dirs.log)
+    return project_dirs(find_project_root(start))
 
 
 def _existing(name: str, folders: list[Path], what: str, suffixes: tuple[str, ...] = ()) -> Path:
@@ -69,12 +60,13 @@ class BatJob:
     logging_dir: Path
 
 
-def resolve_bat(in_name: str, out_name: str, model: str, vae: str, lora: str | None, dirs: JobDirs) -> BatJob:
+def resolve_bat(in_name: str, out_name: str, model: str, vae: str, lora: str | None, dirs: ProjectDirs) -> BatJob:
     """The old batch file's positional names, resolved the way it resolved them."""
     dataset = resolve_dataset(_existing(in_name, [dirs.input], "dataset"))
     model_path = _existing(model, [dirs.input], "model")
     vae_path = None if vae in NO_VAE else _existing(vae, [dirs.input], "VAE")
     lora_path = None
     if lora:
-        lora_path = _existing(lora, [dirs.output / out_name, dirs.output, dirs.input], "LoRA to continue from", (".safetensors",))
+        folders = [dirs.output / out_name, dirs.output, *sorted(p for p in dirs.output.glob("*") if p.is_dir()), dirs.input]
+        lora_path = _existing(lora, folders, "LoRA to continue from", (".safetensors",))
     return BatJob(dataset, out_name, model_path, vae_path, lora_path, dirs.output, dirs.log)

@@ -115,11 +115,15 @@ class _StopFlag:
 
 def _warn_long_captions(group: DatasetGroup, tokenizer: Any, plan: TrainPlan) -> None:
     limit = plan.max_token_length or 75
-    long = [(e.path, n) for d in group.datasets for e in d.images if (n := token_count(tokenizer, e.caption)) > limit]
+    first = {}  # caption → an image using it (charframe datasets repeat captions a lot)
+    for d in group.datasets:
+        for e in d.images:
+            first.setdefault(e.caption, e.path)
+    long = [(path, n) for caption, path in first.items() if (n := token_count(tokenizer, caption)) > limit]
     if long:
         path, n = long[0]
         hint = " or shorten them" if limit >= 225 else "; pass --max-token-length 150 or 225 to keep them"
-        log.warning("%d caption(s) exceed %d tokens and are truncated (e.g. %s: %d tokens)%s",
+        log.warning("%d distinct caption(s) exceed %d tokens and are truncated (e.g. %s: %d tokens)%s",
                     len(long), limit, path, n, hint)
 
 
@@ -280,7 +284,7 @@ def train(
     data = StepData(group, plan.seed, run.step, plan.steps, rank, world, plan.prior_loss_weight)
     workers = plan.num_workers if plan.num_workers is not None else (min(4, max(1, (torch.get_num_threads() or 2) // 2)) if cuda else 0)
     loader = torch.utils.data.DataLoader(data, batch_size=None, collate_fn=unbatched, num_workers=workers,
-                                         pin_memory=cuda, prefetch_factor=2 if workers else None)
+                                         prefetch_factor=2 if workers else None)
     epochs = math.ceil(plan.steps / data.steps_per_epoch)
     base_md = training_metadata(plan, group, comps.info, session_id=run.session_id, started_at=run.started_at,
                                 optimizer=optimizer_description(plan, optimizer_class), num_epochs=epochs,
