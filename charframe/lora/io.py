@@ -189,7 +189,7 @@ _DTYPES = {
 
 
 class TensorFile:
-    """A safetensors file read tensor by tensor (positional reads into fresh memory, thread-safe).
+    """A safetensors file read tensor by tensor, straight into fresh tensors (thread-safe).
 
     Streaming keeps peak memory near one module plus the output, instead of the whole input.
     """
@@ -214,14 +214,11 @@ class TensorFile:
     def tensor(self, key: str) -> torch.Tensor:
         dtype, shape, start, end = self.entries[key]
         out = torch.empty(shape, dtype=dtype)
-        view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(b"")
-        with open(self.path, "rb", buffering=0) as f:
-            done = 0
-            while done < end - start:
-                n = os.preadv(f.fileno(), [view[done:]], self.data_start + start + done)
-                if n <= 0:
-                    raise CharframeError(f"{self.path}: file ended early while reading {key}")
-                done += n
+        view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(bytearray())
+        with open(self.path, "rb") as f:  # own handle per call: safe from worker threads, any OS
+            f.seek(self.data_start + start)
+            if f.readinto(view) != end - start:
+                raise CharframeError(f"{self.path}: file ended early while reading {key}")
         return out
 
 
