@@ -34,7 +34,7 @@ examples:
 
 Each module's update ΔW is re-factored by SVD and truncated. LoRA/LoCon: through QR of the
 factors (never the full matrix; identical result to a full SVD, much faster). LoHa/LoKr: through
-their full ΔW, written as plain LoRA. Output alpha = rank (effective scale 1).
+their full ΔW, written as plain LoRA. One alpha per file = the largest kept rank (scale 1 there).
 sv_ratio keeps singular values > max/ratio (1 … --max-rank); sd-scripts' resize_lora keeps one more.
 """
 
@@ -62,48 +62,47 @@ def _add_rank_options(p: argparse.ArgumentParser, default_ratio: float | None) -
     p.add_argument("--verbose", dest="per_module", action="store_true", help="print kept rank and Frobenius fraction per module")
 
 
+def _command(sub, name: str, func, help: str, description: str, epilog: str, what: str = "FILE") -> argparse.ArgumentParser:
+    """One subcommand taking one or more input files."""
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog, formatter_class=_RAW)
+    p.add_argument("files", nargs="+", metavar=what)
+    p.set_defaults(func=func)
+    return p
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add inspect, merge, compress and mix."""
-    p = sub.add_parser(
-        "inspect", help="show a LoRA file's type, blocks, ranks, alphas, size and metadata",
-        description="Show what a LoRA file holds: network type, modules per SD1.x block, ranks, alphas, size, metadata.",
-        epilog="example:\n  charframe inspect LoRAOutput/krnk/*.safetensors --all-metadata\n", formatter_class=_RAW,
+    p = _command(
+        sub, "inspect", cmd_inspect, "show a LoRA file's type, blocks, ranks, alphas, size and metadata",
+        "Show what a LoRA file holds: network type, modules per SD1.x block, ranks, alphas, size, metadata.",
+        "example:\n  charframe inspect LoRAOutput/krnk/*.safetensors --all-metadata\n",
     )  # fmt: skip
-    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--all-metadata", action="store_true", help="print every metadata key in full")
-    p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser(
-        "merge", help="block-weight merge (FACE/BODY/… presets or 26/17 weights)",
-        description="Scale each SD1.x block of a LoRA by a weight (0 removes it) and save <stem>-<PRESET>.safetensors.",
-        epilog=MERGE_EPILOG, formatter_class=_RAW,
+    p = _command(
+        sub, "merge", cmd_merge, "block-weight merge (FACE/BODY/… presets or 26/17 weights)",
+        "Scale each SD1.x block of a LoRA by a weight (0 removes it) and save <stem>-<PRESET>.safetensors.",
+        MERGE_EPILOG,
     )  # fmt: skip
-    p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--preset", required=True, metavar="NAME|WEIGHTS", help="preset name or 26/17 comma-separated weights")
     p.add_argument("--presets", action="append", default=[], metavar="FILE", help="TOML file with a [block_presets] table (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    p.set_defaults(func=cmd_merge)
 
-    p = sub.add_parser(
-        "compress", help="exact fast SVD compression (default sv_ratio 16, max rank 128)",
-        description="Re-factor every module's update by SVD and truncate it; saves <stem>-SvR16.safetensors.",
-        epilog=COMPRESS_EPILOG, formatter_class=_RAW,
+    p = _command(
+        sub, "compress", cmd_compress, "exact fast SVD compression (default sv_ratio 16, max rank 128)",
+        "Re-factor every module's update by SVD and truncate it; saves <stem>-SvR16.safetensors.",
+        COMPRESS_EPILOG,
     )  # fmt: skip
-    p.add_argument("files", nargs="+", metavar="FILE")
     _add_rank_options(p, default_ratio=16)
     p.add_argument("--max-rank", type=int, default=128, metavar="R", help="upper bound for dynamic criteria (default 128)")
-    p.set_defaults(func=cmd_compress)
 
-    p = sub.add_parser(
-        "mix", help="weighted sum of LoRAs as one LoRA (A.safetensors:0.7 B.safetensors:0.5)",
-        description="Make one LoRA whose update is the weighted sum of the inputs' updates.",
-        epilog=MIX_EPILOG, formatter_class=_RAW,
+    p = _command(
+        sub, "mix", cmd_mix, "weighted sum of LoRAs as one LoRA (A.safetensors:0.7 B.safetensors:0.5)",
+        "Make one LoRA whose update is the weighted sum of the inputs' updates.", MIX_EPILOG, "FILE[:WEIGHT]",
     )  # fmt: skip
-    p.add_argument("inputs", nargs="+", metavar="FILE[:WEIGHT]")
     _add_rank_options(p, default_ratio=None)
     p.add_argument("--max-rank", type=int, default=None, metavar="R", help="upper bound for dynamic criteria (default none)")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default <A>+<B>-mix.safetensors beside A)")
-    p.set_defaults(func=cmd_mix)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -167,7 +166,7 @@ def cmd_mix(args: argparse.Namespace) -> int:
     from charframe.lora.mix import mix_files, parse_mix_arg
 
     rule = _rank_rule(args, default_ratio=None)
-    inputs = [parse_mix_arg(a) for a in args.inputs]
+    inputs = [parse_mix_arg(a) for a in args.files]
     result = mix_files(
         inputs, output=Path(args.output) if args.output else None, rule=rule,
         dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet,
