@@ -131,3 +131,23 @@ def test_stack_factors_is_weighted_sum():
     b = (torch.randn(6, 3), torch.randn(3, 5), -0.5)
     up, down = F.stack_factors([a, b])
     torch.testing.assert_close(up @ down, 0.7 * a[0] @ a[1] - 0.5 * b[0] @ b[1])
+
+
+@pytest.mark.parametrize("case", ["plain", "rank_deficient", "zero", "wide_rank"])
+def test_lowrank_truncate_equals_best_rank_k(case):
+    g = torch.Generator().manual_seed(4)
+    up, down = torch.randn(20, 6, generator=g) * torch.logspace(0, -3, 6), torch.randn(6, 45, generator=g)
+    if case == "rank_deficient":
+        up[:, 3] = up[:, 0]
+    if case == "zero":
+        up.zero_()
+    if case == "wide_rank":  # rank above the output size, as stacked factors in mix can be
+        up, down = torch.randn(4, 9, generator=g), torch.randn(9, 30, generator=g)
+    u, s, vh = F.full_svd(up @ down)
+    for rule in (F.RankRule("sv_ratio", 50), F.RankRule("rank", 2), F.RankRule("all", 0, None)):
+        up_k, down_k, s_core = F.lowrank_truncate(up, down, lambda s: F.select_rank(s, rule))
+        k = up_k.shape[1]
+        assert k == F.select_rank(s, rule) or case == "zero"
+        best = (u[:, :k] * s[:k]) @ vh[:k]
+        assert float((up_k @ down_k - best).abs().max()) <= 1e-5 * max(float(s[0]), 1e-30) + (0 if case != "zero" else 1e-12)
+        torch.testing.assert_close(s_core[: min(len(s_core), 3)], s[: min(len(s_core), 3)], rtol=1e-4, atol=1e-6)
