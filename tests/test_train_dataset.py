@@ -9,7 +9,7 @@ import torch
 from charframe.errors import CharframeError
 from charframe.training.dataset import bucket_resolutions, load_dataset, select_bucket
 from charframe.training.images import StepData, load_pixels, sample_rng
-from train_data import write_images, write_toml
+from train_data import one_thread, write_images, write_toml  # noqa: F401 (autouse fixture)
 
 
 def test_inheritance_repeats_and_class_token_fallback(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from charframe.tiny import build_tiny_sd
 from charframe.training.network import (
     NetworkSpec, attach_lora, create_network, kohya_targets, network_state_dict, remove_network,
 )
+from train_data import one_thread  # noqa: F401 (autouse fixture)
 
 
 @pytest.fixture(scope="module")

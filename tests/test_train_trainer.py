@@ -19,7 +19,7 @@ from charframe.training.images import load_pixels
 from charframe.training.network import attach_lora, remove_network
 from charframe.training.recipes import make_plan, parse_logic
 from charframe.training.trainer import TrainingInterrupted, denoise_loss, find_state, train
-from train_data import charframe_dataset
+from train_data import charframe_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 LR = 20000  # 2e-2: large enough that 30 steps on the tiny model move the loss clearly
 
@@ -223,7 +223,7 @@ def test_cli_train_and_train_bat_on_a_fresh_project(tmp_path: Path, monkeypatch:
 def test_works_under_accelerate_launch_with_two_processes(tmp_path: Path) -> None:
     """`accelerate launch -m charframe train` with 2 processes (gloo on CPU): one file, one log, one bar."""
     toml = charframe_dataset(tmp_path, n=2, repeats=1, batch=1)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "charframe", "train", str(toml),
