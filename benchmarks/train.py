@@ -175,6 +175,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, help="steps per configuration")
     ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
     ap.add_argument("--configs", help="comma-separated subset of " + ",".join(CONFIGS))
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--shape", default="tiny", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
@@ -185,6 +186,10 @@ def main() -> int:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import logging
 
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
         logging.basicConfig(level=logging.ERROR)
         print("RESULT " + json.dumps(CONFIGS[args.worker](args)), flush=True)
         return 0
@@ -196,11 +201,12 @@ def main() -> int:
         names = ["charframe", "charframe+ckpt", "naive"]
     steps = args.steps or steps
     names = args.configs.split(",") if args.configs else names
-    print(f"model {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed)")
+    print(f"model {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed), "
+          f"threads {args.threads or 'default'}")
     rows = []
     for name in names:
         cmd = [sys.executable, __file__, "--worker", name, "--shape", shape, "--size", str(size), "--batch", str(batch),
-               "--dim", str(dim), "--steps", str(steps), "--warmup", str(args.warmup)]
+               "--dim", str(dim), "--steps", str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:

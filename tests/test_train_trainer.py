@@ -238,3 +238,31 @@ def test_works_under_accelerate_launch_with_two_processes(tmp_path: Path) -> Non
     assert proc.stderr.count("wrote ") == 1  # only the main process writes
     _, md = load_lora_file(out / "acc-Lora1x1A1-AdamW8-2-10-2.safetensors")
     assert md["ss_total_batch_size"] == "2"  # 2 processes x batch 1
+
+
+def test_a_crash_leaves_a_resumable_state(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, "Lora1x1A1-AdamW8", 4, lr=100)
+
+    def crash(step: int, loss: float) -> None:
+        if step == 2:
+            raise RuntimeError("disk on fire")
+
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(plan, components=build_tiny_sd(), on_step=crash)
+    from charframe.training.state import load_state
+
+    run, tensors, optim = load_state(find_state(plan))
+    assert run.step == 2 and len(run.losses) == 2 and optim["optimizer"]["state"]
+    assert train(plan, components=build_tiny_sd(), resume=True).steps_done == 4
+
+
+def test_noise_offset_changes_the_noise(lora3x3) -> None:
+    comps = build_tiny_sd()
+    pixels, caps, w = torch.zeros(1, 3, 64, 64), ["krnk"], torch.ones(1)
+    losses = []
+    for offset in (0.0, 0.5):
+        plan = dataclasses.replace(lora3x3["plan"], noise_offset=offset)
+        with torch.no_grad():
+            losses.append(float(denoise_loss(comps, pixels, caps, w, torch.Generator().manual_seed(3), plan=plan,
+                                             device=torch.device("cpu"), timesteps=torch.tensor([999]))))
+    assert losses[0] != losses[1]
