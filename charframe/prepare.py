@@ -9,6 +9,7 @@ edits are kept (reported; `force=True` replaces them after a `.bak` copy).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -60,22 +61,28 @@ class PrepareReport:
     tomls: list[Path]
 
 
+@functools.lru_cache(maxsize=4096)
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
-def _read_manifest(folder: Path) -> dict[str, str]:
+#: Manifest entry: (digest of the caption charframe wrote, file size, mtime in ns). While size and
+#: mtime still match, the file is known to hold that caption without reading it.
+Entry = tuple[str, int, int]
+
+
+def _read_manifest(folder: Path) -> dict[str, Entry]:
     try:
         data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in data.get("captions", {}).items()}
+        return {str(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in data["captions"].items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         log.warning("%s: unreadable, ignored (captions that differ will be treated as hand edits)", folder / MANIFEST)
         return {}
 
 
-def _write_caption(path: str, text: str) -> None:
+def _write_caption(path: str, text: str) -> os.stat_result:
     """Atomic (temp file + rename), but without fsync: a crashed process leaves the old or the new
     file, whole. (An fsync per caption costs ~0.4 ms alone, 10-50 ms on a busy disk; the captions
     can always be rewritten from the names, and the manifest errs towards "hand edit, keep".)"""
@@ -85,6 +92,7 @@ def _write_caption(path: str, text: str) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
         try:
             os.write(fd, text.encode("utf-8"))
+            st = os.fstat(fd)  # the rename keeps size and mtime
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -92,6 +100,7 @@ def _write_caption(path: str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    return st
 
 
 def _read_text(path: str) -> str | None:
@@ -106,7 +115,7 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
     """Write the captions of one image folder (not recursive)."""
     report = TagReport(folders=1)
     manifest = _read_manifest(folder.path)
-    new_manifest: dict[str, str] = {}
+    new_manifest: dict[str, Entry] = {}
     folder_name = folder.path.name
     base = str(folder.path)
     for name in folder.images:
@@ -117,23 +126,31 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
         txt_name = os.path.splitext(name)[0] + CAPTION_EXTENSION
         txt = os.path.join(base, txt_name)
         caption = rules.caption(code, folder_name)
+        digest = _digest(caption)
         if txt_name in folder.files:
+            st = os.stat(txt)
+            entry = manifest.get(txt_name)
+            if entry is not None and entry == (digest, st.st_size, st.st_mtime_ns):
+                report.unchanged += 1  # ours, untouched since, and still right: not even read
+                new_manifest[txt_name] = entry
+                continue
             old = _read_text(txt)
             if old is not None and old.rstrip("\r\n") == caption:
                 report.unchanged += 1
-                new_manifest[txt_name] = _digest(caption)
+                new_manifest[txt_name] = (digest, st.st_size, st.st_mtime_ns)
                 continue
-            if old is None or manifest.get(txt_name) != _digest(old):
+            if old is None or entry is None or entry[0] != _digest(old):
                 if not force:
                     report.kept.append(Path(txt))
                     continue
                 report.backups.append(backup_file(txt))
-        _write_caption(txt, caption)
+        st = _write_caption(txt, caption)
         report.written += 1
-        new_manifest[txt_name] = _digest(caption)
+        new_manifest[txt_name] = (digest, st.st_size, st.st_mtime_ns)
     merged = {k: v for k, v in manifest.items() if (k not in new_manifest and os.path.exists(os.path.join(base, k)))} | new_manifest
     if merged != manifest:
-        _write_caption(os.path.join(base, MANIFEST), json.dumps({"version": 1, "captions": dict(sorted(merged.items()))}, indent=0))
+        body = {"version": 2, "captions": {k: list(v) for k, v in sorted(merged.items())}}
+        _write_caption(os.path.join(base, MANIFEST), json.dumps(body, separators=(",", ":")))
     return report
 
 

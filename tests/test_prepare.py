@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from dataset_fixtures import krnk_tree, put_images
 
-from charframe import tomlio
+from charframe import prepare, tomlio
 from charframe.captions import caption_for, load_rules
 from charframe.errors import CharframeError
 from charframe.prepare import MANIFEST, prepare_dirs, tag_dirs
@@ -30,6 +30,18 @@ def test_tag_writes_one_caption_per_coded_image(tmp_path: Path) -> None:
     assert sorted(p.name for p in report.skipped) == ["cover.png", "notes.PNG"]
     again = tag_dirs([ds])
     assert (again.written, again.unchanged, again.kept) == (0, 18, [])
+
+
+def test_unchanged_captions_are_not_reread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ds = krnk_tree(tmp_path)
+    tag_dirs([ds])
+
+    def no_reads(path: str) -> None:
+        raise AssertionError(f"read {path}")
+
+    monkeypatch.setattr(prepare, "_read_text", no_reads)
+    report = tag_dirs([ds])
+    assert (report.written, report.unchanged) == (0, 18)
 
 
 def test_rule_change_updates_our_captions_but_keeps_hand_edits(tmp_path: Path) -> None:
