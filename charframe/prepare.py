@@ -1,9 +1,10 @@
 """Tag and prepare dataset folders: captions beside every coded image, then the dataset TOML.
 
 Captions are rewritten only when they change. A hidden manifest per folder
-(`.charframe-captions.json`) records a hash of every caption charframe wrote, so after a rule
-change charframe knows its own old captions from a user's hand edits: its own are updated, hand
-edits are kept (reported; `force=True` replaces them after a `.bak` copy).
+(`.charframe-captions.json`) records a hash, size and mtime of every caption charframe wrote, so
+after a rule change charframe knows its own old captions from a user's hand edits (its own are
+updated; hand edits are kept and reported, and `force=True` replaces them after a `.bak` copy),
+and a rerun confirms an unchanged caption with one `stat` instead of reading it.
 """
 
 from __future__ import annotations
