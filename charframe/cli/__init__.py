@@ -40,9 +40,21 @@ class _Formatter(logging.Formatter):
         return msg
 
 
+class _TqdmHandler(logging.StreamHandler):
+    """Writes through tqdm so messages print above a running progress bar instead of inside it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
 def setup_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _TqdmHandler(sys.stderr)
     handler.setFormatter(_Formatter("%(message)s"))
     root = logging.getLogger("charframe")
     root.handlers[:] = [handler]
