@@ -21,6 +21,7 @@ COMMAND_MODULES = ("naming", "templates", "train", "lora", "demo")
 
 EPILOG = """\
 typical flow:
+  charframe demo                            # try the whole flow once (example dataset, tiny demo model)
   charframe templates                       # (re)render FaceTemplate/ and BodyTemplate/
   charframe prepare "LoRAInput/4_krnk"      # captions + dataset TOML from folder names
   charframe train LoRAInput/4_krnk --logic Lora3x3A50p-AdamW8 --dim 128 --lr 100 --steps 1000 --out krnk --model M.safetensors
