@@ -2,7 +2,7 @@
 
 `kohya_targets` lists the layers sd-scripts' LoRA adapts (attention/linear and 1x1 conv inside the
 transformer blocks, the text encoder's attention and MLP, and with conv_dim also the resnet,
-downsampler and upsampler convs) under the names it writes. `random_network` fills them with
+downsampler and upsampler convs) under the names it writes, with their weight shapes. `random_network` fills them with
 random factors of any supported kind, with a decaying singular-value profile like trained LoRAs.
 """
 
@@ -13,10 +13,6 @@ from typing import Any
 
 import torch
 
-UNET_BLOCKS = ("Transformer2DModel",)
-UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
-TE_BLOCKS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
-
 #: SD1.5 UNet and CLIP ViT-L/14 text encoder sizes (the parts that fix LoRA shapes).
 SD15_UNET: dict[str, Any] = dict(
     sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280),
@@ -26,30 +22,15 @@ SD15_CLIP: dict[str, Any] = dict(hidden_size=768, intermediate_size=3072, num_hi
 
 
 def kohya_targets(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
-    """{kohya module name: layer weight shape} for an SD1.x UNet (+ CLIP text encoder).
+    """{kohya module name: layer weight shape} for an SD1.x UNet (+ CLIP text encoder), UNet first.
 
-    Text-encoder names are `lora_te_text_model_encoder_layers_…` whatever the transformers version.
+    The names come from the trainer's `kohya_targets`, the one place that knows sd-scripts' rule
+    (text-encoder names are `lora_te_text_model_encoder_layers_…` whatever the transformers version).
     """
-    out: dict[str, tuple[int, ...]] = {}
-    roots = [("lora_unet", unet, UNET_BLOCKS + (UNET_CONV_BLOCKS if conv3x3 else ()))]
-    if text_encoder is not None:
-        roots.append(("lora_te", text_encoder, TE_BLOCKS))
-    for prefix, root, blocks in roots:
-        for name, module in root.named_modules():
-            if type(module).__name__ not in blocks:
-                continue
-            for child_name, child in module.named_modules():
-                is_conv = isinstance(child, torch.nn.Conv2d)
-                if not (isinstance(child, torch.nn.Linear) or is_conv):
-                    continue
-                if is_conv and child.kernel_size != (1, 1) and not conv3x3:
-                    continue
-                path = f"{name}.{child_name}"
-                if prefix == "lora_te" and not path.startswith("text_model."):
-                    path = "text_model." + path  # transformers ≥ 5 flattened CLIPTextModel; files keep the old names
-                full = f"{prefix}.{path}".replace(".", "_")
-                out[full] = tuple(child.weight.shape)
-    return out
+    from charframe.training.network import kohya_targets as trained_layers
+
+    found = [(key, tuple(layer.weight.shape)) for key, layer, _ in trained_layers(unet, text_encoder, conv3x3)]
+    return dict(sorted(found, key=lambda kv: not kv[0].startswith("lora_unet")))  # stable: keeps module order
 
 
 def sd15_targets(conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
