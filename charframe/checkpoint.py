@@ -32,7 +32,7 @@ def read_state_dict(path: Path) -> dict[str, Any]:
         except (SafetensorError, OSError) as exc:
             raise CharframeError(f"{path}: not a readable .safetensors file ({exc})") from exc
     if suffix in PICKLE_SUFFIXES:
-        return _read_pickle(path)
+        return read_pickle(path)
     raise CharframeError(
         f"{path}: unknown model file type {suffix!r}; pass a .safetensors (preferred) or .ckpt file, "
         "or a diffusers folder"
@@ -61,8 +61,9 @@ def _allowed_globals() -> list[Any]:
     return [_placeholder(q) for q in HARMLESS_CLASSES] + [core.multiarray.scalar, np.dtype, *dtypes]
 
 
-def _read_pickle(path: Path) -> dict[str, Any]:
-    """A torch pickle loaded with `weights_only=True`: tensors and plain containers only."""
+def read_pickle(path: Path) -> dict[str, Any]:
+    """A torch pickle (.ckpt/.pt) loaded with `weights_only=True`: the name → tensor mapping inside,
+    `state_dict` containers unwrapped. Shared by model and LoRA loading: no pickled code ever runs."""
     import pickle
 
     import torch
@@ -82,7 +83,7 @@ def _refusal(path: Path, exc: BaseException) -> str:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return (
         f"{path}: cannot be loaded safely with torch's weights-only loader ({first}). charframe never "
-        f"unpickles code from model files; {CONVERT_HINT}"
+        f"runs pickled code from model files; {CONVERT_HINT}"
     )
 
 

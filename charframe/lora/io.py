@@ -21,12 +21,12 @@ import functools
 import hashlib
 import json
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from charframe.checkpoint import read_pickle
 from charframe.errors import CharframeError
 from charframe.fsutil import atomic_path
 from charframe.lora.network import LoraModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
@@ -55,25 +55,8 @@ def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
             raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
         return tensors, metadata
     if suffix in _PICKLE_SUFFIXES:
-        return _load_weights_only(path), {}
+        return read_pickle(path), {}
     raise CharframeError(f"{path}: unsupported file type '{suffix}'; use .safetensors (or .ckpt/.pt)")
-
-
-def _load_weights_only(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CharframeError(
-            f"{path}: refused to load: the file needs pickled code, which charframe never runs "
-            f"({str(e).splitlines()[0]}); convert it to .safetensors with a tool you trust"
-        ) from None
-    except Exception as e:
-        raise CharframeError(f"{path}: not a readable torch file ({e})") from None
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CharframeError(f"{path}: not a LoRA file (expected a mapping of names to tensors)")
-    return dict(obj)
 
 
 def save_lora_file(
