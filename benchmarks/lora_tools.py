@@ -114,6 +114,7 @@ def naive(path: Path, mode: str) -> dict:
     import torch
 
     from charframe.lora.functional import RankRule, select_rank
+    from charframe.lora.workers import torch_threads
     from charframe.lora.io import read_network
 
     net = read_network(path)
@@ -128,17 +129,15 @@ def naive(path: Path, mode: str) -> dict:
         t = m.tensors
         best = math.inf
         for threads in (1, torch.get_num_threads()):  # each module at its faster thread setting
-            before = torch.get_num_threads()
-            torch.set_num_threads(threads)
-            t0 = time.perf_counter()
-            up = t["lora_up.weight"].float().reshape(t["lora_up.weight"].shape[0], -1)
-            down = t["lora_down.weight"].float().reshape(m.rank, -1)
-            delta = up @ down * m.scale
-            u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-            k = select_rank(s, rule)
-            _ = (u[:, :k] * s[:k]).half(), vh[:k].half()
-            best = min(best, time.perf_counter() - t0)
-            torch.set_num_threads(before)
+            with torch_threads(threads):
+                t0 = time.perf_counter()
+                up = t["lora_up.weight"].float().reshape(t["lora_up.weight"].shape[0], -1)
+                down = t["lora_down.weight"].float().reshape(m.rank, -1)
+                delta = up @ down * m.scale
+                u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+                k = select_rank(s, rule)
+                _ = (u[:, :k] * s[:k]).half(), vh[:k].half()
+                best = min(best, time.perf_counter() - t0)
         total += best * count
         ranks[m.name] = k
     return {"wall": total, "ranks": ranks, "modules_timed": len(chosen), "modules": len(net.modules), "shapes": len(by_shape)}

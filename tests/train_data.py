@@ -11,15 +11,15 @@ import tomli_w
 import torch
 from PIL import Image
 
+from charframe.lora.workers import torch_threads
+
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """Import into a test module: one torch thread while it runs. The tiny model's ops are too small
     to share between threads, and CI shares its 2 cores (this made the training tests ~5x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def write_images(folder: Path, n: int, size: tuple[int, int] = (64, 64), captions: bool | list[bool] = True,
