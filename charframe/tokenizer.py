@@ -80,3 +80,33 @@ def write_merges_resource(bpe_file: str | Path, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(gzip.compress(("\n".join(merges) + "\n").encode("utf-8"), compresslevel=9, mtime=0))
     return out
+
+
+HUB_ID = "openai/clip-vit-large-patch14"  # the tokenizer SD1.x trainers ask the hub for
+
+
+def write_tokenizer_files(directory: str | Path) -> Path:
+    """Write the tokenizer as a Hugging Face tokenizer folder (`vocab.json`, `merges.txt`, configs).
+
+    This classic layout loads in every transformers release, slow or fast, so an external trainer
+    (sd-scripts' `--tokenizer_cache_dir`) can use charframe's tokenizer instead of downloading it.
+    """
+    import json
+
+    from charframe.fsutil import atomic_write_text
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    merges = list(clip_merges())
+    specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    config = {**specials, "model_max_length": MAX_LENGTH, "do_lower_case": True, "errors": "replace",
+              "add_prefix_space": False, "tokenizer_class": "CLIPTokenizer"}
+    files = {
+        "vocab.json": json.dumps(vocab_from_merges(merges), ensure_ascii=False),
+        "merges.txt": "#version: 0.2\n" + "\n".join(merges) + "\n",
+        "special_tokens_map.json": json.dumps(specials, indent=2),
+        "tokenizer_config.json": json.dumps(config, indent=2),
+    }
+    for name, text in files.items():
+        atomic_write_text(directory / name, text)
+    return directory

@@ -6,3 +6,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DIFFUSERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """charframe's user cache (the sd-scripts tokenizer copy) goes to a temporary folder, never ~/.cache."""
+    monkeypatch.setenv("CHARFRAME_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "charframe-cache"))

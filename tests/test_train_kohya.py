@@ -217,3 +217,35 @@ def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFi
     assert "train_network.py" in out and "--output_name=krnk-Lora3x3A50p-AdamW8-16-100-7" in out
     assert "conv_dim=16" in out and "--sdpa" in out
     assert subprocess.list2cmdline([sys.executable]) in out
+
+
+def test_sd_scripts_gets_charframes_tokenizer_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts loads `<--tokenizer_cache_dir>/openai_clip-vit-large-patch14` with `from_pretrained`
+    instead of asking the hub; the folder charframe writes there tokenizes exactly like the shipped tokenizer."""
+    from transformers import CLIPTokenizer
+
+    from charframe.tokenizer import clip_tokenizer
+
+    monkeypatch.setenv(kohya.ENV_CACHE, str(tmp_path / "cache"))
+    seen = []
+
+    def fake(cmd, cwd):
+        a = _parse(cmd[cmd.index("train_network.py") + 1 :])
+        seen.append(a["tokenizer_cache_dir"])
+        Path(a["output_dir"], a["output_name"] + ".safetensors").write_bytes(b"x")
+        return SimpleNamespace(returncode=0)
+
+    setup = _checkout(tmp_path)
+    kohya.run_kohya(_plan(tmp_path), setup, runner=fake)
+    folder = Path(seen[0]) / "openai_clip-vit-large-patch14"
+    assert Path(seen[0]) == tmp_path / "cache" / "tokenizers"
+    assert (folder / "merges.txt").read_text().startswith("#version: 0.2\n")
+    loaded = CLIPTokenizer.from_pretrained(str(folder))
+    text = ["krnk girl, white background, from above, 日本語 ÄÖ", "word " * 100]
+    kw = dict(padding="max_length", truncation=True, max_length=77)
+    assert loaded(text, **kw).input_ids == clip_tokenizer()(text, **kw).input_ids
+    assert len(loaded) == 49408 and loaded.pad_token == "<|endoftext|>"
+    # a tokenizer already there (e.g. one sd-scripts downloaded itself) is kept
+    (folder / "vocab.json").write_text("{}")
+    kohya.run_kohya(_plan(tmp_path), setup, runner=fake)
+    assert (folder / "vocab.json").read_text() == "{}"

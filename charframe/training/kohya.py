@@ -6,6 +6,10 @@ sd-scripts supports PyTorch's own memory-efficient attention and xformers wheels
 Locon/Loha add the LyCORIS preset charframe ships, so both engines train the same layers.
 `setup_kohya` performs sd-scripts' documented installation (clone, venv, torch, requirements,
 lycoris-lora, a default accelerate config).
+
+sd-scripts downloads its CLIP tokenizer from the Hugging Face hub on every SD1.x run; `run_kohya` points
+its `--tokenizer_cache_dir` at a copy of charframe's shipped tokenizer (same token ids), so the external
+engine runs offline too.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ DEFAULT_DIR_NAME = "sd-scripts"
 TORCH_PACKAGES = ("torch==2.6.0", "torchvision==0.21.0")  # the versions sd-scripts' README installs
 TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu124"
 ENV_DIR = "CHARFRAME_KOHYA_DIR"
+ENV_CACHE = "CHARFRAME_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,8 @@ def find_kohya(directory: str | os.PathLike | None = None, python: str | os.Path
     return KohyaSetup(chosen.resolve(), py)
 
 
-def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_name: str | None = None) -> list[str]:
+def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_name: str | None = None,
+               tokenizer_cache_dir: str | None = None) -> list[str]:
     """`train_network.py` arguments for `plan` (paths used exactly as the plan holds them)."""
     a: list[str] = [f"--network_module={plan.network_module}"]
     net_args = [f"{k}={v}" for k, v in plan.network_args.items()]
@@ -110,6 +116,8 @@ def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_nam
         a.append(f"--prior_loss_weight={plan.prior_loss_weight}")
     if plan.max_grad_norm != 1.0:
         a.append(f"--max_grad_norm={plan.max_grad_norm}")
+    if tokenizer_cache_dir:
+        a.append(f"--tokenizer_cache_dir={tokenizer_cache_dir}")
     if plan.sample_every and plan.sample_prompts:
         a += [f"--sample_every_n_steps={plan.sample_every}", "--sample_sampler=ddim",
               f"--sample_prompts={_join(_join(plan.output_dir, plan.out), 'sample_prompts.txt')}"]
@@ -130,6 +138,27 @@ def kohya_command(plan: TrainPlan, setup: KohyaSetup, **kw: Any) -> list[str]:
     """The full command: `accelerate launch --num_cpu_threads_per_process 1 train_network.py …` in the venv."""
     return [str(setup.python), "-m", "accelerate.commands.launch", "--num_cpu_threads_per_process", "1",
             "train_network.py", *kohya_args(plan, **kw)]
+
+
+def cache_dir() -> Path:
+    """charframe's cache folder: $CHARFRAME_CACHE_DIR, else the platform's user cache."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
+    return Path(base or Path.home() / ".cache") / "charframe"
+
+
+def tokenizer_cache() -> Path:
+    """A `--tokenizer_cache_dir` holding SD1.x's CLIP tokenizer where sd-scripts looks for it
+    (`<dir>/openai_clip-vit-large-patch14`), written from the shipped data once; an existing one is kept."""
+    from charframe.tokenizer import HUB_ID, write_tokenizer_files
+
+    root = cache_dir() / "tokenizers"
+    folder = root / HUB_ID.replace("/", "_")
+    if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+        write_tokenizer_files(folder)
+        log.info("wrote the CLIP tokenizer for sd-scripts to %s", folder)
+    return root
 
 
 def kohya_dataset_config(plan: TrainPlan, cwd: Path, out_dir: Path, name: str) -> str:
@@ -168,7 +197,8 @@ def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] 
                  for p in plan.sample_prompts for seed in plan.sample_seeds]
         (out_dir / "sample_prompts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     dataset = kohya_dataset_config(plan, setup.dir, out_dir, target.stem)
-    cmd = kohya_command(plan, setup, dataset_config=dataset, output_name=target.stem)
+    cmd = kohya_command(plan, setup, dataset_config=dataset, output_name=target.stem,
+                        tokenizer_cache_dir=str(tokenizer_cache()))
     log.info("running sd-scripts in %s:\n  %s", setup.dir, subprocess.list2cmdline(cmd))
     plan.save(out_dir / f"{target.stem}.train.toml")
     proc = runner(cmd, cwd=str(setup.dir))
