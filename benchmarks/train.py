@@ -70,7 +70,8 @@ def make_dataset(folder: Path, size: int, batch: int, n: int = 4) -> Path:
         (sub / f"f0{i}.txt").write_text("krnk, white background, black background, simple background, from front")
     toml = folder / "bench.toml"
     toml.write_text(tomli_w.dumps({
-        "general": {"color_aug": True, "enable_bucket": True, "bucket_no_upscale": True, "caption_extension": ".txt", "num_repeats": 4},
+        "general": {"color_aug": True, "enable_bucket": True, "bucket_no_upscale": True, "caption_extension": ".txt", "num_repeats": 4,
+                    "min_bucket_reso": min(size, 256)},
         "datasets": [{"resolution": [size, size], "batch_size": batch,
                       "subsets": [{"image_dir": str(sub), "class_tokens": "krnk girl", "flip_aug": True}]}],
     }))

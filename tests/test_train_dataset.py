@@ -110,6 +110,22 @@ def test_buckets_in_a_dataset_and_batches_share_a_bucket(tmp_path: Path) -> None
     assert item.pixels.shape[2:] in ((128, 128), (128, 256))
 
 
+def test_bucket_limits_are_checked_like_sd_scripts(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """sd-scripts stops when bucketing is on and the resolution lies outside min/max_bucket_reso; the
+    built-in trainer refuses the same TOMLs (naming the file and the key to add), so both engines agree."""
+    write_images(tmp_path / "a", 1)
+    sub = [{"image_dir": str(tmp_path / "a")}]
+    with pytest.raises(CharframeError, match=r"d\.toml: \[\[datasets\]\] #1: resolution \[64, 64\] is below min_bucket_reso 256; add `min_bucket_reso = 64`"):
+        load_dataset(write_toml(tmp_path / "d.toml", {"enable_bucket": True}, [{"resolution": 64, "subsets": sub}]))
+    with pytest.raises(CharframeError, match="above max_bucket_reso 1024; add `max_bucket_reso = 1280`"):
+        load_dataset(write_toml(tmp_path / "d.toml", {"enable_bucket": True}, [{"resolution": [1280, 512], "subsets": sub}]))
+    assert load_dataset(write_toml(tmp_path / "d.toml", {}, [{"resolution": 64, "subsets": sub}])).datasets[0].min_bucket_reso == 256
+    ds = load_dataset(write_toml(tmp_path / "d.toml", {"enable_bucket": True, "min_bucket_reso": 100, "max_bucket_reso": 1000},
+                                 [{"resolution": 64, "subsets": sub}])).datasets[0]
+    assert (ds.min_bucket_reso, ds.max_bucket_reso) == (64, 1024)  # snapped outward to the 64 px step
+    assert "moved to multiples of 64" in caplog.text
+
+
 def test_reg_images_fill_up_to_the_training_count_and_are_weighted(tmp_path: Path) -> None:
     write_images(tmp_path / "train", 3)
     write_images(tmp_path / "reg", 2, prefix="r")

@@ -55,7 +55,7 @@ def charframe_dataset(root: Path, n: int = 4, size: int = 64, repeats: int = 2, 
     return write_toml(
         ds / f"{repeats}_krnk.toml",
         {"color_aug": True, "enable_bucket": True, "bucket_no_upscale": True, "caption_extension": ".txt",
-         "num_repeats": repeats},
+         "num_repeats": repeats, "min_bucket_reso": min(size, 256)},  # sd-scripts refuses resolution < min_bucket_reso
         [{"resolution": [size, size], "batch_size": batch,
           "subsets": [{"image_dir": str(sub), "class_tokens": "krnk girl", "flip_aug": True}]}],
     )

@@ -292,13 +292,33 @@ def _register_reg_repeats(train_count: int, reg: list[tuple[ImageEntry, int]]) -
     return used
 
 
+def _bucket_range(params: dict[str, Any], reso: tuple[int, int], path: Path, where: str) -> tuple[int, int, int]:
+    """min/max bucket side and step, checked as sd-scripts checks them when bucketing is on: the
+    limits snap outward to the step, and the resolution must lie between them (sd-scripts stops
+    with an assertion otherwise, so a TOML that trains here also trains with the kohya engine)."""
+    lo, hi, step = int(params["min_bucket_reso"]), int(params["max_bucket_reso"]), int(params["bucket_reso_steps"])
+    if not params["enable_bucket"]:
+        return lo, hi, step
+    if lo % step or hi % step:
+        snapped = (lo - lo % step, hi + (step - hi % step) % step)
+        log.warning("%s: %s: min/max_bucket_reso %d/%d moved to multiples of %d: %d/%d", path, where, lo, hi, step, *snapped)
+        lo, hi = snapped
+    if min(reso) < lo:
+        raise CharframeError(f"{path}: {where}: resolution {list(reso)} is below min_bucket_reso {lo}; "
+                             f"add `min_bucket_reso = {min(reso) - min(reso) % step or step}` or raise the resolution")
+    if max(reso) > hi:
+        raise CharframeError(f"{path}: {where}: resolution {list(reso)} is above max_bucket_reso {hi}; "
+                             f"add `max_bucket_reso = {max(reso)}` or lower the resolution")
+    return lo, hi, step
+
+
 def _build_dataset(params: dict[str, Any], subsets_cfg: list[dict[str, Any]], path: Path, where: str) -> Dataset:
     reso = params["resolution"]
     if reso is None:
         raise CharframeError(f"{path}: {where} has no resolution; add `resolution = [512, 512]`")
     reso = (int(reso), int(reso)) if isinstance(reso, int) else (int(reso[0]), int(reso[1]))
     ds = Dataset(reso, int(params["batch_size"]), bool(params["enable_bucket"]), bool(params["bucket_no_upscale"]),
-                 int(params["min_bucket_reso"]), int(params["max_bucket_reso"]), int(params["bucket_reso_steps"]))
+                 *_bucket_range(params, reso, path, where))
     predefined = None
     if not ds.enable_bucket:
         predefined = [reso]
