@@ -49,7 +49,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capsys: pytest.CaptureFixture[
     tensors, meta = load_lora_file(lora)
     assert "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight" in tensors  # 3x3 conv: Lora3x3
     assert any(k.startswith("lora_te_text_model_encoder_layers_0_") for k in tensors)
-    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2"
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
 
     merged, _ = load_lora_file(printed["merged"])
     blocks = {block_of(k.split(".")[0]) for k in merged}

@@ -1,5 +1,9 @@
 """LoRA/LyCORIS modules on the tiny SD1.x model: exactly the key names sd-scripts and LyCORIS write."""
 
+import gzip
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -128,3 +132,39 @@ def test_attach_matches_the_trained_network(comps) -> None:
             got = comps.unet(x, t, states).sample
         remove_network(again)
         assert torch.allclose(got, want, atol=1e-5), spec
+
+
+# sd-scripts' own files, recorded by `python benchmarks/kohya.py --golden ...` (sd-scripts 48d368fa with
+# transformers 4.54 and LyCORIS 4.1.3, on a random SD1.5-shaped checkpoint, dim 8): every tensor key and shape.
+GOLDEN = Path(__file__).parent / "data" / "sd_scripts_sd15_keys.json.gz"
+
+
+@pytest.fixture(scope="module")
+def sd15_on_meta():
+    """SD1.5's real UNet and CLIP text encoder, shapes only (no memory, no weights)."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from charframe.single_file import sd15_config
+
+    cfg = sd15_config()
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(cfg.unet)
+        te = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.text_encoder.items() if not k.startswith("_")}))
+    return unet, te
+
+
+@pytest.mark.parametrize("logic", ["Lora1x1A50p-AdamW8", "Lora3x3A50p-AdamW8", "LoconA50p-AdamW8", "LohaA50p-AdamW8"])
+def test_sd15_keys_and_shapes_equal_sd_scripts_own_file(logic, sd15_on_meta) -> None:
+    from charframe.training.recipes import make_plan
+
+    golden = json.loads(gzip.decompress(GOLDEN.read_bytes()))["keys"][logic]
+    unet, te = sd15_on_meta
+    spec = NetworkSpec.from_plan(make_plan(logic, 8, 100, 1, dataset="d.toml", out="x"))
+    net = create_network(spec, unet, te)  # the LoRA factors are small real tensors; the base stays on meta
+    try:
+        ours = {k: list(v.shape) for k, v in net.state_dict().items()}
+    finally:
+        remove_network(net)
+    assert len(ours) == len(golden)
+    assert ours == golden

@@ -94,7 +94,11 @@ def test_metadata_keys(lora3x3) -> None:
     md = lora3x3["metadata"]
     plan = lora3x3["plan"]
     assert md["ss_network_module"] == "networks.lora"
-    assert (md["ss_network_dim"], md["ss_network_alpha"]) == ("4", "2")
+    assert (md["ss_network_dim"], md["ss_network_alpha"]) == ("4", "2.0")  # alpha as sd-scripts writes it
+    assert (md["ss_noise_offset"], md["ss_max_token_length"], md["ss_loss_type"]) == ("None", "None", "l2")
+    ds = json.loads(md["ss_datasets"])[0]
+    assert ds["bucket_info"] == {"buckets": {"0": {"resolution": [64, 64], "count": 1}}, "mean_img_ar_error": 0.0}
+    assert ds["subsets"][0]["keep_tokens_separator"] == "" and ds["subsets"][0]["caption_prefix"] is None
     assert json.loads(md["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "2"}
     assert md["ss_base_model_version"] == "sd_v1" and md["ss_v2"] == "False"
     assert (md["ss_clip_skip"], md["ss_seed"], md["ss_steps"], md["ss_max_train_steps"]) == ("2", "31337", "30", "30")
@@ -108,6 +112,16 @@ def test_metadata_keys(lora3x3) -> None:
     assert md["modelspec.architecture"] == "stable-diffusion-v1/lora"
     assert md["modelspec.title"] == plan.output_name and md["modelspec.encoder_layer"] == "2"
     assert md["modelspec.trigger_phrase"] == "krnk girl"
+
+
+def test_metadata_has_every_key_sd_scripts_writes(lora3x3) -> None:
+    """WebUI/ComfyUI metadata viewers show the same fields for files from either engine."""
+    import gzip
+
+    golden = Path(__file__).parent / "data" / "sd_scripts_sd15_keys.json.gz"
+    theirs = set(json.loads(gzip.decompress(golden.read_bytes()))["metadata_keys"]) - {"ss_sd_scripts_commit_hash"}
+    theirs -= {"ss_sd_model_hash", "ss_new_sd_model_hash"}  # this fixture's model is built in memory, not read from a file
+    assert sorted(theirs - set(lora3x3["metadata"])) == []
 
 
 @pytest.mark.parametrize("kind", ["Lora1x1", "Lora3x3", "Locon"])

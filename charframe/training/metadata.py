@@ -20,6 +20,41 @@ from charframe.training.recipes import TrainPlan
 MODELSPEC_VERSION = "1.0.1"
 ARCH_SD_V1_LORA = "stable-diffusion-v1/lora"
 
+#: sd-scripts options charframe never turns on, with the value sd-scripts records when they are off
+#: (read off a file written by sd-scripts 48d368fa), so files from either engine show the same fields.
+SD_SCRIPTS_OFF: dict[str, str] = {
+    "ss_adaptive_noise_scale": "None",
+    "ss_caption_dropout_every_n_epochs": "0",
+    "ss_caption_dropout_rate": "0.0",
+    "ss_caption_tag_dropout_rate": "0.0",
+    "ss_debiased_estimation": "False",
+    "ss_face_crop_aug_range": "None",
+    "ss_fp8_base": "False",
+    "ss_fp8_base_unet": "False",
+    "ss_huber_c": "0.1",
+    "ss_huber_scale": "1.0",
+    "ss_huber_schedule": "snr",
+    "ss_ip_noise_gamma": "None",
+    "ss_ip_noise_gamma_random_strength": "False",
+    "ss_loss_type": "l2",
+    "ss_lowram": "False",
+    "ss_min_snr_gamma": "None",
+    "ss_multires_noise_discount": "0.3",
+    "ss_multires_noise_iterations": "None",
+    "ss_network_dropout": "None",
+    "ss_noise_offset_random_strength": "False",
+    "ss_resize_interpolation": "None",
+    "ss_scale_weight_norms": "None",
+    "ss_zero_terminal_snr": "False",
+    # no validation split
+    "ss_validation_split": "0.0",
+    "ss_validation_seed": "None",
+    "ss_validate_every_n_steps": "None",
+    "ss_validate_every_n_epochs": "None",
+    "ss_max_validation_steps": "None",
+    "ss_num_validation_images": "0",
+}
+
 
 def optimizer_description(plan: TrainPlan, optimizer_class: str) -> str:
     """`ss_optimizer` as sd-scripts writes it: the class path and its arguments."""
@@ -47,6 +82,7 @@ def training_metadata(
     """
     d0 = group.datasets[0]
     md: dict[str, Any] = {
+        **SD_SCRIPTS_OFF,
         "ss_session_id": session_id,
         "ss_training_started_at": started_at,
         "ss_output_name": plan.output_name,
@@ -64,17 +100,17 @@ def training_metadata(
         "ss_lr_scheduler": plan.lr_scheduler,
         "ss_network_module": plan.network_module,
         "ss_network_dim": plan.dim,
-        "ss_network_alpha": plan.network_alpha,
+        "ss_network_alpha": float(plan.network_alpha),  # sd-scripts' argparse type: "64.0"
         "ss_network_args": json.dumps(plan.network_args) if plan.network_args else None,
         "ss_mixed_precision": mixed_precision or plan.mixed_precision,
         "ss_full_fp16": False,
         "ss_v2": False,
         "ss_base_model_version": model_info.get("base_model_version", "sd_v1"),
         "ss_clip_skip": plan.clip_skip,
-        "ss_max_token_length": plan.max_token_length,
+        "ss_max_token_length": str(plan.max_token_length),  # "None" when off, as sd-scripts
         "ss_cache_latents": False,
         "ss_seed": plan.seed,
-        "ss_noise_offset": plan.noise_offset or None,
+        "ss_noise_offset": str(plan.noise_offset or None),
         "ss_optimizer": optimizer,
         "ss_max_grad_norm": plan.max_grad_norm,
         "ss_prior_loss_weight": plan.prior_loss_weight,
@@ -113,16 +149,25 @@ def _datasets_info(group: DatasetGroup) -> list[dict[str, Any]]:
             "min_bucket_reso": d.min_bucket_reso,
             "max_bucket_reso": d.max_bucket_reso,
             "tag_frequency": d.tag_frequency,
-            "bucket_info": {"buckets": buckets},
+            "bucket_info": {"buckets": buckets, "mean_img_ar_error": _mean_ar_error(d)} if d.enable_bucket else None,
+            "resize_interpolation": None,
             "subsets": [
                 {"img_count": s.img_count, "num_repeats": s.num_repeats, "color_aug": s.color_aug,
                  "flip_aug": s.flip_aug, "random_crop": s.random_crop, "shuffle_caption": s.shuffle_caption,
-                 "keep_tokens": s.keep_tokens, "image_dir": s.image_dir.name, "class_tokens": s.class_tokens,
+                 "keep_tokens": s.keep_tokens, "keep_tokens_separator": "", "secondary_separator": None,
+                 "enable_wildcard": False, "caption_prefix": s.caption_prefix, "caption_suffix": s.caption_suffix,
+                 "resize_interpolation": None, "image_dir": s.image_dir.name, "class_tokens": s.class_tokens,
                  "is_reg": s.is_reg}
                 for s in d.subsets
             ],
         })
     return out
+
+
+def _mean_ar_error(d: Any) -> float:
+    """Mean |bucket aspect − image aspect| over the images (repeats not counted), as sd-scripts logs it."""
+    errors = [abs(img.bucket[0] / img.bucket[1] - img.size[0] / img.size[1]) for img in d.images]
+    return sum(errors) / len(errors) if errors else 0.0
 
 
 def _trigger_phrase(group: DatasetGroup) -> str | None:
