@@ -121,7 +121,7 @@ def key_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in read_state_dict(path).items()}
 
 
-def file_hashes(path: Path) -> tuple[str, str]:
+def model_file_hashes(path: Path) -> tuple[str, str]:
     """(legacy, sha256) the way sd-scripts records `ss_sd_model_hash` / `ss_new_sd_model_hash`.
 
     legacy = first 8 hex digits of sha256 over the 64 KiB at offset 1 MiB (WebUI's old model hash);

@@ -171,10 +171,10 @@ def _folder_tokenizer(directory: Path) -> Any:
 
 def _file_identity(path: Path, role: str) -> dict[str, str]:
     """Name and sd-scripts style hashes of a model (`role` "sd_model") or VAE (`role` "vae") file."""
-    from charframe.checkpoint import file_hashes
+    from charframe.checkpoint import model_file_hashes
 
     prefix = "ss_sd_model" if role == "sd_model" else "ss_vae"
-    legacy, sha = file_hashes(path)
+    legacy, sha = model_file_hashes(path)
     out = {f"{prefix}_name": path.name, f"{prefix}_hash": legacy, f"ss_new_{prefix.removeprefix('ss_')}_hash": sha}
     if role == "sd_model":
         out["model_name"] = path.name

@@ -54,7 +54,7 @@ def test_save_round_trip_and_sshs_hashes_match_sd_scripts(tmp_path, big, metadat
     expected = _reference_hashes(tensors, metadata)
     assert out.stat().st_size > (0x110000 if big else 0)
     assert (md[lio.MODEL_HASH_KEY], md[lio.LEGACY_HASH_KEY]) == expected
-    assert lio.file_hashes(out) == expected
+    assert lio.lora_file_hashes(out) == expected
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temp file
 
 

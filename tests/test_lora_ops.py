@@ -77,8 +77,8 @@ def test_merge_metadata_and_history(tmp_path):
     assert md["note"] == "keep" and md["ss_network_dim"] == "6" and md["ss_output_name"] == "krnk-FACE"
     hist = json.loads(md["charframe_history"])
     assert hist[-1]["op"] == "merge" and hist[-1]["preset"] == "FACE" and hist[-1]["weights"]["IN01"] == 1.0
-    assert hist[-1]["source"] == "krnk.safetensors" and hist[-1]["source_hash"] == lio.file_hashes(src)[0]
-    assert (md["sshs_model_hash"], md["sshs_legacy_hash"]) == lio.file_hashes(out)
+    assert hist[-1]["source"] == "krnk.safetensors" and hist[-1]["source_hash"] == lio.lora_file_hashes(src)[0]
+    assert (md["sshs_model_hash"], md["sshs_legacy_hash"]) == lio.lora_file_hashes(out)
 
 
 @pytest.mark.parametrize("kind, tucker", KINDS, ids=KIND_IDS)
@@ -118,7 +118,7 @@ def test_compress_keeps_module_layout_for_loaders(tmp_path):
     assert {m.alpha for m in net.modules.values()} == {3.0}
     assert json.loads(md["ss_network_args"]) == {"conv_dim": "3", "conv_alpha": "3", "algo": "locon"}
     assert json.loads(md["charframe_history"])[-1]["op"] == "compress"
-    assert (md["sshs_model_hash"], md["sshs_legacy_hash"]) == lio.file_hashes(out)
+    assert (md["sshs_model_hash"], md["sshs_legacy_hash"]) == lio.lora_file_hashes(out)
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp32"])

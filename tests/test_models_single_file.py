@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from charframe.checkpoint import file_hashes
+from charframe.checkpoint import model_file_hashes
 from charframe.errors import CharframeError
 from charframe.ldm_layout import to_ldm_checkpoint, vae_to_ldm
 from charframe.models import load_sd
@@ -92,7 +92,7 @@ def test_single_file_with_config_equals_diffusers_original(files, ref1) -> None:
         assert torch.equal(a, b)
     assert single.info["base_model_version"] == "sd_v1" and single.info["source"] == "single_file"
     assert single.info["ss_sd_model_name"] == "tiny1.safetensors"
-    legacy, sha = file_hashes(files["safetensors"])
+    legacy, sha = model_file_hashes(files["safetensors"])
     assert single.info["ss_sd_model_hash"] == legacy and single.info["ss_new_sd_model_hash"] == sha
     assert single.noise_scheduler.config.beta_schedule == "scaled_linear"
     assert single.noise_scheduler.config.prediction_type == "epsilon"
@@ -225,10 +225,10 @@ def test_file_hashes_follow_sd_scripts(tmp_path: Path) -> None:
     data = bytes(range(256)) * 8192  # 2 MiB
     f = tmp_path / "m.safetensors"
     f.write_bytes(data)
-    legacy, sha = file_hashes(f)
+    legacy, sha = model_file_hashes(f)
     assert legacy == hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
     assert sha == hashlib.sha256(data).hexdigest()
-    assert file_hashes(tmp_path) == ("IsADirectory", "IsADirectory")
+    assert model_file_hashes(tmp_path) == ("IsADirectory", "IsADirectory")
 
 
 def test_unknown_suffix_and_corrupt_file(tmp_path: Path) -> None:

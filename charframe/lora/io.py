@@ -76,7 +76,7 @@ def save_lora_file(
     return path
 
 
-def file_hashes(path: str | os.PathLike) -> tuple[str, str]:
+def lora_file_hashes(path: str | os.PathLike) -> tuple[str, str]:
     """(sshs_model_hash, sshs_legacy_hash) of an existing safetensors file, as sd-scripts defines them."""
     with open(path, "rb") as f:
         header, data_start = _read_header(f)
