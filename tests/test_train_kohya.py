@@ -204,9 +204,10 @@ def test_setup_kohya_runs_the_readme_steps(tmp_path: Path) -> None:
         kohya.setup_kohya(tmp_path / "sd2", runner=lambda cmd, cwd: SimpleNamespace(returncode=1))
 
 
-def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from charframe.cli import main
 
+    monkeypatch.setenv(kohya.ENV_CACHE, str(tmp_path / "cache"))
     plan = _plan(tmp_path)
     setup = _checkout(tmp_path)
     code = main(["train", plan.dataset, "--logic", "Lora3x3A50p-AdamW8", "--dim", "16", "--lr", "100", "--steps", "7",
@@ -217,6 +218,8 @@ def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFi
     assert "train_network.py" in out and "--output_name=krnk-Lora3x3A50p-AdamW8-16-100-7" in out
     assert "conv_dim=16" in out and "--sdpa" in out
     assert subprocess.list2cmdline([sys.executable]) in out
+    assert f"--tokenizer_cache_dir={kohya.tokenizer_cache(write=False)}" in out
+    assert not kohya.tokenizer_cache(write=False).exists()  # a dry run writes nothing
 
 
 def test_sd_scripts_gets_charframes_tokenizer_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

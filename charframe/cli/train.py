@@ -114,7 +114,8 @@ def _run(plan, args: argparse.Namespace, root: Path) -> int:
         if args.dry_run:
             import subprocess
 
-            print(subprocess.list2cmdline(kohya.kohya_command(plan, setup)))
+            cache = str(kohya.tokenizer_cache(write=False))
+            print(subprocess.list2cmdline(kohya.kohya_command(plan, setup, tokenizer_cache_dir=cache)))
             return 0
         kohya.run_kohya(plan, setup)
         return 0

@@ -148,14 +148,15 @@ def cache_dir() -> Path:
     return Path(base or Path.home() / ".cache") / "charframe"
 
 
-def tokenizer_cache() -> Path:
+def tokenizer_cache(write: bool = True) -> Path:
     """A `--tokenizer_cache_dir` holding SD1.x's CLIP tokenizer where sd-scripts looks for it
-    (`<dir>/openai_clip-vit-large-patch14`), written from the shipped data once; an existing one is kept."""
+    (`<dir>/openai_clip-vit-large-patch14`), written from the shipped data once; an existing one is kept.
+    `write=False` only names the folder (for --dry-run)."""
     from charframe.tokenizer import HUB_ID, write_tokenizer_files
 
     root = cache_dir() / "tokenizers"
     folder = root / HUB_ID.replace("/", "_")
-    if not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+    if write and not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
         write_tokenizer_files(folder)
         log.info("wrote the CLIP tokenizer for sd-scripts to %s", folder)
     return root
