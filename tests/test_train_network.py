@@ -9,7 +9,7 @@ import torch
 
 from charframe.tiny import build_tiny_sd
 from charframe.training.network import (
-    NetworkSpec, attach_lora, create_network, kohya_targets, network_state_dict, remove_network,
+    NetworkSpec, attach_lora, create_network, kohya_targets, load_network_weights, network_state_dict, remove_network,
 )
 from train_data import one_thread  # noqa: F401 (autouse fixture)
 
@@ -113,6 +113,23 @@ def test_network_starts_as_identity_and_restores(comps) -> None:
         assert not torch.allclose(comps.unet(x, t, states).sample, base)
         remove_network(net)
         assert torch.equal(comps.unet(x, t, states).sample, base)
+
+
+def test_continue_loads_every_tensor_and_reports_only_what_the_file_lacks(comps, caplog) -> None:
+    """--continue: a complete file (ours or sd-scripts', same keys) loads with nothing reported missing;
+    the run keeps its own alpha; a file without a module reports exactly that module's tensors."""
+    spec = NetworkSpec(4, 2, 4, 2)
+    net = create_network(spec, comps.unet, comps.text_encoder)
+    try:
+        saved = {k: torch.randn_like(v) if not k.endswith(".alpha") else v.clone() for k, v in network_state_dict(net).items()}
+        assert load_network_weights(net, saved, "full.safetensors") == []
+        assert "start fresh" not in caplog.text
+        assert all(torch.equal(v, saved[k].to(v.dtype)) for k, v in net.state_dict().items())
+        name = "lora_unet_mid_block_attentions_0_proj_in"
+        partial = {k: v for k, v in saved.items() if not k.startswith(name + ".")}
+        assert load_network_weights(net, partial, "part.safetensors") == sorted(k for k in saved if k.startswith(name + "."))
+    finally:
+        remove_network(net)
 
 
 def test_attach_matches_the_trained_network(comps) -> None:

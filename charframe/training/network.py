@@ -243,9 +243,9 @@ def load_network_weights(net: nn.Module, tensors: dict[str, torch.Tensor], sourc
                 f"{source}: {k} has shape {tuple(v.shape)}, this run needs {tuple(own[k].shape)}; "
                 "continue with the same --dim as the file was trained with"
             )
-    tensors = _keep_own_alpha(tensors, own, source)
-    net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
     missing = sorted(k for k in own if k not in tensors)
+    tensors = _keep_own_alpha(tensors, own, source)  # drops the alpha keys: the run keeps its own
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=False)
     if missing:
         log.warning("%s: %d tensor(s) not in the file start fresh (e.g. %s)", source, len(missing), missing[0])
     return missing
