@@ -115,6 +115,30 @@ def test_network_starts_as_identity_and_restores(comps) -> None:
         assert torch.equal(comps.unet(x, t, states).sample, base)
 
 
+def test_lycoris_does_not_warn_about_the_other_transformers_attention_name(comps) -> None:
+    import logging
+
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())  # type: ignore[method-assign]
+    lg = logging.getLogger("LyCORIS")
+    lg.addHandler(handler)
+    try:
+        net = create_network(NetworkSpec(2, 1, 2, 1, "loha"), comps.unet, comps.text_encoder)
+        remove_network(net)
+    finally:
+        lg.removeHandler(handler)
+    assert not [m for m in seen if "No modules matched" in m]
+    from charframe.training.network import _AlternativeClassFilter
+
+    def passes(classes: str) -> bool:
+        msg = f"Text Encoder: No modules matched the following target module classes: {classes}"
+        return _AlternativeClassFilter().filter(logging.LogRecord("LyCORIS", logging.WARNING, "", 0, msg, None, None))
+
+    assert not passes("['CLIPSdpaAttention']") and not passes("['CLIPAttention']")
+    assert passes("['CLIPMLP']") and passes("['CLIPAttention', 'CLIPSdpaAttention']")  # real misses still warn
+
+
 def test_continue_loads_every_tensor_and_reports_only_what_the_file_lacks(comps, caplog) -> None:
     """--continue: a complete file (ours or sd-scripts', same keys) loads with nothing reported missing;
     the run keeps its own alpha; a file without a module reports exactly that module's tensors."""

@@ -156,15 +156,29 @@ def lycoris_preset_path() -> str:
     return str(resources.files("charframe.data").joinpath("lycoris_sd1_preset.toml"))
 
 
+class _AlternativeClassFilter(logging.Filter):
+    """The preset names CLIP's attention class as both older (`CLIPSdpaAttention`) and newer
+    (`CLIPAttention`) transformers call it, so LyCORIS always finds one of the two unmatched; that
+    warning alone is dropped (any other unmatched class still warns)."""
+
+    NAMES = ("CLIPAttention", "CLIPSdpaAttention")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not any(msg.endswith(f"target module classes: ['{n}']") for n in self.NAMES)
+
+
 @contextlib.contextmanager
 def _quiet_lycoris() -> Iterator[None]:
     lg = logging.getLogger("LyCORIS")
-    level = lg.level
+    level, only_one = lg.level, _AlternativeClassFilter()
     lg.setLevel(logging.WARNING)
+    lg.addFilter(only_one)
     try:
         yield
     finally:
         lg.setLevel(level)
+        lg.removeFilter(only_one)
 
 
 def _lycoris_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> nn.Module:
