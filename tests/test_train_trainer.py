@@ -280,3 +280,24 @@ def test_noise_offset_changes_the_noise(lora3x3) -> None:
             losses.append(float(denoise_loss(comps, pixels, caps, w, torch.Generator().manual_seed(3), plan=plan,
                                              device=torch.device("cpu"), timesteps=torch.tensor([999]))))
     assert losses[0] != losses[1]
+
+
+def test_bf16_runs_the_mixed_precision_path_on_cpu_and_trains_like_fp32(tmp_path: Path) -> None:
+    """The GPU's precision path (frozen weights in low precision, autocast, LoRA kept in fp32, fp16 file)
+    also runs on CPU with bf16, with gradient checkpointing; a fp32 and a bf16 run in one process both
+    work (accelerate keeps one precision per process) and learn the same direction."""
+    files = {}
+    for mp in ("no", "bf16", "no"):
+        comps = build_tiny_sd()
+        plan = _plan(tmp_path / mp, "Lora3x3A50p-AdamW8", 3, lr=1000, mixed_precision=mp)
+        result = train(plan, components=comps, checkpointing=True)
+        tensors, md = load_lora_file(result.output)
+        assert md["ss_mixed_precision"] == mp and md["ss_gradient_checkpointing"] == "True"
+        assert comps.unet.dtype == (torch.bfloat16 if mp == "bf16" else torch.float32)
+        assert all(np.isfinite(result.losses)) and {t.dtype for t in tensors.values()} == {torch.float16}
+        files.setdefault(mp, tensors)
+    fp32, bf16 = files["no"], files["bf16"]
+    ups = [k for k in fp32 if k.endswith("lora_up.weight") and fp32[k].float().norm() > 0]
+    assert len(ups) > 100
+    cos = [torch.nn.functional.cosine_similarity(fp32[k].float().flatten(), bf16[k].float().flatten(), dim=0) for k in ups]
+    assert float(torch.stack(cos).mean()) > 0.9

@@ -36,7 +36,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="builtin: charframe's own trainer (default); kohya: an sd-scripts checkout")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state")
     g.add_argument("--max-token-length", type=int, choices=(150, 225), help="captions longer than 75 tokens")
-    g.add_argument("--mixed-precision", choices=("fp16", "bf16", "no"), help="GPU precision (default fp16, the recipe's)")
+    g.add_argument("--mixed-precision", choices=("fp16", "bf16", "no"), help="precision (default fp16, the recipe's; on a CPU fp16 falls back to fp32, bf16 runs)")
     g.add_argument("--attention", choices=("sdpa", "xformers"), help="attention kernel (default sdpa)")
     g.add_argument("--noise-offset", type=float, default=0.0, help="noise offset (e.g. 0.05); default off")
     g.add_argument("--prior-loss-weight", type=float, default=1.0, help="loss weight of is_reg images")

@@ -139,7 +139,11 @@ def _prepare_models(comps: Any, plan: TrainPlan, device: torch.device, weight_dt
         comps.unet.set_attn_processor(AttnProcessor2_0())
     if checkpointing:
         comps.unet.enable_gradient_checkpointing()
-        comps.text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        te = comps.text_encoder  # transformers 5 renamed the method; 4.x only has the old name
+        if hasattr(te, "activation_checkpointing_enable"):
+            te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     comps.unet.train(checkpointing)
     comps.text_encoder.train(checkpointing)
     comps.vae.eval()
@@ -201,6 +205,18 @@ def denoise_loss(
     return (per_item * weights.to(device)).mean()
 
 
+def _accelerator(mixed: str, cuda: bool) -> Any:
+    """accelerate keeps one process-wide precision; a later run in the same process (a pipeline
+    training stage after stage, a test) may need another, so only that part of its state is reset.
+    The distributed part (processes under `accelerate launch`) is kept."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != mixed:  # noqa: SLF001
+        AcceleratorState._reset_state(reset_partial_state=False)  # noqa: SLF001
+    return Accelerator(mixed_precision=mixed, cpu=not cuda)  # cpu: several processes on CPU use gloo
+
+
 def train(
     plan: TrainPlan,
     *,
@@ -216,15 +232,14 @@ def train(
     `on_step(step, loss)` is called after every optimizer step (tests use it to interrupt).
     Raises `TrainingInterrupted` after Ctrl-C, with the state saved for `resume=True`.
     """
-    from accelerate import Accelerator
-
     group = load_dataset(plan.dataset)
     cuda = torch.cuda.is_available()
-    mixed = plan.mixed_precision if cuda and plan.mixed_precision in ("fp16", "bf16") else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=not cuda)  # cpu: several processes on CPU use gloo
+    # fp16 needs CUDA; bf16 autocast also runs on CPUs (fast on those with bf16 units, e.g. AMX)
+    mixed = plan.mixed_precision if plan.mixed_precision == "bf16" or (cuda and plan.mixed_precision == "fp16") else "no"
+    accelerator = _accelerator(mixed, cuda)
     device, rank, world, main = accelerator.device, accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
-    if not cuda and plan.mixed_precision != "no":
-        log.info("no CUDA GPU: training in fp32 on %s (mixed precision %s applies on GPU)", device, plan.mixed_precision)
+    if mixed != plan.mixed_precision:
+        log.info("no CUDA GPU: training in fp32 on %s (fp16 mixed precision needs a GPU; bf16 works on CPU too)", device)
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
     checkpointing = plan.gradient_checkpointing and device.type == "cuda" if checkpointing is None else checkpointing
 
