@@ -31,7 +31,7 @@ def _steps(model, opt, sched, x, y, n: int) -> list[float]:
         opt.step()
         sched.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
     return losses
 
 
