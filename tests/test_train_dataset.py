@@ -96,6 +96,28 @@ def test_select_bucket(size, no_upscale, bucket, resized) -> None:
     assert select_bucket(size, predefined, 512 * 512, 64) == (bucket, resized)
 
 
+def test_select_bucket_equals_sd_scripts_bucket_manager_on_6000_sizes() -> None:
+    """`tests/data/sd_scripts_buckets.json.gz`: 6,000 image sizes (random, common aspect ratios, tiny ones)
+    for five resolutions, with and without bucket_no_upscale, run through sd-scripts 48d368fa's own
+    `BucketManager.select_bucket` (min 256, max 1024, 64 px steps). None marks the sizes it crashes on
+    (a side under 64 px with no upscale); charframe refuses those with a message instead."""
+    import gzip
+    import json
+
+    cases = json.loads(gzip.decompress((Path(__file__).parent / "data" / "sd_scripts_buckets.json.gz").read_bytes()))
+    assert len(cases) == 6000
+    wrong = []
+    for reso, no_upscale, size, bucket, resized in cases:
+        predefined = None if no_upscale else bucket_resolutions(tuple(reso), 256, 1024, 64)
+        ours, our_resized = select_bucket(tuple(size), predefined, reso[0] * reso[1], 64)
+        if bucket is None:
+            if min(ours) >= 64:  # the dataset loader refuses buckets under one step
+                wrong.append((reso, no_upscale, size, "sd-scripts crashes", ours))
+        elif (list(ours), list(our_resized)) != (bucket, resized):
+            wrong.append((reso, no_upscale, size, (bucket, resized), (ours, our_resized)))
+    assert wrong == []
+
+
 def test_buckets_in_a_dataset_and_batches_share_a_bucket(tmp_path: Path) -> None:
     write_images(tmp_path / "sq", 3, (128, 128), prefix="s")
     write_images(tmp_path / "wide", 2, (256, 128), prefix="w")
