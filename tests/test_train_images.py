@@ -1,0 +1,28 @@
+"""Scaling and cropping to the bucket give exactly sd-scripts' pixels.
+
+`data/sd_scripts_pixels.npz` was recorded with sd-scripts 48d368fa's `trim_and_resize_if_required`
+(OpenCV 4.10 area filter for downscales, PIL Lanczos for upscales, centre crop) on
+`pixel_parity.CASES`.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from charframe.training.dataset import ImageEntry, Subset
+from charframe.training.images import load_pixels
+from pixel_parity import CASES, image
+
+REF = np.load(Path(__file__).parent / "data" / "sd_scripts_pixels.npz")
+
+
+@pytest.mark.parametrize("i", range(len(CASES)))
+def test_scaled_and_cropped_pixels_equal_sd_scripts(i: int, tmp_path: Path) -> None:
+    size, resized, bucket = CASES[i]
+    path = tmp_path / f"{i}.png"
+    image(i, size).save(path)
+    subset = Subset(tmp_path, 1, False, None, ".txt", False, False, False, False, 0, None, None)
+    pixels = load_pixels(ImageEntry(path, "", size, resized, bucket, 0, False, 1), subset, np.random.default_rng(0))
+    ours = np.rint((pixels.numpy().transpose(1, 2, 0) + 1.0) * 127.5).astype(np.uint8)
+    assert np.array_equal(ours, REF[f"case{i}"])
