@@ -28,18 +28,30 @@ def _crop_box(resized: tuple[int, int], bucket: tuple[int, int], rng: np.random.
     return int(rng.integers(0, dx + 1)), int(rng.integers(0, dy + 1))
 
 
+def hue_shift(arr: np.ndarray, shift: float) -> np.ndarray:
+    """sd-scripts' hue shift: `shift` in OpenCV's 180 hue steps, on the RGB array read as BGR (as
+    sd-scripts passes it), with its float-to-uint8 truncation; the same pixels for the same shift."""
+    import cv2
+
+    hsv = cv2.cvtColor(arr, cv2.COLOR_BGR2HSV)
+    hsv[:, :, 0] = (hsv[:, :, 0] + (180 + shift if shift < 0 else shift)) % 180
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)
+
+
+def raw_gamma(arr: np.ndarray, gamma: float) -> np.ndarray:
+    """sd-scripts' "gamma": the power is taken of the raw 0–255 values, not of values scaled to 0–1,
+    so 0.95–1.05 darkens or brightens strongly (128 → 100…163); kept for the same training data."""
+    return np.clip(arr.astype(np.float64) ** gamma, 0, 255).astype(np.uint8)
+
+
 def color_jitter(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-    """sd-scripts' color_aug: one time in three, a hue shift of up to ±16° or a gamma of 0.95–1.05."""
+    """sd-scripts' color_aug: one time in three, a hue shift of up to ±8 of 180 steps (±16°) or a
+    raw gamma of 0.95–1.05, half and half."""
     if rng.random() > 0.33:
         return img
-    if rng.random() > 0.5:
-        shift = int(round(rng.uniform(-16.0, 16.0) / 360.0 * 256)) % 256
-        h, s, v = img.convert("HSV").split()
-        h = h.point(lambda x: (x + shift) % 256)
-        return Image.merge("HSV", (h, s, v)).convert("RGB")
-    gamma = rng.uniform(0.95, 1.05)
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    return Image.fromarray(np.clip(255.0 * arr**gamma + 0.5, 0, 255).astype(np.uint8))
+    arr = np.asarray(img)
+    out = hue_shift(arr, rng.uniform(-8.0, 8.0)) if rng.random() > 0.5 else raw_gamma(arr, rng.uniform(0.95, 1.05))
+    return Image.fromarray(out)
 
 
 def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
