@@ -140,7 +140,7 @@ def _quiet_run(cmd: list[str], cwd: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def read_file(path: str) -> tuple[dict[str, tuple[list[int], str, float | None]], dict[str, str]]:
+def read_file(path: str) -> "FileInfo":
     """key → (shape, dtype, alpha value or None), and the metadata."""
     from safetensors import safe_open
 
@@ -152,9 +152,11 @@ def read_file(path: str) -> tuple[dict[str, tuple[list[int], str, float | None]]
         return out, f.metadata() or {}
 
 
-def compare(builtin: str, kohya: str) -> dict[str, object]:
-    a, am = read_file(builtin)
-    b, bm = read_file(kohya)
+FileInfo = tuple[dict[str, tuple[list[int], str, float | None]], dict[str, str]]
+
+
+def compare(builtin: FileInfo, kohya: FileInfo) -> dict[str, object]:
+    (a, am), (b, bm) = builtin, kohya
     shared = set(a) & set(b)
     return {
         "same_keys": set(a) == set(b),
@@ -167,11 +169,11 @@ def compare(builtin: str, kohya: str) -> dict[str, object]:
     }
 
 
-def write_golden(path: Path, files: dict[str, str]) -> None:
+def write_golden(path: Path, files: dict[str, FileInfo]) -> None:
     """sd-scripts' tensor keys and shapes per logic, and its metadata keys (values are random or
     run-specific; names and shapes are the contract)."""
-    data = {"keys": {logic: {k: v[0] for k, v in read_file(f)[0].items()} for logic, f in files.items()},
-            "metadata_keys": sorted(set().union(*(read_file(f)[1] for f in files.values())))}
+    data = {"keys": {logic: {k: v[0] for k, v in tensors.items()} for logic, (tensors, _) in files.items()},
+            "metadata_keys": sorted(set().union(*(md for _, md in files.values())))}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(json.dumps(data, sort_keys=True, separators=(",", ":")).encode(), mtime=0))
 
@@ -229,8 +231,8 @@ def main() -> int:
             mem = f"{r['peak_gpu_mib']:.0f} MiB GPU" if r["peak_gpu_mib"] else f"{r['peak_rss_mb']:.0f} MB RSS"
             rows.append((logic, engine, r["steps_per_s"], mem))
             print(f"  {logic:<22} {engine:<8} {r['steps_per_s']:.4f} steps/s  {mem}", flush=True)
-        files[logic] = pair["kohya"]["file"]
-        diff = compare(pair["builtin"]["file"], pair["kohya"]["file"])
+        files[logic] = read_file(pair["kohya"]["file"])  # each file is read once
+        diff = compare(read_file(pair["builtin"]["file"]), files[logic])
         ok = diff["same_keys"] and not diff["shape_dtype_diffs"] and not diff["alpha_diffs"]
         print(f"  {logic}: files {'identical in keys, shapes, dtypes and alphas' if ok else 'DIFFER: ' + json.dumps(diff)}")
         print(f"    ss_* only sd-scripts writes: {', '.join(diff['meta_only_kohya']) or '-'}")

@@ -1,4 +1,4 @@
-"""Safe file writes: atomic replace and backups, so user data is never half-written or lost."""
+"""Safe file writes (atomic replace, backups), so user data is never half-written or lost; and where charframe caches."""
 
 from __future__ import annotations
 
@@ -82,3 +82,14 @@ def free_output_path(path: str | os.PathLike) -> Path:
         if not candidate.exists():
             return candidate
         n += 1
+
+
+ENV_CACHE = "CHARFRAME_CACHE_DIR"
+
+
+def user_cache_dir() -> Path:
+    """charframe's cache folder: $CHARFRAME_CACHE_DIR, else the platform's user cache."""
+    if os.environ.get(ENV_CACHE):
+        return Path(os.environ[ENV_CACHE]).expanduser()
+    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
+    return Path(base or Path.home() / ".cache") / "charframe"

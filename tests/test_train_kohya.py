@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from charframe.errors import CharframeError
+from charframe.fsutil import ENV_CACHE
 from charframe.training import kohya
 from charframe.training.network import lycoris_preset_path
 from charframe.training.recipes import all_logics, make_plan, parse_logic
@@ -207,7 +208,7 @@ def test_setup_kohya_runs_the_readme_steps(tmp_path: Path) -> None:
 def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     from charframe.cli import main
 
-    monkeypatch.setenv(kohya.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
     plan = _plan(tmp_path)
     setup = _checkout(tmp_path)
     code = main(["train", plan.dataset, "--logic", "Lora3x3A50p-AdamW8", "--dim", "16", "--lr", "100", "--steps", "7",
@@ -229,7 +230,7 @@ def test_sd_scripts_gets_charframes_tokenizer_offline(tmp_path: Path, monkeypatc
 
     from charframe.tokenizer import clip_tokenizer
 
-    monkeypatch.setenv(kohya.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
     seen = []
 
     def fake(cmd, cwd):

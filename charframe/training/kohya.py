@@ -33,7 +33,6 @@ DEFAULT_DIR_NAME = "sd-scripts"
 TORCH_PACKAGES = ("torch==2.6.0", "torchvision==0.21.0")  # the versions sd-scripts' README installs
 TORCH_INDEX_URL = "https://download.pytorch.org/whl/cu124"
 ENV_DIR = "CHARFRAME_KOHYA_DIR"
-ENV_CACHE = "CHARFRAME_CACHE_DIR"
 
 
 @dataclass(frozen=True)
@@ -140,21 +139,14 @@ def kohya_command(plan: TrainPlan, setup: KohyaSetup, **kw: Any) -> list[str]:
             "train_network.py", *kohya_args(plan, **kw)]
 
 
-def cache_dir() -> Path:
-    """charframe's cache folder: $CHARFRAME_CACHE_DIR, else the platform's user cache."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE]).expanduser()
-    base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
-    return Path(base or Path.home() / ".cache") / "charframe"
-
-
 def tokenizer_cache(write: bool = True) -> Path:
     """A `--tokenizer_cache_dir` holding SD1.x's CLIP tokenizer where sd-scripts looks for it
     (`<dir>/openai_clip-vit-large-patch14`), written from the shipped data once; an existing one is kept.
     `write=False` only names the folder (for --dry-run)."""
+    from charframe.fsutil import user_cache_dir
     from charframe.tokenizer import HUB_ID, write_tokenizer_files
 
-    root = cache_dir() / "tokenizers"
+    root = user_cache_dir() / "tokenizers"
     folder = root / HUB_ID.replace("/", "_")
     if write and not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
         write_tokenizer_files(folder)

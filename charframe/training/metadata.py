@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from charframe import __version__
-from charframe.training.dataset import DatasetGroup
+from charframe.training.dataset import Dataset, DatasetGroup
 from charframe.training.recipes import TrainPlan
 
 MODELSPEC_VERSION = "1.0.1"
@@ -164,7 +164,7 @@ def _datasets_info(group: DatasetGroup) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_ar_error(d: Any) -> float:
+def _mean_ar_error(d: Dataset) -> float:
     """Mean |bucket aspect − image aspect| over the images (repeats not counted), as sd-scripts logs it."""
     errors = [abs(img.bucket[0] / img.bucket[1] - img.size[0] / img.size[1]) for img in d.images]
     return sum(errors) / len(errors) if errors else 0.0
