@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from charframe.deps import place
 from charframe.errors import CharframeError
 
 log = logging.getLogger(__name__)
@@ -115,10 +116,7 @@ def load_sd(
     comps.info.setdefault("base_model_version", "sd_v1")
     comps.info.setdefault("prediction_type", comps.noise_scheduler.config.prediction_type)
     for m in (comps.unet, comps.vae, comps.text_encoder):
-        if next(m.parameters()).dtype != dtype:  # a no-op cast still makes diffusers warn
-            m.to(dtype=dtype)
-        m.to(device=device)
-        m.eval()
+        place(m, device, dtype).eval()
     return comps
 
 

@@ -17,7 +17,7 @@ from charframe import __version__
 from charframe.errors import CharframeError
 
 # Order = order in `charframe --help`.
-COMMAND_MODULES = ("naming", "templates", "train", "lora", "demo")
+COMMAND_MODULES = ("naming", "templates", "train", "lora", "demo", "env")
 
 EPILOG = """\
 typical flow:

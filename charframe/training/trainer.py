@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from charframe.deps import place
 from charframe.errors import CharframeError
 from charframe.fsutil import free_output_path
 from charframe.training import state as st
@@ -132,7 +133,7 @@ def _prepare_models(comps: Any, plan: TrainPlan, device: torch.device, weight_dt
 
     for m in (comps.unet, comps.text_encoder, comps.vae):
         m.requires_grad_(False)
-        m.to(device, dtype=weight_dtype)
+        place(m, device, weight_dtype)
     if plan.attention == "xformers" and device.type == "cuda":
         comps.unet.enable_xformers_memory_efficient_attention()
     else:
