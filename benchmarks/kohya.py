@@ -5,8 +5,8 @@
     python benchmarks/kohya.py --kohya-dir ../sd-scripts --golden tests/data/sd_scripts_sd15_keys.json.gz
 
 Both engines get one `TrainPlan` (same logic, dim, lr, steps, seed, dataset TOML and checkpoint):
-the built-in trainer through `charframe.training.trainer.train`, sd-scripts through
-`charframe.training.kohya.run_kohya` (the exact `accelerate launch train_network.py` command that
+the built-in trainer through `charframe.training.engines.builtin.train`, sd-scripts through
+`charframe.training.engines.kohya.run_kohya` (the exact `accelerate launch train_network.py` command that
 `charframe train --engine kohya` runs). The model is a random checkpoint with SD1.5's shapes, written
 in the original single-file layout, because sd-scripts only loads full-size SD1.x models.
 
@@ -49,7 +49,7 @@ def write_sd15_checkpoint(path: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from charframe.ldm_layout import to_ldm_checkpoint
+    from charframe.testing.ldm_layout import to_ldm_checkpoint
     from train import sd15_shaped
 
     comps = sd15_shaped("cpu")
@@ -101,7 +101,7 @@ def worker(args: argparse.Namespace) -> int:
     """One engine, one logic, in this fresh process; prints a RESULT line."""
     import torch
 
-    from charframe.training.recipes import make_plan
+    from charframe.training.plan import make_plan
 
     cuda = torch.cuda.is_available()
     work = Path(args.workdir)
@@ -114,12 +114,12 @@ def worker(args: argparse.Namespace) -> int:
         old.unlink()
     with GpuPeak() as gpu:
         if args.worker == "kohya":
-            from charframe.training.kohya import find_kohya, run_kohya
+            from charframe.training.engines.kohya import find_kohya, run_kohya
 
             out = run_kohya(plan, find_kohya(args.kohya_dir, args.kohya_python), runner=_quiet_run)
             rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         else:
-            from charframe.training.trainer import train
+            from charframe.training.engines.builtin import train
 
             if not cuda:
                 torch.set_num_threads(1)

@@ -68,9 +68,9 @@ def child(op: str, path: str) -> None:
     import torch  # noqa: F401  (baseline includes torch)
 
     from charframe.lora.blocks import load_presets
-    from charframe.lora.compress import compress_file
+    from charframe.lora.ops.compress import compress_file
     from charframe.lora.functional import RankRule
-    from charframe.lora.merge import merge_file
+    from charframe.lora.ops.merge import merge_file
 
     reset = _reset_peak()
     base = _status_mib("VmRSS") if reset else _peak_mib(False)
@@ -98,7 +98,7 @@ def build_file(path: Path, rank: int = 128, seed: int = 0) -> dict[str, tuple[in
     import torch
 
     from charframe.lora.io import save_lora_file
-    from charframe.lora.synthetic import random_network, sd15_targets
+    from charframe.testing.synthetic_lora import random_network, sd15_targets
 
     targets = sd15_targets(conv3x3=True)
     tensors = random_network(targets, rank, "lora", alpha=rank / 2, dtype=torch.float16, seed=seed)
@@ -114,7 +114,7 @@ def naive(path: Path, mode: str) -> dict:
     import torch
 
     from charframe.lora.functional import RankRule, select_rank
-    from charframe.lora.workers import torch_threads
+    from charframe.util.workers import torch_threads
     from charframe.lora.io import read_network
 
     net = read_network(path)

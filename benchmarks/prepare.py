@@ -25,11 +25,11 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from charframe import tomlio  # noqa: E402
-from charframe.captions import caption_for, default_rules  # noqa: E402
-from charframe.dataset_toml import CLASS_NAMES, batch_sizes, resolution_of, size_class  # noqa: E402
-from charframe.naming import parse_code, parse_dataset_name, parse_subset_name  # noqa: E402
-from charframe.prepare import prepare_dirs  # noqa: E402
+from charframe.util import toml as tomlio  # noqa: E402
+from charframe.dataset.captions import caption_for, default_rules  # noqa: E402
+from charframe.dataset.toml_writer import CLASS_NAMES, batch_sizes, resolution_of, size_class  # noqa: E402
+from charframe.dataset.naming import parse_code, parse_dataset_name, parse_subset_name  # noqa: E402
+from charframe.dataset.prepare import prepare_dirs  # noqa: E402
 
 CODES = [f"{k}{e}{d}" for k in "fb" for e in range(3) for d in range(8)]
 SIZES = {"f0512": (512, 512), "f0768": (768, 768), "b0768": (512, 768), "f0384": (384, 384)}

@@ -25,7 +25,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from charframe.templates import ALL_MAPS, generate_templates  # noqa: E402
+from charframe.templates.writer import ALL_MAPS, generate_templates  # noqa: E402
 from charframe.templates.camera import camera_for  # noqa: E402
 from charframe.templates.mannequin import build_mannequin  # noqa: E402
 from charframe.templates.render import render  # noqa: E402

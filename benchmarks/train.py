@@ -8,7 +8,7 @@ Every configuration runs in a fresh interpreter, so each peak is its own: peak R
 peak allocated/reserved VRAM on CUDA; "RSS before" is after the model is built, before training.
 Timing skips the first `--warmup` steps (allocator and kernel warm-up).
 
-- charframe: `charframe.training.trainer.train` exactly as `charframe train` runs it (data loading,
+- charframe: `charframe.training.engines.builtin.train` exactly as `charframe train` runs it (data loading,
   augmentation, VAE encode, TensorBoard, progress bar included). On CUDA: fp16 autocast with fp16
   frozen weights, gradient checkpointing, 8-bit AdamW, SDPA; on CPU: fp32, AdamW, no checkpointing.
 - charframe+ckpt / charframe-no-ckpt: the same with gradient checkpointing switched.
@@ -43,9 +43,9 @@ def sd15_shaped(device: str):
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from charframe.models import SDComponents
-    from charframe.single_file import sd15_config
-    from charframe.tokenizer import clip_tokenizer
+    from charframe.models.components import SDComponents
+    from charframe.models.single_file import sd15_config
+    from charframe.models.tokenizer import clip_tokenizer
 
     cfg = sd15_config()
     torch.manual_seed(0)
@@ -98,9 +98,9 @@ def _rss_mb() -> float:
 def run_charframe(args: argparse.Namespace, checkpointing: bool | None) -> dict:
     import torch
 
-    from charframe.tiny import build_tiny_sd
-    from charframe.training.recipes import make_plan
-    from charframe.training.trainer import train
+    from charframe.models.tiny import build_tiny_sd
+    from charframe.training.plan import make_plan
+    from charframe.training.engines.builtin import train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
@@ -121,7 +121,7 @@ def run_naive(args: argparse.Namespace) -> dict:
     import torch
     from peft import LoraConfig, inject_adapter_in_model
 
-    from charframe.tiny import build_tiny_sd
+    from charframe.models.tiny import build_tiny_sd
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()

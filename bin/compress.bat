@@ -1,6 +1,6 @@
 @echo off
 rem charframe compress: drop LoRA files here: SVD-compresses each (suffix -SvR16)
-rem Generated from charframe/data/launchers.toml by `python -m charframe.launchers`; do not edit.
+rem Generated from bin/launchers.toml by `python bin/launchers.py`; do not edit.
 setlocal
 set "CHARFRAME=%~dp0..\.venv\Scripts\charframe.exe"
 if not exist "%CHARFRAME%" set "CHARFRAME=charframe"

@@ -5,8 +5,3 @@ The flow, one module per idea: names → captions/TOML → (templates → genera
 """
 
 __version__ = "0.1.0"
-
-
-from charframe.deps import quiet_dependency_notes as _quiet
-
-_quiet()  # one narrow log filter, no import of any dependency (see charframe.deps)

@@ -7,6 +7,8 @@ Kept in one place so that a dependency's quirk is answered once, narrowly, and d
   loaded; charframe never uses 4-bit CPU kernels, so that one record is dropped (nothing else from the logger).
 - diffusers' "should be kept in float32 … Casting directly with `to()`" note is avoided at its cause:
   `place` casts a model only when its dtype really changes (diffusers warns on any dtype argument).
+
+`quiet_dependency_notes` is called by the CLI's entry point and before any model is loaded (`models.load`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import importlib.metadata
 import logging
 import platform
 from typing import Any
+from charframe import __version__
 
 #: distribution names reported by `charframe env`, in the order a bug report reads them.
 REPORTED = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors", "lycoris-lora",
@@ -84,7 +87,6 @@ def accelerator() -> str:
 
 def report() -> list[tuple[str, str]]:
     """Rows for `charframe env`: charframe, Python, platform, each dependency, OpenCV's own build, the device."""
-    from charframe import __version__
 
     rows = [("charframe", __version__), ("python", platform.python_version()),
             ("platform", f"{platform.system()} {platform.machine()}")]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from charframe import tomlio
+from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
 
 PROJECT_FILE = "charframe.toml"

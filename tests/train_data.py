@@ -11,7 +11,7 @@ import tomli_w
 import torch
 from PIL import Image
 
-from charframe.lora.workers import torch_threads
+from charframe.util.workers import torch_threads
 
 
 @pytest.fixture(scope="module", autouse=True)

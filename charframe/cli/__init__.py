@@ -14,6 +14,7 @@ import logging
 import sys
 
 from charframe import __version__
+from charframe.deps import quiet_dependency_notes
 from charframe.errors import CharframeError
 
 # Order = order in `charframe --help`.
@@ -79,6 +80,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_for(parser: argparse.ArgumentParser, command: str | None, param: str | None) -> str | None:
+    """The option string (`--clip-skip`) whose destination is the library keyword `param` (`clip_skip`)."""
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command_parser = sub.choices.get(command) if sub and command else None
+    for action in (command_parser or parser)._actions:
+        if action.dest == param and action.option_strings:
+            return max(action.option_strings, key=len)
+        if action.dest == param:
+            return action.metavar if isinstance(action.metavar, str) else param.upper()
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -86,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     setup_logging(-1 if args.quiet else args.verbose)
+    quiet_dependency_notes()
     try:
         return int(args.func(args) or 0)
     except CharframeError as e:
-        logging.getLogger("charframe").error(str(e))
+        logging.getLogger("charframe").error(e.render(flag_for(parser, args.command, e.param)) if e.param else str(e))
         return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

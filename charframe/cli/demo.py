@@ -1,4 +1,4 @@
-"""`charframe demo`: the main job on embedded defaults (see charframe.demo)."""
+"""`charframe demo`: the main job on embedded defaults (see charframe.pipeline.demo)."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from charframe.demo import run_demo
+    from charframe.pipeline.demo import run_demo
 
     result = run_demo(args.project, model=args.model, vae=args.vae, logic=args.logic,
                       dim=args.dim, lr=args.lr, steps=args.steps)

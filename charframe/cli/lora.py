@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from charframe.lora.inspect import format_report, inspect_file
+    from charframe.lora.ops.inspect import format_report, inspect_file
 
     for i, f in enumerate(args.files):
         print(("\n" if i else "") + format_report(inspect_file(f), all_metadata=args.all_metadata))
@@ -116,7 +116,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_merge(args: argparse.Namespace) -> int:
     from charframe.lora import io as lio
     from charframe.lora.blocks import load_presets, resolve_preset
-    from charframe.lora.merge import merge_file
+    from charframe.lora.ops.merge import merge_file
     from charframe.project import PROJECT_FILE, find_project_root, load_project_config
 
     root = find_project_root(args.files[0])
@@ -151,7 +151,7 @@ def _print_modules(reports, per_module: bool) -> None:
 
 def cmd_compress(args: argparse.Namespace) -> int:
     from charframe.lora import io as lio
-    from charframe.lora.compress import compress_file
+    from charframe.lora.ops.compress import compress_file
 
     rule = _rank_rule(args, default_ratio=16)
     lio.check_outputs([lio.output_path(f, rule.suffix()) for f in args.files], args.overwrite)
@@ -163,7 +163,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_mix(args: argparse.Namespace) -> int:
-    from charframe.lora.mix import mix_files, parse_mix_arg
+    from charframe.lora.ops.mix import mix_files, parse_mix_arg
 
     rule = _rank_rule(args, default_ratio=None)
     inputs = [parse_mix_arg(a) for a in args.files]

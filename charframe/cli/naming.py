@@ -95,7 +95,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _rules(args: argparse.Namespace, start: Path):
     """None (each folder's project rules) unless --rules is given."""
-    from charframe.captions import load_rules
+    from charframe.dataset.captions import load_rules
     from charframe.project import find_project_root
 
     if args.rules is None:
@@ -104,8 +104,8 @@ def _rules(args: argparse.Namespace, start: Path):
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    from charframe.prepare import tag_dirs
-    from charframe.scan import require_dirs
+    from charframe.dataset.prepare import tag_dirs
+    from charframe.dataset.scan import require_dirs
 
     roots = require_dirs(args.dirs)
     report = tag_dirs(roots, rules=_rules(args, roots[0]), force=args.force, progress=sys.stderr.isatty())
@@ -113,16 +113,16 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 
 def cmd_toml(args: argparse.Namespace) -> int:
-    from charframe.dataset_toml import dataset_dirs, write_dataset_tomls
-    from charframe.scan import require_dirs
+    from charframe.dataset.toml_writer import dataset_dirs, write_dataset_tomls
+    from charframe.dataset.scan import require_dirs
 
     write_dataset_tomls(dataset_dirs(require_dirs(args.dirs)), vram=args.vram, relative_to=args.relative_to)
     return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from charframe.prepare import prepare_dirs
-    from charframe.scan import require_dirs
+    from charframe.dataset.prepare import prepare_dirs
+    from charframe.dataset.scan import require_dirs
 
     roots = require_dirs(args.dirs)
     report = prepare_dirs(roots, rules=_rules(args, roots[0]), force=args.force, vram=args.vram, relative_to=args.relative_to, progress=sys.stderr.isatty())
@@ -130,7 +130,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from charframe.captions import code_and_folder, load_rules
+    from charframe.dataset.captions import code_and_folder, load_rules
     from charframe.project import find_project_root
 
     code, folder = code_and_folder(args.code, args.folder)

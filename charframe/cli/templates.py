@@ -56,7 +56,7 @@ def parse_maps(values: list[str]) -> tuple[str, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from charframe.templates import generate_templates
+    from charframe.templates.writer import generate_templates
 
     generate_templates(args.out, size=args.size, azimuths=args.azimuths,
                        elevation_deg=args.elevation_deg, maps=parse_maps(args.maps), progress=True)

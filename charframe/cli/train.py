@@ -101,10 +101,10 @@ def _options(args: argparse.Namespace) -> dict:
 
 
 def _run(plan, args: argparse.Namespace, root: Path) -> int:
-    from charframe import tomlio
+    from charframe.util import toml as tomlio
 
     if args.engine == "kohya":
-        from charframe.training import kohya
+        from charframe.training.engines import kohya
 
         setup = kohya.find_kohya(args.kohya_dir, args.kohya_python, root)
         if args.resume:
@@ -122,7 +122,7 @@ def _run(plan, args: argparse.Namespace, root: Path) -> int:
     if args.dry_run:
         print(tomlio.dumps({"plan": plan.to_dict()}))
         return 0
-    from charframe.training.trainer import train
+    from charframe.training.engines.builtin import train
 
     result = train(plan, resume=args.resume)
     if result.output is not None:
@@ -132,7 +132,7 @@ def _run(plan, args: argparse.Namespace, root: Path) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from charframe.training.paths import job_dirs, resolve_dataset
-    from charframe.training.recipes import load_recipes, make_plan
+    from charframe.training.plan import load_recipes, make_plan
 
     dataset = resolve_dataset(args.dataset)
     dirs = job_dirs(dataset)
@@ -152,7 +152,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_train_bat(args: argparse.Namespace) -> int:
     from charframe.training.paths import job_dirs, resolve_bat
-    from charframe.training.recipes import load_recipes, make_plan
+    from charframe.training.plan import load_recipes, make_plan
 
     dirs = job_dirs()
     job = resolve_bat(args.input, args.out, args.model, args.vae, args.lora, dirs)
@@ -167,7 +167,7 @@ def run_train_bat(args: argparse.Namespace) -> int:
 
 
 def run_setup_kohya(args: argparse.Namespace) -> int:
-    from charframe.training import kohya
+    from charframe.training.engines import kohya
     from charframe.training.paths import job_dirs
 
     dest = args.dir or job_dirs().root / kohya.DEFAULT_DIR_NAME

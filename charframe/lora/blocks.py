@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from charframe import tomlio
+from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.util.files import DATA_DIR
 
 BLOCK_IDS: tuple[str, ...] = (
     "BASE",
@@ -29,7 +30,7 @@ BLOCK_IDS_17: tuple[str, ...] = (
     "BASE", "IN01", "IN02", "IN04", "IN05", "IN07", "IN08", "M00",
     *(f"OUT{i:02d}" for i in range(3, 12)),
 )  # fmt: skip
-PRESETS_FILE = Path(__file__).resolve().parent.parent / "data" / "block_presets.toml"
+PRESETS_FILE = DATA_DIR / "block_presets.toml"
 PRESETS_TABLE = "block_presets"
 
 _RULES: tuple[tuple[re.Pattern[str], object], ...] = (

@@ -26,10 +26,12 @@ from typing import Any
 
 import torch
 
-from charframe.checkpoint import read_pickle
+from charframe.models.checkpoint import read_pickle
 from charframe.errors import CharframeError
-from charframe.fsutil import atomic_path
-from charframe.lora.network import LoraModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
+from charframe.util.files import atomic_path
+from charframe.lora.format import LoraModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
+from charframe.util.workers import torch_threads
+from charframe import __version__
 
 MODEL_HASH_KEY = "sshs_model_hash"
 LEGACY_HASH_KEY = "sshs_legacy_hash"
@@ -227,7 +229,6 @@ def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
             return real
 
         return LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load)
-    from charframe.lora.workers import torch_threads
 
     tensors, metadata = load_lora_file(path)
     modules = group_modules(tensors, path)
@@ -244,7 +245,6 @@ def write_network(path: str | os.PathLike, net: LoraNetwork) -> Path:
 
 def with_history(metadata: dict[str, str], op: str, **details: Any) -> dict[str, str]:
     """Copy of `metadata` with one more entry in the `charframe_history` JSON list (provenance)."""
-    from charframe import __version__
 
     try:
         history = json.loads(metadata.get(HISTORY_KEY, "[]"))

@@ -4,9 +4,5 @@
 template `f12.png`, `control/<map>/f12.png` for every map, and `overview.png`. Modules, in flow
 order: `primitives` (solids with closed-form ray hits) → `mannequin` (the figure) → `camera`
 (code → camera) → `render` (depth/normal/part buffers) → `maps`, `openpose` (images) →
-`overview` (contact sheet) → `generate` (files).
+`overview` (contact sheet) → `writer` (files: `from charframe.templates.writer import generate_templates`).
 """
-
-from charframe.templates.generate import ALL_MAPS, generate_templates, render_code
-
-__all__ = ["ALL_MAPS", "generate_templates", "render_code"]

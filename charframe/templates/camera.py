@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from charframe.naming import ImageCode, require_code
+from charframe.dataset.naming import ImageCode, require_code
 
 
 @dataclass(frozen=True)

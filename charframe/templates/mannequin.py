@@ -21,8 +21,6 @@ import numpy as np
 
 from charframe.templates.primitives import Cone, Ellipsoid, Primitive, Sphere, Vec, surface_point
 
-HEIGHT = 1.60
-
 #: How far each body's surface reaches into its neighbours' shading (smooth-union radius, m).
 #: Segments of one body (a chain of cones with no inward crease) share a single hard surface.
 BODY_FILLETS: dict[str, float] = {

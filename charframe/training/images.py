@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from charframe.training.dataset import BatchRef, DatasetGroup, ImageEntry, Subset
+from charframe.training.data import BatchRef, DatasetGroup, ImageEntry, Subset
 
 
 def sample_rng(seed: int, epoch: int, batch: int, item: int) -> np.random.Generator:

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from charframe import __version__
-from charframe.training.dataset import Dataset, DatasetGroup
-from charframe.training.recipes import TrainPlan
+from charframe.training.data import Dataset, DatasetGroup
+from charframe.training.plan import TrainPlan
 
 MODELSPEC_VERSION = "1.0.1"
 ARCH_SD_V1_LORA = "stable-diffusion-v1/lora"

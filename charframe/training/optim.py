@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from charframe.errors import CharframeError
-from charframe.training.recipes import TrainPlan
+from charframe.training.plan import TrainPlan
 
 log = logging.getLogger(__name__)
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from charframe import tomlio
+from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
-from charframe.fsutil import atomic_path
-from charframe.training.recipes import TrainPlan
+from charframe.util.files import atomic_path
+from charframe.training.plan import TrainPlan
 
 STATE_FILE = "state.toml"
 NETWORK_FILE = "network.safetensors"

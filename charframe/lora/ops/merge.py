@@ -1,0 +1,118 @@
+"""Block-weight merge: scale each module's ΔW by its block's weight, drop blocks weighted 0.
+
+Unlike the WebUI tool (0/1 only for LyCORIS), any real weight works for every network type,
+because ΔW is linear in one factor of each kind (see `functional.scale_module`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from charframe.errors import CharframeError
+from charframe.lora import io as lio
+from charframe.lora.blocks import BLOCK_IDS, block_of, module_weights
+from charframe.lora.functional import scale_module
+from charframe.lora.format import LoraModule, LoraNetwork
+from charframe.util.workers import torch_threads
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MergeResult:
+    """What one merge did, for the summary line and for tests."""
+
+    output: Path | None
+    label: str
+    weights: tuple[float, ...]
+    kept: int = 0
+    scaled: int = 0
+    dropped: int = 0
+    outside: list[str] = field(default_factory=list)
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+    def summary(self) -> str:
+        name = self.output.name if self.output else "(not written)"
+        return (
+            f"{name}: {self.kept} modules kept ({self.scaled} scaled), {self.dropped} dropped; "
+            f"{self.bytes_before / 2**20:.1f} MiB → {self.bytes_after / 2**20:.1f} MiB"
+        )
+
+
+def merge_network(
+    net: LoraNetwork, weights: Sequence[float], *, progress: bool = False
+) -> tuple[LoraNetwork, MergeResult]:
+    """A new network with every module scaled by its block weight (weight 0 drops the module)."""
+    from tqdm import tqdm
+
+    if len(weights) != len(BLOCK_IDS):
+        raise ValueError(f"merge_network needs {len(BLOCK_IDS)} weights, got {len(weights)}")
+    per_module, outside = module_weights(net.modules, weights)
+    result = MergeResult(output=None, label="", weights=tuple(weights), outside=outside)
+    modules: dict[str, LoraModule] = {}
+    with torch_threads(1):  # tiny element-wise ops: threads only add contention
+        for name, module in tqdm(net.modules.items(), desc="merge", unit="module", disable=not progress):
+            w = per_module[name]
+            if w == 0:
+                result.dropped += 1
+                continue
+            tensors = module.tensors if w == 1 else scale_module(module.kind, module.tensors, w)
+            result.scaled += w != 1
+            modules[name] = LoraModule(name, module.kind, tensors)
+    result.kept = len(modules)
+    result.bytes_before = lio.tensors_nbytes(net)
+    merged = LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source)
+    result.bytes_after = lio.tensors_nbytes(merged)
+    return merged, result
+
+
+def warn_outside(outside: list[str], source: os.PathLike | str) -> None:
+    """One warning naming every module that belongs to no block (they keep weight 1)."""
+    if outside:
+        log.warning(
+            "%s: %d module(s) belong to no SD1.x block and keep weight 1: %s",
+            source, len(outside), ", ".join(outside),
+        )
+
+
+def merge_file(
+    path: str | os.PathLike,
+    weights: Sequence[float],
+    label: str,
+    *,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> MergeResult:
+    """Merge one file with 26 block weights into `<stem>-<label>.safetensors` (or `output`)."""
+    path = Path(path)
+    out = Path(output) if output else lio.output_path(path, label)
+    lio.check_outputs([out], overwrite)
+    net = lio.read_network(path)
+    merged, result = merge_network(net, weights, progress=progress)
+    warn_outside(result.outside, path)
+    if not merged.modules:
+        raise CharframeError(f"{path}: preset {label} removes every module; nothing to write")
+    blocks_seen = sorted({block_of(n) or "-" for n in net.modules} - {"-"}, key=_block_order)
+    merged.metadata = lio.with_history(
+        merged.metadata,
+        "merge",
+        preset=label,
+        weights=dict(zip(BLOCK_IDS, weights)),
+        blocks_in_file=blocks_seen,
+        **lio.source_entry(net),
+    )
+    if "ss_output_name" in merged.metadata:
+        merged.metadata["ss_output_name"] = out.stem
+    result.output = lio.write_network(out, merged)
+    result.label = label
+    return result
+
+
+def _block_order(block: str) -> int:
+    return BLOCK_IDS.index(block)

@@ -1,0 +1,66 @@
+"""`charframe demo`: the README's main command does the whole flow on the embedded defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from charframe.util import toml as tomlio
+from charframe.cli import main
+from charframe.pipeline.demo import EXAMPLE_NAME, EXAMPLE_SIZES, EXAMPLES_DIR, write_example_dataset
+from charframe.lora.blocks import block_of
+from charframe.lora.io import load_lora_file
+from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_committed_example_dataset_is_made_from_the_templates(tmp_path: Path) -> None:
+    fresh = write_example_dataset(tmp_path / EXAMPLE_NAME, REPO / "FaceTemplate")
+    shipped = EXAMPLES_DIR / EXAMPLE_NAME
+    names = sorted(p.relative_to(shipped).as_posix() for p in shipped.rglob("*.png"))
+    assert names == sorted(p.relative_to(fresh).as_posix() for p in fresh.rglob("*.png"))
+    assert len(names) == 15 * len(EXAMPLE_SIZES)
+    for name in names:
+        a, b = np.asarray(Image.open(shipped / name)), np.asarray(Image.open(fresh / name))
+        assert a.shape == b.shape and np.array_equal(a, b), name
+    corner = np.asarray(Image.open(shipped / "demo girl_f0128" / "f00.png"))
+    assert corner.shape == (128, 128, 3) and corner[0, 0].tolist() == [0, 0, 0]  # background filled black
+
+
+def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "LoRAInput").mkdir()
+    assert main(["demo", "--project", str(tmp_path), "--steps", "2", "--dim", "4"]) == 0
+    out, err = capfd.readouterr()
+    printed = dict(line.split(None, 1) for line in out.splitlines())
+    for note in ("kept in float32", "Casting directly", "gemm_4bit", "pip install kernels"):
+        assert note not in err, f"dependency noise on stderr: {note!r}"  # charframe.deps
+
+    dataset = tmp_path / "LoRAInput" / EXAMPLE_NAME
+    assert Path(printed["dataset"]) == dataset
+    caption = (dataset / "demo girl_f0256" / "f00.txt").read_text(encoding="utf-8")
+    assert caption.startswith("demo, white background, black background, simple background, from horizontal, from front")
+    toml = tomlio.load(printed["toml"])
+    assert toml["general"]["num_repeats"] == 4
+    assert [d["resolution"] for d in toml["datasets"]] == [[512, 512], [768, 768]]
+
+    lora = Path(printed["lora"])
+    assert lora == tmp_path / "LoRAOutput" / "demo" / "demo-Lora3x3A50p-AdamW8-4-100-2.safetensors"
+    tensors, meta = load_lora_file(lora)
+    assert "lora_unet_down_blocks_0_resnets_0_conv1.lora_down.weight" in tensors  # 3x3 conv: Lora3x3
+    assert any(k.startswith("lora_te_text_model_encoder_layers_0_") for k in tensors)
+    assert meta["ss_network_dim"] == "4" and meta["ss_network_alpha"] == "2.0"
+
+    merged, _ = load_lora_file(printed["merged"])
+    blocks = {block_of(k.split(".")[0]) for k in merged}
+    assert "BASE" not in blocks and "IN01" in blocks and "OUT11" in blocks  # FACE: BASE 0, IN01 1, OUT11 1
+    assert not any(k.startswith("lora_te") for k in merged)
+
+    compressed, cmeta = load_lora_file(printed["compressed"])
+    assert Path(printed["compressed"]).name == "demo-Lora3x3A50p-AdamW8-4-100-2-FACE-SvR16.safetensors"
+    ranks = [v.shape[0] for k, v in compressed.items() if k.endswith("lora_down.weight")]
+    assert ranks and max(ranks) <= 4
+    assert '"compress"' in cmeta["charframe_history"] and '"merge"' in cmeta["charframe_history"]

@@ -1,0 +1,105 @@
+"""The package's import graph: one-way (no cycle between charframe modules) and explicit (no charframe module
+imported inside a function, except by the CLI, which imports the library lazily so that `charframe --help`
+and the naming commands start without loading torch)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "charframe"
+LAZY_ALLOWED = ("charframe.cli",)  # see the module docstring
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in PKG.rglob("*.py")}
+
+
+def _targets(node: ast.AST, current: str) -> list[str]:
+    """charframe modules an import statement loads (`from pkg import mod` counts as pkg.mod when mod is one)."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names if a.name.split(".")[0] == "charframe"]
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "charframe" and node.level == 0:
+        out = []
+        for alias in node.names:
+            sub = f"{node.module}.{alias.name}"
+            out.append(sub if sub in MODULES else node.module)
+        return out
+    return []
+
+
+def _imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    top, nested = set(), []
+    for node in ast.walk(tree):
+        names = _targets(node, _module_name(path))
+        if not names:
+            continue
+        if node in tree.body or any(node in getattr(n, "body", []) for n in tree.body if isinstance(n, (ast.If, ast.Try))):
+            top.update(names)
+        else:
+            nested += [(node.lineno, n) for n in names]
+    return top, nested
+
+
+def _graph() -> dict[str, set[str]]:
+    graph = {}
+    for name, path in MODULES.items():
+        top, nested = _imports(path)
+        deps = top | {n for _, n in nested}
+        # importing a.b.c also runs a/__init__ and a/b/__init__
+        graph[name] = {d for dep in deps for d in _with_parents(dep) if d in MODULES and d != name}
+    return graph
+
+
+def _with_parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(2, len(parts) + 1)]
+
+
+def test_no_import_cycle_between_charframe_modules() -> None:
+    graph = _graph()
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_no_function_level_import_of_charframe_modules_below_the_cli() -> None:
+    offenders = []
+    for name, path in sorted(MODULES.items()):
+        if name.startswith(LAZY_ALLOWED):
+            continue
+        offenders += [f"{path.relative_to(ROOT)}:{line}: {mod}" for line, mod in _imports(path)[1]]
+    assert not offenders, "import these at module level:\n" + "\n".join(offenders)
+
+
+def test_the_checker_sees_a_cycle_and_a_lazy_import(tmp_path: Path) -> None:
+    src = "import os\nfrom charframe.util import toml\n\ndef f():\n    from charframe.errors import CharframeError\n"
+    path = tmp_path / "m.py"
+    path.write_text(src)
+    top, nested = ast.parse(src), None
+    tree = ast.parse(src)
+    assert [_targets(n, "x") for n in tree.body[:2]] == [[], ["charframe.util.toml"]]
+    inner = tree.body[2].body[0]
+    assert _targets(inner, "x") == ["charframe.errors"] and inner not in tree.body

@@ -1,0 +1,255 @@
+"""The kohya sd-scripts engine: argument lists for all 16 logics, running, set-up."""
+
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from charframe.errors import CharframeError
+from charframe.util.files import ENV_CACHE
+from charframe.training.engines import kohya
+from charframe.training.adapters import lycoris_preset_path
+from charframe.training.plan import all_logics, make_plan, parse_logic
+
+SEED_PATHS = dict(
+    dataset="..\\LoRAInput\\4_krnk\\4_krnk.toml",
+    output_dir="..\\LoRAOutput",
+    model="..\\LoRAInput\\Defmix-v2.0.safetensors",
+    vae="..\\LoRAInput\\kl-f8-anime2.ckpt",
+    logging_dir="..\\LoRALog",
+)
+
+# The command of the original LoRA.bat for `Lora3x3A50p-AdamW8 128 100 1200 4_krnk krnk ...`, as a list.
+SEED_ARGS = [
+    "--network_module=networks.lora",
+    "--network_args", "conv_dim=128", "conv_alpha=64",
+    "--optimizer_type=AdamW8bit",
+    "--learning_rate=100e-6",
+    "--text_encoder_lr=44e-6",
+    "--lr_scheduler=cosine_with_restarts",
+    "--network_dim=128",
+    "--network_alpha=64",
+    "--dataset_config=..\\LoRAInput\\4_krnk\\4_krnk.toml",
+    "--max_train_steps=1200",
+    "--output_dir=..\\LoRAOutput\\krnk",
+    "--output_name=krnk-Lora3x3A50p-AdamW8-128-100-1200",
+    "--pretrained_model_name_or_path=..\\LoRAInput\\Defmix-v2.0.safetensors",
+    "--vae=..\\LoRAInput\\kl-f8-anime2.ckpt",
+    "--clip_skip=2",
+    "--logging_dir=..\\LoRALog",
+    "--log_prefix=krnk-Lora3x3A50p-AdamW8-128-100-1200",
+    "--xformers",
+    "--save_model_as=safetensors",
+    "--mixed_precision=fp16",
+    "--save_precision=fp16",
+    "--gradient_checkpointing",
+    "--persistent_data_loader_workers",
+    "--seed=31337",
+]
+
+
+def test_seed_command_exactly() -> None:
+    plan = make_plan("Lora3x3A50p-AdamW8", 128, 100, 1200, out="krnk", clip_skip=2, attention="xformers", **SEED_PATHS)
+    assert kohya.kohya_args(plan) == SEED_ARGS
+    default = kohya.kohya_args(make_plan("Lora3x3A50p-AdamW8", 128, 100, 1200, out="krnk", **SEED_PATHS))
+    assert default == [("--sdpa" if a == "--xformers" else a) for a in SEED_ARGS]
+
+
+def _parse(args: list[str]) -> dict:
+    """`--k=v` → {k: v}; `--k a b` → {k: [a, b]}; `--flag` → {flag: True}."""
+    out: dict = {}
+    key = None
+    for a in args:
+        if a.startswith("--"):
+            key, _, value = a[2:].partition("=")
+            out[key] = value if value else True
+        else:
+            out[key] = (out[key] if isinstance(out[key], list) else []) + [a]
+    return out
+
+
+@pytest.mark.parametrize("logic", all_logics())
+def test_arguments_follow_the_recipe_table(logic: str) -> None:
+    dim, lr = 32, 100
+    a = _parse(kohya.kohya_args(make_plan(logic, dim, lr, 1000, out="k", continue_from="old.safetensors", **SEED_PATHS)))
+    parts = parse_logic(logic)
+    alpha = 1 if parts.alpha == "A1" else dim // 2
+    assert a["network_dim"] == str(dim) and a["network_alpha"] == str(alpha)
+    net_args = a.get("network_args", [])
+    if parts.network == "Lora1x1":
+        assert a["network_module"] == "networks.lora" and net_args == []
+    elif parts.network == "Lora3x3":
+        assert a["network_module"] == "networks.lora" and net_args == [f"conv_dim={dim}", f"conv_alpha={alpha}"]
+    else:
+        algo = "lora" if parts.network == "Locon" else "loha"
+        assert a["network_module"] == "lycoris.kohya"
+        assert net_args == [f"conv_dim={dim}", f"conv_alpha={alpha}", f"algo={algo}", f"preset={lycoris_preset_path()}"]
+    if parts.optimizer == "AdamW8":
+        assert a["optimizer_type"] == "AdamW8bit" and "optimizer_args" not in a
+        assert (a["learning_rate"], a["text_encoder_lr"]) == ("100e-6", "44e-6")
+        assert a["lr_scheduler"] == "cosine_with_restarts"
+    else:
+        assert a["optimizer_type"] == "AdaFactor"
+        assert a["optimizer_args"] == ["relative_step=True", "scale_parameter=True", "warmup_init=False"]
+        assert "learning_rate" not in a and "text_encoder_lr" not in a and a["lr_scheduler"] == "adafactor"
+    assert a["network_weights"] == "old.safetensors"
+    for flag in ("sdpa", "gradient_checkpointing", "persistent_data_loader_workers"):
+        assert a[flag] is True
+    assert (a["seed"], a["mixed_precision"], a["save_precision"], a["save_model_as"]) == ("31337", "fp16", "fp16", "safetensors")
+    assert a["output_name"] == a["log_prefix"] == f"k-{logic}-{dim}-{lr}-1000"
+
+
+def test_options_reach_sd_scripts() -> None:
+    plan = make_plan("Lora1x1A1-AdamW8", 8, 10, 5, out="k", max_token_length=225, noise_offset=0.05,
+                     prior_loss_weight=0.5, **SEED_PATHS)
+    a = _parse(kohya.kohya_args(plan))
+    assert (a["max_token_length"], a["noise_offset"], a["prior_loss_weight"]) == ("225", "0.05", "0.5")
+    with pytest.raises(CharframeError, match="needs a real model"):
+        kohya.kohya_args(make_plan("Lora1x1A1-AdamW8", 8, 10, 5, out="k", dataset="d.toml"))
+
+
+def _checkout(tmp_path: Path, script: str = "") -> kohya.KohyaSetup:
+    d = tmp_path / "sd-scripts"
+    d.mkdir()
+    (d / "train_network.py").write_text(script or "pass\n")
+    return kohya.KohyaSetup(d, Path(sys.executable))
+
+
+def _plan(tmp_path: Path, **kw):
+    from train_data import charframe_dataset
+
+    toml = charframe_dataset(tmp_path / "proj")
+    return make_plan("LoconA50p-AdamW8", 8, 100, 10, dataset=toml, out="krnk", model=str(tmp_path / "m.safetensors"),
+                     output_dir=str(tmp_path / "out"), logging_dir=str(tmp_path / "log"), **kw)
+
+
+def test_run_kohya_checks_the_file_and_never_overwrites(tmp_path: Path) -> None:
+    setup = _checkout(tmp_path)
+    plan = _plan(tmp_path)
+    calls = []
+
+    def fake(cmd, cwd):
+        calls.append((cmd, cwd))
+        a = _parse(cmd[cmd.index("train_network.py") + 1 :])
+        Path(a["output_dir"], a["output_name"] + ".safetensors").write_bytes(b"x")
+        return SimpleNamespace(returncode=0)
+
+    first = kohya.run_kohya(plan, setup, runner=fake)
+    assert first.name == "krnk-LoconA50p-AdamW8-8-100-10.safetensors" and first.is_file()
+    second = kohya.run_kohya(plan, setup, runner=fake)
+    assert second.name == "krnk-LoconA50p-AdamW8-8-100-10-1.safetensors"
+    cmd, cwd = calls[0]
+    assert cwd == str(setup.dir)
+    assert cmd[:6] == [sys.executable, "-m", "accelerate.commands.launch", "--num_cpu_threads_per_process", "1", "train_network.py"]
+    assert (first.parent / "krnk-LoconA50p-AdamW8-8-100-10.train.toml").is_file()
+    with pytest.raises(CharframeError, match="was not written"):
+        kohya.run_kohya(plan, setup, runner=lambda cmd, cwd: SimpleNamespace(returncode=0))
+    with pytest.raises(CharframeError, match="exit code 3"):
+        kohya.run_kohya(plan, setup, runner=lambda cmd, cwd: SimpleNamespace(returncode=3))
+
+
+def test_relative_image_dirs_are_made_absolute_for_sd_scripts(tmp_path: Path) -> None:
+    from charframe.util import toml as tomlio
+
+    plan = _plan(tmp_path)
+    cfg = tomlio.load(plan.dataset)
+    cfg["datasets"][0]["subsets"][0]["image_dir"] = "krnk girl_f0064"  # relative to the TOML
+    tomlio.write(plan.dataset, cfg)
+    out = tmp_path / "out" / "krnk"
+    used = kohya.kohya_dataset_config(plan, _checkout(tmp_path).dir, out, "name")
+    assert used == str(out / "name.dataset.toml")
+    image_dir = Path(tomlio.load(used)["datasets"][0]["subsets"][0]["image_dir"])
+    assert image_dir.is_absolute() and image_dir.name == "krnk girl_f0064" and image_dir.is_dir()
+
+
+def test_real_accelerate_launch_of_a_checkout(tmp_path: Path) -> None:
+    """The command really runs under `accelerate launch` (a stand-in train_network.py writes the file)."""
+    script = (
+        "import sys, pathlib\n"
+        "a = dict(x[2:].split('=', 1) for x in sys.argv[1:] if x.startswith('--') and '=' in x)\n"
+        "print('stand-in sd-scripts', a['output_name'])\n"
+        "pathlib.Path(a['output_dir'], a['output_name'] + '.safetensors').write_bytes(b'lora')\n"
+    )
+    setup = _checkout(tmp_path, script)
+    out = kohya.run_kohya(_plan(tmp_path), setup)
+    assert out.read_bytes() == b"lora"
+
+
+def test_find_kohya(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(kohya.ENV_DIR, raising=False)
+    with pytest.raises(CharframeError, match="setup-kohya"):
+        kohya.find_kohya(root=tmp_path)
+    setup = _checkout(tmp_path)
+    py = kohya.venv_python(setup.dir / "venv")
+    py.parent.mkdir(parents=True)
+    py.write_text("")
+    assert kohya.find_kohya(root=tmp_path) == kohya.KohyaSetup(setup.dir.resolve(), py)
+    monkeypatch.setenv(kohya.ENV_DIR, str(setup.dir))
+    assert kohya.find_kohya(python=sys.executable).python == Path(sys.executable)
+
+
+def test_setup_kohya_runs_the_readme_steps(tmp_path: Path) -> None:
+    calls = []
+    setup = kohya.setup_kohya(tmp_path / "sd", runner=lambda cmd, cwd: calls.append(cmd) or SimpleNamespace(returncode=0))
+    assert calls[0] == ["git", "clone", kohya.KOHYA_REPO, str(tmp_path / "sd")]
+    assert calls[1][1:] == ["-m", "venv", str(tmp_path / "sd" / "venv")]
+    flat = [" ".join(c) for c in calls]
+    assert any("torch==2.6.0 torchvision==0.21.0 --index-url" in c for c in flat)
+    assert any(c.endswith("-r requirements.txt") for c in flat)
+    assert any(c.endswith("install lycoris-lora") for c in flat)
+    assert any("config default --mixed_precision fp16" in c for c in flat)
+    assert setup.python == kohya.venv_python(tmp_path / "sd" / "venv")
+    with pytest.raises(CharframeError, match="failed"):
+        kohya.setup_kohya(tmp_path / "sd2", runner=lambda cmd, cwd: SimpleNamespace(returncode=1))
+
+
+def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    from charframe.cli import main
+
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    plan = _plan(tmp_path)
+    setup = _checkout(tmp_path)
+    code = main(["train", plan.dataset, "--logic", "Lora3x3A50p-AdamW8", "--dim", "16", "--lr", "100", "--steps", "7",
+                 "--out", "krnk", "--model", str(tmp_path / "m.safetensors"), "--engine", "kohya",
+                 "--kohya-dir", str(setup.dir), "--kohya-python", sys.executable, "--dry-run"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "train_network.py" in out and "--output_name=krnk-Lora3x3A50p-AdamW8-16-100-7" in out
+    assert "conv_dim=16" in out and "--sdpa" in out
+    assert subprocess.list2cmdline([sys.executable]) in out
+    assert f"--tokenizer_cache_dir={kohya.tokenizer_cache(write=False)}" in out
+    assert not kohya.tokenizer_cache(write=False).exists()  # a dry run writes nothing
+
+
+def test_sd_scripts_gets_charframes_tokenizer_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts loads `<--tokenizer_cache_dir>/openai_clip-vit-large-patch14` with `from_pretrained`
+    instead of asking the hub; the folder charframe writes there tokenizes exactly like the shipped tokenizer."""
+    from transformers import CLIPTokenizer
+
+    from charframe.models.tokenizer import clip_tokenizer
+
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    seen = []
+
+    def fake(cmd, cwd):
+        a = _parse(cmd[cmd.index("train_network.py") + 1 :])
+        seen.append(a["tokenizer_cache_dir"])
+        Path(a["output_dir"], a["output_name"] + ".safetensors").write_bytes(b"x")
+        return SimpleNamespace(returncode=0)
+
+    setup = _checkout(tmp_path)
+    kohya.run_kohya(_plan(tmp_path), setup, runner=fake)
+    folder = Path(seen[0]) / "openai_clip-vit-large-patch14"
+    assert Path(seen[0]) == tmp_path / "cache" / "tokenizers"
+    assert (folder / "merges.txt").read_text().startswith("#version: 0.2\n")
+    loaded = CLIPTokenizer.from_pretrained(str(folder))
+    text = ["krnk girl, white background, from above, 日本語 ÄÖ", "word " * 100]
+    kw = dict(padding="max_length", truncation=True, max_length=77)
+    assert loaded(text, **kw).input_ids == clip_tokenizer()(text, **kw).input_ids
+    assert len(loaded) == 49408 and loaded.pad_token == "<|endoftext|>"
+    # a tokenizer already there (e.g. one sd-scripts downloaded itself) is kept
+    (folder / "vocab.json").write_text("{}")
+    kohya.run_kohya(_plan(tmp_path), setup, runner=fake)
+    assert (folder / "vocab.json").read_text() == "{}"
