@@ -7,7 +7,8 @@ frozen dataclass and read through `parse`, so each gets the same checks and the 
 
 - types: `bool` accepts only true/false (never "no"), `int` never a bool, `float` ints too and must be
   finite, `str`, `Literal[...]` choices, `tuple[T, ...]`, `dict[str, T]`, nested dataclasses, `T | None`;
-- ranges: `field(metadata=limits(min=1, max=12))`;
+- ranges: `field(metadata=limits(min=1, max=12))`; `metadata={"toml": "class"}` spells a key that is a
+  Python keyword; `metadata={"skip": True}` marks a field that is not read from the file;
 - unknown keys (a misspelt section or key) are errors that name the key and suggest the closest known one;
 - the line is found in the file's text, so the message points at it.
 
@@ -48,7 +49,8 @@ class Source:
             return None
         current: tuple[str, ...] = ()
         header_line = None
-        want = tuple(section)
+        want = tuple(re.sub(r"\[\d+\]$", "", p) for p in section)
+        key = re.sub(r"\[\d+\]$", "", key) if key else key
         for number, raw in enumerate(self.text.splitlines(), 1):
             line = raw.strip()
             head = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", line)
@@ -56,17 +58,23 @@ class Source:
                 current = tuple(p.strip().strip('"\'') for p in head.group(1).split("."))
                 if current == want and header_line is None:
                     header_line = number
+                if key is not None and current[: len(want) + 1] == want + (key,):
+                    return number
                 continue
             if key is None:
                 continue
-            m = re.match(r"^([A-Za-z0-9_\-\"'. ]+?)\s*=", line)
+            m = _KEY_LINE.match(line)
             if not m:
                 continue
-            dotted = tuple(p.strip().strip('"\'') for p in m.group(1).split("."))
+            dotted = tuple(a or b or c for a, b, c in _KEY_PART.findall(m.group(1)))
             full = current + dotted
             if full[: len(want) + 1] == want + (key,):
                 return number
         return header_line
+
+
+_KEY_PART = re.compile(r'"([^"]*)"|\'([^\']*)\'|([A-Za-z0-9_\-]+)')
+_KEY_LINE = re.compile(r'^((?:"[^"]*"|\'[^\']*\'|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|\'[^\']*\'|[A-Za-z0-9_\-]+))*)\s*=')
 
 
 def _where(src: Source, section: tuple[str, ...], key: str | None) -> str:
@@ -176,7 +184,7 @@ def _range_text(tp: Any, meta: Mapping[str, Any]) -> str:
 
 def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> T:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("skip")}
     names = {f.metadata.get("toml", f.name): f.name for f in fields.values()}
     for key in data:
         if key not in names:
@@ -207,7 +215,7 @@ def dump(record: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(record):
         value = getattr(record, f.name)
-        if value is None:
+        if value is None or f.metadata.get("skip"):
             continue
         out[f.metadata.get("toml", f.name)] = _plain(value)
     return out

@@ -1,0 +1,206 @@
+"""The character file: one TOML per character (`Characters/<keyword>.toml`) that every later step reads.
+
+It says who the character is (keyword, class, prompt, outfits, hair → fill colour, symmetric or not), how its
+images are generated (CONVENTIONS §9 defaults), exported and trained (CONVENTIONS §5-6 defaults). Paths in it
+are relative to the project root (the folder holding `Characters/`). Example:
+
+    keyword = "krnk"
+    class = "girl"
+    prompt = "1girl, solo, short black hair, cat ears, red eyes"
+    fill = "black"                      # black | white | auto (from the hair's lightness)
+    asymmetric = false                  # true: azimuths 5-7 too (mirrored templates)
+    [outfits]
+    sf = "sailor uniform, pleated skirt"
+    [generation]
+    model = "LoRAInput/anything-v5.safetensors"
+    sampler = "DPM++ 2M Karras"
+    [[generation.controlnet]]
+    map = "softedge"
+    model = "LoRAInput/control_v11p_sd15_softedge.pth"
+    weight = 0.5
+
+Reading it validates every key (type, range, unknown names) and names the file, line and key of the first
+problem; nothing is written before a character file reads cleanly.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from charframe.dataset.naming import subset_folder_name
+from charframe.errors import CharframeError
+from charframe.util import toml as tomlio
+from charframe.util.schema import Source, dump, limits, parse, read_text_file
+
+CHARACTERS_DIR = "Characters"
+
+DEFAULT_NEGATIVE = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
+                    "cropped, worst quality, low quality, jpeg artifacts, signature, watermark, blurry")
+
+ControlMap = Literal["softedge", "hed", "depth", "normal", "canny", "openpose", "mask"]
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet: which control image (`softedge` = the template's exact soft-edge map; `hed` = controlnet-aux
+    HED run on the template picture; the other names are the template's exact maps), the ControlNet model (file
+    or diffusers folder; "" = the tiny random demo ControlNet), its weight and guidance range (fractions of steps)."""
+
+    map: ControlMap = "softedge"
+    model: str = ""
+    weight: float = field(default=0.5, metadata=limits(min=0, max=2))
+    start: float = field(default=0.0, metadata=limits(min=0, max=1))
+    end: float = field(default=0.3, metadata=limits(min=0, max=1))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Image generation settings (CONVENTIONS §9): model "" = the tiny random demo model."""
+
+    model: str = ""
+    vae: str = ""
+    controlnet: tuple[ControlUnit, ...] = (ControlUnit(),)
+    sampler: str = "DPM++ 2M Karras"
+    steps: int = field(default=28, metadata=limits(min=1, max=500))
+    cfg: float = field(default=10.0, metadata=limits(min=1, max=30))
+    size: int = field(default=512, metadata=limits(min=64, max=2048, help="shorter side of the first pass, px"))
+    hires_scale: float = field(default=1.5, metadata=limits(min=1, max=4))
+    hires_denoise: float = field(default=0.7, metadata=limits(min=0, max=1))
+    hires_steps: int = field(default=0, metadata=limits(min=0, max=500, help="0 = same as steps"))
+    candidates: int = field(default=4, metadata=limits(min=1, max=64))
+    seed: int = field(default=1234, metadata=limits(min=0, max=2**32 - 1))
+    clip_skip: int = field(default=2, metadata=limits(min=1, max=12))
+    face_lora_weight: float = field(default=0.8, metadata=limits(min=0, max=2))
+
+
+@dataclass(frozen=True)
+class Export:
+    """Multi-size export (CONVENTIONS §4): sibling subsets `<kw> <class>_f0512` …; never upscaled."""
+
+    sizes: tuple[int, ...] = (512, 768)
+    alpha_mask: bool = False
+    face_repeats: int = field(default=4, metadata=limits(min=1, max=1000))
+    body_repeats: int = field(default=2, metadata=limits(min=1, max=1000))
+
+
+@dataclass(frozen=True)
+class StageRecipe:
+    """One training stage (CONVENTIONS §6): recipe, dim, lr (in 1e-6), steps, merge preset, compression ratio."""
+
+    logic: str = "Lora3x3A50p-AdamW8"
+    dim: int = field(default=128, metadata=limits(min=1, max=1024))
+    lr: int = field(default=100, metadata=limits(min=1, max=100000))
+    steps: int = field(default=1000, metadata=limits(min=1, max=1000000))
+    preset: str = "FACE"
+    sv_ratio: float = field(default=16.0, metadata=limits(min=1, max=1e6))
+
+
+@dataclass(frozen=True)
+class Training:
+    face: StageRecipe = StageRecipe()
+    body: StageRecipe = StageRecipe(steps=1200, preset="BODY")
+    group: StageRecipe = StageRecipe(steps=1600, preset="BODY")
+
+
+@dataclass(frozen=True)
+class Character:
+    keyword: str
+    class_: str = field(default="girl", metadata={"toml": "class"})
+    prompt: str = ""
+    negative: str = DEFAULT_NEGATIVE
+    fill: Literal["black", "white", "auto"] = "auto"
+    asymmetric: bool = False
+    outfits: dict[str, str] = field(default_factory=dict)
+    generation: Generation = Generation()
+    export: Export = Export()
+    training: Training = Training()
+    #: where it was read from (not a TOML key); relative paths inside resolve against `root`
+    path: Path | None = field(default=None, compare=False, metadata={"skip": True})
+
+    @property
+    def root(self) -> Path:
+        """The project root: the folder above `Characters/` (or the file's own folder elsewhere)."""
+        if self.path is None:
+            return Path.cwd()
+        parent = self.path.parent
+        return parent.parent if parent.name == CHARACTERS_DIR else parent
+
+    @property
+    def azimuths(self) -> tuple[int, ...]:
+        """0-4 for a symmetric character, 0-7 for an asymmetric one (5-7 mirror 3-1, CONVENTIONS §2)."""
+        return tuple(range(8 if self.asymmetric else 5))
+
+    def resolve(self, value: str) -> Path | None:
+        """A path from the file, relative to the project root; "" → None (the built-in default)."""
+        if not value:
+            return None
+        p = Path(os.path.expanduser(value))
+        return p if p.is_absolute() else self.root / p
+
+    def face_dataset(self) -> str:
+        """`4_krnk` (CONVENTIONS §5)."""
+        return f"{self.export.face_repeats}_{self.keyword}"
+
+    def body_dataset(self, outfit: str) -> str:
+        """`2_krnksf_krnk` (CONVENTIONS §5)."""
+        self.outfit_prompt(outfit)
+        return f"{self.export.body_repeats}_{self.keyword}{outfit}_{self.keyword}"
+
+    def subset(self, kind: str, size: int, outfit: str = "") -> str:
+        """`krnk girl_f0512`, `krnksf girl_b0768`: a multi-size subset folder (CONVENTIONS §4)."""
+        return subset_folder_name(f"{self.keyword}{outfit} {self.class_}", kind, size)
+
+    def outfit_prompt(self, outfit: str) -> str:
+        if outfit not in self.outfits:
+            known = ", ".join(self.outfits) or "none defined"
+            raise CharframeError(f"{self.path or self.keyword}: no outfit {outfit!r} in [outfits] (known: {known})")
+        return self.outfits[outfit]
+
+
+def _check(c: Character, src: Source) -> Character:
+    def fail(key: str, section: tuple[str, ...], message: str) -> None:
+        line = src.line_of(section, key)
+        where = f"{src.path}:{line}" if line else src.path
+        raise CharframeError(f"{where}: {'.'.join(section + (key,))}: {message}")
+
+    if not c.keyword or not all(ch.isalnum() for ch in c.keyword):
+        fail("keyword", (), f"must be letters and digits only (it names folders and LoRAs), got {c.keyword!r}")
+    for name in c.outfits:
+        if not name or not all(ch.isalnum() for ch in name):
+            fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
+    g = c.generation
+    if not g.controlnet:
+        fail("controlnet", ("generation",), "needs at least one ControlNet")
+    for unit in g.controlnet:
+        if unit.start >= unit.end:
+            fail("controlnet", ("generation",), f"start ({unit.start}) must be below end ({unit.end})")
+    if not c.export.sizes or any(s < 64 or s > 4096 or s % 8 for s in c.export.sizes):
+        fail("sizes", ("export",), f"must be multiples of 8 from 64 to 4096, got {list(c.export.sizes)}")
+    return c
+
+
+def load_character(path: str | os.PathLike) -> Character:
+    """Read and validate a character file; any problem is one `CharframeError` naming file, line and key."""
+    path = Path(path)
+    text = read_text_file(path, "character file")
+    try:
+        data = tomlio.loads(text)
+    except tomlio.TOMLDecodeError as e:
+        raise CharframeError(f"{path}: not valid TOML ({e})") from None
+    src = Source(str(path), text)
+    character = parse(Character, data, src)
+    return _check(replace(character, path=path.absolute()), src)
+
+
+def character_toml(c: Character) -> str:
+    """The character as TOML text (every setting written out): `load_character` reads back an equal record."""
+    return tomlio.dumps(dump(c))
+
+
+def find_characters(root: str | os.PathLike) -> list[Path]:
+    """Character files of a project: `Characters/*.toml`, sorted."""
+    folder = Path(root) / CHARACTERS_DIR
+    return sorted(p for p in folder.glob("*.toml") if p.is_file()) if folder.is_dir() else []

@@ -1,0 +1,74 @@
+"""The character file: defaults from CONVENTIONS §5/6/9, validation naming file/line/key, TOML round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from charframe.character import Character, ControlUnit, character_toml, find_characters, load_character
+from charframe.errors import CharframeError
+
+KRNK = """keyword = "krnk"
+class = "girl"
+prompt = "1girl, solo, short black hair, cat ears"
+fill = "black"
+
+[outfits]
+sf = "sailor uniform"
+
+[generation]
+steps = 20
+
+[[generation.controlnet]]
+map = "softedge"
+model = "LoRAInput/cn.pth"
+weight = 0.6
+"""
+
+
+def _write(root: Path, text: str, name: str = "krnk.toml") -> Path:
+    path = root / "Characters" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_names_and_round_trip(tmp_path: Path) -> None:
+    c = load_character(_write(tmp_path, KRNK))
+    assert (c.keyword, c.class_, c.fill, c.azimuths) == ("krnk", "girl", "black", (0, 1, 2, 3, 4))
+    assert c.root == tmp_path.absolute()
+    assert c.generation.steps == 20 and c.generation.cfg == 10.0 and c.generation.sampler == "DPM++ 2M Karras"
+    assert c.generation.controlnet == (ControlUnit(map="softedge", model="LoRAInput/cn.pth", weight=0.6, start=0.0, end=0.3),)
+    assert c.resolve(c.generation.controlnet[0].model) == tmp_path.absolute() / "LoRAInput" / "cn.pth"
+    assert c.resolve(c.generation.model) is None  # "" → the tiny demo model
+    assert (c.training.face.steps, c.training.body.steps, c.training.group.steps) == (1000, 1200, 1600)
+    assert (c.training.face.preset, c.training.body.preset) == ("FACE", "BODY")
+    assert c.face_dataset() == "4_krnk" and c.body_dataset("sf") == "2_krnksf_krnk"
+    assert c.subset("f", 512) == "krnk girl_f0512" and c.subset("b", 768, "sf") == "krnksf girl_b0768"
+    again = load_character(_write(tmp_path, character_toml(c), "again.toml"))
+    assert again == c
+    assert find_characters(tmp_path) == [tmp_path / "Characters" / "again.toml", tmp_path / "Characters" / "krnk.toml"]
+    with pytest.raises(CharframeError, match="no outfit 'ps'.*known: sf"):
+        c.body_dataset("ps")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (("fill = \"black\"", "fill = \"grey\""), "krnk.toml:4: fill: expected one of 'black', 'white', 'auto', got 'grey'"),
+    (("steps = 20", "steps = 0"), "krnk.toml:10: generation.steps: expected an integer from 1 to 500, got 0"),
+    (("weight = 0.6", "weight = nan"), "krnk.toml:15: generation.controlnet[0].weight: expected a finite number from 0 to 2, got nan"),
+    (("[outfits]", "[outfitz]"), "krnk.toml:6: outfitz: unknown key (did you mean 'outfits'?)"),
+    (("keyword = \"krnk\"", "keyword = \"kr nk\""), "krnk.toml:1: keyword: must be letters and digits only"),
+    (("sf = ", '"s/f" = '), "krnk.toml:7: outfits.s/f: outfit names must be letters and digits only"),
+    (("weight = 0.6", "weight = 0.6\nstart = 0.5\nend = 0.2"), "krnk.toml:12: generation.controlnet: start (0.5) must be below end (0.2)"),
+    (("steps = 20", "steps = [20"), "krnk.toml: not valid TOML"),
+])
+def test_a_bad_file_gets_one_message_naming_key_and_line(tmp_path: Path, edit: tuple[str, str], message: str) -> None:
+    path = _write(tmp_path, KRNK.replace(*edit))
+    with pytest.raises(CharframeError) as e:
+        load_character(path)
+    assert message in str(e.value)
+
+
+def test_asymmetric_character_has_eight_azimuths() -> None:
+    assert Character(keyword="x", asymmetric=True).azimuths == tuple(range(8))
