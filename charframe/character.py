@@ -36,6 +36,8 @@ from charframe.util import toml as tomlio
 from charframe.util.schema import Source, dump, limits, parse, read_text_file
 
 CHARACTERS_DIR = "Characters"
+#: per-character working folders (candidates, cleaned copies, picks), beside LoRAInput/: LoRAWork/<kw>/<set>/
+WORK_DIR = "LoRAWork"
 
 DEFAULT_NEGATIVE = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
                     "cropped, worst quality, low quality, jpeg artifacts, signature, watermark, blurry")
@@ -152,6 +154,18 @@ class Character:
     def subset(self, kind: str, size: int, outfit: str = "") -> str:
         """`krnk girl_f0512`, `krnksf girl_b0768`: a multi-size subset folder (CONVENTIONS §4)."""
         return subset_folder_name(f"{self.keyword}{outfit} {self.class_}", kind, size)
+
+    def set_name(self, kind: str, outfit: str = "") -> str:
+        """"face", or "body-<outfit>" (body images are per outfit): the name of one image set's work folder."""
+        if kind == "f":
+            return "face"
+        self.outfit_prompt(outfit)
+        return f"body-{outfit}"
+
+    def work_dir(self, set_name: str) -> Path:
+        """`LoRAWork/<kw>/<set>/`: `raw/` candidates `f12-0.png` …, `clean/` filled RGB, `alpha/` RGBA copies,
+        `picks.toml`, contact sheets."""
+        return self.root / WORK_DIR / self.keyword / set_name
 
     def outfit_prompt(self, outfit: str) -> str:
         if outfit not in self.outfits:

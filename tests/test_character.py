@@ -46,6 +46,8 @@ def test_defaults_names_and_round_trip(tmp_path: Path) -> None:
     assert (c.training.face.preset, c.training.body.preset) == ("FACE", "BODY")
     assert c.face_dataset() == "4_krnk" and c.body_dataset("sf") == "2_krnksf_krnk"
     assert c.subset("f", 512) == "krnk girl_f0512" and c.subset("b", 768, "sf") == "krnksf girl_b0768"
+    assert c.set_name("f") == "face" and c.set_name("b", "sf") == "body-sf"
+    assert c.work_dir("body-sf") == tmp_path.absolute() / "LoRAWork" / "krnk" / "body-sf"
     again = load_character(_write(tmp_path, character_toml(c), "again.toml"))
     assert again == c
     assert find_characters(tmp_path) == [tmp_path / "Characters" / "again.toml", tmp_path / "Characters" / "krnk.toml"]
