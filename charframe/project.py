@@ -3,17 +3,28 @@
 A project is the folder that holds `LoRAInput/` (and usually `FaceTemplate/`, `BodyTemplate/`,
 `LoRAOutput/`, `LoRALog/`). Commands find it from the folder the user dropped or named, not from the
 current directory, because a Windows drag-and-drop launcher starts in an arbitrary directory.
+
+`charframe.toml` is read and validated as a whole, once, into a `ProjectConfig` of typed sections
+(`load_project`): a misspelt section (`[captionz]`) or key, a wrong type (`replace = "no"`), a number out
+of range, a binary or non-UTF-8 file — each is one message naming the file, line and key, before any
+command starts work. Consumers take their typed section from the record; `load_project_config` still
+gives the raw (validated) tables for code that reads plain data.
+
+Sections: `[paths]` folder names, `[captions]` caption rule edits, `[vram_profiles.NAME]` batch sizes,
+`[block_presets]` merge presets, `[kohya]` the sd-scripts checkout. A new section is a new field here.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
-from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.util import toml as tomlio
+from charframe.util.schema import Source, limits, parse
 
 PROJECT_FILE = "charframe.toml"
 
@@ -26,17 +37,98 @@ DEFAULT_DIRS: dict[str, str] = {
     "body_templates": "BodyTemplate",
 }
 
+#: Training size classes WIDTH_HEIGHT (CONVENTIONS §4), the keys of a VRAM profile.
+SIZE_CLASS_NAMES = tuple(f"{w}_{h}" for w in ("LOW", "MID", "HIGH") for h in ("LOW", "MID", "HIGH"))
+_BATCH = limits(min=1, max=4096, help="batch size")
+
 
 @dataclass(frozen=True)
-class ProjectDirs:
-    """Absolute standard folders of one project (they need not exist yet)."""
+class PathsTable:
+    """`[paths]`: the standard folders, relative to the project root or absolute."""
 
-    root: Path
-    input: Path
-    output: Path
-    log: Path
-    face_templates: Path
-    body_templates: Path
+    input: str = DEFAULT_DIRS["input"]
+    output: str = DEFAULT_DIRS["output"]
+    log: str = DEFAULT_DIRS["log"]
+    face_templates: str = DEFAULT_DIRS["face_templates"]
+    body_templates: str = DEFAULT_DIRS["body_templates"]
+
+
+@dataclass(frozen=True)
+class RuleEdit:
+    """One `[[captions.rule]]`: a new rule, or the fields of an existing one to change (by name).
+
+    A condition is a value, a list of values, or "any"; its allowed values are checked by the caption rules.
+    """
+
+    name: str
+    tags: tuple[str, ...] | None = None
+    kind: str | tuple[str, ...] | None = None
+    elevation: int | str | tuple[int, ...] | None = None
+    azimuth: int | str | tuple[int, ...] | None = None
+    folder: str | None = None
+    rest: str | None = None
+    before: str | None = None
+    after: str | None = None
+
+
+@dataclass(frozen=True)
+class CaptionEdits:
+    """`[captions]` (or a rules file): start from scratch (`replace`), `remove` rules by name, edit/add rules."""
+
+    replace: bool = False
+    remove: tuple[str, ...] = ()
+    rule: tuple[RuleEdit, ...] = ()
+
+
+@dataclass(frozen=True)
+class VramProfile:
+    """`[vram_profiles.NAME]`: batch size per size class; `other` covers the classes not listed."""
+
+    LOW_LOW: int | None = field(default=None, metadata=_BATCH)
+    LOW_MID: int | None = field(default=None, metadata=_BATCH)
+    LOW_HIGH: int | None = field(default=None, metadata=_BATCH)
+    MID_LOW: int | None = field(default=None, metadata=_BATCH)
+    MID_MID: int | None = field(default=None, metadata=_BATCH)
+    MID_HIGH: int | None = field(default=None, metadata=_BATCH)
+    HIGH_LOW: int | None = field(default=None, metadata=_BATCH)
+    HIGH_MID: int | None = field(default=None, metadata=_BATCH)
+    HIGH_HIGH: int | None = field(default=None, metadata=_BATCH)
+    other: int | None = field(default=None, metadata=_BATCH)
+
+    def missing(self) -> list[str]:
+        """Classes with no batch size (empty when `other` is given)."""
+        return [] if self.other is not None else [c for c in SIZE_CLASS_NAMES if getattr(self, c) is None]
+
+    def batch_sizes(self) -> dict[str, int]:
+        return {c: getattr(self, c) or self.other or 1 for c in SIZE_CLASS_NAMES}
+
+
+@dataclass(frozen=True)
+class KohyaTable:
+    """`[kohya]`: the sd-scripts checkout and its Python (default: `<root>/sd-scripts` and its venv)."""
+
+    dir: str | None = None
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Every section of `charframe.toml`, validated; absent sections have their defaults."""
+
+    paths: PathsTable = field(default_factory=PathsTable)
+    captions: CaptionEdits | None = None
+    vram_profiles: dict[str, VramProfile] = field(default_factory=dict)
+    block_presets: dict[str, str | tuple[float, ...]] = field(default_factory=dict)
+    kohya: KohyaTable = field(default_factory=KohyaTable)
+    #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
+    file: str = field(default="", metadata={"skip": True}, compare=False)
+    raw: Mapping[str, Any] = field(default_factory=dict, metadata={"skip": True}, compare=False, repr=False)
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The section `name` as written in the file (validated), `{}` when absent: for plain-data readers."""
+        if name not in {f.name for f in fields(self)} - {"file", "raw"}:
+            raise KeyError(f"charframe.toml has no section {name!r}")
+        return dict(self.raw.get(name, {}))
 
 
 def find_project_root(start: str | os.PathLike | None = None) -> Path:
@@ -53,30 +145,72 @@ def find_project_root(start: str | os.PathLike | None = None) -> Path:
     return Path.cwd().absolute()
 
 
-def load_project_config(root: str | os.PathLike) -> dict[str, Any]:
-    """The parsed `charframe.toml` of `root`, or `{}` when there is none."""
+def parse_project_config(data: Mapping[str, Any], source: Source | str) -> ProjectConfig:
+    """Validate parsed `charframe.toml` data (unknown sections and keys, types, ranges) as a ProjectConfig."""
+    config = parse(ProjectConfig, data, source)
+    src = source if isinstance(source, Source) else Source(str(source))
+    for name, profile in config.vram_profiles.items():
+        if profile.missing():
+            raise CharframeError(
+                f"{src.path}: [vram_profiles.{name}] gives no batch size for {', '.join(profile.missing())}; "
+                "list every class or add other = N"
+            )
+    return ProjectConfig(**{f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("file", "raw")},
+                         file=src.path, raw=dict(data))
+
+
+@functools.lru_cache(maxsize=32)
+def _load_cached(path: str, size: int, mtime_ns: int) -> ProjectConfig:
+    data, text = tomlio.read(path, PROJECT_FILE)
+    return parse_project_config(data, Source(path, text))
+
+
+def load_project(root: str | os.PathLike) -> ProjectConfig:
+    """The validated `charframe.toml` of the project at `root` (defaults when there is none).
+
+    Read once per change of the file: every consumer asks again cheaply.
+    """
     path = Path(root) / PROJECT_FILE
-    if not path.is_file():
-        return {}
-    return tomlio.load(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ProjectConfig()
+    except OSError as e:
+        raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
+    if path.is_dir():
+        raise CharframeError(f"{path}: is a folder; the project file must be a TOML file")
+    return _load_cached(str(path), st.st_size, st.st_mtime_ns)
 
 
-def project_dirs(root: str | os.PathLike, config: dict[str, Any] | None = None) -> ProjectDirs:
+def load_project_config(root: str | os.PathLike) -> dict[str, Any]:
+    """The tables of `charframe.toml` as written, validated first (`{}` when there is none).
+
+    Plain-data access for older readers; new code uses `load_project(root)` and its typed sections.
+    """
+    return dict(load_project(root).raw)
+
+
+def project_dirs(root: str | os.PathLike, config: ProjectConfig | Mapping[str, Any] | None = None) -> ProjectDirs:
     """Standard folders of the project at `root`; `[paths]` in charframe.toml may rename them.
 
     Example `charframe.toml`: ``[paths]`` ``output = "D:/loras"`` (relative paths are from the root).
     """
     root = Path(root).absolute()
     if config is None:
-        config = load_project_config(root)
-    paths = config.get("paths", {})
-    if not isinstance(paths, dict):
-        raise CharframeError(f"{root / PROJECT_FILE}: [paths] must be a table of folder names")
-    unknown = sorted(set(paths) - set(DEFAULT_DIRS))
-    if unknown:
-        raise CharframeError(
-            f"{root / PROJECT_FILE}: unknown key(s) in [paths]: {', '.join(unknown)}; "
-            f"known: {', '.join(DEFAULT_DIRS)}"
-        )
-    resolved = {key: root / str(paths.get(key, default)) for key, default in DEFAULT_DIRS.items()}
+        config = load_project(root)
+    elif not isinstance(config, ProjectConfig):
+        config = parse_project_config(config, str(root / PROJECT_FILE))
+    resolved = {key: root / getattr(config.paths, key) for key in DEFAULT_DIRS}
     return ProjectDirs(root=root, **resolved)
+
+
+@dataclass(frozen=True)
+class ProjectDirs:
+    """Absolute standard folders of one project (they need not exist yet)."""
+
+    root: Path
+    input: Path
+    output: Path
+    log: Path
+    face_templates: Path
+    body_templates: Path

@@ -58,7 +58,7 @@ def parse_maps(values: list[str]) -> tuple[str, ...]:
 def run(args: argparse.Namespace) -> int:
     from charframe.templates.writer import generate_templates
 
-    generate_templates(args.out, size=args.size, azimuths=args.azimuths,
+    generate_templates(args.out_root, size=args.size, azimuths=args.azimuths,
                        elevation_deg=args.elevation_deg, maps=parse_maps(args.maps), progress=True)
     return 0
 
@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", metavar="DIR", default=None,
+    p.add_argument("--out", dest="out_root", metavar="DIR", default=None,
                    help="write DIR/FaceTemplate and DIR/BodyTemplate (default: the project's own folders)")
     p.add_argument("--size", type=int, default=1024,
                    help="image height in pixels; f is size×size, b is size/2×size (default 1024)")

@@ -18,8 +18,9 @@ from typing import Any, Iterable
 from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
 from charframe.dataset.naming import AZIMUTHS, ELEVATIONS, KINDS, ImageCode, parse_subset_name, require_code
-from charframe.project import PROJECT_FILE, load_project_config
+from charframe.project import CaptionEdits, RuleEdit, load_project
 from charframe.util.files import DATA_DIR
+from charframe.util.schema import Source, parse
 
 DEFAULT_RULES_FILE = DATA_DIR / "caption_rules.toml"
 CONFIG_SECTION = "captions"
@@ -30,9 +31,6 @@ PLACEHOLDERS = (KEYWORDS, CLASS_TOKENS)
 
 _CONDITIONS: dict[str, tuple[type, tuple]] = {"kind": (str, KINDS), "elevation": (int, ELEVATIONS), "azimuth": (int, AZIMUTHS)}
 _PATTERNS = ("folder", "rest")
-_RULE_KEYS = {"name", "tags", *_CONDITIONS, *_PATTERNS}
-_EDIT_KEYS = _RULE_KEYS | {"before", "after"}
-_SECTION_KEYS = {"replace", "remove", "rule"}
 
 
 @dataclass(frozen=True)
@@ -113,25 +111,26 @@ class RuleSet:
 
 def _values(raw: Any, key: str, where: str) -> frozenset | None:
     typ, allowed = _CONDITIONS[key]
-    if raw == "any":
+    if raw is None or raw == "any":
         return None
-    items = raw if isinstance(raw, list) else [raw]
+    items = raw if isinstance(raw, tuple) else (raw,)
     if not all(isinstance(v, typ) and not isinstance(v, bool) and v in allowed for v in items):
-        raise CharframeError(f"{where}: {key} = {raw!r}; allowed values: {', '.join(map(str, allowed))} (or \"any\")")
+        shown = list(raw) if isinstance(raw, tuple) else raw
+        raise CharframeError(f"{where}: {key} = {shown!r}; allowed values: {', '.join(map(str, allowed))} (or \"any\")")
     return frozenset(items)
 
 
-def _pattern(raw: Any, key: str, where: str) -> re.Pattern[str] | None:
-    if raw == "any":
+def _pattern(raw: str | None, key: str, where: str) -> re.Pattern[str] | None:
+    if raw is None or raw == "any":
         return None
     try:
         return re.compile(raw)
-    except (re.error, TypeError) as e:
+    except re.error as e:
         raise CharframeError(f"{where}: {key} = {raw!r} is not a valid regular expression ({e})") from None
 
 
-def _tags(raw: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip() for t in raw):
+def _tags(raw: tuple[str, ...], where: str) -> tuple[str, ...]:
+    if not all(t.strip() for t in raw):
         raise CharframeError(f"{where}: tags must be a list of non-empty strings, e.g. tags = [\"smile\"]")
     for t in raw:
         if "," in t:
@@ -141,28 +140,25 @@ def _tags(raw: Any, where: str) -> tuple[str, ...]:
     return tuple(t.strip() for t in raw)
 
 
-def _rule(table: dict[str, Any], where: str, base: Rule | None, source: str) -> Rule:
-    """A rule from a TOML table; with `base`, only the given fields change (a user edit)."""
-    fields: dict[str, Any] = {"name": table["name"], "source": source}
-    if "tags" in table:
-        fields["tags"] = _tags(table["tags"], where)
+def _rule(edit: RuleEdit, where: str, base: Rule | None, source: str) -> Rule:
+    """A rule from a `[[rule]]` edit; with `base`, only the given fields change (a user edit)."""
+    fields: dict[str, Any] = {"name": edit.name, "source": source}
+    if edit.tags is not None:
+        fields["tags"] = _tags(edit.tags, where)
     elif base is None:
         raise CharframeError(f"{where}: a new rule needs tags = [...]")
     for key in _CONDITIONS:
-        if key in table:
-            fields[key] = _values(table[key], key, where)
+        if getattr(edit, key) is not None:
+            fields[key] = _values(getattr(edit, key), key, where)
     for key in _PATTERNS:
-        if key in table:
-            fields[key] = _pattern(table[key], key, where)
+        if getattr(edit, key) is not None:
+            fields[key] = _pattern(getattr(edit, key), key, where)
     return replace(base, **fields) if base is not None else Rule(**fields)
 
 
-def apply_rule_edits(rules: Iterable[Rule], section: dict[str, Any], source: str) -> tuple[Rule, ...]:
-    """Apply one rules section (`replace`, `remove`, `[[rule]]` edits) to `rules`; see the README."""
-    unknown = sorted(set(section) - _SECTION_KEYS)
-    if unknown:
-        raise CharframeError(f"{source}: unknown key(s) {', '.join(unknown)}; known: replace, remove, rule")
-    out = [] if section.get("replace", False) else list(rules)
+def apply_rule_edits(rules: Iterable[Rule], section: CaptionEdits, source: str) -> tuple[Rule, ...]:
+    """Apply one validated rules section (`replace`, `remove`, `[[rule]]` edits) to `rules`; see the README."""
+    out = [] if section.replace else list(rules)
 
     def index(name: str, why: str) -> int:
         for i, r in enumerate(out):
@@ -170,62 +166,57 @@ def apply_rule_edits(rules: Iterable[Rule], section: dict[str, Any], source: str
                 return i
         raise CharframeError(f"{source}: {why} names rule {name!r}, which does not exist; known: {', '.join(r.name for r in out)}")
 
-    removals = section.get("remove", [])
-    if not isinstance(removals, list):
-        raise CharframeError(f"{source}: remove must be a list of rule names")
-    for name in removals:
+    for name in section.remove:
         del out[index(name, "remove")]
-    tables = section.get("rule", [])
-    if not isinstance(tables, list):
-        raise CharframeError(f"{source}: rules are written as [[rule]] tables (or [[captions.rule]] in charframe.toml)")
-    for n, table in enumerate(tables, 1):
-        where = f"{source}: rule {table.get('name', f'#{n}')!r}"
-        if not isinstance(table.get("name"), str) or not table["name"]:
+    for edit in section.rule:
+        where = f"{source}: rule {edit.name!r}"
+        if not edit.name:
             raise CharframeError(f"{where}: every rule needs name = \"...\"")
-        bad = sorted(set(table) - _EDIT_KEYS)
-        if bad:
-            raise CharframeError(f"{where}: unknown key(s) {', '.join(bad)}; known: {', '.join(sorted(_EDIT_KEYS))}")
-        if "before" in table and "after" in table:
+        if edit.before is not None and edit.after is not None:
             raise CharframeError(f"{where}: give before or after, not both")
-        existing = next((i for i, r in enumerate(out) if r.name == table["name"]), None)
-        rule = _rule(table, where, out[existing] if existing is not None else None, source)
+        existing = next((i for i, r in enumerate(out) if r.name == edit.name), None)
+        rule = _rule(edit, where, out[existing] if existing is not None else None, source)
         if existing is not None:
             out[existing] = rule
-            if "before" not in table and "after" not in table:
+            if edit.before is None and edit.after is None:
                 continue
             del out[existing]
-        if "before" in table:
-            out.insert(index(table["before"], "before"), rule)
-        elif "after" in table:
-            out.insert(index(table["after"], "after") + 1, rule)
+        if edit.before is not None:
+            out.insert(index(edit.before, "before"), rule)
+        elif edit.after is not None:
+            out.insert(index(edit.after, "after") + 1, rule)
         else:
             out.append(rule)
     return tuple(out)
 
 
+def read_rules_file(path: str | os.PathLike) -> CaptionEdits:
+    """A rules file: the keys of `[captions]` at its top level, or under `[captions]` (so a project's
+    charframe.toml can be passed as a rules file too); types and unknown keys checked with file:line."""
+    data, text = tomlio.read(path, "rules file")
+    nested = CONFIG_SECTION in data
+    return parse(CaptionEdits, data[CONFIG_SECTION] if nested else data, Source(str(path), text),
+                 section=(CONFIG_SECTION,) if nested else ())
+
+
 @functools.lru_cache(maxsize=1)
 def default_rules() -> RuleSet:
     """The shipped rule set (CONVENTIONS §3)."""
-    section = {**tomlio.load(DEFAULT_RULES_FILE), "replace": True}
+    section = replace(read_rules_file(DEFAULT_RULES_FILE), replace=True)
     return RuleSet(apply_rule_edits((), section, "default rules"))
 
 
 def load_rules(project_root: str | os.PathLike | None = None, rules_file: str | os.PathLike | None = None) -> RuleSet:
-    """Default rules, edited by `[captions]` of `<project_root>/charframe.toml`, then by `rules_file`.
-
-    A rules file holds the same keys as the `[captions]` section, either at its top level or
-    under `[captions]` (so a project's charframe.toml can be passed as a rules file too).
-    """
+    """Default rules, edited by `[captions]` of `<project_root>/charframe.toml`, then by `rules_file`."""
     rules = default_rules().rules
     edited = False
     if project_root is not None:
-        section = load_project_config(project_root).get(CONFIG_SECTION)
-        if section is not None:
-            rules = apply_rule_edits(rules, section, str(Path(project_root) / PROJECT_FILE))
+        config = load_project(project_root)
+        if config.captions is not None:
+            rules = apply_rule_edits(rules, config.captions, config.file)
             edited = True
     if rules_file is not None:
-        data = tomlio.load(rules_file)
-        rules = apply_rule_edits(rules, data.get(CONFIG_SECTION, data), str(rules_file))
+        rules = apply_rule_edits(rules, read_rules_file(rules_file), str(rules_file))
         edited = True
     return RuleSet(rules) if edited else default_rules()
 

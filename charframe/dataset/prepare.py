@@ -1,7 +1,7 @@
 """Tag and prepare dataset folders: captions beside every coded image, then the dataset TOML.
 
 Captions are rewritten only when they change. A hidden manifest per folder
-(`.charframe-captions.json`) records a hash, size and mtime of every caption charframe wrote, so
+(`.charframe-captions.json`, see `charframe.util.manifest`) records every caption charframe wrote, so
 after a rule change charframe knows its own old captions from a user's hand edits (its own are
 updated; hand edits are kept and reported, and `force=True` replaces them after a `.bak` copy),
 and a rerun confirms an unchanged caption with one `stat` instead of reading it.
@@ -9,10 +9,6 @@ and a rerun confirms an unchanged caption with one `stat` instead of reading it.
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import hashlib
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +20,8 @@ from tqdm import tqdm
 from charframe.dataset.captions import RuleSet, load_rules
 from charframe.dataset.toml_writer import build_dataset_config, dataset_dirs, render_dataset_toml, save_dataset_toml
 from charframe.errors import CharframeError
-from charframe.util.files import backup_file
+from charframe.util.files import atomic_write_bytes, backup_file
+from charframe.util.manifest import Manifest, Status
 from charframe.dataset.naming import parse_code, parse_subset_name
 from charframe.project import find_project_root
 from charframe.dataset.scan import ImageFolder, image_folders, require_dirs
@@ -62,48 +59,6 @@ class PrepareReport:
     tomls: list[Path]
 
 
-@functools.lru_cache(maxsize=4096)
-def _digest(text: str) -> str:
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
-
-
-#: Manifest entry: (digest of the caption charframe wrote, file size, mtime in ns). While size and
-#: mtime still match, the file is known to hold that caption without reading it.
-Entry = tuple[str, int, int]
-
-
-def _read_manifest(folder: Path) -> dict[str, Entry]:
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        return {str(k): (str(v[0]), int(v[1]), int(v[2])) for k, v in data["captions"].items()}
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
-        log.warning("%s: unreadable, ignored (captions that differ will be treated as hand edits)", folder / MANIFEST)
-        return {}
-
-
-def _write_caption(path: str, text: str) -> os.stat_result:
-    """Atomic (temp file + rename), but without fsync: a crashed process leaves the old or the new
-    file, whole. (An fsync per caption costs ~0.4 ms alone, 10-50 ms on a busy disk; the captions
-    can always be rewritten from the names, and the manifest errs towards "hand edit, keep".)"""
-    head, tail = os.path.split(path)
-    tmp = os.path.join(head, f".{tail}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0), 0o666)
-        try:
-            os.write(fd, text.encode("utf-8"))
-            st = os.fstat(fd)  # the rename keeps size and mtime
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return st
-
-
 def _read_text(path: str) -> str | None:
     try:
         with open(path, "rb") as f:
@@ -113,10 +68,14 @@ def _read_text(path: str) -> str | None:
 
 
 def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> TagReport:
-    """Write the captions of one image folder (not recursive)."""
+    """Write the captions of one image folder (not recursive).
+
+    The folder's manifest (`util.manifest`) records each caption charframe wrote, with the caption text as
+    its parameter: an unchanged caption costs one `stat`; one charframe wrote before is updated when the
+    rules change; a file charframe did not write (a hand edit) is kept unless `force` (after a `.bak`).
+    """
     report = TagReport(folders=1)
-    manifest = _read_manifest(folder.path)
-    new_manifest: dict[str, Entry] = {}
+    manifest = Manifest.load(folder.path / MANIFEST)
     folder_name = folder.path.name
     base = str(folder.path)
     for name in folder.images:
@@ -127,31 +86,28 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
         txt_name = os.path.splitext(name)[0] + CAPTION_EXTENSION
         txt = os.path.join(base, txt_name)
         caption = rules.caption(code, folder_name)
-        digest = _digest(caption)
         if txt_name in folder.files:
-            st = os.stat(txt)
-            entry = manifest.get(txt_name)
-            if entry is not None and entry == (digest, st.st_size, st.st_mtime_ns):
+            state = manifest.status(txt_name, params=caption)
+            if state is Status.UP_TO_DATE:
                 report.unchanged += 1  # ours, untouched since, and still right: not even read
-                new_manifest[txt_name] = entry
                 continue
             old = _read_text(txt)
             if old is not None and old.rstrip("\r\n") == caption:
                 report.unchanged += 1
-                new_manifest[txt_name] = (digest, st.st_size, st.st_mtime_ns)
+                manifest.record(txt_name, params=caption)
                 continue
-            if old is None or entry is None or entry[0] != _digest(old):
+            if state is not Status.STALE:  # not a caption charframe wrote: a hand edit
                 if not force:
                     report.kept.append(Path(txt))
                     continue
                 report.backups.append(backup_file(txt))
-        st = _write_caption(txt, caption)
+        data = caption.encode("utf-8")
+        # no fsync: a crash leaves the old or the new caption whole, and captions can be rebuilt from names
+        st = atomic_write_bytes(txt, data, fsync=False, parents=False)
         report.written += 1
-        new_manifest[txt_name] = (digest, st.st_size, st.st_mtime_ns)
-    merged = {k: v for k, v in manifest.items() if (k not in new_manifest and os.path.exists(os.path.join(base, k)))} | new_manifest
-    if merged != manifest:
-        body = {"version": 2, "captions": {k: list(v) for k, v in sorted(merged.items())}}
-        _write_caption(os.path.join(base, MANIFEST), json.dumps(body, separators=(",", ":")))
+        manifest.record(txt_name, params=caption, data=data, stat=st)
+    manifest.forget_missing()
+    manifest.save()
     return report
 
 

@@ -24,7 +24,8 @@ from charframe.errors import CharframeError
 from charframe.util.files import DATA_DIR, atomic_write_text, backup_file
 from charframe.dataset.imagesize import image_size
 from charframe.dataset.naming import is_image_name, parse_dataset_name, parse_subset_name
-from charframe.project import PROJECT_FILE, find_project_root, load_project_config
+from charframe.project import SIZE_CLASS_NAMES, VramProfile, find_project_root, load_project, parse_project_config
+from charframe.util.schema import Source
 from charframe.dataset.scan import ImageFolder, image_folders
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ VRAM_FILE = DATA_DIR / "vram_profiles.toml"
 VRAM_SECTION = "vram_profiles"
 #: Size classes: (name, largest side in px, training resolution). A side above every limit is HIGH.
 SIZE_CLASSES = (("LOW", 512, 512), ("MID", 768, 768), ("HIGH", None, 1024))
-CLASS_NAMES = tuple(f"{w}_{h}" for w, _, _ in SIZE_CLASSES for h, _, _ in SIZE_CLASSES)
+CLASS_NAMES = SIZE_CLASS_NAMES  # WIDTH_HEIGHT, from SIZE_CLASSES
 _MAX_LISTED = 10
 
 
@@ -158,22 +159,12 @@ def resolution_of(class_name: str) -> tuple[int, int]:
     return res[w], res[h]
 
 
-def load_vram_profiles(project_root: str | os.PathLike | None = None) -> dict[str, dict[str, int]]:
-    """Shipped profiles plus `[vram_profiles.NAME]` tables of the project's charframe.toml."""
-    profiles = dict(tomlio.load(VRAM_FILE))
-    sources = dict.fromkeys(profiles, str(VRAM_FILE))
-    if project_root is not None:
-        extra = load_project_config(project_root).get(VRAM_SECTION, {})
-        profiles.update(extra)
-        sources.update(dict.fromkeys(extra, str(Path(project_root) / PROJECT_FILE)))
-    for name, table in profiles.items():
-        bad = [k for k, v in table.items() if k not in (*CLASS_NAMES, "other") or not isinstance(v, int) or isinstance(v, bool) or v < 1]
-        if bad or not (set(CLASS_NAMES) <= set(table) or "other" in table):
-            raise CharframeError(
-                f"{sources[name]}: VRAM profile {name!r} is not valid ({', '.join(bad) or 'classes missing'}); "
-                f"keys are {', '.join(CLASS_NAMES)} or other, values whole numbers >= 1"
-            )
-    return profiles
+def load_vram_profiles(project_root: str | os.PathLike | None = None) -> dict[str, VramProfile]:
+    """Shipped profiles plus `[vram_profiles.NAME]` tables of the project's charframe.toml (validated there)."""
+    data, text = tomlio.read(VRAM_FILE)
+    shipped = parse_project_config({VRAM_SECTION: data}, Source(str(VRAM_FILE), text)).vram_profiles
+    extra = load_project(project_root).vram_profiles if project_root is not None else {}
+    return {**shipped, **extra}
 
 
 def batch_sizes(vram: str, project_root: str | os.PathLike | None = None) -> dict[str, int]:
@@ -182,9 +173,8 @@ def batch_sizes(vram: str, project_root: str | os.PathLike | None = None) -> dic
     key = vram.strip().lower()
     key = f"{key}gb" if key.isdigit() else key
     if key not in profiles:
-        raise CharframeError(f"unknown VRAM profile {vram!r}; known: {', '.join(profiles)}")
-    table = profiles[key]
-    return {c: table.get(c, table.get("other", 1)) for c in CLASS_NAMES}
+        raise CharframeError(f"unknown VRAM profile {vram!r}; known: {', '.join(profiles)}", param="vram")
+    return profiles[key].batch_sizes()
 
 
 def _classify(folder: ImageFolder, sizes: list[tuple[int, int]]) -> tuple[str | None, str]:
@@ -261,7 +251,7 @@ def _image_dir(path: Path, relative_to: str | os.PathLike | None) -> str:
     try:
         return os.path.relpath(absolute, os.path.abspath(relative_to))
     except ValueError:  # Windows: another drive
-        raise CharframeError(f"{path}: cannot be written relative to {relative_to} (another drive); drop --relative-to") from None
+        raise CharframeError(f"{path}: cannot be written relative to {relative_to} (another drive); drop {{param}}", param="relative_to") from None
 
 
 def toml_path(dataset_dir: str | os.PathLike) -> Path:

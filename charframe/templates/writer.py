@@ -4,7 +4,8 @@ Layout (CONVENTIONS §1-2): `FaceTemplate/f12.png`, `FaceTemplate/control/<map>/
 `FaceTemplate/overview.png`, the same for `BodyTemplate/` with `b` codes. Views 5-7 are made
 by mirroring 3-1, so each source view is rendered once. Work is spread over processes (one
 task per source view); files are only rewritten when their pixels change, so a regeneration
-with the same settings leaves the folders (and git) untouched.
+with the same settings leaves the folders (and git) untouched; a hidden manifest per set
+(`.charframe-templates.json`, `charframe.util.manifest`) confirms unchanged files without reading them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 
 from charframe.errors import CharframeError
 from charframe.util.files import atomic_write_bytes
+from charframe.util.manifest import Manifest
 from charframe.dataset.naming import ImageCode, require_code
 from charframe.templates import maps as mp
 from charframe.templates import openpose as op
@@ -36,6 +38,7 @@ from charframe.project import find_project_root, project_dirs
 
 log = logging.getLogger(__name__)
 
+MIN_SIZE, MAX_SIZE = 64, 4096  # image height in px; 4096 is 16 MB of pixels per map, minutes per set on a CPU
 ALL_MAPS = ("depth", "normal", "softedge", "canny", "openpose", "mask")
 SET_DIRS = {"f": "FaceTemplate", "b": "BodyTemplate"}
 
@@ -133,26 +136,49 @@ def _task(src: ImageCode, targets: list[ImageCode], size: int, elevation_deg: fl
     return results, timings
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    """Write `data` unless `path` already holds the same pixels; True if written."""
-    if path.exists():
-        if path.read_bytes() == data:
-            return False
-        try:
-            with Image.open(path) as old:
-                same = np.array_equal(np.asarray(old), np.asarray(Image.open(io.BytesIO(data))))
-        except OSError:
-            same = False
+MANIFEST = ".charframe-templates.json"
+
+
+def _write_if_changed(manifest: Manifest, name: str, data: bytes, params: dict) -> bool:
+    """Write `data` to `name` (relative to the set folder) unless it already holds the same pixels; True if written.
+
+    The manifest knows the files it wrote: an unchanged one with the same bytes is confirmed without reading it.
+    """
+    if manifest.holds(name, data):
+        return False
+    path = manifest.folder / name
+    if path.is_file():
+        same = path.read_bytes() == data
+        if not same:
+            try:
+                with Image.open(path) as old:
+                    same = np.array_equal(np.asarray(old), np.asarray(Image.open(io.BytesIO(data))))
+            except OSError:
+                same = False
         if same:
+            manifest.record(name, params=params)
             return False
-    atomic_write_bytes(path, data)
+    st = atomic_write_bytes(path, data, parents=True)
+    manifest.record(name, params=params, data=data, stat=st)
     return True
+
+
+def check_out_root(out_root: str | os.PathLike) -> Path:
+    """The folder that receives FaceTemplate/ and BodyTemplate/: a file there is one clear error."""
+    root = Path(out_root)
+    if root.exists() and not root.is_dir():
+        raise CharframeError(f"{root}: is a file, but {{param}} must be a folder (it receives FaceTemplate/ and BodyTemplate/)",
+                             param="out_root")
+    for name in SET_DIRS.values():
+        if (root / name).exists() and not (root / name).is_dir():
+            raise CharframeError(f"{root / name}: is a file, but the template set needs this name for a folder")
+    return root
 
 
 def template_dirs(out_root: str | os.PathLike | None) -> dict[str, Path]:
     """{"f": FaceTemplate dir, "b": BodyTemplate dir}: under `out_root`, or the project's own."""
     if out_root is not None:
-        root = Path(out_root)
+        root = check_out_root(out_root)
         return {kind: root / name for kind, name in SET_DIRS.items()}
 
     dirs = project_dirs(find_project_root())
@@ -181,14 +207,14 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
     azimuths = sorted(set(int(a) for a in azimuths))
     elevations = sorted(set(int(e) for e in elevations))
     sets = tuple(sets)
-    if size < 64 or size % 2:
-        raise CharframeError(f"--size must be an even number of pixels ≥ 64, got {size}")
+    if not MIN_SIZE <= size <= MAX_SIZE or size % 2:
+        raise CharframeError(f"{{param}} must be an even number of pixels from {MIN_SIZE} to {MAX_SIZE}, got {size}", param="size")
     if not azimuths or any(not 0 <= a <= 7 for a in azimuths):
-        raise CharframeError(f"azimuths must be digits 0-7, got {azimuths}")
+        raise CharframeError(f"{{param}} must be digits 0-7, got {azimuths}", param="azimuths")
     if any(e not in (0, 1, 2) for e in elevations) or any(s not in SET_DIRS for s in sets):
         raise CharframeError(f"elevations must be 0-2 and sets f/b, got {elevations} / {sets}")
-    if not 0 < abs(elevation_deg) < 90:
-        raise CharframeError(f"--elevation-deg must be between 0 and 90, got {elevation_deg}")
+    if not 0 < abs(elevation_deg) < 90:  # also refuses NaN
+        raise CharframeError(f"{{param}} must be between 0 and 90, got {elevation_deg}", param="elevation_deg")
     dirs = template_dirs(out_root)
 
     tasks = []
@@ -203,6 +229,8 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
     paths: list[Path] = []
     thumbs: dict[str, dict[str, np.ndarray]] = {kind: {} for kind in sets}
     written = 0
+    manifests = {kind: Manifest.load(dirs[kind] / MANIFEST) for kind in sets}
+    params = {"size": size, "elevation_deg": elevation_deg}
     from tqdm import tqdm
 
     if "openpose" in maps:  # controlnet_aux pulls in torch: import it while the workers render
@@ -226,7 +254,8 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
                     thumbs[code.kind][code.code] = thumb
                     for image, data in encoded.items():
                         path = output_path(dirs[code.kind], code, image)
-                        written += _write_if_changed(path, data)
+                        name = path.relative_to(dirs[code.kind]).as_posix()
+                        written += _write_if_changed(manifests[code.kind], name, data, params)
                         paths.append(path)
             bar.update(1)
     finally:
@@ -236,8 +265,9 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
     with _timed(timings, "overview"):
         for kind in sets:
             path = dirs[kind] / "overview.png"
-            written += _write_if_changed(path, encode_png(np.asarray(contact_sheet(kind, thumbs[kind]))))
+            written += _write_if_changed(manifests[kind], path.name, encode_png(np.asarray(contact_sheet(kind, thumbs[kind]))), params)
             paths.append(path)
+            manifests[kind].save()
     log.info("templates: %d files in %s (%d changed)", len(paths),
              " and ".join(str(dirs[k]) for k in sets), written)
     return paths

@@ -1,59 +1,139 @@
-"""Safe file writes (atomic replace, backups), so user data is never half-written or lost; and where charframe caches."""
+"""Safe file writes (atomic replace, backups), so user data is never half-written or lost; and where charframe caches.
+
+Every write goes through `atomic_path` (or `atomic_write_bytes`/`atomic_write_text` on top of it):
+
+- the data goes to a temporary file in the target's own folder, then one `os.replace` puts it in place, so a
+  crash leaves the old file or the new one, whole — never a half-written file;
+- the temporary name is short (`.cf-<8 hex>.tmp`, 16 characters), so it never needs a longer name than the
+  target (a 248-character image name still gets its caption; a `.<name>.<random>.tmp` would not fit);
+- the target's folder is checked: with `parents=False` a missing one is an error naming it (a silent
+  `mkdir -p` of a mistyped user path would hide the mistake); `parents=True` creates it. The default is
+  still `True` because the trainer and the LoRA writers save into folders they expect to be made; every
+  write of a path the user named passes `parents=False` (or calls `check_parent` before long work);
+- temporaries left by a killed write (older than `STALE_MINUTES`, matching only our own pattern) are removed
+  the first time a process writes into that folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+from charframe.errors import CharframeError
 
 #: charframe's shipped data files (rules, presets, tables, configs): `charframe/data/`.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 
+TEMP_PREFIX, TEMP_SUFFIX = ".cf-", ".tmp"
+_TEMP_NAME = re.compile(r"\.cf-[0-9a-f]{8}\.tmp")
+#: A temporary older than this is left by a killed write (no write takes that long to finish).
+STALE_MINUTES = 60
+_cleaned: set[str] = set()  # folders already swept by this process
+
+
+def temp_name() -> str:
+    """A fresh temporary file name: `.cf-<8 hex>.tmp` (hidden, short, ours by pattern)."""
+    return f"{TEMP_PREFIX}{secrets.token_hex(4)}{TEMP_SUFFIX}"
+
+
+def is_temp_name(name: str) -> bool:
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
+def clean_stale_temps(folder: str | os.PathLike, older_than_minutes: float = STALE_MINUTES) -> list[Path]:
+    """Remove our temporaries (`.cf-<8 hex>.tmp`) older than `older_than_minutes` in `folder`; return them."""
+    limit = time.time() - older_than_minutes * 60
+    removed = []
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if is_temp_name(entry.name) and entry.is_file(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        if entry.stat(follow_symlinks=False).st_mtime < limit:
+                            os.unlink(entry.path)
+                            removed.append(Path(entry.path))
+    except OSError:
+        pass  # an unreadable folder: the write itself will report it
+    return removed
+
+
+def check_parent(path: str | os.PathLike, *, parents: bool = False) -> Path:
+    """`path` as a Path whose folder exists (created with `parents=True`); else one clear error naming it."""
+    path = Path(path)
+    parent = path.parent
+    if parent.is_dir():
+        return path
+    if parent.exists():
+        raise CharframeError(f"{parent}: is a file, but it must be the folder of {path.name}")
+    if not parents:
+        raise CharframeError(f"{parent}: no such folder (create it first, or choose an existing folder for {path.name})")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CharframeError(f"{parent}: cannot create the folder ({e.strerror or e})") from None
+    return path
+
+
+def check_writable_target(path: str | os.PathLike, *, parents: bool = False) -> Path:
+    """Checks done before long work: the folder exists (or may be created) and `path` is not a folder."""
+    path = check_parent(path, parents=parents)
+    if path.is_dir():
+        raise CharframeError(f"{path}: is a folder; give a file name for the output")
+    return path
+
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename.
+def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder; on success it replaces `path` in one rename.
 
-    A crash or exception leaves `path` untouched and removes the temporary file.
+    A crash or exception leaves `path` untouched and removes the temporary file. With `parents=False` the
+    folder must exist (else one error naming it).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    path = check_writable_target(path, parents=parents)
+    folder = str(path.parent)
+    if folder not in _cleaned:
+        _cleaned.add(folder)
+        clean_stale_temps(folder)
+    tmp_path = path.parent / temp_name()
     try:
         yield tmp_path
-        if tmp_path.exists():
-            # mkstemp creates 0600; give the file the mode a plain open() would have.
-            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp_path.unlink()
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True, parents: bool = True) -> os.stat_result:
+    """Write `data` to `path` atomically; return the new file's stat (size, mtime survive the rename).
+
+    `fsync=False` skips the flush to disk (still atomic against a crash of the process, not of the machine):
+    for many small files that can be rebuilt, such as captions, where an fsync each costs more than the write.
+    """
+    with atomic_path(path, parents=parents) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if fsync:
+                os.fsync(fd)
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+    return st
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (fsync'd temp file + rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8", *, fsync: bool = True,
+                      parents: bool = True) -> os.stat_result:
     """Write `text` to `path` atomically, UTF-8 and with '\\n' line ends on every platform."""
-    atomic_write_bytes(path, text.encode(encoding))
+    return atomic_write_bytes(path, text.encode(encoding), fsync=fsync, parents=parents)
 
 
 def backup_path(path: str | os.PathLike) -> Path:

@@ -130,6 +130,8 @@ def _convert(value: Any, tp: Any, section: tuple[str, ...], key: str, meta: Mapp
                 return _convert(value, a, section, key, meta)
             except _Bad as e:
                 errors.append(e)
+        if len(errors) == 1:
+            raise errors[0]  # `T | None`: the message of T (with its range)
         raise bad()
     if tp is Any:
         return value

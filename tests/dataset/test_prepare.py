@@ -71,7 +71,7 @@ def test_foreign_caption_without_manifest_is_kept(tmp_path: Path) -> None:
     assert report.unchanged == 1 and report.kept == [sub / "f01.txt"]
     assert (sub / "f01.txt").read_bytes() == b"\xff\xfe not utf-8"
     manifest = json.loads((sub / MANIFEST).read_text())
-    assert set(manifest["captions"]) == {"f00.txt"}
+    assert set(manifest["outputs"]) == {"f00.txt"}
 
 
 def test_caption_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

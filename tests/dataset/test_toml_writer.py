@@ -207,5 +207,5 @@ def test_user_vram_profile_from_charframe_toml(tmp_path: Path) -> None:
     data = tomlio.load(write_dataset_toml(ds, vram="mine"))
     assert [d["batch_size"] for d in data["datasets"]] == [7, 5]
     (tmp_path / "charframe.toml").write_text("[vram_profiles.bad]\nLOW_LOW = 0\n")
-    with pytest.raises(CharframeError, match="charframe.toml.*'bad'"):
+    with pytest.raises(CharframeError, match=r"charframe.toml:2: vram_profiles.bad.LOW_LOW: expected an integer from 1 to 4096, got 0"):
         write_dataset_toml(ds, vram="bad")

@@ -102,7 +102,7 @@ def test_generate_rejects_bad_settings(tmp_path):
         generate_templates(tmp_path, maps=("hed",))
     with pytest.raises(CharframeError, match="azimuth"):
         generate_templates(tmp_path, azimuths=[8])
-    with pytest.raises(CharframeError, match="elevation-deg"):
+    with pytest.raises(CharframeError, match="elevation_deg must be between 0 and 90"):
         generate_templates(tmp_path, elevation_deg=90)
 
 

@@ -1,0 +1,246 @@
+"""What is already done: per output file, the fingerprints of its inputs and of its parameters.
+
+One mechanism for every step that must know whether its output is still right (captions, templates, and
+the pipeline's `rerun`): a `Manifest` is a small JSON file, in a folder the caller picks, with one entry per
+output file (named relative to the manifest's folder):
+
+    {"version": 3, "outputs": {"f00.txt": {"file": [size, mtime_ns, digest],
+                                            "params": "<digest of the parameters>",
+                                            "inputs": {"../src/f00.png": [size, mtime_ns, digest]}}}}
+
+- A file (output or input) is fingerprinted by size + mtime_ns; its content digest (BLAKE2b, 64 bits) is
+  computed only when those changed, so a rerun over thousands of unchanged files costs one `stat` each,
+  and a file that was touched or copied with the same bytes still counts as unchanged (its new stat is
+  remembered on the next `save`).
+- Parameters are any JSON value (rules, settings, a caption text); their canonical JSON is digested
+  together with charframe's version, so an upgrade makes every output stale once.
+
+API::
+
+    m = Manifest.load(folder / ".charframe-step.json")          # empty when missing or unreadable
+    params = {"size": 1024, "maps": ["depth"]}
+    state = m.status("out.png", inputs=[src_path], params=params)
+    #   Status.UP_TO_DATE  the recorded file is there, unchanged, made from these inputs and parameters
+    #   Status.STALE       the recorded file is there, unchanged, but inputs or parameters changed
+    #   Status.FOREIGN     a file is there that charframe did not record (a hand edit, another tool)
+    #   Status.MISSING     no file
+    if state is not Status.UP_TO_DATE:
+        st = atomic_write_bytes(folder / "out.png", data)
+        m.record("out.png", inputs=[src_path], params=params, data=data, stat=st)
+    m.up_to_date("out.png", inputs=[src_path], params=params)    # = status(...) is UP_TO_DATE
+    m.holds("out.png", data)        # the recorded, unchanged file holds exactly `data` (no read needed)
+    m.forget_missing()              # drop entries whose file is gone
+    m.save()                        # atomic, and only when something changed
+
+`record` without `data` digests the file on disk (after the caller wrote it). Inputs are paths (relative to
+the manifest's folder when inside it); `inputs=` may be any iterable of paths. A Manifest is not shared
+between threads: use one per folder.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from charframe import __version__
+from charframe.util.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+VERSION = 3
+Fingerprint = tuple[int, int, str]  # size, mtime_ns, content digest
+
+
+class Status(enum.Enum):
+    MISSING = "missing"
+    FOREIGN = "foreign"
+    STALE = "stale"
+    UP_TO_DATE = "up to date"
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
+
+
+def digest_file(path: str | os.PathLike) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_params(params: Any) -> str:
+    """Digest of parameters (canonical JSON) and charframe's version."""
+    text = json.dumps([__version__, params], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return digest_bytes(text.encode("utf-8"))
+
+
+class Manifest:
+    """Fingerprints of outputs, their inputs and parameters, kept in one JSON file; see the module doc."""
+
+    def __init__(self, path: str | os.PathLike, outputs: dict[str, dict[str, Any]] | None = None) -> None:
+        self.path = Path(path)
+        self.folder = self.path.parent
+        self.outputs: dict[str, dict[str, Any]] = outputs or {}
+        self.dirty = False
+        self._inputs_seen: dict[str, Fingerprint | None] = {}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Manifest:
+        """The manifest at `path`; empty when missing, and when unreadable (with a warning: its outputs
+        then count as foreign, the safe side)."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(path, _outputs_of(data))
+        except FileNotFoundError:
+            return cls(path)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
+            log.warning("%s: unreadable, ignored (files that differ will be treated as not written by charframe)", path)
+            return cls(path)
+
+    # --- checking -------------------------------------------------------------------------------------
+
+    def status(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None) -> Status:
+        entry = self.outputs.get(name)
+        try:
+            st = os.stat(self.folder / name)
+        except FileNotFoundError:
+            return Status.MISSING
+        if entry is None or not self._same_file(name, entry, st):
+            return Status.FOREIGN
+        if entry.get("params") != digest_params(params):
+            return Status.STALE
+        keys = [self._key(p) for p in inputs]
+        recorded = entry.get("inputs", {})
+        if set(keys) != set(recorded):
+            return Status.STALE
+        for key in keys:
+            now = self._input(key, recorded[key])
+            if now is None or now[2] != recorded[key][2]:
+                return Status.STALE
+            if now[:2] != tuple(recorded[key][:2]):
+                recorded[key] = list(now)
+                self.dirty = True
+        return Status.UP_TO_DATE
+
+    def up_to_date(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None) -> bool:
+        return self.status(name, inputs=inputs, params=params) is Status.UP_TO_DATE
+
+    def holds(self, name: str, data: bytes) -> bool:
+        """Whether the recorded file `name` is unchanged on disk and holds exactly `data`."""
+        entry = self.outputs.get(name)
+        if entry is None or entry["file"][2] != digest_bytes(data):
+            return False
+        try:
+            st = os.stat(self.folder / name)
+        except FileNotFoundError:
+            return False
+        return self._same_file(name, entry, st)
+
+    # --- recording ------------------------------------------------------------------------------------
+
+    def record(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None,
+               data: bytes | None = None, stat: os.stat_result | None = None) -> None:
+        """Remember output `name` as written now from `inputs` and `params` (`data`: its bytes, if known)."""
+        path = self.folder / name
+        st = stat or os.stat(path)
+        digest = digest_bytes(data) if data is not None else digest_file(path)
+        entry: dict[str, Any] = {"file": [st.st_size, st.st_mtime_ns, digest], "params": digest_params(params)}
+        fingerprints = {}
+        for p in inputs:
+            key = self._key(p)
+            now = self._input(key, None)
+            if now is None:
+                raise FileNotFoundError(f"{self._abs(key)}: input of {name} is missing")
+            fingerprints[key] = list(now)
+        if fingerprints:
+            entry["inputs"] = fingerprints
+        if self.outputs.get(name) != entry:
+            self.outputs[name] = entry
+            self.dirty = True
+
+    def forget(self, name: str) -> None:
+        if self.outputs.pop(name, None) is not None:
+            self.dirty = True
+
+    def forget_missing(self) -> None:
+        """Drop the entries whose output file no longer exists."""
+        for name in [n for n in self.outputs if not os.path.exists(self.folder / n)]:
+            self.forget(name)
+
+    def save(self) -> bool:
+        """Write the manifest (atomically) if anything changed; True if written."""
+        if not self.dirty:
+            return False
+        body = {"version": VERSION, "outputs": dict(sorted(self.outputs.items()))}
+        atomic_write_text(self.path, json.dumps(body, separators=(",", ":")), fsync=False)
+        self.dirty = False
+        return True
+
+    # --- internals ------------------------------------------------------------------------------------
+
+    def _same_file(self, name: str, entry: dict[str, Any], st: os.stat_result) -> bool:
+        """Same size and mtime as recorded, or (after a touch or copy) the same content; refreshes the stat."""
+        size, mtime, digest = entry["file"]
+        if (st.st_size, st.st_mtime_ns) == (size, mtime):
+            return True
+        if st.st_size != size:
+            return False
+        try:
+            same = digest_file(self.folder / name) == digest
+        except OSError:
+            return False
+        if same:
+            entry["file"] = [st.st_size, st.st_mtime_ns, digest]
+            self.dirty = True
+        return same
+
+    def _key(self, path: str | os.PathLike) -> str:
+        p = Path(path)
+        absolute = p if p.is_absolute() else Path(os.path.abspath(p))
+        try:
+            return os.path.relpath(absolute, os.path.abspath(self.folder)).replace(os.sep, "/")
+        except ValueError:  # Windows: another drive
+            return str(absolute)
+
+    def _abs(self, key: str) -> Path:
+        p = Path(key)
+        return p if p.is_absolute() else self.folder / p
+
+    def _input(self, key: str, recorded: list | None) -> Fingerprint | None:
+        """An input's fingerprint now (digest read only when size/mtime differ from `recorded`)."""
+        if key in self._inputs_seen and recorded is None:
+            return self._inputs_seen[key]
+        try:
+            st = os.stat(self._abs(key))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        if recorded is not None and (st.st_size, st.st_mtime_ns) == tuple(recorded[:2]):
+            fp: Fingerprint = (st.st_size, st.st_mtime_ns, recorded[2])
+        else:
+            cached = self._inputs_seen.get(key)
+            fp = cached if cached is not None and cached[:2] == (st.st_size, st.st_mtime_ns) else (
+                st.st_size, st.st_mtime_ns, digest_file(self._abs(key)))
+        self._inputs_seen[key] = fp
+        return fp
+
+
+def _outputs_of(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Entries of a manifest file; a version-2 caption manifest (`captions`: digest, size, mtime) is read
+    with unknown parameters, so its captions count as charframe's own but are compared once."""
+    if data.get("version") == VERSION:
+        outputs = data["outputs"]
+        for entry in outputs.values():
+            size, mtime, digest = entry["file"]
+            entry["file"] = [int(size), int(mtime), str(digest)]
+        return {str(k): v for k, v in outputs.items()}
+    if data.get("version") == 2 and isinstance(data.get("captions"), dict):
+        return {str(k): {"file": [int(v[1]), int(v[2]), str(v[0])], "params": None} for k, v in data["captions"].items()}
+    raise ValueError("unknown manifest format")
