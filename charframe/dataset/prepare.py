@@ -20,7 +20,7 @@ from tqdm import tqdm
 from charframe.dataset.captions import RuleSet, load_rules
 from charframe.dataset.toml_writer import build_dataset_config, dataset_dirs, render_dataset_toml, save_dataset_toml
 from charframe.errors import CharframeError
-from charframe.util.files import atomic_write_bytes, backup_file
+from charframe.util.files import atomic_write_bytes, backup_file, check_name_length
 from charframe.util.manifest import Manifest, Status
 from charframe.dataset.naming import parse_code, parse_subset_name
 from charframe.project import find_project_root
@@ -118,6 +118,18 @@ def _warn_numeric_keywords(folders: list[ImageFolder]) -> None:
             log.warning("%s: images directly in a dataset folder get the keyword %r from its name; put them in a subset folder such as %s", f.path, kp, f.path / "krnk girl_f0512")
 
 
+def _check_writable_here(root: Path, folder: ImageFolder) -> None:
+    """Refuse before any writing: a folder reached through a link to outside `root`, or caption names too long."""
+    real, real_root = folder.path.resolve(), root.resolve()
+    if real != real_root and real_root not in real.parents:
+        raise CharframeError(
+            f"{folder.path}: a link to {real}, outside {root}; charframe writes captions only inside the folder "
+            f"you name: copy the images in, or tag {real} itself"
+        )
+    longest = max(folder.images, key=lambda n: len(os.fsencode(os.path.splitext(n)[0])))
+    check_name_length(folder.path / (os.path.splitext(longest)[0] + CAPTION_EXTENSION), "shorten the image's name")
+
+
 def _jobs(roots: list[Path], rules: RuleSet | None, scans: dict[Path, list[ImageFolder]]) -> list[tuple[ImageFolder, RuleSet]]:
     """(folder, rules) pairs for every image folder below `roots`, each folder once."""
     jobs: dict[Path, tuple[ImageFolder, RuleSet]] = {}
@@ -132,6 +144,7 @@ def _jobs(roots: list[Path], rules: RuleSet | None, scans: dict[Path, list[Image
                 rule_cache[project] = load_rules(project)
         _warn_numeric_keywords(folders)
         for f in folders:
+            _check_writable_here(root, f)
             jobs.setdefault(f.path.absolute(), (f, rules or rule_cache[project]))
     return list(jobs.values())
 

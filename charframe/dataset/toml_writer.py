@@ -21,7 +21,7 @@ import tomli_w
 
 from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
-from charframe.util.files import DATA_DIR, atomic_write_text, backup_file
+from charframe.util.files import DATA_DIR, atomic_write_text, backup_file, check_name_length
 from charframe.dataset.imagesize import image_size
 from charframe.dataset.naming import is_image_name, parse_dataset_name, parse_subset_name
 from charframe.project import SIZE_CLASS_NAMES, VramProfile, find_project_root, load_project, parse_project_config
@@ -210,6 +210,7 @@ def build_dataset_config(
 ) -> DatasetConfig:
     """The config of one dataset folder; every problem found is reported in one CharframeError."""
     root = Path(dataset_dir)
+    check_name_length(toml_path(root), "its TOML is named after the dataset folder: shorten the folder's name")
     dataset = parse_dataset_name(root.absolute())
     if not dataset.has_repeats:
         log.warning("%s: the folder name has no repeats prefix (N_name, e.g. 4_krnk); num_repeats = 1", root)
@@ -275,7 +276,7 @@ def save_dataset_toml(dataset_dir: str | os.PathLike, text: str) -> Path:
             log.info("%s: unchanged", path)
             return path
         log.warning("%s: replaced; the previous version is kept as %s", path, backup_file(path).name)
-    atomic_write_text(path, text)
+    atomic_write_text(path, text, parents=False)
     log.info("%s: written", path)
     return path
 

@@ -63,6 +63,28 @@ def clean_stale_temps(folder: str | os.PathLike, older_than_minutes: float = STA
     return removed
 
 
+def name_max(folder: str | os.PathLike) -> int:
+    """The longest file name (in bytes) the file system of `folder` takes (255 where it cannot say)."""
+    folder = Path(folder)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, AttributeError, ValueError, TypeError):
+        return 255
+
+
+def check_name_length(path: str | os.PathLike, why: str = "") -> Path:
+    """`path` unless its file name is longer than its file system allows: then one error, before any writing."""
+    path = Path(path)
+    limit = name_max(path.parent)
+    size = len(os.fsencode(path.name))
+    if size > limit:
+        raise CharframeError(f"{path}: file name of {size} bytes is longer than the file system allows ({limit})"
+                             + (f"; {why}" if why else "; choose a shorter name"))
+    return path
+
+
 def check_parent(path: str | os.PathLike, *, parents: bool = False) -> Path:
     """`path` as a Path whose folder exists (created with `parents=True`); else one clear error naming it."""
     path = Path(path)
@@ -149,7 +171,7 @@ def backup_path(path: str | os.PathLike) -> Path:
 
 def backup_file(path: str | os.PathLike) -> Path:
     """Copy `path` to a fresh backup name (never overwriting an older backup); return it."""
-    dest = backup_path(path)
+    dest = check_name_length(backup_path(path), "the backup name is too long: shorten the file's name")
     shutil.copy2(path, dest)
     return dest
 

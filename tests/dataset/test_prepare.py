@@ -111,3 +111,65 @@ def test_tag_errors(tmp_path: Path) -> None:
         tag_dirs([tmp_path / "empty"])
     with pytest.raises(CharframeError, match="nope: no such folder"):
         tag_dirs([tmp_path / "nope"])
+
+
+# --- hostile names and folders (issue 12, points 2 and 7) -----------------------------------------------
+
+def _all_files(root: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_248_character_image_name_gets_its_caption(tmp_path: Path) -> None:
+    sub = tmp_path / "LoRAInput" / "4_krnk" / "krnk girl_f0512"
+    name = "f00" + "x" * 241 + ".png"
+    assert len(name) == 248
+    put_images(sub, [name], (64, 64))
+    report = prepare_dirs([tmp_path / "LoRAInput" / "4_krnk"])
+    assert report.tag.written == 1
+    assert (sub / (name[:-4] + ".txt")).read_text(encoding="utf-8").startswith("krnk, white background")
+    assert not [p for p in sub.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_242_character_dataset_name_is_prepared(tmp_path: Path) -> None:
+    ds = tmp_path / "LoRAInput" / ("4_" + "k" * 240)
+    put_images(ds / "krnk girl_f0512", ["f00.png"], (64, 64))
+    report = prepare_dirs([ds])
+    assert report.tomls == [ds / (ds.name + ".toml")] and report.tomls[0].is_file()
+
+
+def test_dataset_name_too_long_for_its_toml_refused_before_any_caption(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from charframe.cli import main
+
+    ds = tmp_path / "LoRAInput" / ("4_" + "k" * 250)  # 252 characters: fits, but `<name>.toml` (257) does not
+    put_images(ds / "krnk girl_f0512", ["f00.png"], (64, 64))
+    before = _all_files(tmp_path)
+    assert main(["prepare", str(ds)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "longer than the file system allows" in err and "shorten the folder's name" in err
+    assert _all_files(tmp_path) == before
+
+
+def test_subset_linked_outside_the_dataset_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from charframe.cli import main
+
+    ds = krnk_tree(tmp_path, codes=("f00",))
+    outside = tmp_path / "elsewhere" / "krnk girl_f0256"
+    put_images(outside, ["f01.png"], (256, 256))
+    (ds / "krnk girl_f0999").symlink_to(outside, target_is_directory=True)
+    before = _all_files(tmp_path)
+    for command in ("tag", "prepare"):
+        assert main([command, str(ds)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"a link to {outside}, outside {ds}" in err
+        assert _all_files(tmp_path) == before
+    assert sorted(p.name for p in outside.iterdir()) == ["f01.png"]  # no caption, no manifest there
+
+
+def test_temporary_left_by_a_killed_caption_write_is_cleaned(tmp_path: Path) -> None:
+    ds = krnk_tree(tmp_path, codes=("f00",))
+    sub = ds / "krnk girl_f0512"
+    stale = sub / ".cf-deadbeef.tmp"
+    stale.write_text("half a caption")
+    os.utime(stale, (1, 1))
+    tag_dirs([ds])
+    assert not stale.exists() and (sub / "f00.txt").is_file()

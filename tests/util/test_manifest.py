@@ -1,0 +1,92 @@
+import json
+import os
+import time
+from pathlib import Path
+
+from charframe.util.manifest import Manifest, Status, digest_params
+
+
+def test_status_cycle_missing_uptodate_stale_foreign(tmp_path: Path) -> None:
+    src = tmp_path / "in.png"
+    src.write_bytes(b"source")
+    out = tmp_path / "out.txt"
+    m = Manifest.load(tmp_path / ".m.json")
+    assert m.status("out.txt", inputs=[src], params={"a": 1}) is Status.MISSING
+    out.write_bytes(b"result")
+    assert m.status("out.txt", inputs=[src], params={"a": 1}) is Status.FOREIGN  # not recorded
+    m.record("out.txt", inputs=[src], params={"a": 1})
+    assert m.save() and not m.save()  # written once, then nothing to do
+    m = Manifest.load(tmp_path / ".m.json")
+    assert m.up_to_date("out.txt", inputs=[src], params={"a": 1})
+    assert m.status("out.txt", inputs=[src], params={"a": 2}) is Status.STALE  # parameters changed
+    assert m.status("out.txt", inputs=[], params={"a": 1}) is Status.STALE  # other inputs
+    src.write_bytes(b"source2")
+    assert m.status("out.txt", inputs=[src], params={"a": 1}) is Status.STALE  # input content changed
+    src.write_bytes(b"source")
+    assert m.up_to_date("out.txt", inputs=[src], params={"a": 1})  # same bytes again: up to date
+    out.write_bytes(b"hand edit")
+    assert m.status("out.txt", inputs=[src], params={"a": 1}) is Status.FOREIGN
+    out.unlink()
+    m.forget_missing()
+    assert m.outputs == {}
+
+
+def test_touched_file_with_same_bytes_is_up_to_date_and_stat_refreshed(tmp_path: Path) -> None:
+    (tmp_path / "o").write_bytes(b"x")
+    m = Manifest(tmp_path / ".m.json")
+    m.record("o", data=b"x")
+    m.save()
+    os.utime(tmp_path / "o", ns=(5, 5))
+    m = Manifest.load(tmp_path / ".m.json")
+    assert m.holds("o", b"x") and not m.holds("o", b"y")
+    assert m.dirty and m.outputs["o"]["file"][1] == 5  # the new mtime is remembered: next time no read
+    m.save()
+    assert json.loads((tmp_path / ".m.json").read_text())["outputs"]["o"]["file"][1] == 5
+
+
+def test_unreadable_manifest_counts_as_empty(tmp_path: Path) -> None:
+    (tmp_path / ".m.json").write_bytes(b"\xff{ not json")
+    (tmp_path / "o").write_bytes(b"x")
+    assert Manifest.load(tmp_path / ".m.json").status("o") is Status.FOREIGN
+
+
+def test_version_2_caption_manifest_is_read_as_stale(tmp_path: Path) -> None:
+    from charframe.util.manifest import digest_bytes
+
+    (tmp_path / "f00.txt").write_bytes(b"krnk")
+    st = (tmp_path / "f00.txt").stat()
+    legacy = {"version": 2, "captions": {"f00.txt": [digest_bytes(b"krnk"), st.st_size, st.st_mtime_ns]}}
+    (tmp_path / ".m.json").write_text(json.dumps(legacy))
+    assert Manifest.load(tmp_path / ".m.json").status("f00.txt", params="krnk") is Status.STALE  # ours, compared once
+
+
+def test_params_digest_includes_charframe_version(monkeypatch) -> None:
+    from charframe.util import manifest
+
+    before = digest_params({"a": 1})
+    assert digest_params({"a": 1}) == before and digest_params({"a": 2}) != before
+    monkeypatch.setattr(manifest, "__version__", "999")
+    assert digest_params({"a": 1}) != before
+
+
+def test_nothing_to_do_for_50_characters_x_40_images_under_a_second(tmp_path: Path) -> None:
+    """The pipeline's `rerun --all` budget: 2000 outputs, each with its input, all up to date."""
+    manifests = []
+    for c in range(50):
+        folder = tmp_path / f"c{c}"
+        folder.mkdir()
+        m = Manifest(folder / ".m.json")
+        for i in range(40):
+            (folder / f"{i}.png").write_bytes(b"img%d" % i)
+            (folder / f"{i}.txt").write_bytes(b"cap%d" % i)
+            m.record(f"{i}.txt", inputs=[folder / f"{i}.png"], params={"rules": "r", "i": i})
+        m.save()
+        manifests.append(folder)
+    start = time.perf_counter()
+    stale = 0
+    for folder in manifests:
+        m = Manifest.load(folder / ".m.json")
+        stale += sum(not m.up_to_date(f"{i}.txt", inputs=[folder / f"{i}.png"], params={"rules": "r", "i": i}) for i in range(40))
+    elapsed = time.perf_counter() - start
+    assert stale == 0
+    assert elapsed < 1.0, f"{elapsed:.2f} s for 2000 checks"
