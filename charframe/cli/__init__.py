@@ -12,6 +12,9 @@ import argparse
 import importlib
 import logging
 import sys
+import tempfile
+import traceback
+from pathlib import Path
 
 from charframe import __version__
 from charframe.deps import quiet_dependency_notes
@@ -108,3 +111,45 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug or an unforeseen input: one line here, the whole story in a log file
+        log_path = write_crash_log(sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
+        first = (str(e).strip().splitlines() or [""])[0][:300]
+        where = f"details in {log_path}" if log_path else "no log could be written; rerun with -v for details"
+        logging.getLogger("charframe").error(f"unexpected {type(e).__name__}: {first} ({where})")
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        return 1
+
+
+LOG_KEEP = 50  # crash logs kept; older ones are removed
+
+
+def crash_log_dir() -> Path:
+    """Where tracebacks of unexpected errors go: `<cache>/logs` ($CHARFRAME_CACHE_DIR honoured)."""
+    from charframe.util.files import user_cache_dir
+
+    return user_cache_dir() / "logs"
+
+
+def write_crash_log(argv: list[str]) -> Path | None:
+    """Write the current exception's traceback, the command and the versions to a new log file; its path."""
+    import datetime
+    import os
+    import platform
+
+    body = (
+        f"charframe {__version__}, Python {platform.python_version()} on {platform.platform()}\n"
+        f"command: {' '.join(argv)}\ncwd: {os.getcwd()}\n\n{traceback.format_exc()}"
+    )
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for folder in (crash_log_dir(), Path(tempfile.gettempdir()) / "charframe-logs"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"charframe-{stamp}-{os.getpid()}.log"
+            path.write_text(body, encoding="utf-8")
+        except OSError:
+            continue
+        for old in sorted(folder.glob("charframe-*.log"))[:-LOG_KEEP]:
+            old.unlink(missing_ok=True)
+        return path
+    return None
