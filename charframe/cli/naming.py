@@ -109,7 +109,15 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
     roots = require_dirs(args.dirs)
     report = tag_dirs(roots, rules=_rules(args, roots[0]), force=args.force, progress=sys.stderr.isatty())
-    return 1 if report.kept else 0
+    return _kept_exit(report)
+
+
+def _kept_exit(report) -> int:
+    """Exit 1 when hand-edited captions were kept, with the flag that replaces them."""
+    if report.kept:
+        log.warning("  rerun with --force to replace the %d kept caption(s)", len(report.kept))
+        return 1
+    return 0
 
 
 def cmd_toml(args: argparse.Namespace) -> int:
@@ -126,7 +134,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     roots = require_dirs(args.dirs)
     report = prepare_dirs(roots, rules=_rules(args, roots[0]), force=args.force, vram=args.vram, relative_to=args.relative_to, progress=sys.stderr.isatty())
-    return 1 if report.tag.kept else 0
+    return _kept_exit(report.tag)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:

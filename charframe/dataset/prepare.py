@@ -173,11 +173,11 @@ def _log_report(report: TagReport) -> None:
     for folder, names in by_folder.items():
         log.info("%s: skipped %d image(s) without a code [fb][0-2][0-7]: %s", folder, len(names), ", ".join(names))
     for b in report.backups:
-        log.warning("%s: hand-edited caption replaced (--force); the old one is kept as %s", b.parent / b.name.rsplit(".bak", 1)[0], b.name)
+        log.warning("%s: hand-edited caption replaced (forced); the old one is kept as %s", b.parent / b.name.rsplit(".bak", 1)[0], b.name)
     if report.kept:
         log.warning(
             "%d caption(s) differ from the rules and look hand-edited; kept as they are: %s\n"
-            "  change the rules (charframe.toml [captions]) or rerun with --force to replace them (a .bak copy is kept)",
+            "  change the rules (charframe.toml [captions]) or force replacing them (a .bak copy is kept)",
             len(report.kept), ", ".join(str(p) for p in report.kept),
         )
     log.info("captions: %d written, %d unchanged, %d kept, %d skipped, in %d folder(s)", report.written, report.unchanged, len(report.kept), len(report.skipped), report.folders)

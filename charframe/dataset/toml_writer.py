@@ -210,6 +210,7 @@ def build_dataset_config(
 ) -> DatasetConfig:
     """The config of one dataset folder; every problem found is reported in one CharframeError."""
     root = Path(dataset_dir)
+    check_relative_to(relative_to)
     check_name_length(toml_path(root), "its TOML is named after the dataset folder: shorten the folder's name")
     dataset = parse_dataset_name(root.absolute())
     if not dataset.has_repeats:
@@ -243,6 +244,17 @@ def build_dataset_config(
         raise CharframeError("\n".join(problems) + f"\nno TOML written for {root}")
     datasets = tuple(Dataset(resolution_of(c), batches[c], tuple(by_class[c])) for c in CLASS_NAMES if c in by_class)
     return DatasetConfig(General(num_repeats=dataset.repeats), datasets)
+
+
+def check_relative_to(relative_to: str | os.PathLike | None) -> None:
+    """The folder image paths are written relative to must exist (a typo would write paths that lead nowhere)."""
+    if relative_to is None:
+        return
+    path = Path(relative_to)
+    if not path.exists():
+        raise CharframeError(f"{{param}} {path}: no such folder (image_dir paths would lead nowhere)", param="relative_to")
+    if not path.is_dir():
+        raise CharframeError(f"{{param}} {path}: is a file, but a folder is expected", param="relative_to")
 
 
 def _image_dir(path: Path, relative_to: str | os.PathLike | None) -> str:

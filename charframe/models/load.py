@@ -72,7 +72,7 @@ def load_sd(
             raise CharframeError(f"{path}: model not found (pass a .safetensors/.ckpt file or a diffusers folder)")
         if path.is_dir():
             if config is not None:
-                log.warning("--config %s ignored: %s is a diffusers folder with its own configs", config, path)
+                log.warning("config %s ignored: %s is a diffusers folder with its own configs", config, path)
             comps = _load_diffusers_folder(path, dtype)
         else:
             comps = load_single_file(path, config=config, dtype=dtype)
@@ -83,7 +83,7 @@ def load_sd(
     elif comps.vae.device.type == "meta":
         raise CharframeError(
             f"{comps.info.get('model_path', model)}: the checkpoint has no VAE weights (first_stage_model.*); "
-            "pass one with --vae (e.g. vae-ft-mse-840000-ema-pruned.safetensors)"
+            "pass one with {param} (e.g. vae-ft-mse-840000-ema-pruned.safetensors)", param="vae"
         )
     comps.info.setdefault("base_model_version", "sd_v1")
     comps.info.setdefault("prediction_type", comps.noise_scheduler.config.prediction_type)

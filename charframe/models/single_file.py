@@ -30,7 +30,7 @@ from charframe.models.tokenizer import clip_tokenizer
 log = logging.getLogger(__name__)
 
 SD15_CONFIG = "data/models/sd15"
-CONFIG_HINT = "pass --config with the model's diffusers folder or its original .yaml"
+CONFIG_HINT = "pass {param} with the model's diffusers folder or its original .yaml"
 
 
 @dataclass
@@ -83,7 +83,7 @@ def folder_config(folder: Path) -> ModelConfig:
             setattr(cfg, attr, _json(folder / rel))
             found += 1
     if not found:
-        raise CharframeError(f"{folder}: no unet/, vae/, text_encoder/ or scheduler/ config.json inside; {CONFIG_HINT}")
+        raise CharframeError(f"{folder}: no unet/, vae/, text_encoder/ or scheduler/ config.json inside; {CONFIG_HINT}", param="config")
     if (folder / "tokenizer" / "vocab.json").is_file():
         cfg.tokenizer_dir = folder / "tokenizer"
     return cfg
@@ -131,7 +131,7 @@ def resolve_config(path: Path, config: str | Path | None, shapes: dict[str, tupl
         return folder_config(config)
     if config.suffix.lower() in (".yaml", ".yml") and config.is_file():
         return yaml_config(config, shapes)
-    raise CharframeError(f"{config}: --config must be a diffusers folder or an original .yaml file")
+    raise CharframeError(f"{config}: {{param}} must be a diffusers folder or an original .yaml file", param="config")
 
 
 def empty_modules(cfg: ModelConfig) -> tuple[Any, Any, Any]:
@@ -191,13 +191,13 @@ def check_shapes(
         if k in state and tuple(state[k].shape) != tuple(ref.shape):
             raise CharframeError(
                 f"{path}: {what} shapes differ from {source} ({k}: file {tuple(state[k].shape)}, "
-                f"config {tuple(ref.shape)}); {hint}"
+                f"config {tuple(ref.shape)}); {hint}", param="config" if "{param}" in hint else None
             )
     missing = [k for k in expected if k not in state]
     if missing:
         raise CharframeError(
             f"{path}: {what} weights incomplete ({len(missing)} missing, e.g. {missing[0]}); the file may be "
-            f"truncated, or its layout is not {source}'s ({hint})"
+            f"truncated, or its layout is not {source}'s ({hint})", param="config" if "{param}" in hint else None
         )
 
 
@@ -249,7 +249,7 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     if len(tokenizer) > text_encoder.config.vocab_size:
         raise CharframeError(
             f"{path}: the tokenizer ({len(tokenizer)} tokens) does not fit the text encoder "
-            f"({text_encoder.config.vocab_size} embeddings); {CONFIG_HINT}"
+            f"({text_encoder.config.vocab_size} embeddings); {CONFIG_HINT}", param="config"
         )
     scheduler = DDPMScheduler.from_config(cfg.scheduler)
     if scheduler.config.prediction_type != "epsilon":

@@ -133,6 +133,7 @@ def test_uncoded_images_are_listed(tmp_path: Path, capsys: pytest.CaptureFixture
 
 def test_toml_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     ds = krnk_tree(tmp_path)
+    (tmp_path / "sd-scripts").mkdir()
     rc, _, err = run(capsys, "toml", ds, "--vram", "12gb", "--relative-to", tmp_path / "sd-scripts")
     assert rc == 0 and "4_krnk.toml: written" in err
     data = tomlio.load(ds / "4_krnk.toml")
@@ -164,3 +165,43 @@ def test_help_teaches_with_examples(capsys: pytest.CaptureFixture) -> None:
             main([command, "--help"])
         assert info.value.code == 0
         assert "examples:" in capsys.readouterr().out
+
+
+# --- hostile input (issue 12, points 10 and 11) -------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["tag", "prepare", "explain"])
+def test_rules_folder_or_binary_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture, command: str) -> None:
+    ds = krnk_tree(tmp_path)
+    before = files_under(tmp_path)
+    target = [ds] if command != "explain" else ["f00"]
+    rc, _, err = run(capsys, command, *target, "--rules", tmp_path)
+    assert rc == 2 and err.strip() == f"error: {tmp_path}: is a folder; pass the rules file itself"
+    binary = tmp_path / "rules.bin"
+    binary.write_bytes(b"\x00\x89PNG")
+    rc, _, err = run(capsys, command, *target, "--rules", binary)
+    assert rc == 2 and err.strip() == f"error: {binary}: a binary file, not a text rules file"
+    binary.unlink()
+    assert files_under(tmp_path) == before
+
+
+def test_rules_type_error_names_line_and_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ds = krnk_tree(tmp_path)
+    rules = tmp_path / "r.toml"
+    rules.write_text('[captions]\nreplace = "no"\n', encoding="utf-8")
+    rc, _, err = run(capsys, "tag", ds, "--rules", rules)
+    assert rc == 2 and err.strip() == f"error: {rules}:2: captions.replace: expected true or false, got 'no'"
+    assert not list(ds.rglob("*.txt"))
+
+
+@pytest.mark.parametrize("what", ["missing", "file"])
+def test_relative_to_must_be_an_existing_folder(tmp_path: Path, capsys: pytest.CaptureFixture, what: str) -> None:
+    ds = krnk_tree(tmp_path)
+    target = tmp_path / "sd-scriptz"
+    if what == "file":
+        target.write_text("x")
+    before = files_under(tmp_path)
+    for command in ("toml", "prepare"):
+        rc, _, err = run(capsys, command, ds, "--relative-to", target)
+        expected = "no such folder (image_dir paths would lead nowhere)" if what == "missing" else "is a file, but a folder is expected"
+        assert rc == 2 and err.strip() == f"error: --relative-to {target}: {expected}"
+        assert files_under(tmp_path) == before

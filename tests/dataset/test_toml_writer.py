@@ -51,6 +51,7 @@ def test_krnk_example_parses_to_the_conventions_structure(tmp_path: Path) -> Non
 def test_krnk_with_12gb_profile_and_relative_paths(tmp_path: Path) -> None:
     ds = krnk_tree(tmp_path)
     scripts = tmp_path / "sd-scripts"
+    scripts.mkdir()
     data = tomlio.load(write_dataset_toml(ds, vram="12gb", relative_to=scripts))
     assert [d["batch_size"] for d in data["datasets"]] == [4, 2]
     assert data["datasets"][0]["subsets"][0]["image_dir"] == os.path.join("..", "LoRAInput", "4_krnk", "krnk girl_f0128")

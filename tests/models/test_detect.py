@@ -169,7 +169,7 @@ def test_bad_config_arguments(tmp_path: Path, sd15_shapes) -> None:
     junk.write_text("model: 3\n")
     with pytest.raises(CharframeError, match=r"junk.yaml: not an original Stable Diffusion config yaml"):
         resolve_config(tmp_path / "m.safetensors", junk, sd15_shapes)
-    with pytest.raises(CharframeError, match=r"--config must be a diffusers folder or an original .yaml"):
+    with pytest.raises(CharframeError, match=r"config must be a diffusers folder or an original .yaml"):
         resolve_config(tmp_path / "m.safetensors", tmp_path / "nothing.json", sd15_shapes)
     (tmp_path / "emptycfg").mkdir()
     with pytest.raises(CharframeError, match=r"emptycfg: no unet/"):

@@ -103,7 +103,7 @@ def test_single_file_without_config_names_the_fix(files) -> None:
     with pytest.raises(CharframeError) as err:
         load_sd(files["safetensors"])
     msg = str(err.value)
-    assert msg.startswith(str(files["safetensors"])) and "shapes differ from SD1.5" in msg and "--config" in msg
+    assert msg.startswith(str(files["safetensors"])) and "shapes differ from SD1.5" in msg and "pass config with" in msg
 
 
 def test_ckpt_loads_weights_only_and_fp16(files, ref1) -> None:
@@ -202,7 +202,7 @@ def test_vae_override_on_diffusers_folder_and_mismatch(files, ref2, tmp_path: Pa
 
 
 def test_checkpoint_without_vae_needs_vae(files, ref2, tmp_path: Path) -> None:
-    with pytest.raises(CharframeError, match=r"novae.safetensors: the checkpoint has no VAE.*--vae"):
+    with pytest.raises(CharframeError, match=r"novae.safetensors: the checkpoint has no VAE.*pass one with vae"):
         load_sd(files["novae"], config=files["config"])
     comps = load_sd(files["novae"], vae=files["folder2"], config=files["config"])
     assert _same_weights(comps.vae, ref2.vae)

@@ -129,3 +129,32 @@ def test_cli_writes_out_dir_and_default_is_project(tmp_path, monkeypatch, capsys
     assert (project / "FaceTemplate" / "f20.png").exists() and (project / "BodyTemplate" / "overview.png").exists()
     assert main(["templates", "--maps", "hed"]) == 2
     assert "unknown map" in capsys.readouterr().err
+
+
+# --- hostile input (issue 12, points 10 and 11) -------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--size", "100000"], "error: --size must be an even number of pixels from 64 to 4096, got 100000"),
+        (["--size", "63"], "error: --size must be an even number of pixels from 64 to 4096, got 63"),
+        (["--elevation-deg", "nan"], "error: --elevation-deg must be between 0 and 90, got nan"),
+        (["--elevation-deg", "inf"], "error: --elevation-deg must be between 0 and 90, got inf"),
+    ],
+)
+def test_cli_templates_bad_numbers(tmp_path, capsys, extra, message):
+    assert main(["templates", "--out", str(tmp_path), *extra]) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_templates_out_is_a_file(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("mine")
+    assert main(["templates", "--out", str(target), "--size", "64"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {target}: is a file, but --out must be a folder (it receives FaceTemplate/ and BodyTemplate/)"
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    (tmp_path / "FaceTemplate").write_text("a file")
+    assert main(["templates", "--out", str(tmp_path), "--size", "64"]) == 2
+    assert "FaceTemplate: is a file, but the template set needs this name for a folder" in capsys.readouterr().err
