@@ -111,14 +111,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug or an unforeseen input: one line here, the whole story in a log file
-        log_path = write_crash_log(sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
-        first = (str(e).strip().splitlines() or [""])[0][:300]
-        where = f"details in {log_path}" if log_path else "no log could be written; rerun with -v for details"
-        logging.getLogger("charframe").error(f"unexpected {type(e).__name__}: {first} ({where})")
+    except OSError as e:
+        if e.filename is None or not e.strerror:
+            return _unexpected(e, argv, args.verbose)
+        # the system refused a path the user gave (name too long, permission, disk full …): say which and why
+        names = f"{e.filename} → {e.filename2}" if e.filename2 else f"{e.filename}"
+        logging.getLogger("charframe").error(f"{names}: {e.strerror}")
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        return 1
+        return 2
+    except Exception as e:  # a bug or an unforeseen input: one line here, the whole story in a log file
+        return _unexpected(e, argv, args.verbose)
+
+
+def _unexpected(e: BaseException, argv: list[str] | None, verbose: int) -> int:
+    """Report an exception nobody foresaw: one line with the log file's path (-v: the traceback too); exit 1."""
+    log_path = write_crash_log(sys.argv[:1] + list(argv if argv is not None else sys.argv[1:]))
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    where = f"details in {log_path}" if log_path else "no log could be written; rerun with -v for details"
+    logging.getLogger("charframe").error(f"unexpected {type(e).__name__}: {first} ({where})")
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    return 1
 
 
 LOG_KEEP = 50  # crash logs kept; older ones are removed

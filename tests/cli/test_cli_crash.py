@@ -41,3 +41,9 @@ def test_unwritable_cache_falls_back_to_the_temp_folder(tmp_path: Path, monkeypa
     assert main(["tag", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "details in " in err and "charframe-logs" in err
+
+
+def test_system_refusing_a_path_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    too_long = tmp_path / ("L" * 300)
+    assert main(["tag", str(too_long)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {too_long}: File name too long"
