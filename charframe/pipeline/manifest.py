@@ -1,0 +1,182 @@
+"""Step manifests: what one pipeline step consumed and produced, so a rerun redoes only what changed.
+
+A manifest (JSON, one per step of one stage: `LoRAWork/<owner>/pipeline/<stage>.<step>.json`) holds
+
+- `params`: a digest of everything that is not a file — the recipe, the caption rules, the prompts, the
+  charframe version;
+- `inputs` / `outputs`: every file as `path → [size, mtime_ns, content digest]`.
+
+A step is fresh when its params digest is unchanged, the same input files exist with the same content, and
+its outputs are still there unchanged. Content is compared by digest (a touched but identical file is still
+fresh, as in DVC), but a file whose size and mtime equal the recorded ones is taken as unchanged without
+being read (as make and git's index do) — that keeps "nothing to do" for fifty characters under a second.
+
+A manifest is written (atomically) only after its step succeeded, and removed before a step starts, so a
+run killed mid-step redoes exactly that step next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from charframe import __version__
+from charframe.util.files import atomic_write_text
+
+VERSION = 1
+_CHUNK = 1 << 20
+
+#: path → (size, mtime_ns, digest)
+FileTable = dict[str, tuple[int, int, str]]
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """Files below `root` matching `patterns` (glob, `**` for any depth); no patterns = `root` itself is one file.
+
+    Hidden files and folders (`.charframe-captions.json`, `.x.tmp`) never count: they are bookkeeping."""
+
+    root: Path
+    patterns: tuple[str, ...] = ()
+
+    def files(self) -> list[Path]:
+        if not self.patterns:
+            return [self.root] if self.root.is_file() else []
+        if not self.root.is_dir():
+            return []
+        found: set[Path] = set()
+        for pattern in self.patterns:
+            found.update(p for p in self.root.glob(pattern)
+                         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.root).parts))
+        return sorted(found)
+
+    def overlaps(self, other: "FileSet") -> bool:
+        """Whether the two sets can share a file (one root at or below the other, same patterns or any)."""
+        a, b = self.root, other.root
+        nested = a == b or a in b.parents or b in a.parents
+        if not nested:
+            return False
+        if not self.patterns or not other.patterns or a != b:
+            return True
+        return bool(set(self.patterns) & set(other.patterns)) or any(
+            _suffix(p) == _suffix(q) for p in self.patterns for q in other.patterns)
+
+
+def _suffix(pattern: str) -> str:
+    return Path(pattern).suffix.lower()
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """blake2b-128 of the file's bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def params_digest(params: Mapping[str, Any]) -> str:
+    """Digest of the non-file inputs (JSON with sorted keys; the charframe version is always part of it)."""
+    text = json.dumps({"charframe": __version__, **params}, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def fingerprint(sets: Iterable[FileSet], known: FileTable | None = None) -> FileTable:
+    """`path → (size, mtime_ns, digest)` of every file of `sets`. A file whose size and mtime equal the entry
+    in `known` (a previous manifest) keeps that digest without being read."""
+    known = known or {}
+    table: FileTable = {}
+    for fs in sets:
+        for p in fs.files():
+            key = str(p)
+            if key in table:
+                continue
+            st = p.stat()
+            old = known.get(key)
+            if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+                table[key] = old
+            else:
+                table[key] = (st.st_size, st.st_mtime_ns, file_digest(p))
+    return table
+
+
+@dataclass
+class Manifest:
+    params: str
+    inputs: FileTable = field(default_factory=dict)
+    outputs: FileTable = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps({"version": VERSION, "params": self.params, "seconds": round(self.seconds, 3),
+                           "inputs": self.inputs, "outputs": self.outputs}, indent=1, sort_keys=True)
+
+
+def read_manifest(path: Path) -> Manifest | None:
+    """The manifest at `path`; None when missing or unreadable (the step is then simply stale)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("version") != VERSION:
+            return None
+        table = lambda d: {str(k): (int(v[0]), int(v[1]), str(v[2])) for k, v in d.items()}  # noqa: E731
+        return Manifest(str(data["params"]), table(data["inputs"]), table(data["outputs"]), float(data.get("seconds", 0)))
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+def record(path: Path, params: str, inputs: FileTable, outputs: Iterable[FileSet], seconds: float = 0.0) -> Manifest:
+    """Write the manifest of a finished step (inputs fingerprinted before it ran, outputs now)."""
+    m = Manifest(params, inputs, fingerprint(outputs), seconds)
+    atomic_write_text(path, m.to_json())
+    return m
+
+
+def invalidate(path: Path) -> None:
+    """Forget a step's manifest (before it runs: a crash then leaves it stale)."""
+    path.unlink(missing_ok=True)
+
+
+def stale_reason(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet]) -> str | None:
+    """Why the step recorded at `path` must run again, or None when it is up to date."""
+    m = read_manifest(path)
+    if m is None:
+        return "never run"
+    if m.params != params:
+        return "settings changed"
+    now = _changed(m.inputs, list(inputs))
+    if now:
+        return f"input {now}"
+    out = _changed(m.outputs, list(outputs))
+    if out:
+        return f"output {out}"
+    return None
+
+
+def is_fresh(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet]) -> bool:
+    return stale_reason(path, params, inputs, outputs) is None
+
+
+def _changed(recorded: FileTable, sets: list[FileSet]) -> str | None:
+    """The first difference between recorded files and the files of `sets` now, in words."""
+    current: dict[str, Path] = {}
+    for fs in sets:
+        for p in fs.files():
+            current.setdefault(str(p), p)
+    for key in recorded.keys() - current.keys():
+        return f"{Path(key).name} missing"
+    for key in current.keys() - recorded.keys():
+        return f"{Path(key).name} added"
+    for key, (size, mtime, digest) in recorded.items():
+        try:
+            st = os.stat(key)
+        except OSError:
+            return f"{Path(key).name} missing"
+        if st.st_size == size and st.st_mtime_ns == mtime:
+            continue
+        if st.st_size != size or file_digest(key) != digest:
+            return f"{Path(key).name} changed"
+    return None
