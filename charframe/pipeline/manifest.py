@@ -4,10 +4,12 @@ A manifest (JSON, one per step of one stage: `LoRAWork/<owner>/pipeline/<stage>.
 
 - `params`: a digest of everything that is not a file — the recipe, the caption rules, the prompts, the
   charframe version;
-- `inputs` / `outputs`: every file as `path → [size, mtime_ns, content digest]`.
+- `inputs` / `outputs`: every file as `path → [size, mtime_ns, content digest]`, paths relative to the project
+  root (a moved or copied project stays up to date).
 
 A step is fresh when its params digest is unchanged, the same input files exist with the same content, and
-its outputs are still there unchanged. Content is compared by digest (a touched but identical file is still
+its outputs are all still there. An output that was edited by hand (a retouched image in a dataset) is kept:
+the step does not run again over it, but every step reading it sees a changed input. Content is compared by digest (a touched but identical file is still
 fresh, as in DVC), but a file whose size and mtime equal the recorded ones is taken as unchanged without
 being read (as make and git's index do) — that keeps "nothing to do" for fifty characters under a second.
 
@@ -79,28 +81,44 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def params_digest(params: Mapping[str, Any]) -> str:
-    """Digest of the non-file inputs (JSON with sorted keys; the charframe version is always part of it)."""
+def params_digest(params: Mapping[str, Any], base: Path | None = None) -> str:
+    """Digest of the non-file inputs (JSON with sorted keys; the charframe version is always part of it).
+    Paths below `base` (the project root) count relative to it, so a moved project stays up to date."""
     text = json.dumps({"charframe": __version__, **params}, sort_keys=True, default=str, separators=(",", ":"))
+    if base is not None:
+        text = text.replace(json.dumps(str(base))[1:-1], "<project>")
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
-def fingerprint(sets: Iterable[FileSet], known: FileTable | None = None) -> FileTable:
-    """`path → (size, mtime_ns, digest)` of every file of `sets`. A file whose size and mtime equal the entry
-    in `known` (a previous manifest) keeps that digest without being read."""
-    known = known or {}
-    table: FileTable = {}
+def _key(p: Path, base: Path | None) -> str:
+    if base is not None:
+        try:
+            return p.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return str(p)
+
+
+def _current(sets: Iterable[FileSet], base: Path | None) -> dict[str, Path]:
+    current: dict[str, Path] = {}
     for fs in sets:
         for p in fs.files():
-            key = str(p)
-            if key in table:
-                continue
-            st = p.stat()
-            old = known.get(key)
-            if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
-                table[key] = old
-            else:
-                table[key] = (st.st_size, st.st_mtime_ns, file_digest(p))
+            current.setdefault(_key(p, base), p)
+    return current
+
+
+def fingerprint(sets: Iterable[FileSet], known: FileTable | None = None, base: Path | None = None) -> FileTable:
+    """`path → (size, mtime_ns, digest)` of every file of `sets` (paths relative to `base` when below it). A file
+    whose size and mtime equal the entry in `known` (a previous manifest) keeps that digest without being read."""
+    known = known or {}
+    table: FileTable = {}
+    for key, p in _current(sets, base).items():
+        st = p.stat()
+        old = known.get(key)
+        if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
+            table[key] = old
+        else:
+            table[key] = (st.st_size, st.st_mtime_ns, file_digest(p))
     return table
 
 
@@ -128,9 +146,10 @@ def read_manifest(path: Path) -> Manifest | None:
         return None
 
 
-def record(path: Path, params: str, inputs: FileTable, outputs: Iterable[FileSet], seconds: float = 0.0) -> Manifest:
+def record(path: Path, params: str, inputs: FileTable, outputs: Iterable[FileSet], seconds: float = 0.0,
+           base: Path | None = None) -> Manifest:
     """Write the manifest of a finished step (inputs fingerprinted before it ran, outputs now)."""
-    m = Manifest(params, inputs, fingerprint(outputs), seconds)
+    m = Manifest(params, inputs, fingerprint(outputs, base=base), seconds)
     atomic_write_text(path, m.to_json())
     return m
 
@@ -140,43 +159,40 @@ def invalidate(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def stale_reason(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet]) -> str | None:
+def stale_reason(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet],
+                 base: Path | None = None) -> str | None:
     """Why the step recorded at `path` must run again, or None when it is up to date."""
     m = read_manifest(path)
     if m is None:
         return "never run"
     if m.params != params:
         return "settings changed"
-    now = _changed(m.inputs, list(inputs))
+    now = _changed(m.inputs, _current(inputs, base))
     if now:
         return f"input {now}"
-    out = _changed(m.outputs, list(outputs))
-    if out:
-        return f"output {out}"
-    return None
+    current = _current(outputs, base)
+    gone = next((k for k in m.outputs if k not in current), None)
+    return f"output {Path(gone).name} missing" if gone else None
 
 
-def is_fresh(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet]) -> bool:
-    return stale_reason(path, params, inputs, outputs) is None
+def is_fresh(path: Path, params: str, inputs: Iterable[FileSet], outputs: Iterable[FileSet], base: Path | None = None) -> bool:
+    return stale_reason(path, params, inputs, outputs, base) is None
 
 
-def _changed(recorded: FileTable, sets: list[FileSet]) -> str | None:
-    """The first difference between recorded files and the files of `sets` now, in words."""
-    current: dict[str, Path] = {}
-    for fs in sets:
-        for p in fs.files():
-            current.setdefault(str(p), p)
+def _changed(recorded: FileTable, current: dict[str, Path]) -> str | None:
+    """The first difference between recorded files and the files now, in words."""
     for key in recorded.keys() - current.keys():
         return f"{Path(key).name} missing"
     for key in current.keys() - recorded.keys():
         return f"{Path(key).name} added"
     for key, (size, mtime, digest) in recorded.items():
+        p = current[key]
         try:
-            st = os.stat(key)
+            st = p.stat()
         except OSError:
-            return f"{Path(key).name} missing"
+            return f"{p.name} missing"
         if st.st_size == size and st.st_mtime_ns == mtime:
             continue
-        if st.st_size != size or file_digest(key) != digest:
-            return f"{Path(key).name} changed"
+        if st.st_size != size or file_digest(p) != digest:
+            return f"{p.name} changed"
     return None

@@ -105,7 +105,7 @@ def plan_jobs(jobs: Iterable[StageJob], options: Options = Options(), table: Seq
                 reason = f"upstream output {upstream.root.name} changes" if upstream else None
                 if reason is None:
                     p = PlannedStep(job, step, None)
-                    reason = mf.stale_reason(p.manifest, mf.params_digest(step.params(job)), inputs, outputs)
+                    reason = mf.stale_reason(p.manifest, mf.params_digest(step.params(job), job.root), inputs, outputs, job.root)
             if reason:
                 dirty += outputs
             planned.append(PlannedStep(job, step, reason))
@@ -165,11 +165,11 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
         mf.invalidate(p.manifest)
         start = time.perf_counter()
         try:
-            params = mf.params_digest(p.step.params(p.job))
-            inputs = mf.fingerprint(p.step.inputs(p.job), old.inputs if old else None)
+            params = mf.params_digest(p.step.params(p.job), p.job.root)
+            inputs = mf.fingerprint(p.step.inputs(p.job), old.inputs if old else None, p.job.root)
             p.step.run(resolve(p.step.call, p.step.name), p.job, ctx)
             row.seconds = time.perf_counter() - start
-            mf.record(p.manifest, params, inputs, p.step.outputs(p.job), row.seconds)
+            mf.record(p.manifest, params, inputs, p.step.outputs(p.job), row.seconds, p.job.root)
             row.status = "ran"
         except (CharframeError, OSError) as e:
             row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)

@@ -167,8 +167,9 @@ def _preview(fn, job: StageJob, ctx: RunContext) -> None:
 
 
 def _character_params(job: StageJob) -> dict[str, Any]:
-    return {c.keyword: {"character": dump(dataclasses.replace(c, training=type(c.training)())), "outfit": o}
-            for c, o in job.members}
+    """What a generated image depends on: the character without its training recipes and other outfits."""
+    return {c.keyword: {"character": dump(dataclasses.replace(c, training=type(c.training)(), outfits={})),
+                        "outfit": c.outfits[o] if o else ""} for c, o in job.members}
 
 
 def _rules(job: StageJob) -> dict[str, Any]:
