@@ -172,6 +172,8 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
             mf.record(p.manifest, params, inputs, p.step.outputs(p.job), row.seconds, p.job.root)
             row.status = "ran"
         except (CharframeError, OSError) as e:
+            if getattr(e, "exit_code", 0) == 130:
+                raise  # Ctrl-C inside the trainer (state saved): stop the run, the step stays stale
             row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)
             log.error("%s %s %s: %s", p.job.owner, p.job.name, p.step.name, row.message)
             failed = True
