@@ -25,6 +25,7 @@ Reruns exactly the stale steps (and everything downstream of them) of every char
 Characters/, goes on past a character that fails, then prints a summary table; exit 1 if anything failed.
 examples:
   charframe rerun --all                     # after editing a caption rule in charframe.toml
+  charframe rerun --all D:/charframe        # the project of that folder (what bin/rerun-all does)
   charframe rerun krnk tyank --force        # redo everything of two characters
 """
 
@@ -78,6 +79,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     w.add_argument("--debounce", type=float, default=2.0, metavar="S", help="quiet seconds before acting (default 2)")
     w.set_defaults(func=run_watch)
 
+    t = sub.add_parser("tensorboard", help="open TensorBoard on the project's LoRALog/ (losses, preview grids)",
+                       description="Start TensorBoard on LoRALog/: training losses and the preview images of every stage.",
+                       epilog="example:\n  charframe tensorboard            # then open http://localhost:6006\n",
+                       formatter_class=fmt)
+    t.add_argument("project", nargs="?", metavar="PROJECT", help="project folder (default: found from the current folder)")
+    t.add_argument("--port", type=int, default=6006, help="port (default 6006)")
+    t.set_defaults(func=run_tensorboard)
+
 
 def _project(arg: str | None) -> Path:
     from charframe.errors import CharframeError
@@ -107,6 +116,8 @@ def run_rerun(args: argparse.Namespace) -> int:
     from charframe.pipeline.runner import all_targets, rerun, summary_table
     from charframe.pipeline.stages import resolve_target
 
+    if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
+        args.project, args.characters = args.characters[0], []  # `rerun --all PROJECT` (a folder dropped on bin/rerun-all)
     root = _project(args.project)
     if args.all == bool(args.characters):
         raise CharframeError("name characters or give --all (not both)", param="all")
@@ -122,3 +133,18 @@ def run_watch(args: argparse.Namespace) -> int:
     from charframe.pipeline.watch import watch
 
     return watch(_project(args.project), train=args.train, poll=args.poll, debounce=args.debounce)
+
+
+def run_tensorboard(args: argparse.Namespace) -> int:
+    import subprocess
+    import sys
+
+    from charframe.project import project_dirs
+
+    logdir = project_dirs(_project(args.project)).log
+    logdir.mkdir(parents=True, exist_ok=True)
+    print(f"TensorBoard on {logdir}: http://localhost:{args.port}  (Ctrl-C stops)")
+    try:
+        return subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(args.port)])
+    except KeyboardInterrupt:
+        return 0
