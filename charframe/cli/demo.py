@@ -1,16 +1,20 @@
-"""`charframe demo`: the main job on embedded defaults (see charframe.pipeline.demo)."""
+"""`charframe demo`: `charframe run` on a demo character with embedded defaults (see charframe.pipeline.demo)."""
 
 from __future__ import annotations
 
 import argparse
 
 EPILOG = """\
-what it does (in the project found from the current folder; the repo itself by default):
+what it does (in the project found from the current folder; the repo itself by default): writes the demo
+character file Characters/demo.toml and runs `charframe run demo --stage face` on it:
   1. LoRAInput/4_demo/   the example dataset: clay renders of the bundled FaceTemplate/ on black,
                          at 128, 256 and 768 px ("demo girl_f0128" …), copied from examples/
   2. captions (.txt) and LoRAInput/4_demo/4_demo.toml, exactly as `charframe prepare` writes them
   3. the built-in trainer: LoRAOutput/demo/demo-Lora3x3A50p-AdamW8-8-100-20.safetensors
   4. the FACE block-weight merge (…-FACE.safetensors) and the SvR16 compression (…-FACE-SvR16.safetensors)
+  5. LoRAOutput/demo/demo-face-preview.png: base model vs LoRA vs merged vs compressed on five scenes × two seeds
+     (also in TensorBoard: charframe tensorboard, or bin/tensorboard)
+Run it again and nothing runs (every step is up to date); change an option and only what it affects reruns.
 
 Without --model the tiny random demo model is used: the run is real, the pictures it would make are noise.
 examples:
@@ -23,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
         help="run the whole flow once on the example dataset (tiny demo model by default)",
-        description="Example dataset → captions + TOML → training → FACE merge → SvR16 compression.",
+        description="Example dataset → captions + TOML → training → FACE merge → SvR16 compression → preview grid.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from charframe.pipeline.demo import run_demo
 
     result = run_demo(args.project, model=args.model, vae=args.vae, logic=args.logic,
-                      dim=args.dim, lr=args.lr, steps=args.steps)
+                      dim=args.dim, lr=args.lr, steps=args.steps, progress=not args.quiet)
     print(f"dataset     {result.dataset}\ntoml        {result.toml}\nlora        {result.lora}\n"
-          f"merged      {result.merged}\ncompressed  {result.compressed}")
+          f"merged      {result.merged}\ncompressed  {result.compressed}\npreview     {result.preview}")
     return 0

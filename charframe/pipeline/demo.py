@@ -1,9 +1,12 @@
-"""The main job end to end on embedded defaults: `charframe demo`.
+"""The main job end to end on embedded defaults: `charframe demo` = `charframe run` on a demo character.
 
-bundled templates → example dataset (clay renders, background filled black, exported at several
-sizes like a real multi-size folder set) → captions + dataset TOML → built-in trainer (the tiny demo
-model unless a real one is given) → FACE block-weight merge → SvR16 compression.
-With a real `--model` the same run trains a real (if tiny-data) face LoRA of the mannequin.
+It writes `Characters/demo.toml` (the tiny demo model unless a real one is given) and runs the pipeline's face
+stage on it: example dataset (clay renders of the bundled templates, background filled black, exported at
+several sizes like a real multi-size folder set) → captions + dataset TOML → built-in trainer → FACE
+block-weight merge → SvR16 compression → preview grid. The first step is the only demo-specific row of the
+step table (`DEMO_STEPS`); when this checkout has the generation steps, the demo table is the pipeline's own
+(`STEPS`: generate → clean → pick → export in place of `example`). With a real `--model` the same run trains a
+real (if tiny-data) face LoRA of the mannequin. Rerunning the demo redoes only what changed.
 """
 
 from __future__ import annotations
@@ -14,18 +17,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from charframe.errors import CharframeError
+from charframe.character import CHARACTERS_DIR
 from charframe.dataset.naming import parse_code
+from charframe.errors import CharframeError
+from charframe.pipeline.manifest import FileSet
+from charframe.pipeline.runner import Options, RunReport, run_target
+from charframe.pipeline.stages import StageJob, target_jobs
+from charframe.pipeline.steps import IMAGES, STEPS, RunContext, Step
 from charframe.project import find_project_root, project_dirs
 from charframe.templates.writer import encode_png
-from charframe.lora.blocks import load_presets
-from charframe.lora.ops.compress import compress_file
-from charframe.lora.functional import RankRule
-from charframe.project import load_project_config
-from charframe.lora.ops.merge import merge_file
-from charframe.dataset.prepare import prepare_dirs
-from charframe.training.plan import make_plan
-from charframe.training.engines.builtin import train
+from charframe.util import toml as tomlio
+from charframe.util.files import atomic_write_text, backup_file
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,9 @@ EXAMPLE_SIZES = (128, 256, 768)
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 
 
+DEMO_KEYWORD = "demo"
+
+
 @dataclass
 class DemoResult:
     dataset: Path
@@ -44,6 +49,8 @@ class DemoResult:
     lora: Path
     merged: Path
     compressed: Path
+    preview: Path
+    report: RunReport
 
 
 def example_image(template: Path, mask: Path, size: int):
@@ -93,6 +100,38 @@ def ensure_example_dataset(input_dir: Path, face_templates: Path) -> Path:
     return target
 
 
+def _example(fn, job: StageJob, ctx: RunContext) -> None:
+    fn(job.dataset.parent, project_dirs(job.root).face_templates)
+
+
+#: The example dataset in place of generate → clean → pick → export (see the module docstring).
+EXAMPLE_STEP = Step(
+    "example", "charframe.pipeline.demo:ensure_example_dataset", frozenset({"face"}),
+    lambda j: [FileSet(EXAMPLES_DIR / EXAMPLE_NAME, IMAGES)], lambda j: [FileSet(j.dataset, IMAGES)],
+    lambda j: {}, _example, "the example dataset (examples/4_demo)",
+)
+DEMO_STEPS: tuple[Step, ...] = (EXAMPLE_STEP,) + tuple(s for s in STEPS if s.name not in ("generate", "clean", "pick", "export"))
+
+
+def demo_character(model: str | None, vae: str | None, logic: str, dim: int, lr: int, steps: int) -> str:
+    """The demo character file: the mannequin, trained with the given recipe."""
+    data = {
+        "keyword": DEMO_KEYWORD, "class": "girl", "prompt": "1girl, solo, grey clay mannequin", "fill": "black",
+        "generation": {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""},
+        "training": {"face": {"logic": logic, "dim": dim, "lr": lr, "steps": steps, "preset": "FACE", "sv_ratio": 16.0}},
+    }
+    return "# written by `charframe demo` (rewritten with its options; an edited copy is kept as .bak)\n" + tomlio.dumps(data)
+
+
+def write_demo_character(root: Path, text: str) -> Path:
+    path = root / CHARACTERS_DIR / f"{DEMO_KEYWORD}.toml"
+    if path.is_file() and path.read_text(encoding="utf-8") != text:
+        log.info("%s differs from the demo's options; the old one is kept as %s", path, backup_file(path).name)
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        atomic_write_text(path, text)
+    return path
+
+
 def run_demo(
     project: str | os.PathLike | None = None,
     *,
@@ -102,29 +141,20 @@ def run_demo(
     dim: int = 8,
     lr: int = 100,
     steps: int = 20,
-    out: str = "demo",
+    progress: bool = True,
 ) -> DemoResult:
-    """Run the whole flow once in the project at `project` (default: found from the cwd)."""
-
+    """`charframe run` of the demo character's face stage in the project at `project` (default: from the cwd)."""
+    if project is not None and not Path(project).is_dir():
+        what = "a file" if Path(project).exists() else "no such folder"
+        raise CharframeError(f"{project}: {what}; name an existing project folder for {{param}}", param="project")
     root = find_project_root(project)
-    dirs = project_dirs(root)
-    dirs.input.mkdir(parents=True, exist_ok=True)
-    dataset = ensure_example_dataset(dirs.input, dirs.face_templates)
-
-    log.info("[1/4] captions and dataset TOML")
-    prepared = prepare_dirs([dataset])
-    toml = prepared.tomls[0]
-
-    log.info("[2/4] training %s on %s", logic, "the tiny demo model" if model is None else model)
-    plan = make_plan(
-        logic, dim, lr, steps, dataset=toml, out=out, model=model, vae=vae,
-        output_dir=str(dirs.output), logging_dir=str(dirs.log),
-    )
-    lora = train(plan).output
-
-    log.info("[3/4] FACE block-weight merge")
-    merged = merge_file(lora, load_presets(project_config=load_project_config(root))["FACE"], "FACE").output
-
-    log.info("[4/4] SVD compression (sv_ratio 16)")
-    compressed = compress_file(merged, RankRule("sv_ratio", 16.0)).output
-    return DemoResult(dataset, toml, lora, merged, compressed)
+    if project is not None and root != Path(project).absolute():
+        root = Path(project).absolute()  # the folder the user named, even without LoRAInput/ yet
+    project_dirs(root).input.mkdir(parents=True, exist_ok=True)
+    character = write_demo_character(root, demo_character(model, vae, logic, dim, lr, steps))
+    _, report = run_target(character, Options(stage="face", progress=progress), DEMO_STEPS)
+    if report.failed:
+        first = report.failed[0]
+        raise CharframeError(f"demo: step {first.step} failed: {first.message}")
+    job = target_jobs(character, "face")[0]
+    return DemoResult(job.dataset, Path(job.plan.dataset), job.lora, job.merged, job.compressed, job.preview, report)

@@ -64,3 +64,25 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[s
     ranks = [v.shape[0] for k, v in compressed.items() if k.endswith("lora_down.weight")]
     assert ranks and max(ranks) <= 4
     assert '"compress"' in cmeta["charframe_history"] and '"merge"' in cmeta["charframe_history"]
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_demo_refuses_a_missing_project_or_a_file(tmp_path: Path, kind: str, capfd: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "nowhere"
+    if kind == "file":
+        target.write_text("x")
+    assert main(["demo", "--project", str(target)]) == 2
+    err = capfd.readouterr().err
+    assert f"{target}: {'no such folder' if kind == 'missing' else 'a file'}; name an existing project folder for --project" in err
+    assert not (Path.cwd() / "Characters" / "demo.toml").exists() or kind  # nothing was run in the current folder
+    assert not (tmp_path / "LoRAInput").exists()
+
+
+def test_demo_again_runs_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "LoRAInput").mkdir()
+    assert main(["demo", "--project", str(tmp_path), "--steps", "1", "--dim", "2"]) == 0
+    from charframe.pipeline.demo import run_demo
+
+    result = run_demo(tmp_path, steps=1, dim=2, progress=False)
+    assert {r.status for r in result.report.results} == {"up to date"}
+    assert result.preview.is_file()

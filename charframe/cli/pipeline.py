@@ -1,0 +1,150 @@
+"""`charframe run`, `charframe rerun`, `charframe watch`: the staged character pipeline (charframe.pipeline)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+STEPS_TEXT = "generate → clean → pick → export → prepare → train → merge → compress → preview"
+
+RUN_EPILOG = f"""\
+steps: {STEPS_TEXT}
+stages: face (LoRAInput/4_krnk) → body per outfit (LoRAInput/2_krnksf_krnk, images made with the face LoRA)
+        → group (from a group file Characters/<name>.group.toml: LoRAInput/1_krnksf_tyankkps_krnk_tyank)
+Only stale steps run: each step records what it read (file contents, rules, recipe, charframe version) in
+LoRAWork/<keyword>/pipeline/, and runs again when any of that changed, together with every step after it.
+examples:
+  charframe run krnk                        # Characters/krnk.toml, face then body stages
+  charframe run Characters/krnk.toml --stage face --dry-run
+  charframe run krnk --from train           # retrain (and merge, compress, preview) even if up to date
+  charframe run krnk_tyank                  # Characters/krnk_tyank.group.toml: members, then the group
+"""
+
+RERUN_EPILOG = """\
+Reruns exactly the stale steps (and everything downstream of them) of every character file and group file in
+Characters/, goes on past a character that fails, then prints a summary table; exit 1 if anything failed.
+examples:
+  charframe rerun --all                     # after editing a caption rule in charframe.toml
+  charframe rerun --all D:/charframe        # the project of that folder (what bin/rerun-all does)
+  charframe rerun krnk tyank --force        # redo everything of two characters
+"""
+
+WATCH_EPILOG = """\
+Watches LoRAInput/ and Characters/ of the project. A dataset folder whose images changed is re-prepared once
+(captions + TOML) after the copying has settled; with --train a new or changed character file or dataset also
+queues its `charframe run`. Jobs run one at a time; the queue is LoRAWork/watch-queue.json, so a restarted
+watcher continues it. Ctrl-C stops after saving the queue.
+examples:
+  charframe watch                           # the project of the current folder
+  charframe watch D:/charframe --train --poll   # network drive: poll instead of OS events
+"""
+
+
+def _options(args: argparse.Namespace):
+    from charframe.pipeline.runner import Options
+
+    return Options(args.stage, getattr(args, "from_step", None), getattr(args, "until_step", None), args.force,
+                   progress=not getattr(args, "quiet", False))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser("run", help="run the staged pipeline of one character or group (only what is stale)",
+                       description="Run a character's stages (face, body per outfit) or a group's, step by step.",
+                       epilog=RUN_EPILOG, formatter_class=fmt)
+    p.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    p.add_argument("--stage", default="all", choices=("face", "body", "group", "all"), help="stage(s) to run (default all)")
+    p.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
+    p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
+    p.add_argument("--force", action="store_true", help="redo every step")
+    p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
+    p.set_defaults(func=run_run)
+
+    r = sub.add_parser("rerun", help="rerun what changed, for many characters; summary table at the end",
+                       description="Rerun the stale steps of characters and groups.", epilog=RERUN_EPILOG,
+                       formatter_class=fmt)
+    r.add_argument("characters", nargs="*", metavar="CHARACTER", help="character/group files or names (or --all)")
+    r.add_argument("--all", action="store_true", help="every character and group file in Characters/")
+    r.add_argument("--project", metavar="DIR", help="project folder (default: found from the current folder)")
+    r.add_argument("--stage", default="all", choices=("face", "body", "group", "all"), help="stage(s) (default all)")
+    r.add_argument("--force", action="store_true", help="redo every step")
+    r.set_defaults(func=run_rerun)
+
+    w = sub.add_parser("watch", help="watch dataset folders and character files; prepare (and train) on change",
+                       description="Watch a project and keep its datasets prepared (and, with --train, trained).",
+                       epilog=WATCH_EPILOG, formatter_class=fmt)
+    w.add_argument("project", nargs="?", metavar="PROJECT", help="project folder (default: found from the current folder)")
+    w.add_argument("--train", action="store_true", help="also queue `run` for changed character files and datasets")
+    w.add_argument("--poll", action="store_true", help="poll the folders (network drives) instead of OS events")
+    w.add_argument("--debounce", type=float, default=2.0, metavar="S", help="quiet seconds before acting (default 2)")
+    w.set_defaults(func=run_watch)
+
+    t = sub.add_parser("tensorboard", help="open TensorBoard on the project's LoRALog/ (losses, preview grids)",
+                       description="Start TensorBoard on LoRALog/: training losses and the preview images of every stage.",
+                       epilog="example:\n  charframe tensorboard            # then open http://localhost:6006\n",
+                       formatter_class=fmt)
+    t.add_argument("project", nargs="?", metavar="PROJECT", help="project folder (default: found from the current folder)")
+    t.add_argument("--port", type=int, default=6006, help="port (default 6006)")
+    t.set_defaults(func=run_tensorboard)
+
+
+def _project(arg: str | None) -> Path:
+    from charframe.errors import CharframeError
+    from charframe.project import find_project_root
+
+    if arg is not None and not Path(arg).is_dir():
+        raise CharframeError(f"{arg}: not a folder; name the project folder (the one holding LoRAInput/)", param="project")
+    return find_project_root(arg)
+
+
+def run_run(args: argparse.Namespace) -> int:
+    from charframe.pipeline.runner import describe_plan, run_target, summary_table
+    from charframe.pipeline.stages import resolve_target
+    from charframe.project import find_project_root
+
+    target = resolve_target(args.character, find_project_root())
+    planned, report = run_target(target, _options(args), dry_run=args.dry_run)
+    if args.dry_run:
+        print(describe_plan(planned))
+        return 0
+    print(summary_table(report, all_rows=True))
+    return 1 if report.failed else 0
+
+
+def run_rerun(args: argparse.Namespace) -> int:
+    from charframe.errors import CharframeError
+    from charframe.pipeline.runner import all_targets, rerun, summary_table
+    from charframe.pipeline.stages import resolve_target
+
+    if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
+        args.project, args.characters = args.characters[0], []  # `rerun --all PROJECT` (a folder dropped on bin/rerun-all)
+    root = _project(args.project)
+    if args.all == bool(args.characters):
+        raise CharframeError("name characters or give --all (not both)", param="all")
+    targets = all_targets(root) if args.all else [resolve_target(c, root) for c in args.characters]
+    if not targets:
+        raise CharframeError(f"{root / 'Characters'}: no character files (<keyword>.toml) to run")
+    report = rerun(targets, _options(args))
+    print(summary_table(report))
+    return 1 if report.failed else 0
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    from charframe.pipeline.watch import watch
+
+    return watch(_project(args.project), train=args.train, poll=args.poll, debounce=args.debounce)
+
+
+def run_tensorboard(args: argparse.Namespace) -> int:
+    import subprocess
+    import sys
+
+    from charframe.project import project_dirs
+
+    logdir = project_dirs(_project(args.project)).log
+    logdir.mkdir(parents=True, exist_ok=True)
+    print(f"TensorBoard on {logdir}: http://localhost:{args.port}  (Ctrl-C stops)")
+    try:
+        return subprocess.call([sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir), "--port", str(args.port)])
+    except KeyboardInterrupt:
+        return 0

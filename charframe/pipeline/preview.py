@@ -1,0 +1,146 @@
+"""Preview grids: the base model, the LoRA, the merged and the compressed LoRA side by side on fixed prompts.
+
+Rows are the four models, columns the scenes × seeds of `preview_spec` (the character in five different
+places, as DreamBooth's evaluation does, so overfitting shows); every image of a column shares its prompt and
+seed, so differences come from the model alone. One labelled PNG beside the LoRA
+(`LoRAOutput/<out>/<out>-<stage>-preview.png`) and the same rows as TensorBoard images
+(`LoRALog/<out>-preview/`, tag `<stage>/<model>`, step = training steps).
+A file diffusers cannot load (a LyCORIS LoHa before compression) gets a grey tile that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from charframe.models.load import load_sd
+from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
+from charframe.pipeline.stages import StageJob
+from charframe.project import project_dirs
+from charframe.templates.writer import encode_png
+from charframe.training.text import encode, tokenize
+from charframe.util.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+LABEL_W, HEAD_H, MIN_TILE = 96, 30, 128
+GREY = (96, 96, 96)
+
+
+def _font(size: int) -> Any:
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+def render_row(pipe: Any, texts: Sequence[str], negative: str, s: PreviewSettings, clip_skip: int,
+               bar: Any = None) -> list[Image.Image]:
+    """One image per (prompt, seed), each from its own seeded generator; prompts are encoded with the clip
+    skip of training (`training.text.encode`, as sd-scripts and the WebUI do)."""
+    import torch
+
+    def embed(text: str) -> Any:
+        with torch.no_grad():
+            return encode(pipe.text_encoder, tokenize(pipe.tokenizer, [text]), clip_skip).to(pipe.unet.dtype)
+
+    images = []
+    negative_embeds = embed(negative)
+    for text in texts:
+        prompt_embeds = embed(text)
+        for seed in s.seeds:
+            g = torch.Generator(device=pipe.device).manual_seed(int(seed))
+            out = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, num_inference_steps=s.steps,
+                       guidance_scale=s.cfg, height=s.size, width=s.size, generator=g, output_type="pil")
+            images.append(out.images[0].convert("RGB"))
+            if bar is not None:
+                bar.update(1)
+    return images
+
+
+def _tile(text: str, size: int) -> Image.Image:
+    img = Image.new("RGB", (size, size), GREY)
+    ImageDraw.Draw(img).multiline_text((4, 4), text, fill=(255, 255, 255), font=_font(10))
+    return img
+
+
+def _fit(text: str, font: Any, width: int) -> str:
+    while text and font.getlength(text) > width:
+        text = text[:-2] + "…" if len(text) > 2 else ""
+    return text
+
+
+def labelled_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], columns: Sequence[str], size: int) -> Image.Image:
+    """Rows of equal-size tiles with the model name on the left and the column names on top."""
+    size = max(size, MIN_TILE)  # tiny-model previews are shown enlarged so the labels fit
+    n = max(len(images) for _, images in rows)
+    grid = Image.new("RGB", (LABEL_W + n * size, HEAD_H + len(rows) * size), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    font = _font(11)
+    for j, name in enumerate(columns):
+        lines = [_fit(line, font, size - 6) for line in name.split("\n")]
+        draw.multiline_text((LABEL_W + j * size + 3, 2), "\n".join(lines), fill=(0, 0, 0), font=font, spacing=1)
+    for i, (label, images) in enumerate(rows):
+        y = HEAD_H + i * size
+        draw.text((4, y + size // 2 - 6), label, fill=(0, 0, 0), font=font)
+        for j, img in enumerate(images):
+            grid.paste(img.resize((size, size), Image.Resampling.NEAREST), (LABEL_W + j * size, y))
+    return grid
+
+
+def _tensorboard(log_dir: Path, stage: str, rows: Sequence[tuple[str, Sequence[Image.Image]]], step: int) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    with SummaryWriter(str(log_dir)) as w:
+        for label, images in rows:
+            strip = np.concatenate([np.asarray(img) for img in images], axis=1)
+            w.add_image(f"{stage}/{label}", strip, global_step=step, dataformats="HWC")
+
+
+def _quiet_loaders() -> None:
+    """A merged file without text-encoder modules (FACE drops BASE) is expected: no diffusers note, no bars."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.disable_progress_bar()
+
+
+def preview_job(job: StageJob, *, progress: bool = True) -> Path:
+    """Draw the grid of one stage (base, LoRA, merged, compressed) and log it to TensorBoard."""
+    import torch
+
+    s = preview_settings(job.root, job.plan.model is None)
+    texts = prompts(job.members, s)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    comps = load_sd(job.plan.model, job.plan.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
+    pipe = comps.pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    variants = [("base", None), ("LoRA", job.lora), ("merged", job.merged), ("compressed", job.compressed)]
+    rows: list[tuple[str, list[Image.Image]]] = []
+    total = len(variants) * len(texts) * len(s.seeds)
+    with tqdm(total=total, desc=f"preview {job.out}", unit="img", disable=not progress, leave=False) as bar:
+        for label, lora in variants:
+            if lora is not None:
+                try:
+                    _quiet_loaders()
+                    pipe.load_lora_weights(str(lora))
+                except (ValueError, KeyError, RuntimeError) as e:
+                    log.warning("%s: diffusers cannot load it (%s); its preview row is left grey", lora.name, e)
+                    rows.append((label, [_tile(f"{label}:\nnot loadable\nin diffusers", s.size)] * (len(texts) * len(s.seeds))))
+                    bar.update(len(texts) * len(s.seeds))
+                    continue
+            rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.clip_skip, bar)))
+            if lora is not None:
+                pipe.unload_lora_weights()
+    columns = [f"{scene}\nseed {seed}" for scene in s.scenes for seed in s.seeds]
+    grid = labelled_grid(rows, columns, s.size)
+    atomic_write_bytes(job.preview, encode_png(np.asarray(grid)))
+    _tensorboard(project_dirs(job.root).log / f"{job.out}-preview", job.name, rows, job.plan.steps)
+    log.info("preview: %s", job.preview)
+    return job.preview

@@ -1,0 +1,227 @@
+"""The step table: each pipeline step → the library call it makes, the files it reads and writes, its settings.
+
+This is the ONE place that knows how a step calls its library function. Calls are named by dotted path
+(`"charframe.dataset.prepare:prepare_dirs"`) and imported only when the step runs, for two reasons:
+deciding what is stale (`charframe rerun --all`, `--dry-run`) must not import torch or diffusers (seconds of
+start-up for fifty characters that need nothing), and the generation/cleaning steps are plug-ins that a
+checkout may not have yet — a missing one is a clear message when (and only when) it has to run.
+
+Inputs and outputs are `FileSet`s; a step is downstream of another when one of its inputs overlaps one of
+the other's outputs (`FileSet.overlaps`), which is how a change propagates (a new face LoRA → the body
+images → …). Steps in order: generate → clean → pick → export → prepare → train → merge → compress → preview
+(`clean` comes before `pick`: automatic picking scores the cleaned silhouettes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from charframe.character import Character
+from charframe.dataset.captions import load_rules
+from charframe.errors import CharframeError
+from charframe.pipeline.manifest import FileSet
+from charframe.pipeline.preview_spec import preview_settings
+from charframe.pipeline.stages import StageJob
+from charframe.project import project_dirs
+from charframe.util.schema import dump
+
+log = logging.getLogger(__name__)
+
+IMAGES = ("**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.webp")
+CAPTIONS = ("**/*.txt", "*.toml")
+
+
+@dataclass(frozen=True)
+class RunContext:
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Step:
+    """One row of the table."""
+
+    name: str
+    call: str                                             # "module:function", imported when the step runs
+    stages: frozenset[str]
+    inputs: Callable[[StageJob], list[FileSet]]
+    outputs: Callable[[StageJob], list[FileSet]]
+    params: Callable[[StageJob], dict[str, Any]]
+    run: Callable[[Callable[..., Any], StageJob, RunContext], None]
+    help: str = ""
+
+
+def resolve(call: str, step: str = "") -> Callable[..., Any]:
+    """The function named `module:function`; a module or name this checkout lacks is a clear error."""
+    module, _, attr = call.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and (module == e.name or module.startswith(e.name + ".")):
+            raise CharframeError(f"step {step or call}: {module} is not part of this charframe installation "
+                                 f"(update charframe, or run from a later step)") from None
+        raise
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise CharframeError(f"step {step or call}: {module} has no function {attr!r} (update charframe)")
+    return fn
+
+
+# --- the file sets of a job ---------------------------------------------------------------------------
+
+def _file(value: str | None) -> list[FileSet]:
+    if not value:
+        return []
+    p = Path(value)
+    return [FileSet(p, ("**/*",))] if p.is_dir() else [FileSet(p)]
+
+
+def _model_files(job: StageJob) -> list[FileSet]:
+    return _file(job.plan.model) + _file(job.plan.vae)
+
+
+def _own_sets(job: StageJob) -> list[tuple[Character, str, str, str]]:
+    """(character, kind, outfit, set name) of the image sets this stage generates itself (none for a group)."""
+    if job.stage == "face":
+        return [(job.character, "f", "", "face")]
+    if job.stage == "body":
+        c, o = job.members[0]
+        return [(c, "b", o, c.set_name("b", o))]
+    return []
+
+
+def _templates(job: StageJob) -> list[FileSet]:
+    dirs = project_dirs(job.root)
+    folder = dirs.face_templates if job.stage == "face" else dirs.body_templates
+    return [FileSet(folder, ("*.png", "control/**/*.png"))]
+
+
+def _controlnets(job: StageJob) -> list[FileSet]:
+    c = job.character
+    return [fs for unit in c.generation.controlnet for fs in _file(str(c.resolve(unit.model) or ""))]
+
+
+def _work(c: Character, set_name: str, *parts: str) -> FileSet:
+    folder = c.work_dir(set_name)
+    return FileSet(folder / parts[0], ("*.png",)) if parts[0] != "picks.toml" else FileSet(folder / parts[0])
+
+
+# --- adapters: the one place each library call is made --------------------------------------------------
+
+def _generate(fn, job: StageJob, ctx: RunContext) -> None:
+    for c, kind, outfit, _ in _own_sets(job):
+        fn(c, kind, outfit=outfit, face_lora=job.face_lora if kind == "b" else None, progress=ctx.progress)
+
+
+def _clean(fn, job: StageJob, ctx: RunContext) -> None:
+    for c, _, _, set_name in _own_sets(job):
+        fn(c, set_name, progress=ctx.progress)
+
+
+def _pick(fn, job: StageJob, ctx: RunContext) -> None:
+    for c, _, _, set_name in _own_sets(job):
+        fn(c, set_name)
+
+
+def _export(fn, job: StageJob, ctx: RunContext) -> None:
+    for c, set_name in job.sets():
+        fn(c, set_name, sizes=c.export.sizes, alpha_mask=c.export.alpha_mask, dataset=job.dataset.name)
+
+
+def _prepare(fn, job: StageJob, ctx: RunContext) -> None:
+    if not job.dataset.is_dir():
+        raise CharframeError(f"{job.dataset}: the dataset folder does not exist; run the export step first")
+    fn([job.dataset], progress=ctx.progress)
+
+
+def _train(fn, job: StageJob, ctx: RunContext) -> None:
+    """A leftover resumable state (Ctrl-C, crash) is continued; an older LoRA of the same name is kept as
+    `<file>.prev` (the trainer never overwrites, and the pipeline needs the planned name)."""
+    state = resolve("charframe.training.engines.builtin:find_state", "train")(job.plan)
+    if state is None and job.lora.exists():
+        os.replace(job.lora, job.lora.with_name(job.lora.name + ".prev"))
+        log.info("%s: previous version kept as %s.prev", job.lora, job.lora.name)
+    job.lora.parent.mkdir(parents=True, exist_ok=True)
+    result = fn(job.plan, resume=state is not None)
+    if result.output is not None and Path(result.output) != job.lora:
+        raise CharframeError(f"{job.lora}: the trainer wrote {result.output} instead; move it away and rerun")
+
+
+def _merge(fn, job: StageJob, ctx: RunContext) -> None:
+    label, weights = job.merge
+    fn(job.lora, weights, label, output=job.merged, overwrite=True)
+
+
+def _compress(fn, job: StageJob, ctx: RunContext) -> None:
+    rule = resolve("charframe.lora.functional:RankRule", "compress")("sv_ratio", float(job.recipe.sv_ratio))
+    fn(job.merged, rule, output=job.compressed, overwrite=True)
+
+
+def _preview(fn, job: StageJob, ctx: RunContext) -> None:
+    fn(job, progress=ctx.progress)
+
+
+def _character_params(job: StageJob) -> dict[str, Any]:
+    """What a generated image depends on: the character without its training recipes and other outfits."""
+    return {c.keyword: {"character": dump(dataclasses.replace(c, training=type(c.training)(), outfits={})),
+                        "outfit": c.outfits[o] if o else ""} for c, o in job.members}
+
+
+def _rules(job: StageJob) -> dict[str, Any]:
+    return {"rules": repr(load_rules(job.root).rules)}
+
+
+STEPS: tuple[Step, ...] = (
+    Step("generate", "charframe.generation.generate:generate_set", frozenset({"face", "body"}),
+         lambda j: _templates(j) + _model_files(j) + _controlnets(j) + ([FileSet(j.face_lora)] if j.face_lora else []),
+         lambda j: [_work(c, s, "raw") for c, _, _, s in _own_sets(j)],
+         _character_params, _generate, "candidates per template code (ControlNet)"),
+    Step("clean", "charframe.cleaning.clean:clean_set", frozenset({"face", "body"}),
+         lambda j: [_work(c, s, "raw") for c, _, _, s in _own_sets(j)],
+         lambda j: [fs for c, _, _, s in _own_sets(j) for fs in (_work(c, s, "clean"), _work(c, s, "alpha"))],
+         lambda j: {k: v["character"]["fill"] for k, v in _character_params(j).items()}, _clean,
+         "background removed and filled; transparent copies"),
+    Step("pick", "charframe.cleaning.pick:pick_set", frozenset({"face", "body"}),
+         lambda j: [fs for c, _, _, s in _own_sets(j) for fs in (_work(c, s, "clean"), _work(c, s, "alpha"))] + _templates(j),
+         lambda j: [_work(c, s, "picks.toml") for c, _, _, s in _own_sets(j)],
+         lambda j: {}, _pick, "best candidate per code (pose fidelity)"),
+    Step("export", "charframe.dataset.export:export_set", frozenset({"face", "body", "group"}),
+         lambda j: [fs for c, s in j.sets() for fs in (_work(c, s, "picks.toml"), _work(c, s, "clean"), _work(c, s, "alpha"))],
+         lambda j: [FileSet(j.dataset, IMAGES)],
+         lambda j: {c.keyword: dump(c.export) for c, _ in j.members}, _export, "picked images at every size"),
+    Step("prepare", "charframe.dataset.prepare:prepare_dirs", frozenset({"face", "body", "group"}),
+         lambda j: [FileSet(j.dataset, IMAGES)],
+         lambda j: [FileSet(j.dataset, CAPTIONS)],
+         _rules, _prepare, "captions + dataset TOML"),
+    Step("train", "charframe.training.engines.builtin:train", frozenset({"face", "body", "group"}),
+         lambda j: [FileSet(j.dataset, IMAGES + CAPTIONS)] + _model_files(j),
+         lambda j: [FileSet(j.lora)],
+         lambda j: {"plan": j.plan.to_dict()}, _train, "LoRA (built-in trainer)"),
+    Step("merge", "charframe.lora.ops.merge:merge_file", frozenset({"face", "body", "group"}),
+         lambda j: [FileSet(j.lora)], lambda j: [FileSet(j.merged)],
+         lambda j: {"label": j.merge[0], "weights": list(j.merge[1])}, _merge, "block-weight merge"),
+    Step("compress", "charframe.lora.ops.compress:compress_file", frozenset({"face", "body", "group"}),
+         lambda j: [FileSet(j.merged)], lambda j: [FileSet(j.compressed)],
+         lambda j: {"sv_ratio": j.recipe.sv_ratio}, _compress, "SVD compression"),
+    Step("preview", "charframe.pipeline.preview:preview_job", frozenset({"face", "body", "group"}),
+         lambda j: _model_files(j) + [FileSet(j.lora), FileSet(j.merged), FileSet(j.compressed)],
+         lambda j: [FileSet(j.preview)],
+         lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.model is None)),
+                    "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in j.members}},
+         _preview, "labelled grid: base vs LoRA vs merged vs compressed"),
+)
+
+STEP_NAMES = tuple(s.name for s in STEPS)
+
+
+def with_calls(table: tuple[Step, ...], calls: Mapping[str, str]) -> tuple[Step, ...]:
+    """The table with some steps calling other functions (same contract), e.g. a checkout's own generator."""
+    unknown = sorted(set(calls) - {s.name for s in table})
+    if unknown:
+        raise CharframeError(f"unknown step(s) {', '.join(unknown)}; steps: {', '.join(s.name for s in table)}")
+    return tuple(dataclasses.replace(s, call=calls.get(s.name, s.call)) for s in table)
