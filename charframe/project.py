@@ -112,6 +112,19 @@ class KohyaTable:
 
 
 @dataclass(frozen=True)
+class PreviewTable:
+    """`[preview]`: overrides of charframe/data/preview.toml for the preview grids (charframe.pipeline.preview)."""
+
+    scenes: tuple[str, ...] | None = None
+    seeds: tuple[int, ...] | None = None
+    steps: int | None = field(default=None, metadata=limits(min=1, max=200))
+    size: int | None = field(default=None, metadata=limits(min=32, max=2048))
+    cfg: float | None = field(default=None, metadata=limits(min=1, max=30))
+    tiny_steps: int | None = field(default=None, metadata=limits(min=1, max=200))
+    tiny_size: int | None = field(default=None, metadata=limits(min=32, max=2048))
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """Every section of `charframe.toml`, validated; absent sections have their defaults."""
 
@@ -120,6 +133,7 @@ class ProjectConfig:
     vram_profiles: dict[str, VramProfile] = field(default_factory=dict)
     block_presets: dict[str, str | tuple[float, ...]] = field(default_factory=dict)
     kohya: KohyaTable = field(default_factory=KohyaTable)
+    preview: PreviewTable = field(default_factory=PreviewTable)
     #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
     file: str = field(default="", metadata={"skip": True}, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, metadata={"skip": True}, compare=False, repr=False)
