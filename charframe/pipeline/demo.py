@@ -18,10 +18,9 @@ from charframe.errors import CharframeError
 from charframe.dataset.naming import parse_code
 from charframe.project import find_project_root, project_dirs
 from charframe.templates.writer import encode_png
-from charframe.lora.blocks import load_presets
+from charframe.lora.blocks import resolve_weights
 from charframe.lora.ops.compress import compress_file
 from charframe.lora.functional import RankRule
-from charframe.project import load_project_config
 from charframe.lora.ops.merge import merge_file
 from charframe.dataset.prepare import prepare_dirs
 from charframe.training.plan import make_plan
@@ -123,7 +122,8 @@ def run_demo(
     lora = train(plan).output
 
     log.info("[3/4] FACE block-weight merge")
-    merged = merge_file(lora, load_presets(project_config=load_project_config(root))["FACE"], "FACE").output
+    label, weights = resolve_weights("FACE", root)
+    merged = merge_file(lora, weights, label).output
 
     log.info("[4/4] SVD compression (sv_ratio 16)")
     compressed = compress_file(merged, RankRule("sv_ratio", 16.0)).output
