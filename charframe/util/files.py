@@ -11,6 +11,8 @@ from typing import Iterator
 
 #: charframe's shipped data files (rules, presets, tables, configs): `charframe/data/`.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+#: Bytes of the target's name kept in a temporary file's name (".<start>.<8 random>.tmp").
+_TMP_NAME_BYTES = 64
 
 
 @contextlib.contextmanager
@@ -21,7 +23,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # The temporary name keeps only the start of the target's name, so it never needs more than the
+    # file system's 255-byte limit, even when the target's own name is near it.
+    short = path.name.encode("utf-8")[:_TMP_NAME_BYTES].decode("utf-8", "ignore")
+    fd, tmp = tempfile.mkstemp(prefix=f".{short}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
