@@ -68,3 +68,25 @@ def test_module_weights_reports_outside():
     w = list(range(26))
     per, outside = B.module_weights(names, w)
     assert per == {names[0]: 1.0, names[1]: 0, names[2]: 13} and outside == [names[0]]
+
+
+def test_resolve_weights_is_the_one_preset_lookup(tmp_path):
+    """CLI merge and the demo both call this: shipped presets, the project's, then files."""
+    (tmp_path / "charframe.toml").write_text('[block_presets]\nHALF = "' + ",".join(["0.5"] * 26) + '"\n', encoding="utf-8")
+    assert B.resolve_weights("half", tmp_path) == ("HALF", (0.5,) * 26)
+    assert B.resolve_weights("FACE") == ("FACE", B.load_presets()["FACE"])
+    extra = tmp_path / "p.toml"
+    extra.write_text('[block_presets]\nHALF = [0.25]\n', encoding="utf-8")
+    with pytest.raises(CharframeError, match=r"p\.toml: preset HALF: 1 weights"):
+        B.resolve_weights("half", tmp_path, [extra])
+    with pytest.raises(CharframeError) as e:
+        B.resolve_weights("nope", tmp_path)
+    assert e.value.param == "preset" and str(e.value).startswith("preset: unknown preset 'nope'")
+    with pytest.raises(CharframeError, match="is a folder"):
+        B.resolve_weights("FACE", tmp_path, [tmp_path])
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), 1e300, -101])
+def test_expand_weights_refuses_non_finite_and_huge(weight):
+    with pytest.raises(ValueError, match=r"the weight of IN01 is .*finite number from -100 to 100"):
+        B.expand_weights([1, 1, weight] + [1] * 23)
