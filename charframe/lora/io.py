@@ -45,8 +45,6 @@ HISTORY_KEY = "charframe_history"
 _LEGACY_OFFSET, _LEGACY_SIZE = 0x100000, 0x10000
 #: Largest header accepted (the safetensors library's own limit): real LoRA headers are ~100 KiB.
 MAX_HEADER_BYTES = 100 * 2**20
-#: Longest file name (bytes) common file systems accept (ext4, NTFS, APFS).
-NAME_MAX = 255
 #: Words of torch's weights-only refusals that mean "this pickle would run or import code".
 _UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized function")
 
@@ -342,59 +340,6 @@ def with_history(metadata: dict[str, str], op: str, **details: Any) -> dict[str,
     out = dict(metadata)
     out[HISTORY_KEY] = json.dumps(history, ensure_ascii=False)
     return out
-
-
-def output_path(source: str | os.PathLike, label: str, folder: str | os.PathLike | None = None) -> Path:
-    """`<stem>-<label>.safetensors` beside `source` (or in `folder`); a label never leaves that folder."""
-    source = Path(source)
-    if any(sep in label for sep in ("/", "\\", os.sep)) or label in ("", ".", ".."):
-        raise CharframeError(f"'{label}' cannot be part of an output file name (it holds a path separator)")
-    return Path(folder or source.parent) / f"{source.stem}-{label}.safetensors"
-
-
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse, before any work is done, outputs that cannot or must not be written.
-
-    Each output's folder must exist (nothing is created silently), its name must fit the file
-    system, it must not be a folder, and an existing file is replaced only with `overwrite`.
-    """
-    for p in paths:
-        if len(p.name.encode("utf-8")) > NAME_MAX:
-            raise CharframeError(
-                f"{p.parent}: output name {p.name[:40]}… is {len(p.name.encode('utf-8'))} bytes, longer than the "
-                f"{NAME_MAX} a file name may have; shorten the input's name or choose a shorter output"
-            )
-        if not p.parent.is_dir():
-            what = "is not a folder" if p.parent.exists() else "does not exist"
-            raise CharframeError(f"{p}: the output folder {p.parent} {what}; create it first or choose another output")
-        if p.is_dir():
-            raise CharframeError(f"{p}: is a folder; give an output file name (…/name.safetensors)")
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise CharframeError(
-            f"output exists: {', '.join(existing)}; pass {{param}} to replace it, or move it away", param="overwrite"
-        )
-    clash = {p for p in paths if paths.count(p) > 1}
-    if clash:
-        raise CharframeError(f"two inputs would write the same output: {', '.join(map(str, sorted(clash)))}")
-
-
-def check_finite(net: LoraNetwork, output: Path) -> None:
-    """Refuse to write a result holding NaN/Inf (e.g. weights too large for the stored precision)."""
-    with torch_threads(1):
-        for module in net.modules.values():
-            try:
-                validate_values(module, output)
-            except CharframeError as e:
-                raise CharframeError(f"{e}; nothing written (are the weights too large for the stored precision?)") from None
-
-
-def source_entry(net: LoraNetwork) -> dict[str, str]:
-    """How a history entry names its input: file name and its sshs_model_hash (when known)."""
-    entry = {"source": net.source.name if net.source else "?"}
-    if MODEL_HASH_KEY in net.metadata:
-        entry["source_hash"] = net.metadata[MODEL_HASH_KEY]
-    return entry
 
 
 def tensors_nbytes(net: LoraNetwork) -> int:

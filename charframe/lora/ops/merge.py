@@ -18,7 +18,7 @@ from charframe.lora.blocks import BLOCK_IDS, module_weights, resolve_weights
 from charframe.lora.format import FileModule, LoraNetwork
 from charframe.lora.functional import scale_module
 from charframe.lora.keys import block_of
-from charframe.lora.ops.run import apply_to_file
+from charframe.lora.ops.run import apply_to_file, check_outputs, output_path
 from charframe.project import find_project_root
 from charframe.util.workers import torch_threads
 
@@ -94,7 +94,7 @@ def merge_file(
 ) -> MergeResult:
     """Merge one file with 26 block weights into `<stem>-<label>.safetensors` (or `output`)."""
     path = Path(path)
-    out = Path(output) if output else lio.output_path(path, label)
+    out = Path(output) if output else output_path(path, label)
 
     def operation(nets: list[LoraNetwork]) -> tuple[LoraNetwork, MergeResult, dict]:
         (net,) = nets
@@ -126,7 +126,7 @@ def merge_files(
     """
     root = find_project_root(paths[0]) if project_root is None else project_root
     label, weights = resolve_weights(preset, root, preset_files)
-    lio.check_outputs([lio.output_path(p, label) for p in paths], overwrite)
+    check_outputs([output_path(p, label) for p in paths], overwrite)
     for p in paths:
         yield merge_file(p, weights, label, overwrite=overwrite, progress=progress)
 

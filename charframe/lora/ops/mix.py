@@ -21,7 +21,7 @@ from charframe.lora.blocks import checked_weight
 from charframe.lora.format import FileModule, LoraNetwork
 from charframe.lora.functional import RankRule
 from charframe.lora.ops.refactor import DTYPES, Factored, ModuleReport, build_network, rank_metadata, refactor_module, rule_history
-from charframe.lora.ops.run import apply_to_file
+from charframe.lora.ops.run import apply_to_file, source_entry
 from charframe.util.workers import map_modules, torch_threads
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def mix_files(
         new, reports = mix_networks(list(zip(nets, weights)), rule, DTYPES[dtype], progress=progress)
         was_lycoris = any(n.kinds() - {"lora"} for n in nets)
         new.metadata = rank_metadata(new.metadata, new, was_lycoris=was_lycoris)
-        sources = [dict(lio.source_entry(n), weight=w) for n, w in zip(nets, weights)]
+        sources = [dict(source_entry(n), weight=w) for n, w in zip(nets, weights)]
         return new, MixResult(out, inputs, rule, reports), {"inputs": sources, **rule_history(rule, dtype)}
 
     return apply_to_file("mix", [p for p, _ in inputs], out, operation, overwrite=overwrite, lazy=True, name_output=True)
