@@ -225,3 +225,10 @@ def test_output_name_too_long_is_refused_before_work(tmp_path, capsys):
     src = save(tmp_path, "k" * 240)  # 252 characters: "-FACE" makes the output 257
     refused(["merge", str(src), "--preset", "FACE"], capsys, "longer than the 255", "shorten", watch=(tmp_path,))
     refused(["mix", str(src), str(src)], capsys, "longer than the 255", watch=(tmp_path,))
+
+
+@pytest.mark.parametrize("command", [["inspect"], ["merge", "--preset", "FACE"], ["compress"], ["mix"]])
+def test_missing_input_in_missing_folder_says_no_such_file(tmp_path, capsys, command):
+    missing = tmp_path / "nowhere" / "a.safetensors"
+    err = refused([command[0], str(missing), *command[1:]], capsys, f"{missing}: no such file", watch=(tmp_path,))
+    assert "output" not in err

@@ -104,6 +104,8 @@ def compress_files(
     paths: Sequence[str | os.PathLike], rule: RankRule, *, dtype: str = "fp16", overwrite: bool = False, progress: bool = False
 ) -> Iterator[CompressResult]:
     """Compress each file beside itself, after checking every output first (nothing half-done)."""
+    for p in paths:
+        lio.check_input_file(Path(p))
     check_outputs([output_path(p, rule.suffix()) for p in paths], overwrite)
     for p in paths:
         yield compress_file(p, rule, dtype=dtype, overwrite=overwrite, progress=progress)

@@ -126,6 +126,8 @@ def merge_files(
     """
     root = find_project_root(paths[0]) if project_root is None else project_root
     label, weights = resolve_weights(preset, root, preset_files)
+    for p in paths:
+        lio.check_input_file(Path(p))
     check_outputs([output_path(p, label) for p in paths], overwrite)
     for p in paths:
         yield merge_file(p, weights, label, overwrite=overwrite, progress=progress)

@@ -41,6 +41,8 @@ def apply_to_file(
     op's details); `ss_output_name` follows the output when the input had one, or always with
     `name_output`.
     """
+    for p in inputs:  # a missing input is named as such, not as a missing output folder
+        lio.check_input_file(Path(p))
     check_outputs([output], overwrite)
     nets = [lio.read_network(p, lazy=lazy) for p in inputs]
     new, result, details = operation(nets)
