@@ -34,7 +34,7 @@ from charframe.lora import io as lio
 from charframe.lora.format import FileModule, LoraNetwork
 from charframe.lora.functional import RankRule
 from charframe.lora.ops.refactor import DTYPES, Factored, ModuleReport, build_network, rank_metadata, refactor_module, rule_history
-from charframe.lora.ops.run import apply_to_file, check_outputs, output_path
+from charframe.lora.ops.run import apply_to_file, check_files, output_path
 from charframe.util.workers import map_modules, torch_threads
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,6 @@ def compress_files(
     paths: Sequence[str | os.PathLike], rule: RankRule, *, dtype: str = "fp16", overwrite: bool = False, progress: bool = False
 ) -> Iterator[CompressResult]:
     """Compress each file beside itself, after checking every output first (nothing half-done)."""
-    for p in paths:
-        lio.check_input_file(Path(p))
-    check_outputs([output_path(p, rule.suffix()) for p in paths], overwrite)
+    check_files(paths, [output_path(p, rule.suffix()) for p in paths], overwrite)
     for p in paths:
         yield compress_file(p, rule, dtype=dtype, overwrite=overwrite, progress=progress)

@@ -18,7 +18,7 @@ from charframe.lora.blocks import BLOCK_IDS, module_weights, resolve_weights
 from charframe.lora.format import FileModule, LoraNetwork
 from charframe.lora.functional import scale_module
 from charframe.lora.keys import block_of
-from charframe.lora.ops.run import apply_to_file, check_outputs, output_path
+from charframe.lora.ops.run import apply_to_file, check_files, output_path
 from charframe.project import find_project_root
 from charframe.util.workers import torch_threads
 
@@ -126,9 +126,7 @@ def merge_files(
     """
     root = find_project_root(paths[0]) if project_root is None else project_root
     label, weights = resolve_weights(preset, root, preset_files)
-    for p in paths:
-        lio.check_input_file(Path(p))
-    check_outputs([output_path(p, label) for p in paths], overwrite)
+    check_files(paths, [output_path(p, label) for p in paths], overwrite)
     for p in paths:
         yield merge_file(p, weights, label, overwrite=overwrite, progress=progress)
 

@@ -37,19 +37,17 @@ def apply_to_file(
 ) -> R:
     """Run `operation` on the files `inputs` and write its network to `output`; return its result.
 
-    One input's file name and hash go into the history entry (several inputs name themselves in the
-    op's details); `ss_output_name` follows the output when the input had one, or always with
-    `name_output`.
+    A single input's file name and hash go into the history entry unless the op's details name
+    its `inputs` itself (mix); `ss_output_name` follows the output when the input had one, or
+    always with `name_output`.
     """
-    for p in inputs:  # a missing input is named as such, not as a missing output folder
-        lio.check_input_file(Path(p))
-    check_outputs([output], overwrite)
+    check_files(inputs, [output], overwrite)
     nets = [lio.read_network(p, lazy=lazy) for p in inputs]
     new, result, details = operation(nets)
     md = dict(new.metadata)
     if name_output or "ss_output_name" in md:
         md["ss_output_name"] = output.stem
-    if len(nets) == 1:
+    if len(nets) == 1 and "inputs" not in details:
         details = {**details, **source_entry(nets[0])}
     new.metadata = lio.with_history(md, op, **details)
     check_finite(new, output)
@@ -63,6 +61,13 @@ def output_path(source: str | os.PathLike, label: str, folder: str | os.PathLike
     if any(sep in label for sep in ("/", "\\", os.sep)) or label in ("", ".", ".."):
         raise CharframeError(f"'{label}' cannot be part of an output file name (it holds a path separator)")
     return Path(folder or source.parent) / f"{source.stem}-{label}.safetensors"
+
+
+def check_files(inputs: Sequence[str | os.PathLike], outputs: list[Path], overwrite: bool) -> None:
+    """Inputs first (a missing input is named as missing, not as a missing output folder), then outputs."""
+    for p in inputs:
+        lio.check_input_file(Path(p))
+    check_outputs(outputs, overwrite)
 
 
 def check_outputs(paths: list[Path], overwrite: bool) -> None:
