@@ -1,6 +1,7 @@
 """Benchmark: charframe compress / FACE merge on an SD1.5-sized 128-dim Lora3x3 vs the naive method.
 
     python benchmarks/lora_tools.py                    # naive timed on one module per ΔW shape, extrapolated
+    python benchmarks/lora_tools.py --quick            # the same with one charframe run per operation
     python benchmarks/lora_tools.py --naive all        # naive on every module (several minutes on 2 cores)
 
 The synthetic file has the real SD1.5 module names and shapes (UNet2DConditionModel with the SD1.5
@@ -165,12 +166,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--naive", choices=("per-shape", "all"), default="per-shape")
     ap.add_argument("--repeat", type=int, default=3, help="charframe runs per operation (best wall reported)")
+    ap.add_argument("--quick", action="store_true", help="one charframe run per operation (same as --repeat 1)")
     ap.add_argument("--resize-call", action="store_true", help="also time resize_lora's full_matrices=True call once")
     ap.add_argument("--keep", metavar="DIR", help="build the file in DIR and keep it")
     ap.add_argument("--child", nargs=2, metavar=("OP", "FILE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
+    if args.quick:
+        args.repeat = 1
 
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="charframe-bench-"))
     src = workdir / "synthetic-sd15-Lora3x3-128.safetensors"

@@ -109,27 +109,21 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from charframe.lora.ops.inspect import format_report, inspect_file
 
     for i, f in enumerate(args.files):
-        print(("\n" if i else "") + format_report(inspect_file(f), all_metadata=args.all_metadata))
+        report = format_report(inspect_file(f), all_metadata=args.all_metadata, all_metadata_hint="--all-metadata")
+        print(("\n" if i else "") + report)
     return 0
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from charframe.lora import io as lio
-    from charframe.lora.blocks import load_presets, resolve_preset
-    from charframe.lora.ops.merge import merge_file
-    from charframe.project import PROJECT_FILE, find_project_root, load_project_config
+    from charframe.lora.ops.merge import merge_files
 
-    root = find_project_root(args.files[0])
-    presets = load_presets(args.presets, load_project_config(root), str(root / PROJECT_FILE))
-    label, weights = resolve_preset(args.preset, presets)
-    lio.check_outputs([lio.output_path(f, label) for f in args.files], args.overwrite)
-    for f in args.files:
-        print(merge_file(f, weights, label, overwrite=args.overwrite, progress=not args.quiet).summary())
+    results = merge_files(args.files, args.preset, preset_files=args.presets, overwrite=args.overwrite, progress=not args.quiet)
+    for result in results:
+        print(result.summary())
     return 0
 
 
 def _rank_rule(args: argparse.Namespace, default_ratio: float | None):
-    from charframe.errors import CharframeError
     from charframe.lora.functional import RankRule
 
     choice = [
@@ -137,10 +131,7 @@ def _rank_rule(args: argparse.Namespace, default_ratio: float | None):
         ("sv_cumulative", args.sv_cumulative), ("rank", args.rank),
     ]  # fmt: skip
     kind, value = next(((k, v) for k, v in choice if v is not None), ("sv_ratio", default_ratio))
-    try:
-        return RankRule("all", 0, None) if value is None else RankRule(kind, float(value), args.max_rank)
-    except ValueError as e:
-        raise CharframeError(str(e)) from None
+    return RankRule("all", 0, None) if value is None else RankRule(kind, float(value), args.max_rank)
 
 
 def _print_modules(reports, per_module: bool) -> None:
@@ -150,13 +141,10 @@ def _print_modules(reports, per_module: bool) -> None:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
-    from charframe.lora import io as lio
-    from charframe.lora.ops.compress import compress_file
+    from charframe.lora.ops.compress import compress_files
 
     rule = _rank_rule(args, default_ratio=16)
-    lio.check_outputs([lio.output_path(f, rule.suffix()) for f in args.files], args.overwrite)
-    for f in args.files:
-        result = compress_file(f, rule, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet)
+    for result in compress_files(args.files, rule, dtype=args.dtype, overwrite=args.overwrite, progress=not args.quiet):
         _print_modules(result.modules, args.per_module)
         print(result.summary())
     return 0

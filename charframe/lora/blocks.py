@@ -1,22 +1,24 @@
-"""The SD1.x block map (module name → BASE, IN00…IN11, M00, OUT00…OUT11) and block-weight presets.
+"""Block weights: the 26 SD1.x blocks (BASE, IN00…IN11, M00, OUT00…OUT11), presets, and their checks.
 
-The order and numbering are those of the original LDM UNet, which the WebUI block-weight tools use:
-diffusers `down_blocks.i` resnets/attentions j are input block 3i+j+1 and its downsampler is 3i+3;
-the mid block is M00; `up_blocks.i` resnets/attentions j are output block 3i+j and its upsampler is
-3i+2; the text encoder is BASE. Old LDM-style names (`lora_unet_input_blocks_4_1_…`) map directly.
-conv_in, time_embedding and conv_out belong to no block (the WebUI tools leave them at weight 1).
-Presets are data (`charframe/data/block_presets.toml`) that users extend with their own files.
+Which block a module belongs to is part of the name contract (`keys.block_of`); modules outside
+every block (conv_in, time_embedding, conv_out) keep weight 1, as in the WebUI tools. Presets are
+data (`charframe/data/block_presets.toml`) that users extend in charframe.toml or their own files;
+`resolve_weights` is the one place a preset name or weight list becomes 26 checked weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import os
 import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.lora.keys import block_of
+from charframe.project import PROJECT_FILE, load_project_config
+from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
 
 BLOCK_IDS: tuple[str, ...] = (
@@ -32,40 +34,27 @@ BLOCK_IDS_17: tuple[str, ...] = (
 )  # fmt: skip
 PRESETS_FILE = DATA_DIR / "block_presets.toml"
 PRESETS_TABLE = "block_presets"
-
-_RULES: tuple[tuple[re.Pattern[str], object], ...] = (
-    (re.compile(r"^lora_te\d*_"), lambda m: "BASE"),
-    (re.compile(r"^lora_unet_down_blocks_(\d+)_(?:attentions|resnets)_(\d+)_"), lambda m: ("IN", 3 * m[1] + m[2] + 1)),
-    (re.compile(r"^lora_unet_down_blocks_(\d+)_downsamplers_\d+_"), lambda m: ("IN", 3 * m[1] + 3)),
-    (re.compile(r"^lora_unet_mid_block_"), lambda m: "M00"),
-    (re.compile(r"^lora_unet_up_blocks_(\d+)_(?:attentions|resnets)_(\d+)_"), lambda m: ("OUT", 3 * m[1] + m[2])),
-    (re.compile(r"^lora_unet_up_blocks_(\d+)_upsamplers_\d+_"), lambda m: ("OUT", 3 * m[1] + 2)),
-    (re.compile(r"^lora_unet_input_blocks_(\d+)_"), lambda m: ("IN", m[1])),
-    (re.compile(r"^lora_unet_middle_block_"), lambda m: "M00"),
-    (re.compile(r"^lora_unet_output_blocks_(\d+)_"), lambda m: ("OUT", m[1])),
-)
+#: Largest |weight| accepted for a block or a mixed input: far beyond any useful strength, small
+#: enough that scaled fp16 factors stay finite.
+WEIGHT_LIMIT = 100.0
+#: A preset name becomes part of an output file name (`<stem>-<NAME>.safetensors`).
+PRESET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
 
 
-def block_of(module_name: str) -> str | None:
-    """The 26-block id of a kohya module name, or None for modules outside every block."""
-    for pattern, rule in _RULES:
-        match = pattern.match(module_name)
-        if match:
-            found = rule([None, *map(int, match.groups())])
-            if isinstance(found, str):
-                return found
-            prefix, index = found
-            return f"{prefix}{index:02d}" if index < 12 else None
-    return None
+def checked_weight(value: float, what: str) -> float:
+    """`value` as a float when finite and within ±WEIGHT_LIMIT, else ValueError naming `what`."""
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > WEIGHT_LIMIT:
+        raise ValueError(f"{what} is {value:g}; a weight must be a finite number from -{WEIGHT_LIMIT:g} to {WEIGHT_LIMIT:g}")
+    return value
 
 
 def expand_weights(weights: Sequence[float]) -> tuple[float, ...]:
     """26 weights from 26, or from the 17-weight form (missing blocks get 1, like LoRA Block Weight)."""
-    if len(weights) == len(BLOCK_IDS):
-        return tuple(float(w) for w in weights)
-    if len(weights) == len(BLOCK_IDS_17):
-        given = dict(zip(BLOCK_IDS_17, weights))
-        return tuple(float(given.get(b, 1.0)) for b in BLOCK_IDS)
+    for ids in (BLOCK_IDS, BLOCK_IDS_17):
+        if len(weights) == len(ids):
+            given = {b: checked_weight(w, f"the weight of {b}") for b, w in zip(ids, weights)}
+            return tuple(given.get(b, 1.0) for b in BLOCK_IDS)
     raise ValueError(f"{len(weights)} weights; a block-weight list has 26 or 17")
 
 
@@ -80,6 +69,11 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
         raise CharframeError(f"{source}: [{PRESETS_TABLE}] must be a table of NAME = [weights]")
     out = {}
     for name, value in table.items():
+        if not PRESET_NAME.match(str(name)):
+            raise CharframeError(
+                f"{source}: preset name '{name}' cannot be part of a file name; use letters, digits, '_', "
+                "'-', '.' or '+' (up to 64, starting with a letter or digit)"
+            )
         try:
             weights = parse_weights(value) if isinstance(value, str) else [float(v) for v in value]
             out[str(name).upper()] = expand_weights(weights)
@@ -91,7 +85,7 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
 
 
 def load_presets(
-    files: Iterable[str | os.PathLike] = (), project_config: Mapping | None = None, project_file: str = "charframe.toml"
+    files: Iterable[str | os.PathLike] = (), project_config: Mapping | None = None, project_file: str = PROJECT_FILE
 ) -> dict[str, tuple[float, ...]]:
     """Shipped presets, then the project's `[block_presets]`, then each file's (later ones win)."""
     presets = _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE))
@@ -99,7 +93,8 @@ def load_presets(
         presets.update(_presets_from(project_config, project_file))
     for f in files:
         if not Path(f).is_file():
-            raise CharframeError(f"{f}: presets file not found")
+            what = "is a folder, not a presets file" if Path(f).is_dir() else "presets file not found"
+            raise CharframeError(f"{f}: {what}")
         presets.update(_presets_from(tomlio.load(f), str(f)))
     return presets
 
@@ -112,23 +107,36 @@ def resolve_preset(spec: str, presets: Mapping[str, Sequence[float]]) -> tuple[s
             weights = expand_weights(parse_weights(spec))
         except ValueError as e:
             raise CharframeError(
-                f"bad weight list '{spec}': {e}. Give 26 weights (BASE, IN00…IN11, M00, OUT00…OUT11) or 17 "
-                f"({', '.join(BLOCK_IDS_17)}), or a preset: {', '.join(presets)}"
+                f"{{param}}: bad weight list '{spec}': {e}. Give 26 weights (BASE, IN00…IN11, M00, OUT00…OUT11) "
+                f"or 17 ({', '.join(BLOCK_IDS_17)}), or a preset: {', '.join(presets)}",
+                param="preset",
             ) from None
         return custom_label(weights), weights
     key = spec.upper()
     if key not in presets:
         raise CharframeError(
-            f"unknown preset '{spec}'; known presets: {', '.join(presets)}; "
-            "or give 26 or 17 comma-separated weights"
+            f"{{param}}: unknown preset '{spec}'; known presets: {', '.join(presets)}; "
+            "or give 26 or 17 comma-separated weights",
+            param="preset",
         )
     return key, tuple(presets[key])
 
 
+def resolve_weights(
+    spec: str, project_root: str | os.PathLike | None = None, preset_files: Iterable[str | os.PathLike] = ()
+) -> tuple[str, tuple[float, ...]]:
+    """(label, 26 checked weights) for a preset name or weight list, as merge and demo take it.
+
+    Presets: the shipped ones, then `[block_presets]` of the project's charframe.toml (when
+    `project_root` is given), then each of `preset_files` (later ones win).
+    """
+    config = load_project_config(project_root) if project_root is not None else None
+    where = str(Path(project_root) / PROJECT_FILE) if project_root is not None else PROJECT_FILE
+    return resolve_preset(spec, load_presets(preset_files, config, where))
+
+
 def custom_label(weights: Sequence[float]) -> str:
     """A short, stable file-name label for an ad-hoc weight list: LBW + 8 hex digits of its values."""
-    import hashlib
-
     text = ",".join(f"{w:g}" for w in weights)
     return "LBW" + hashlib.sha1(text.encode()).hexdigest()[:8]
 
@@ -143,24 +151,3 @@ def module_weights(names: Iterable[str], weights: Sequence[float]) -> tuple[dict
             outside.append(name)
         out[name] = 1.0 if block is None else by_block[block]
     return out, outside
-
-
-_CONV3 = re.compile(r"^lora_unet_(conv_in|conv_out|.*(_conv[12]?|_op|_in_layers_2|_out_layers_3))$")
-_CONV1 = re.compile(r"^lora_unet_.*(_proj_in|_proj_out|_conv_shortcut|_skip_connection)$")
-
-
-def layer_shape(module_name: str, flat: Sequence[int]) -> tuple[int, ...]:
-    """The SD1.x layer weight shape of a flat out × (in·k·k) ΔW, from the module name.
-
-    Needed only where a file stores a conv update flattened (LyCORIS LoHa without Tucker cores):
-    resnet conv1/conv2, down/upsampler convs and conv_in/out are 3x3; proj_in/out and conv_shortcut
-    are 1x1 convs in SD1.x; everything else is a linear layer.
-    """
-    if len(flat) != 2:
-        return tuple(flat)
-    out, inner = flat
-    if _CONV3.search(module_name) and inner % 9 == 0:
-        return (out, inner // 9, 3, 3)
-    if _CONV1.search(module_name):
-        return (out, inner, 1, 1)
-    return (out, inner)

@@ -9,7 +9,6 @@ mix, inspect) a module-level view, and checking them once gives users errors tha
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 
 from charframe.errors import CharframeError
+from charframe.lora.keys import MODULE_NAME, layer_shape, split_key
 
 #: Factor keys of each supported network kind (kohya LoRA and LyCORIS LoCon share "lora").
 KIND_KEYS: dict[str, tuple[str, ...]] = {
@@ -47,13 +47,15 @@ UNSUPPORTED_KEYS: dict[str, str] = {
     "lora_B.weight": "PEFT/diffusers-format LoRA (convert it to kohya format first)",
 }
 
-_MODULE_NAME = re.compile(r"^lora_(unet|te\d?)_\w+$")
 _SUFFIX_KIND = {suffix: kind for kind, keys in KIND_KEYS.items() for suffix in keys}
 
 
 @dataclass
-class LoraModule:
-    """One adapted layer: its kohya name, kind ("lora", "loha", "lokr") and tensors keyed by suffix."""
+class FileModule:
+    """One adapted layer as a file holds it: kohya name, kind ("lora", "loha", "lokr"), tensors by suffix.
+
+    (The trainer's nn.Module for one layer is `training.adapters.LoRAModule`; this is only data.)
+    """
 
     name: str
     kind: str
@@ -85,11 +87,18 @@ class LoraModule:
 
     @property
     def kernel(self) -> tuple[int, ...]:
-        """Spatial kernel size when the tensors show it ((3, 3) for a 3x3 conv), else ()."""
+        """Spatial kernel size ((3, 3) for a 3x3 conv, () for a linear layer).
+
+        Read from a 4-d factor where there is one; a LoHa without Tucker cores stores a conv's
+        update flat (out × in·k·k), so its kernel comes from the layer the name says it is.
+        """
         t = self.tensors
         for key in ("lora_mid.weight", "lora_down.weight", "hada_t1", "lokr_t2", "lokr_w2", "lokr_w2_b"):
             if key in t and t[key].dim() == 4:
                 return tuple(int(s) for s in t[key].shape[2:])
+        if self.kind == "loha" and t["hada_w1_a"].dim() == 2 and t["hada_w1_b"].dim() == 2:
+            flat = (int(t["hada_w1_a"].shape[0]), int(t["hada_w1_b"].shape[1]))
+            return layer_shape(self.name, flat)[2:]
         return ()
 
     def nbytes(self) -> int:
@@ -100,13 +109,13 @@ class LoraModule:
 class LoraNetwork:
     """A whole LoRA file: modules in file order plus its safetensors metadata."""
 
-    modules: dict[str, LoraModule]
+    modules: dict[str, FileModule]
     metadata: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
     #: For networks read lazily (tensors on the meta device): loads one module's data, checked.
-    loader: Callable[[LoraModule], LoraModule] | None = None
+    loader: Callable[[FileModule], FileModule] | None = None
 
-    def materialize(self, module: LoraModule) -> LoraModule:
+    def materialize(self, module: FileModule) -> FileModule:
         """The module with real tensor data (itself unless the network was read lazily)."""
         return module if self.loader is None else self.loader(module)
 
@@ -117,19 +126,19 @@ class LoraNetwork:
         return {m.kind for m in self.modules.values()}
 
 
-def group_modules(tensors: dict[str, torch.Tensor], source: str | Path) -> dict[str, LoraModule]:
+def group_modules(tensors: dict[str, torch.Tensor], source: str | Path) -> dict[str, FileModule]:
     """Group flat kohya keys into modules; raise naming the file and the first key that does not fit."""
     groups: dict[str, dict[str, torch.Tensor]] = {}
     if not tensors:
         raise CharframeError(f"{source}: not a LoRA file (it holds no tensors)")
     for key, value in tensors.items():
-        name, _, suffix = key.partition(".")
+        name, suffix = split_key(key)
         if suffix in UNSUPPORTED_KEYS:
             raise CharframeError(
                 f"{source}: {UNSUPPORTED_KEYS[suffix]} is not supported (key '{key}'); "
                 "charframe reads kohya LoRA/LoCon, LoHa and LoKr files"
             )
-        if not _MODULE_NAME.match(name) or (suffix not in _SUFFIX_KIND and suffix != ALPHA):
+        if not MODULE_NAME.match(name) or (suffix not in _SUFFIX_KIND and suffix != ALPHA):
             raise CharframeError(
                 f"{source}: not a kohya-format LoRA, or an unknown key layout: first unknown key '{key}' "
                 "(expected keys like 'lora_unet_…_to_q.lora_down.weight', '….alpha', '….hada_w1_a', '….lokr_w1')"
@@ -141,35 +150,35 @@ def group_modules(tensors: dict[str, torch.Tensor], source: str | Path) -> dict[
         if len(kinds) != 1:
             what = "only an alpha" if not kinds else "keys of several kinds: " + ", ".join(sorted(parts))
             raise CharframeError(f"{source}: module {name} has {what}")
-        modules[name] = LoraModule(name, kinds.pop(), parts)
+        modules[name] = FileModule(name, kinds.pop(), parts)
     return modules
 
 
-def _shape_error(source: str | Path, m: LoraModule, detail: str) -> CharframeError:
+def _shape_error(source: str | Path, m: FileModule, detail: str) -> CharframeError:
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in m.tensors.items())
     return CharframeError(f"{source}: module {m.name}: {detail} ({shapes})")
 
 
-def _check_pair(source, m: LoraModule, a: str, b: str, a_dim: int, b_dim: int) -> None:
+def _check_pair(source, m: FileModule, a: str, b: str, a_dim: int, b_dim: int) -> None:
     """Tensor `a` axis a_dim must equal tensor `b` axis b_dim (the shared rank or size)."""
     ta, tb = m.tensors[a], m.tensors[b]
     if ta.dim() <= a_dim or tb.dim() <= b_dim or ta.shape[a_dim] != tb.shape[b_dim]:
         raise _shape_error(source, m, f"shape mismatch between {a} and {b}")
 
 
-def _require(source, m: LoraModule, *keys: str) -> None:
+def _require(source, m: FileModule, *keys: str) -> None:
     missing = [k for k in keys if k not in m.tensors]
     if missing:
         raise _shape_error(source, m, f"missing {', '.join(missing)}")
 
 
-def validate_module(m: LoraModule, source: str | Path) -> None:
+def validate_module(m: FileModule, source: str | Path) -> None:
     """Check factor shapes agree and every value is finite; errors name the file and the module."""
     validate_shapes(m, source)
     validate_values(m, source)
 
 
-def validate_shapes(m: LoraModule, source: str | Path) -> None:
+def validate_shapes(m: FileModule, source: str | Path) -> None:
     """Factor shapes agree (works on meta tensors too)."""
     t = m.tensors
     if m.kind == "lora":
@@ -210,7 +219,7 @@ def validate_shapes(m: LoraModule, source: str | Path) -> None:
             raise _shape_error(source, m, f"{key} is not a floating-point tensor")
 
 
-def validate_values(m: LoraModule, source: str | Path) -> None:
+def validate_values(m: FileModule, source: str | Path) -> None:
     """Every value finite; the error names the file, the module and the tensor."""
     for key, value in m.tensors.items():
         if not _all_finite(value):

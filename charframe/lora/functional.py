@@ -22,6 +22,8 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from charframe.errors import CharframeError
+
 Tensors = Mapping[str, torch.Tensor]
 
 
@@ -155,6 +157,18 @@ def full_svd(delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 
 
 ALL_RTOL = 1e-6
+#: What each rank rule's value must be (checked on finite values only).
+_RULE_VALUES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "sv_ratio": (lambda v: v >= 1, "a number ≥ 1"),
+    "sv_fro": (lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
+    "sv_cumulative": (lambda v: 0 < v <= 1, "a fraction in (0, 1]"),
+    "rank": (lambda v: v >= 1 and float(v).is_integer(), "a positive whole number"),
+    "all": (lambda v: True, "anything"),
+}
+
+
+class RuleError(CharframeError, ValueError):
+    """A bad rank-rule value; `param` is the rule's keyword (sv_ratio, rank, max_rank …)."""
 
 
 @dataclass(frozen=True)
@@ -173,19 +187,13 @@ class RankRule:
     max_rank: int | None = 128
 
     def __post_init__(self) -> None:
-        checks = {
-            "sv_ratio": self.value >= 1,
-            "sv_fro": 0 < self.value <= 1,
-            "sv_cumulative": 0 < self.value <= 1,
-            "rank": self.value >= 1 and float(self.value).is_integer(),
-            "all": True,
-        }
-        if self.kind not in checks:
-            raise ValueError(f"unknown rank rule {self.kind!r}; known: {', '.join(checks)}")
-        if not checks[self.kind]:
-            raise ValueError(f"bad value {self.value} for {self.kind} (sv_ratio ≥ 1; sv_fro/sv_cumulative in (0, 1]; rank a positive integer)")
+        if self.kind not in _RULE_VALUES:
+            raise ValueError(f"unknown rank rule {self.kind!r}; known: {', '.join(_RULE_VALUES)}")
+        ok, what = _RULE_VALUES[self.kind]
+        if self.kind != "all" and not (math.isfinite(self.value) and ok(self.value)):
+            raise RuleError(f"{{param}} must be {what}, not {self.value:g}", param=self.kind)
         if self.max_rank is not None and self.max_rank < 1:
-            raise ValueError("max_rank must be at least 1")
+            raise RuleError(f"{{param}} must be at least 1, not {self.max_rank}", param="max_rank")
 
     def suffix(self) -> str:
         """File-name suffix naming the criterion: SvR16, SvFro0.9, SvCum0.9, Rank32, Full."""

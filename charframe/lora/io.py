@@ -12,6 +12,10 @@ Both are computed from the written file in one streaming pass (no second in-memo
 300 MB file) and written into the header in place, which is possible because the placeholders
 have the same length as the final hex digests. `.ckpt`/`.pt` inputs are opened only with
 `torch.load(weights_only=True)`, which never runs pickled code.
+
+Reading has one path for every command (`TensorFile`): the safetensors header is checked against
+the file's real size before anything is allocated, so a damaged, random or lying file gives one
+line naming it, never a MemoryError.
 """
 
 from __future__ import annotations
@@ -20,45 +24,71 @@ import datetime as _dt
 import functools
 import hashlib
 import json
+import math
+import mmap
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from charframe.models.checkpoint import read_pickle
-from charframe.errors import CharframeError
-from charframe.util.files import atomic_path
-from charframe.lora.format import LoraModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
-from charframe.util.workers import torch_threads
 from charframe import __version__
+from charframe.errors import CharframeError
+from charframe.lora.format import FileModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
+from charframe.models.checkpoint import PICKLE_SUFFIXES, read_pickle
+from charframe.util.files import atomic_path
+from charframe.util.workers import torch_threads
 
 MODEL_HASH_KEY = "sshs_model_hash"
 LEGACY_HASH_KEY = "sshs_legacy_hash"
 HISTORY_KEY = "charframe_history"
 _LEGACY_OFFSET, _LEGACY_SIZE = 0x100000, 0x10000
-_PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+#: Largest header accepted (the safetensors library's own limit): real LoRA headers are ~100 KiB.
+MAX_HEADER_BYTES = 100 * 2**20
+#: Words of torch's weights-only refusals that mean "this pickle would run or import code".
+_UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized function")
+
+
+def check_input_file(path: Path) -> None:
+    """A readable file, not a folder: say which it is."""
+    if path.is_dir():
+        raise CharframeError(f"{path}: is a folder; give a LoRA file (.safetensors)")
+    if not path.is_file():
+        raise CharframeError(f"{path}: no such file")
 
 
 def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Tensors and metadata of a `.safetensors` (or weights-only `.ckpt`/`.pt`) file."""
     path = Path(path)
-    if not path.is_file():
-        raise CharframeError(f"{path}: no such file")
+    check_input_file(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                metadata = dict(f.metadata() or {})
-                tensors = {k: f.get_tensor(k) for k in f.keys()}
-        except Exception as e:  # safetensors raises its own error types for damaged headers
-            raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
-        return tensors, metadata
-    if suffix in _PICKLE_SUFFIXES:
-        return read_pickle(path), {}
+        tf = TensorFile(path)
+        return tf.read_all(), tf.metadata
+    if suffix in PICKLE_SUFFIXES:
+        return _read_lora_pickle(path), {}
     raise CharframeError(f"{path}: unsupported file type '{suffix}'; use .safetensors (or .ckpt/.pt)")
+
+
+def _read_lora_pickle(path: Path) -> dict[str, torch.Tensor]:
+    """`read_pickle`, but a corrupt file is called corrupt, not unsafe (that is only for code)."""
+    try:
+        return read_pickle(path)
+    except CharframeError as e:
+        cause = e.__cause__
+        if cause is None or any(word in str(cause) for word in _UNSAFE_PICKLE):
+            raise
+        raise CharframeError(f"{path}: {_corrupt_pickle(cause)}") from None
+    except Exception as e:  # noqa: BLE001 - the weights-only unpickler fails in many ways on garbage
+        raise CharframeError(f"{path}: {_corrupt_pickle(e)}") from None
+
+
+def _corrupt_pickle(exc: BaseException) -> str:
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the useful line after torch's long preamble
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    detail = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"corrupt, truncated or not a PyTorch checkpoint ({detail[:160]}); re-download or re-save it"
 
 
 def save_lora_file(
@@ -81,13 +111,26 @@ def save_lora_file(
 def lora_file_hashes(path: str | os.PathLike) -> tuple[str, str]:
     """(sshs_model_hash, sshs_legacy_hash) of an existing safetensors file, as sd-scripts defines them."""
     with open(path, "rb") as f:
-        header, data_start = _read_header(f)
+        try:
+            header, data_start = _read_header(f)
+        except ValueError as e:
+            raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
         return _hashes(f, header, data_start)
 
 
 def _read_header(f) -> tuple[dict, int]:
-    n = int.from_bytes(f.read(8), "little")
-    return json.loads(f.read(n)), 8 + n
+    """(header dict, data offset) of an open safetensors file; ValueError when it cannot be one."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{size} bytes, shorter than a safetensors header")
+    n = int.from_bytes(head, "little")
+    if n > min(size - 8, MAX_HEADER_BYTES):
+        raise ValueError(f"its header claims {n} bytes, the file has {size}")
+    header = json.loads(f.read(n))  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if not isinstance(header, dict):
+        raise ValueError("its header is not a JSON object")
+    return header, 8 + n
 
 
 def _hashes(f, header: dict, data_start: int, tensors=None) -> tuple[str, str]:
@@ -176,55 +219,94 @@ _DTYPES = {
 class TensorFile:
     """A safetensors file read tensor by tensor, straight into fresh tensors (thread-safe).
 
-    Streaming keeps peak memory near one module plus the output, instead of the whole input.
+    The one reader of every command. The header is checked entry by entry (known dtype, shape and
+    byte range agree, data inside the file) before any tensor is allocated; streaming then keeps
+    peak memory near one module plus the output, instead of the whole input.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        size = path.stat().st_size
         try:
             with open(path, "rb") as f:
                 header, self.data_start = _read_header(f)
-            self.metadata = dict(header.pop("__metadata__", None) or {})
-            self.entries = {k: (v["dtype"], tuple(v["shape"]), *v["data_offsets"]) for k, v in header.items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
+                size = os.fstat(f.fileno()).st_size
+            self.metadata = _metadata(header.pop("__metadata__", None))
+            self.entries = {k: _entry(k, v, size - self.data_start) for k, v in header.items()}
+        except (ValueError, OSError) as e:
             raise CharframeError(f"{path}: not a readable safetensors file ({e})") from None
-        if any(self.data_start + end > size for *_, end in self.entries.values()):
-            raise CharframeError(f"{path}: not a readable safetensors file (data past the end: truncated?)")
-        self.entries = {k: (_DTYPES[d], *rest) for k, (d, *rest) in self.entries.items()}  # KeyError: unusual dtype
 
     def meta(self) -> dict[str, torch.Tensor]:
         return {k: torch.empty(shape, dtype=dtype, device="meta") for k, (dtype, shape, _, _) in self.entries.items()}
 
     def tensor(self, key: str) -> torch.Tensor:
+        with open(self.path, "rb") as f:  # own handle per call: safe from worker threads, any OS
+            return self._read(f, key)
+
+    def read_all(self) -> dict[str, torch.Tensor]:
+        """Every tensor, in file order: views of a private copy-on-write map of the file, so nothing
+        is copied until written (as safetensors' own loader does); an unaligned tensor is read."""
+        out = {}
+        with open(self.path, "rb") as f:
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            for key, (dtype, shape, start, end) in self.entries.items():
+                at = self.data_start + start
+                if end > start and at % torch.empty((), dtype=dtype).element_size() == 0:
+                    out[key] = torch.frombuffer(mm, dtype=dtype, count=math.prod(shape), offset=at).reshape(shape)
+                else:
+                    out[key] = self._read(f, key)
+        return out
+
+    def _read(self, f, key: str) -> torch.Tensor:
         dtype, shape, start, end = self.entries[key]
         out = torch.empty(shape, dtype=dtype)
         view = memoryview(out.view(-1).view(torch.uint8).numpy()) if out.numel() else memoryview(bytearray())
-        with open(self.path, "rb") as f:  # own handle per call: safe from worker threads, any OS
-            f.seek(self.data_start + start)
-            if f.readinto(view) != end - start:
-                raise CharframeError(f"{self.path}: file ended early while reading {key}")
+        f.seek(self.data_start + start)
+        if f.readinto(view) != end - start:
+            raise CharframeError(f"{self.path}: file ended early while reading {key}")
         return out
+
+
+def _metadata(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
+        raise ValueError("__metadata__ must map text to text")
+    return dict(raw)
+
+
+def _entry(key: str, v: Any, data_size: int) -> tuple[torch.dtype, tuple[int, ...], int, int]:
+    """(dtype, shape, start, end) of one header entry, checked against the data region's size."""
+    try:
+        dtype, shape, (start, end) = _DTYPES[v["dtype"]], tuple(v["shape"]), v["data_offsets"]
+    except KeyError as e:
+        what = f"dtype {v['dtype']!r} is not one charframe reads" if isinstance(v, dict) and "dtype" in v else f"no {e}"
+        raise ValueError(f"tensor {key!r}: {what}") from None
+    except (TypeError, ValueError):
+        raise ValueError(f"tensor {key!r}: malformed entry {str(v)[:80]}") from None
+    ints = all(isinstance(x, int) and x >= 0 for x in (*shape, start, end))
+    nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size() if ints else -1
+    if not ints or end - start != nbytes or end > data_size:
+        raise ValueError(f"tensor {key!r}: shape {list(shape)} does not fit bytes {start}..{end} of {data_size} (truncated?)")
+    return dtype, shape, start, end
 
 
 def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
     """Load, group and check a LoRA file (errors name the file and the first bad key or module).
 
-    `lazy=True` (safetensors only) reads just the header now: shapes are checked at once, each
-    module's data is read and checked when `net.materialize(module)` asks for it.
+    `lazy=True` (safetensors) reads just the header now: shapes are checked at once, each module's
+    data is read and checked when `net.materialize(module)` asks for it. Both read through
+    `TensorFile`, so every command refuses a damaged file with the same message.
     """
     path = Path(path)
-    if lazy and path.suffix.lower() == ".safetensors" and path.is_file():
-        try:
-            tf = TensorFile(path)
-        except (KeyError, CharframeError):  # unusual dtype or damaged file: the ordinary reader says why
-            return read_network(path)
+    check_input_file(path)
+    if lazy and path.suffix.lower() == ".safetensors":
+        tf = TensorFile(path)
         modules = group_modules(tf.meta(), path)
         for module in modules.values():
             validate_shapes(module, path)
 
-        def load(module: LoraModule) -> LoraModule:
-            real = LoraModule(module.name, module.kind, {k: tf.tensor(f"{module.name}.{k}") for k in module.tensors})
+        def load(module: FileModule) -> FileModule:
+            real = FileModule(module.name, module.kind, {k: tf.tensor(f"{module.name}.{k}") for k in module.tensors})
             validate_values(real, path)
             return real
 
@@ -258,32 +340,6 @@ def with_history(metadata: dict[str, str], op: str, **details: Any) -> dict[str,
     out = dict(metadata)
     out[HISTORY_KEY] = json.dumps(history, ensure_ascii=False)
     return out
-
-
-def output_path(source: str | os.PathLike, label: str, folder: str | os.PathLike | None = None) -> Path:
-    """`<stem>-<label>.safetensors` beside `source` (or in `folder`)."""
-    source = Path(source)
-    return Path(folder or source.parent) / f"{source.stem}-{label}.safetensors"
-
-
-def check_outputs(paths: list[Path], overwrite: bool) -> None:
-    """Refuse (before any work is done) when an output exists and `overwrite` is off."""
-    existing = [str(p) for p in paths if p.exists()]
-    if existing and not overwrite:
-        raise CharframeError(
-            f"output exists: {', '.join(existing)}; use --overwrite to replace it, or move it away"
-        )
-    clash = {p for p in paths if paths.count(p) > 1}
-    if clash:
-        raise CharframeError(f"two inputs would write the same output: {', '.join(map(str, sorted(clash)))}")
-
-
-def source_entry(net: LoraNetwork) -> dict[str, str]:
-    """How a history entry names its input: file name and its sshs_model_hash (when known)."""
-    entry = {"source": net.source.name if net.source else "?"}
-    if MODEL_HASH_KEY in net.metadata:
-        entry["source_hash"] = net.metadata[MODEL_HASH_KEY]
-    return entry
 
 
 def tensors_nbytes(net: LoraNetwork) -> int:

@@ -9,17 +9,12 @@ random factors of any supported kind, with a decaying singular-value profile lik
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
-from charframe.training.adapters import kohya_targets as trained_layers
 
-#: SD1.5 UNet and CLIP ViT-L/14 text encoder sizes (the parts that fix LoRA shapes).
-SD15_UNET: dict[str, Any] = dict(
-    sample_size=64, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280),
-    layers_per_block=2, attention_head_dim=8,
-)  # fmt: skip
-SD15_CLIP: dict[str, Any] = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+from charframe.lora.keys import UNET_PREFIX
+from charframe.models.single_file import sd15_config
+from charframe.training.adapters import kohya_targets as trained_layers
 
 
 def kohya_targets(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
@@ -30,17 +25,18 @@ def kohya_targets(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, c
     """
 
     found = [(key, tuple(layer.weight.shape)) for key, layer, _ in trained_layers(unet, text_encoder, conv3x3)]
-    return dict(sorted(found, key=lambda kv: not kv[0].startswith("lora_unet")))  # stable: keeps module order
+    return dict(sorted(found, key=lambda kv: not kv[0].startswith(UNET_PREFIX)))  # stable: keeps module order
 
 
 def sd15_targets(conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
-    """Targets of a real-size SD1.5 model, built on the meta device (no memory, no download)."""
+    """Targets of a real-size SD1.5 model (the shipped configs), built on the meta device (no memory, no download)."""
     from diffusers import UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
+    config = sd15_config()
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**SD15_UNET)
-        te = CLIPTextModel(CLIPTextConfig(**SD15_CLIP))
+        unet = UNet2DConditionModel.from_config(config.unet)
+        te = CLIPTextModel(CLIPTextConfig(**config.text_encoder))
     return kohya_targets(unet, te, conv3x3)
 
 

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 
 from charframe.errors import CharframeError
+from charframe.lora.keys import TE_PREFIX, UNET_PREFIX, kohya_name
 
 log = logging.getLogger(__name__)
 
-UNET_PREFIX = "lora_unet"
-TE_PREFIX = "lora_te"
 UNET_TARGETS = ("Transformer2DModel",)
 UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
 TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
@@ -77,7 +76,7 @@ def kohya_targets(
                 is_conv = isinstance(child, nn.Conv2d)
                 if not (is_linear or is_conv):
                     continue
-                key = f"{prefix}.{name}.{child_name}".replace(".", "_")
+                key = kohya_name(prefix, f"{name}.{child_name}")
                 yield key, child, is_conv and tuple(child.kernel_size) != (1, 1)
 
 

@@ -98,7 +98,7 @@ def test_output_exists_is_refused_then_overwritten(tmp_path, capsys):
     path = save(tmp_path, good())
     out = tmp_path / "x-SvR16.safetensors"
     out.write_bytes(b"user file")
-    with pytest.raises(CharframeError, match=r"x-SvR16\.safetensors.*--overwrite"):
+    with pytest.raises(CharframeError, match=r"x-SvR16\.safetensors.*pass overwrite"):
         compress_file(path, RankRule())
     assert out.read_bytes() == b"user file"
     assert cli_main(["-q", "compress", str(path)]) == 2 and "output exists" in capsys.readouterr().err
@@ -134,7 +134,7 @@ def test_preset_removing_everything_is_an_error(tmp_path):
 def test_bad_rank_option_is_a_clean_error(tmp_path, capsys):
     path = save(tmp_path, good())
     assert cli_main(["compress", str(path), "--sv-fro", "2"]) == 2
-    assert "sv_fro" in capsys.readouterr().err
+    assert "--sv-fro must be a fraction in (0, 1], not 2" in capsys.readouterr().err
 
 
 def test_streaming_compress_checks_values_and_truncation(tmp_path):

@@ -1,4 +1,4 @@
-"""SD1.x block map, 17→26 expansion, presets as data (shipped, project, file) and their errors."""
+"""Block weights: 17→26 expansion, presets as data (shipped, project, file), their checks and errors."""
 
 from __future__ import annotations
 
@@ -9,44 +9,6 @@ from charframe.lora import blocks as B
 
 FACE = "0,1,1,1,1,1,0,0,0,1,0,0,0,0,1,0,1,1,1,0,1,1,1,0,0,1"
 BODY = "0,1,1,1,0,1,0,0,0,1,0,0,0,0,0,0,1,1,1,1,1,1,1,0,0,1"
-
-
-@pytest.mark.parametrize(
-    "name, block",
-    [
-        ("lora_te_text_model_encoder_layers_0_self_attn_q_proj", "BASE"),
-        ("lora_te1_text_model_encoder_layers_11_mlp_fc2", "BASE"),
-        ("lora_te2_text_model_encoder_layers_3_mlp_fc1", "BASE"),
-        ("lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q", "IN01"),
-        ("lora_unet_down_blocks_0_resnets_1_conv2", "IN02"),
-        ("lora_unet_down_blocks_0_downsamplers_0_conv", "IN03"),
-        ("lora_unet_down_blocks_1_attentions_0_proj_in", "IN04"),
-        ("lora_unet_down_blocks_2_attentions_1_transformer_blocks_0_ff_net_2", "IN08"),
-        ("lora_unet_down_blocks_2_downsamplers_0_conv", "IN09"),
-        ("lora_unet_down_blocks_3_resnets_0_conv1", "IN10"),
-        ("lora_unet_down_blocks_3_resnets_1_time_emb_proj", "IN11"),
-        ("lora_unet_mid_block_attentions_0_proj_out", "M00"),
-        ("lora_unet_mid_block_resnets_1_conv2", "M00"),
-        ("lora_unet_up_blocks_0_resnets_0_conv1", "OUT00"),
-        ("lora_unet_up_blocks_0_upsamplers_0_conv", "OUT02"),
-        ("lora_unet_up_blocks_1_attentions_0_transformer_blocks_0_attn2_to_k", "OUT03"),
-        ("lora_unet_up_blocks_1_upsamplers_0_conv", "OUT05"),
-        ("lora_unet_up_blocks_3_resnets_2_conv1", "OUT11"),
-        ("lora_unet_up_blocks_3_attentions_2_proj_out", "OUT11"),
-        # old LDM-style names
-        ("lora_unet_input_blocks_4_1_proj_in", "IN04"),
-        ("lora_unet_input_blocks_0_0", "IN00"),
-        ("lora_unet_middle_block_1_transformer_blocks_0_attn1_to_q", "M00"),
-        ("lora_unet_output_blocks_11_1_proj_out", "OUT11"),
-        # outside every block
-        ("lora_unet_conv_in", None),
-        ("lora_unet_time_embedding_linear_1", None),
-        ("lora_unet_conv_out", None),
-        ("lora_unet_input_blocks_12_0_x", None),
-    ],
-)
-def test_block_of(name, block):
-    assert B.block_of(name) == block
 
 
 def test_block_ids_and_17_form():
@@ -108,11 +70,23 @@ def test_module_weights_reports_outside():
     assert per == {names[0]: 1.0, names[1]: 0, names[2]: 13} and outside == [names[0]]
 
 
-def test_layer_shape_for_flat_conv_updates():
-    assert B.layer_shape("lora_unet_up_blocks_3_resnets_2_conv1", (8, 72)) == (8, 8, 3, 3)
-    assert B.layer_shape("lora_unet_down_blocks_0_downsamplers_0_conv", (8, 72)) == (8, 8, 3, 3)
-    assert B.layer_shape("lora_unet_down_blocks_0_attentions_0_proj_in", (8, 8)) == (8, 8, 1, 1)
-    assert B.layer_shape("lora_unet_down_blocks_1_resnets_0_conv_shortcut", (8, 4)) == (8, 4, 1, 1)
-    assert B.layer_shape("lora_unet_down_blocks_1_resnets_0_time_emb_proj", (8, 72)) == (8, 72)
-    assert B.layer_shape("lora_te_text_model_encoder_layers_0_mlp_fc1", (8, 72)) == (8, 72)
-    assert B.layer_shape("x", (8, 4, 3, 3)) == (8, 4, 3, 3)
+def test_resolve_weights_is_the_one_preset_lookup(tmp_path):
+    """CLI merge and the demo both call this: shipped presets, the project's, then files."""
+    (tmp_path / "charframe.toml").write_text('[block_presets]\nHALF = "' + ",".join(["0.5"] * 26) + '"\n', encoding="utf-8")
+    assert B.resolve_weights("half", tmp_path) == ("HALF", (0.5,) * 26)
+    assert B.resolve_weights("FACE") == ("FACE", B.load_presets()["FACE"])
+    extra = tmp_path / "p.toml"
+    extra.write_text('[block_presets]\nHALF = [0.25]\n', encoding="utf-8")
+    with pytest.raises(CharframeError, match=r"p\.toml: preset HALF: 1 weights"):
+        B.resolve_weights("half", tmp_path, [extra])
+    with pytest.raises(CharframeError) as e:
+        B.resolve_weights("nope", tmp_path)
+    assert e.value.param == "preset" and str(e.value).startswith("preset: unknown preset 'nope'")
+    with pytest.raises(CharframeError, match="is a folder"):
+        B.resolve_weights("FACE", tmp_path, [tmp_path])
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), 1e300, -101])
+def test_expand_weights_refuses_non_finite_and_huge(weight):
+    with pytest.raises(ValueError, match=r"the weight of IN01 is .*finite number from -100 to 100"):
+        B.expand_weights([1, 1, weight] + [1] * 23)

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from charframe.lora import io as lio
-from charframe.lora.blocks import BLOCK_IDS, block_of
+from charframe.lora.blocks import BLOCK_IDS
+from charframe.lora.keys import block_of
 from charframe.lora.format import network_type
 
 #: Metadata shown first (sd-scripts keys users look for); long values are shortened unless asked.
@@ -67,8 +68,8 @@ def _short(value: str, limit: int) -> str:
     return value if len(value) <= limit else value[: limit - 1] + f"… ({len(value)} chars)"
 
 
-def format_report(rep: InspectReport, all_metadata: bool = False) -> str:
-    """Human-readable report; `all_metadata` prints every metadata key in full."""
+def format_report(rep: InspectReport, all_metadata: bool = False, all_metadata_hint: str = "all_metadata") -> str:
+    """Human-readable report; `all_metadata` prints every metadata key in full (the hint names that switch)."""
     lines = [
         f"{rep.path}",
         f"  type      {rep.network_type}   ({rep.n_modules} modules, {rep.conv3x3} with 3x3 conv)",
@@ -88,5 +89,5 @@ def format_report(rep: InspectReport, all_metadata: bool = False) -> str:
             lines.append(f"    {k} = {rep.metadata[k] if all_metadata else _short(rep.metadata[k], 200)}")
         hidden = len(rep.metadata) - len(keys)
         if hidden > 0:
-            lines.append(f"    … {hidden} more keys (--all-metadata shows them)")
+            lines.append(f"    … {hidden} more keys ({all_metadata_hint} shows them)")
     return "\n".join(lines)

@@ -10,13 +10,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
 from charframe.errors import CharframeError
 from charframe.lora import io as lio
-from charframe.lora.blocks import BLOCK_IDS, block_of, module_weights
+from charframe.lora.blocks import BLOCK_IDS, module_weights, resolve_weights
+from charframe.lora.format import FileModule, LoraNetwork
 from charframe.lora.functional import scale_module
-from charframe.lora.format import LoraModule, LoraNetwork
+from charframe.lora.keys import block_of
+from charframe.lora.ops.run import apply_to_file, check_files, output_path
+from charframe.project import find_project_root
 from charframe.util.workers import torch_threads
 
 log = logging.getLogger(__name__)
@@ -54,7 +57,7 @@ def merge_network(
         raise ValueError(f"merge_network needs {len(BLOCK_IDS)} weights, got {len(weights)}")
     per_module, outside = module_weights(net.modules, weights)
     result = MergeResult(output=None, label="", weights=tuple(weights), outside=outside)
-    modules: dict[str, LoraModule] = {}
+    modules: dict[str, FileModule] = {}
     with torch_threads(1):  # tiny element-wise ops: threads only add contention
         for name, module in tqdm(net.modules.items(), desc="merge", unit="module", disable=not progress):
             w = per_module[name]
@@ -63,7 +66,7 @@ def merge_network(
                 continue
             tensors = module.tensors if w == 1 else scale_module(module.kind, module.tensors, w)
             result.scaled += w != 1
-            modules[name] = LoraModule(name, module.kind, tensors)
+            modules[name] = FileModule(name, module.kind, tensors)
     result.kept = len(modules)
     result.bytes_before = lio.tensors_nbytes(net)
     merged = LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source)
@@ -91,27 +94,41 @@ def merge_file(
 ) -> MergeResult:
     """Merge one file with 26 block weights into `<stem>-<label>.safetensors` (or `output`)."""
     path = Path(path)
-    out = Path(output) if output else lio.output_path(path, label)
-    lio.check_outputs([out], overwrite)
-    net = lio.read_network(path)
-    merged, result = merge_network(net, weights, progress=progress)
-    warn_outside(result.outside, path)
-    if not merged.modules:
-        raise CharframeError(f"{path}: preset {label} removes every module; nothing to write")
-    blocks_seen = sorted({block_of(n) or "-" for n in net.modules} - {"-"}, key=_block_order)
-    merged.metadata = lio.with_history(
-        merged.metadata,
-        "merge",
-        preset=label,
-        weights=dict(zip(BLOCK_IDS, weights)),
-        blocks_in_file=blocks_seen,
-        **lio.source_entry(net),
-    )
-    if "ss_output_name" in merged.metadata:
-        merged.metadata["ss_output_name"] = out.stem
-    result.output = lio.write_network(out, merged)
-    result.label = label
-    return result
+    out = Path(output) if output else output_path(path, label)
+
+    def operation(nets: list[LoraNetwork]) -> tuple[LoraNetwork, MergeResult, dict]:
+        (net,) = nets
+        merged, result = merge_network(net, weights, progress=progress)
+        warn_outside(result.outside, path)
+        if not merged.modules:
+            raise CharframeError(f"{path}: preset {label} removes every module; nothing to write")
+        result.output, result.label = out, label
+        blocks_seen = sorted({block_of(n) or "-" for n in net.modules} - {"-"}, key=_block_order)
+        return merged, result, {"preset": label, "weights": dict(zip(BLOCK_IDS, weights)), "blocks_in_file": blocks_seen}
+
+    return apply_to_file("merge", [path], out, operation, overwrite=overwrite)
+
+
+def merge_files(
+    paths: Sequence[str | os.PathLike],
+    preset: str,
+    *,
+    preset_files: Iterable[str | os.PathLike] = (),
+    project_root: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Iterator[MergeResult]:
+    """Merge each file with a preset name or weight list, beside itself.
+
+    The preset is resolved once (shipped presets, the project's charframe.toml — the project found
+    from the first file unless `project_root` is given — then `preset_files`) and every output is
+    checked before the first merge, so a refusal leaves nothing half-done.
+    """
+    root = find_project_root(paths[0]) if project_root is None else project_root
+    label, weights = resolve_weights(preset, root, preset_files)
+    check_files(paths, [output_path(p, label) for p in paths], overwrite)
+    for p in paths:
+        yield merge_file(p, weights, label, overwrite=overwrite, progress=progress)
 
 
 def _block_order(block: str) -> int:

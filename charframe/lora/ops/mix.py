@@ -1,10 +1,8 @@
-"""Mix LoRAs: one LoRA whose ΔW is Σ wᵢ·ΔWᵢ, re-factored exactly.
+"""Mix LoRAs: one LoRA whose ΔW is Σ wᵢ·ΔWᵢ, re-factored exactly (`refactor.refactor_module`).
 
-For LoRA/LoCon inputs the factors are stacked ([w₁up₁ | w₂up₂], [down₁; down₂]) and re-factored
-through QR (`functional.lowrank_svd`), so no full matrix is formed; a module that any input holds as
-LoHa/LoKr is summed as full ΔW and decomposed. Without a rank rule every non-negligible singular
-value is kept, so the result equals the weighted sum; `--rank`/`--sv-ratio` truncate it. This is
-the "two characters together without a group LoRA" path.
+Without a rank rule every non-negligible singular value is kept, so the result equals the weighted
+sum; a fixed rank or sv_ratio truncates it. This is the "two characters together without a group
+LoRA" path.
 """
 
 from __future__ import annotations
@@ -19,34 +17,42 @@ import torch
 
 from charframe.errors import CharframeError
 from charframe.lora import io as lio
-from charframe.lora.blocks import layer_shape
-from charframe.lora.ops.compress import DTYPES, Factored, ModuleReport, build_network, rank_metadata
-from charframe.lora.functional import (
-    RankRule,
-    full_svd,
-    lora_factors,
-    lowrank_truncate,
-    module_delta,
-    retained_fro,
-    select_rank,
-    stack_factors,
-    truncate,
-)
-from charframe.lora.format import LoraModule, LoraNetwork
+from charframe.lora.blocks import checked_weight
+from charframe.lora.format import FileModule, LoraNetwork
+from charframe.lora.functional import RankRule
+from charframe.lora.ops.refactor import DTYPES, Factored, ModuleReport, build_network, rank_metadata, refactor_module, rule_history
+from charframe.lora.ops.run import apply_to_file, source_entry
 from charframe.util.workers import map_modules, torch_threads
 
 log = logging.getLogger(__name__)
 
+#: One module of the mix is the shared re-factoring over the inputs that hold it.
+mix_module = refactor_module
+
 
 def parse_mix_arg(text: str) -> tuple[Path, float]:
-    """'A.safetensors:0.7' → (path, 0.7); no ':weight' means 1. Windows drive colons are kept."""
+    """'A.safetensors:0.7' → (path, 0.7); no ':weight' means 1. Windows drive colons are kept.
+
+    A tail after the last ':' that is not a number is an error (not a file name), unless a file
+    of exactly that name exists.
+    """
     head, sep, tail = text.rpartition(":")
-    if sep and head and "\\" not in tail and "/" not in tail:
-        try:
-            return Path(head), float(tail)
-        except ValueError:
-            pass
-    return Path(text), 1.0
+    if not sep or not head or "\\" in tail or "/" in tail:
+        return Path(text), 1.0
+    try:
+        weight = float(tail)
+    except ValueError:
+        if Path(text).exists():
+            return Path(text), 1.0
+        raise CharframeError(f"{text}: the weight '{tail}' is not a number; write FILE:WEIGHT, e.g. a.safetensors:0.7") from None
+    return Path(head), _checked(text, weight)
+
+
+def _checked(name: str | os.PathLike, weight: float) -> float:
+    try:
+        return checked_weight(weight, "the weight")
+    except ValueError as e:
+        raise CharframeError(f"{name}: {e}") from None
 
 
 @dataclass
@@ -63,34 +69,6 @@ class MixResult:
         return f"{name}: {parts}: {len(self.modules)} modules, {self.rule.describe()}, mean rank {mean:.1f}"
 
 
-def mix_module(name: str, parts: Sequence[tuple[LoraModule, float]], rule: RankRule) -> tuple[Factored, ModuleReport]:
-    """Σ w·ΔW of one module over the inputs that hold it, re-factored at the rank `rule` picks."""
-    factors, deltas, shapes = [], [], set()
-    for module, w in parts:
-        t = module.tensors
-        if module.kind == "lora":
-            up2d, down2d, shape = lora_factors(t["lora_down.weight"], t["lora_up.weight"], t.get("alpha"), t.get("lora_mid.weight"))
-            factors.append((up2d, down2d, w))
-        else:
-            delta = module_delta(module.kind, t)
-            shape = layer_shape(name, tuple(delta.shape))
-            deltas.append(delta.reshape(delta.shape[0], -1) * w)
-        shapes.add(tuple(shape))
-    if len(shapes) != 1:
-        raise CharframeError(f"module {name}: the inputs disagree on its layer shape {sorted(shapes)}; mix LoRAs of the same base model")
-    shape = shapes.pop()
-    if deltas:  # some input has no low-rank factors: sum full matrices
-        total = sum(deltas) + sum(up @ down * w for up, down, w in factors)
-        u, s, vh = full_svd(total)
-        up, down = truncate(u, s, vh, select_rank(s, rule))
-    else:
-        up, down, s = lowrank_truncate(*stack_factors(factors), lambda s: select_rank(s, rule))
-    k = up.shape[1]
-    rank_in = sum(m.rank or 0 for m, _ in parts)
-    report = ModuleReport(name, "+".join(m.kind for m, _ in parts), rank_in, k, retained_fro(s, k))
-    return (up, down, shape), report
-
-
 def mix_networks(
     items: Sequence[tuple[LoraNetwork, float]],
     rule: RankRule = RankRule("all", 0, None),
@@ -99,7 +77,7 @@ def mix_networks(
     progress: bool = False,
 ) -> tuple[LoraNetwork, list[ModuleReport]]:
     """The weighted sum of networks, module by module (modules only some inputs have are kept)."""
-    names: dict[str, list[tuple[LoraNetwork, LoraModule, float]]] = {}
+    names: dict[str, list[tuple[LoraNetwork, FileModule, float]]] = {}
     for net, w in items:
         for name, module in net.modules.items():
             names.setdefault(name, []).append((net, module, w))
@@ -138,23 +116,17 @@ def mix_files(
     progress: bool = False,
 ) -> MixResult:
     """Mix files with weights into `output` (default `<A>+<B>-mix.safetensors` beside A)."""
-    inputs = [(Path(p), float(w)) for p, w in inputs]
+    inputs = [(Path(p), _checked(p, w)) for p, w in inputs]
     if len(inputs) < 1:
         raise CharframeError("mix needs at least one input FILE:WEIGHT")
     out = Path(output) if output else default_mix_output(inputs)
-    lio.check_outputs([out], overwrite)
-    nets = [(lio.read_network(p, lazy=True), w) for p, w in inputs]
-    new, reports = mix_networks(nets, rule, DTYPES[dtype], progress=progress)
-    was_lycoris = any(n.kinds() - {"lora"} for n, _ in nets)
-    md = rank_metadata(new.metadata, rule, new, was_lycoris=was_lycoris)
-    md["ss_output_name"] = out.stem
-    new.metadata = lio.with_history(
-        md,
-        "mix",
-        inputs=[dict(lio.source_entry(n), weight=w) for n, w in nets],
-        rule=rule.kind,
-        value=rule.value,
-        max_rank=rule.max_rank,
-        dtype=dtype,
-    )
-    return MixResult(lio.write_network(out, new), inputs, rule, reports)
+    weights = [w for _, w in inputs]
+
+    def operation(nets: list[LoraNetwork]) -> tuple[LoraNetwork, MixResult, dict]:
+        new, reports = mix_networks(list(zip(nets, weights)), rule, DTYPES[dtype], progress=progress)
+        was_lycoris = any(n.kinds() - {"lora"} for n in nets)
+        new.metadata = rank_metadata(new.metadata, new, was_lycoris=was_lycoris)
+        sources = [dict(source_entry(n), weight=w) for n, w in zip(nets, weights)]
+        return new, MixResult(out, inputs, rule, reports), {"inputs": sources, **rule_history(rule, dtype)}
+
+    return apply_to_file("mix", [p for p, _ in inputs], out, operation, overwrite=overwrite, lazy=True, name_output=True)
