@@ -18,7 +18,7 @@ from pathlib import Path
 
 from charframe.character import CHARACTERS_DIR, WORK_DIR, Character, StageRecipe, load_character
 from charframe.errors import CharframeError
-from charframe.lora.blocks import load_presets, resolve_preset
+from charframe.lora.blocks import resolve_weights
 from charframe.project import load_project_config, project_dirs
 from charframe.training.plan import TrainPlan, make_plan
 from charframe.util import toml as tomlio
@@ -120,7 +120,7 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
     c = members[0][0]
     config = load_project_config(c.root)
     dirs = project_dirs(c.root, config)
-    merge = resolve_preset(recipe.preset, load_presets(project_config=config))
+    merge = resolve_weights(recipe.preset, c.root)
     plan = make_plan(recipe.logic, recipe.dim, recipe.lr, recipe.steps, dataset=dirs.input / dataset / f"{dataset}.toml",
                      out=out, model=model_path(c), vae=model_path(c, "vae"), clip_skip=c.generation.clip_skip,
                      output_dir=str(dirs.output), logging_dir=str(dirs.log))
