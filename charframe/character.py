@@ -215,6 +215,8 @@ def character_toml(c: Character) -> str:
 
 
 def find_characters(root: str | os.PathLike) -> list[Path]:
-    """Character files of a project: `Characters/*.toml`, sorted."""
+    """Character files of a project: `Characters/*.toml` except group files (`*.group.toml`), sorted."""
     folder = Path(root) / CHARACTERS_DIR
-    return sorted(p for p in folder.glob("*.toml") if p.is_file()) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.toml") if p.is_file() and not p.name.endswith(".group.toml"))

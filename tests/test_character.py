@@ -50,6 +50,7 @@ def test_defaults_names_and_round_trip(tmp_path: Path) -> None:
     assert c.work_dir("body-sf") == tmp_path.absolute() / "LoRAWork" / "krnk" / "body-sf"
     again = load_character(_write(tmp_path, character_toml(c), "again.toml"))
     assert again == c
+    _write(tmp_path, "[[member]]\ncharacter = 'krnk'\n", "pair.group.toml")
     assert find_characters(tmp_path) == [tmp_path / "Characters" / "again.toml", tmp_path / "Characters" / "krnk.toml"]
     with pytest.raises(CharframeError, match="no outfit 'ps'.*known: sf"):
         c.body_dataset("ps")
