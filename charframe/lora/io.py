@@ -46,8 +46,6 @@ _LEGACY_OFFSET, _LEGACY_SIZE = 0x100000, 0x10000
 #: Largest header accepted (the safetensors library's own limit): real LoRA headers are ~100 KiB.
 MAX_HEADER_BYTES = 100 * 2**20
 #: Words of torch's weights-only refusals that mean "this pickle would run or import code".
-_UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized function")
-
 
 def check_input_file(path: Path) -> None:
     """A readable file, not a folder: say which it is."""
@@ -66,29 +64,8 @@ def load_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         tf = TensorFile(path)
         return tf.read_all(), tf.metadata
     if suffix in PICKLE_SUFFIXES:
-        return _read_lora_pickle(path), {}
+        return read_pickle(path), {}
     raise CharframeError(f"{path}: unsupported file type '{suffix}'; use .safetensors (or .ckpt/.pt)")
-
-
-def _read_lora_pickle(path: Path) -> dict[str, torch.Tensor]:
-    """`read_pickle`, but a corrupt file is called corrupt, not unsafe (that is only for code)."""
-    try:
-        return read_pickle(path)
-    except CharframeError as e:
-        cause = e.__cause__
-        if cause is None or any(word in str(cause) for word in _UNSAFE_PICKLE):
-            raise
-        raise CharframeError(f"{path}: {_corrupt_pickle(cause)}") from None
-    except Exception as e:  # noqa: BLE001 - the weights-only unpickler fails in many ways on garbage
-        raise CharframeError(f"{path}: {_corrupt_pickle(e)}") from None
-
-
-def _corrupt_pickle(exc: BaseException) -> str:
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:  # the useful line after torch's long preamble
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    detail = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return f"corrupt, truncated or not a PyTorch checkpoint ({detail[:160]}); re-download or re-save it"
 
 
 def save_lora_file(

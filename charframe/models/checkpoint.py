@@ -61,6 +61,10 @@ def _allowed_globals() -> list[Any]:
     return [_placeholder(q) for q in HARMLESS_CLASSES] + [core.multiarray.scalar, np.dtype, *dtypes]
 
 
+#: words of torch's weights-only refusals of a pickle that would import or run code (not damage)
+UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized function")
+
+
 def read_pickle(path: Path) -> dict[str, Any]:
     """A torch pickle (.ckpt/.pt) loaded with `weights_only=True`: the name → tensor mapping inside,
     `state_dict` containers unwrapped. Shared by model and LoRA loading: no pickled code ever runs."""
@@ -75,8 +79,21 @@ def read_pickle(path: Path) -> dict[str, Any]:
             except RuntimeError:  # old (non-zip) torch serialization cannot be memory-mapped
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            raise CharframeError(_refusal(path, exc)) from exc
+            if any(word in str(exc) for word in UNSAFE_PICKLE):
+                raise CharframeError(_refusal(path, exc)) from exc
+            raise CharframeError(f"{path}: {_corrupt(exc)}") from None
+        except Exception as exc:  # noqa: BLE001 - the weights-only unpickler fails in many ways on garbage
+            raise CharframeError(f"{path}: {_corrupt(exc)}") from None
     return _unwrap(path, obj)
+
+
+def _corrupt(exc: BaseException) -> str:
+    """A damaged file is called damaged: "unsafe" is only for a pickle that would import or run code."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:  # the useful line after torch's long preamble
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    detail = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"corrupt, truncated or not a PyTorch checkpoint ({detail[:160]}); re-download or re-save it"
 
 
 def _refusal(path: Path, exc: BaseException) -> str:

@@ -79,3 +79,14 @@ def test_diffusers_folder_variants_old_clip_naming_and_fp16_only(tmp_path: Path)
     k = "down_blocks.0.resnets.0.conv1.weight"
     assert comps.unet.dtype == torch.float32
     assert torch.equal(comps.unet.state_dict()[k], ref.unet.state_dict()[k].half().float())
+
+
+@pytest.mark.parametrize("content", [b"not a pickle at all", b"PK\x03\x04" + b"\x00" * 40, b"\x80\x02}q\x00(X"])
+def test_a_corrupt_ckpt_is_called_corrupt_not_unsafe(tmp_path: Path, content: bytes) -> None:
+    from charframe.models.checkpoint import read_pickle
+
+    bad = tmp_path / "model.ckpt"
+    bad.write_bytes(content)
+    with pytest.raises(CharframeError) as e:
+        read_pickle(bad)
+    assert "corrupt, truncated or not a PyTorch checkpoint" in str(e.value) and "trust" not in str(e.value)
