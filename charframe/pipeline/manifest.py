@@ -13,6 +13,10 @@ the step does not run again over it, but every step reading it sees a changed in
 fresh, as in DVC), but a file whose size and mtime equal the recorded ones is taken as unchanged without
 being read (as make and git's index do) — that keeps "nothing to do" for fifty characters under a second.
 
+Files and parameters are fingerprinted exactly as `charframe.util.manifest` does for per-file outputs
+(captions, templates): (size, mtime_ns, BLAKE2b digest) and `digest_params`; this module only groups them
+per step.
+
 A manifest is written (atomically) only after its step succeeded, and removed before a step starts, so a
 run killed mid-step redoes exactly that step next time.
 """
@@ -20,7 +24,6 @@ run killed mid-step redoes exactly that step next time.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import re
@@ -28,14 +31,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from charframe import __version__
 from charframe.util.files import atomic_write_text
+from charframe.util.manifest import Fingerprint, digest_file, digest_params
 
-VERSION = 1
-_CHUNK = 1 << 20
+VERSION = 2  # 2: digests from util.manifest
 
 #: path → (size, mtime_ns, digest)
-FileTable = dict[str, tuple[int, int, str]]
+FileTable = dict[str, Fingerprint]
 
 
 @dataclass(frozen=True)
@@ -109,22 +111,13 @@ def _suffix(pattern: str) -> str:
     return Path(pattern).suffix.lower()
 
 
-def file_digest(path: str | os.PathLike) -> str:
-    """blake2b-128 of the file's bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def params_digest(params: Mapping[str, Any], base: Path | None = None) -> str:
-    """Digest of the non-file inputs (JSON with sorted keys; the charframe version is always part of it).
+    """Digest of the non-file inputs (`util.manifest.digest_params`: canonical JSON + charframe's version).
     Paths below `base` (the project root) count relative to it, so a moved project stays up to date."""
-    text = json.dumps({"charframe": __version__, **params}, sort_keys=True, default=str, separators=(",", ":"))
+    text = json.dumps(params, sort_keys=True, default=str, separators=(",", ":"))
     if base is not None:
         text = text.replace(json.dumps(str(base))[1:-1], "<project>")
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+    return digest_params(text)
 
 
 def _current(sets: Iterable[FileSet], base: Path | None) -> dict[str, str]:
@@ -149,7 +142,7 @@ def fingerprint(sets: Iterable[FileSet], known: FileTable | None = None, base: P
         if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
             table[key] = old
         else:
-            table[key] = (st.st_size, st.st_mtime_ns, file_digest(p))
+            table[key] = (st.st_size, st.st_mtime_ns, digest_file(p))
     return table
 
 
@@ -224,6 +217,6 @@ def _changed(recorded: FileTable, current: dict[str, str]) -> str | None:
             return f"{Path(p).name} missing"
         if st.st_size == size and st.st_mtime_ns == mtime:
             continue
-        if st.st_size != size or file_digest(p) != digest:
+        if st.st_size != size or digest_file(p) != digest:
             return f"{Path(p).name} changed"
     return None
