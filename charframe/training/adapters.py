@@ -43,9 +43,10 @@ class NetworkSpec:
     lycoris_algo: str | None = None
 
     @classmethod
-    def from_plan(cls, plan: Any) -> "NetworkSpec":
-        algo = plan.algo if plan.network_module.startswith("lycoris") else None
-        return cls(plan.dim, plan.network_alpha, plan.conv_dim, plan.conv_alpha, algo)
+    def from_recipe(cls, network: Any) -> "NetworkSpec":
+        """From a plan's `NetworkRecipe` (dim, module, algo, alpha, conv_dim, conv_alpha)."""
+        algo = network.algo if network.module.startswith("lycoris") else None
+        return cls(network.dim, network.alpha, network.conv_dim, network.conv_alpha, algo)
 
 
 class _TextRoot(nn.Module):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from charframe.training.data import BatchRef, DatasetGroup, ImageEntry, Subset
+from charframe.training.data import BatchRef, DatasetGroup, ImageEntry, TrainingSubset
 
 
 def sample_rng(seed: int, epoch: int, batch: int, item: int) -> np.random.Generator:
@@ -64,7 +64,7 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.resize(size, Image.LANCZOS)
 
 
-def load_pixels(entry: ImageEntry, subset: Subset, rng: np.random.Generator) -> torch.Tensor:
+def load_pixels(entry: ImageEntry, subset: TrainingSubset, rng: np.random.Generator) -> torch.Tensor:
     """CHW float tensor in [-1, 1] at the entry's bucket size."""
     with Image.open(entry.path) as im:
         img = im.convert("RGB")
@@ -80,7 +80,7 @@ def load_pixels(entry: ImageEntry, subset: Subset, rng: np.random.Generator) -> 
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
-def shape_caption(caption: str, subset: Subset, rng: np.random.Generator) -> str:
+def shape_caption(caption: str, subset: TrainingSubset, rng: np.random.Generator) -> str:
     """caption_prefix/suffix and shuffle_caption (the first keep_tokens tags stay in place)."""
     if subset.shuffle_caption:
         tags = [t.strip() for t in caption.split(",")]
@@ -98,6 +98,7 @@ class Batch:
     pixels: torch.Tensor  # B,3,H,W in [-1, 1]
     captions: list[str]
     loss_weights: torch.Tensor  # B: 1 for training images, prior_loss_weight for reg images
+    error: str | None = None  # an image could not be read: "<file>: why" (pixels are then empty)
 
 
 class StepData(torch.utils.data.Dataset):
@@ -139,7 +140,12 @@ class StepData(torch.utils.data.Dataset):
             entry = ds.images[index]
             subset = ds.subsets[entry.subset]
             rng = sample_rng(self.seed, epoch, position, j)
-            pixels.append(load_pixels(entry, subset, rng))
+            try:
+                pixels.append(load_pixels(entry, subset, rng))
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+                # returned, not raised: a DataLoader worker's exception reaches the loop as a traceback dump
+                return Batch(torch.empty(0), [], torch.empty(0), f"{entry.path}: cannot be decoded ({e}); "
+                             "replace or remove the image")
             captions.append(shape_caption(entry.caption, subset, rng))
             weights.append(self.prior_loss_weight if entry.is_reg else 1.0)
         return Batch(torch.stack(pixels), captions, torch.tensor(weights))
