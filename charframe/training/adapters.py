@@ -256,7 +256,7 @@ def load_network_weights(net: nn.Module, tensors: dict[str, torch.Tensor], sourc
         if tuple(v.shape) != tuple(own[k].shape):
             raise CharframeError(
                 f"{source}: {k} has shape {tuple(v.shape)}, this run needs {tuple(own[k].shape)}; "
-                "continue with the same --dim as the file was trained with"
+                "continue with the same {param} as the file was trained with", param="dim"
             )
     missing = sorted(k for k in own if k not in tensors)
     tensors = _keep_own_alpha(tensors, own, source)  # drops the alpha keys: the run keeps its own

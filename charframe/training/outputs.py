@@ -112,10 +112,11 @@ def save_final(out_file: Path, tensors: dict[str, Any], metadata: dict[str, str]
         log.error("could not save the resumable state either: %s", exc)
         state_dir = None
     fallback = _save_fallback(tensors, metadata, out_file.parent, session_id)
-    kept = f"the resumable state is in {state_dir} (run the same command with --resume to retry the save)" \
+    kept = f"the resumable state is in {state_dir} (run the same command with {{param}} to retry the save)" \
         if state_dir else "no resumable state could be written"
     where = f"the trained weights are in {fallback}" if fallback else "the weights could not be written anywhere"
-    raise CharframeError(f"{out_file}: cannot write the LoRA ({reason}); {where}; {kept}", exit_code=1)
+    raise CharframeError(f"{out_file}: cannot write the LoRA ({reason}); {where}; {kept}", exit_code=1,
+                         param="resume" if state_dir else None)
 
 
 def _save_fallback(tensors: dict[str, Any], metadata: dict[str, str], folder: Path, session_id: int) -> Path | None:
