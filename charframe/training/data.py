@@ -8,6 +8,8 @@
   most the resolution's; with `bucket_no_upscale` each image keeps its size (only shrunk to that area)
   and is cropped to the 64 px grid; without buckets every image is scaled to cover `resolution` and
   centre-cropped;
+- `alpha_mask` subsets weight each pixel's loss by the image's alpha channel (sd-scripts' masked loss;
+  images without alpha count as opaque);
 - `is_reg` subsets are regularisation images, repeated so that their count matches the training
   images (extra ones unused), their loss weighted by prior_loss_weight;
 - each epoch the images of a bucket are shuffled, cut into batches, and all batches shuffled, from the

@@ -90,7 +90,8 @@ def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop:
             raise BadImageError(batch.error)
         gen = step_generator(recipe.seed, progress.step, s.rank)
         loss = denoise_loss(s.comps, batch.pixels, batch.captions, batch.loss_weights, gen, recipe=recipe,
-                            device=s.device, weight_dtype=s.weight_dtype, autocast=s.accelerator.autocast)
+                            device=s.device, weight_dtype=s.weight_dtype, autocast=s.accelerator.autocast,
+                            masks=batch.masks)
         s.accelerator.backward(loss)
         progress.updating = True
         sync_gradients(s.params, s.world)

@@ -35,8 +35,10 @@ def denoise_loss(
     weight_dtype: torch.dtype = torch.float32,
     autocast: Callable[[], Any] = nullcontext,
     timesteps: torch.Tensor | None = None,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted."""
+    """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
+    optionally weighted per pixel by alpha `masks` (B,H,W)."""
     sched = comps.noise_scheduler
     with torch.no_grad():
         pixels = pixels.to(device, weight_dtype, non_blocking=True)
@@ -52,5 +54,15 @@ def denoise_loss(
     with autocast():
         states = encode(comps.text_encoder, tokenize(comps.tokenizer, captions, recipe.max_token_length), recipe.clip_skip)
         pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype)).sample
-    per_item = torch.nn.functional.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+    per_item = masked_mse(pred.float(), target.float(), None if masks is None else masks.to(device))
     return (per_item * weights.to(device)).mean()
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-item mean squared error; with `masks` (B,H,W in [0, 1], image size) each latent pixel's error
+    is weighted by the mask's area average over that pixel's footprint (sd-scripts' `apply_masked_loss`)
+    and the mean still taken over every latent pixel (so a half-transparent image has half the loss)."""
+    loss = torch.nn.functional.mse_loss(pred, target, reduction="none")
+    if masks is not None:
+        loss = loss * torch.nn.functional.interpolate(masks.unsqueeze(1).to(loss.dtype), size=loss.shape[2:], mode="area")
+    return loss.mean(dim=(1, 2, 3))
