@@ -3,6 +3,7 @@
     python benchmarks/train.py                  # CPU, tiny SD1.x model (64 px, batch 2, Lora3x3 dim 8)
     python benchmarks/train.py --gpu            # SD1.5-shaped random model, 512 px, batch 2, Lora3x3 dim 128
     python benchmarks/train.py --gpu --small    # the --gpu code path at toy sizes (runs on CPU too)
+    python benchmarks/train.py --image-check 20000   # cost of the start-up decode check (--image-check 2000: quick)
 
 Every configuration runs in a fresh interpreter, so each peak is its own: peak RSS (ru_maxrss) on CPU,
 peak allocated/reserved VRAM on CUDA; "RSS before" is after the model is built, before training.
@@ -161,6 +162,40 @@ def run_naive(args: argparse.Namespace) -> dict:
     return {"steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]), "rss_before_mb": rss0, **_memory(device)}
 
 
+def image_check(n: int, size: int = 64) -> int:
+    """The start-up image check on `n` small PNGs: reading the dataset (headers only, what start-up did
+    before) against the full decode check that now follows it."""
+    import numpy as np
+    import tomli_w
+    from PIL import Image
+
+    from charframe.training.data import load_dataset
+    from charframe.training.imagecheck import check_images
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sub = Path(tmp) / "krnk girl_f0064"
+        sub.mkdir()
+        rng = np.random.default_rng(0)
+        block = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        for i in range(n):
+            block[i % size, :, :] = i % 256  # distinct files, realistic compression
+            Image.fromarray(block).save(sub / f"f0{i:05d}.png")
+            (sub / f"f0{i:05d}.txt").write_text("krnk, white background")
+        toml = Path(tmp) / "bench.toml"
+        toml.write_text(tomli_w.dumps({"general": {"caption_extension": ".txt", "enable_bucket": True,
+                                                   "bucket_no_upscale": True, "min_bucket_reso": 64},
+                                       "datasets": [{"resolution": [size, size], "batch_size": 1,
+                                                     "subsets": [{"image_dir": str(sub)}]}]}))
+        t0 = time.perf_counter()
+        group = load_dataset(toml)
+        t1 = time.perf_counter()
+        check_images(group)
+        t2 = time.perf_counter()
+    print(f"{'images':>8} {'size':>6} {'read dataset (s)':>18} {'decode check (s)':>18} {'check per image (ms)':>22} {'added':>8}")
+    print(f"{n:>8} {size:>6} {t1 - t0:>18.2f} {t2 - t1:>18.2f} {(t2 - t1) / n * 1000:>22.3f} {(t2 - t1) / (t1 - t0):>7.1f}x")
+    return 0
+
+
 CONFIGS = {
     "charframe": lambda a: run_charframe(a, None),
     "charframe+ckpt": lambda a: run_charframe(a, True),
@@ -177,12 +212,15 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=2, help="steps not timed")
     ap.add_argument("--configs", help="comma-separated subset of " + ",".join(CONFIGS))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+    ap.add_argument("--image-check", type=int, metavar="N", help="only time the start-up image check on N images")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--shape", default="tiny", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--dim", type=int, default=8, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.image_check:
+        return image_check(args.image_check)
     if args.worker:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import logging

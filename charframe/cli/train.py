@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from charframe.errors import CharframeError  # light: no heavy imports
+
 log = logging.getLogger("charframe.cli.train")
 
 TRAIN_EPILOG = """\
@@ -96,36 +98,25 @@ def _options(args: argparse.Namespace) -> dict:
         **chosen,
         max_token_length=args.max_token_length, noise_offset=args.noise_offset, prior_loss_weight=args.prior_loss_weight,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
-        sample_seeds=[int(s) for s in args.sample_seeds.split(",") if s.strip()], save_state_every=args.save_state_every,
+        sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
     )
 
 
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CharframeError(f"--sample-seeds must be comma-separated integers, got {text!r}") from None
+
+
 def _run(plan, args: argparse.Namespace, root: Path) -> int:
-    from charframe.util import toml as tomlio
+    from charframe.training.engines import train_with
 
-    if args.engine == "kohya":
-        from charframe.training.engines import kohya
-
-        setup = kohya.find_kohya(args.kohya_dir, args.kohya_python, root)
-        if args.resume:
-            from charframe.errors import CharframeError
-
-            raise CharframeError("--resume works with the built-in engine; sd-scripts restarts the run")
-        if args.dry_run:
-            import subprocess
-
-            cache = str(kohya.tokenizer_cache(write=False))
-            print(subprocess.list2cmdline(kohya.kohya_command(plan, setup, tokenizer_cache_dir=cache)))
-            return 0
-        kohya.run_kohya(plan, setup)
-        return 0
-    if args.dry_run:
-        print(tomlio.dumps({"plan": plan.to_dict()}))
-        return 0
-    from charframe.training.engines.builtin import train
-
-    result = train(plan, resume=args.resume)
-    if result.output is not None:
+    result = train_with(plan, args.engine, resume=args.resume, dry_run=args.dry_run,
+                        kohya_dir=args.kohya_dir, kohya_python=args.kohya_python, root=root)
+    if isinstance(result, str):
+        print(result)
+    elif result.output is not None:
         print(result.output)
     return 0
 

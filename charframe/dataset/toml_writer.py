@@ -13,14 +13,16 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import tomli_w
 
-from charframe.util import toml as tomlio
+from charframe.dataset.schema import Dataset, DatasetFile, General, Subset, parse_dataset_file, resolution_pair
 from charframe.errors import CharframeError
+from charframe.util import toml as tomlio
+from charframe.util.schema import dump
 from charframe.util.files import DATA_DIR, atomic_write_text, backup_file, check_name_length
 from charframe.dataset.imagesize import image_size
 from charframe.dataset.naming import is_image_name, parse_dataset_name, parse_subset_name
@@ -38,67 +40,47 @@ CLASS_NAMES = SIZE_CLASS_NAMES  # WIDTH_HEIGHT, from SIZE_CLASSES
 _MAX_LISTED = 10
 
 
-@dataclass(frozen=True)
-class General:
-    """`[general]` of the dataset TOML; the defaults are the convention."""
-
-    color_aug: bool = True
-    enable_bucket: bool = True
-    bucket_no_upscale: bool = True
-    caption_extension: str = ".txt"
-    num_repeats: int = 1
+#: The keys `charframe toml` writes, per level, in the order it writes them.
+WRITTEN_KEYS = {
+    "general": ("color_aug", "enable_bucket", "bucket_no_upscale", "caption_extension", "num_repeats"),
+    "datasets": ("resolution", "batch_size", "subsets"),
+    "subsets": ("image_dir", "class_tokens", "flip_aug", "is_reg"),
+}
 
 
-@dataclass(frozen=True)
-class Subset:
-    """One `[[datasets.subsets]]`: an image folder."""
-
-    image_dir: str
-    class_tokens: str
-    flip_aug: bool = True
-    is_reg: bool = False  # written only when true (sd-scripts' default is false)
+def conventional_general(repeats: int) -> General:
+    """`[general]` as the convention writes it (§4)."""
+    return General(color_aug=True, enable_bucket=True, bucket_no_upscale=True, caption_extension=".txt",
+                   num_repeats=repeats)
 
 
 @dataclass(frozen=True)
-class Dataset:
-    """One `[[datasets]]`: every subset of one size class."""
-
-    resolution: tuple[int, int]
-    batch_size: int
-    subsets: tuple[Subset, ...] = ()
-
-
-@dataclass(frozen=True)
-class DatasetConfig:
-    general: General = field(default_factory=General)
-    datasets: tuple[Dataset, ...] = ()
+class DatasetConfig(DatasetFile):
+    """The dataset TOML `charframe toml` writes: the shared records, emitted in the sd-scripts layout."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data as sd-scripts reads it (the inverse of `from_dict`)."""
         return {
-            "general": {f.name: getattr(self.general, f.name) for f in fields(General)},
+            "general": _written(self.general, "general"),
             "datasets": [
-                {
-                    "resolution": list(d.resolution),
-                    "batch_size": d.batch_size,
-                    "subsets": [_subset_dict(s) for s in d.subsets],
-                }
+                {**_written(d, "datasets"), "subsets": [_written(s, "subsets") for s in d.subsets]}
                 for d in self.datasets
             ],
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DatasetConfig:
-        """Typed config from parsed TOML; unknown keys are an error (they would be silently lost)."""
-        _only(data, {"general", "datasets"}, "top level")
-        general = General(**_only(data.get("general", {}), {f.name for f in fields(General)}, "[general]"))
-        datasets = []
-        for d in data.get("datasets", []):
-            _only(d, {"resolution", "batch_size", "subsets"}, "[[datasets]]")
-            res = d["resolution"]
-            subsets = tuple(Subset(**_only(s, {f.name for f in fields(Subset)}, "[[datasets.subsets]]")) for s in d.get("subsets", []))
-            datasets.append(Dataset((res, res) if isinstance(res, int) else tuple(res), d["batch_size"], subsets))
-        return cls(general, tuple(datasets))
+        """Typed config from parsed TOML; keys this writer does not write are an error (they would be lost)."""
+        record = parse_dataset_file(data, "dataset TOML")
+        levels = [("general", record.general)] + [("datasets", d) for d in record.datasets] + \
+                 [("subsets", s) for d in record.datasets for s in d.subsets]
+        for level, rec in levels:
+            extra = sorted(k for k, v in dump(rec).items() if k not in WRITTEN_KEYS[level])
+            if extra:
+                raise CharframeError(f"dataset TOML: key(s) {', '.join(extra)} in [{level}] are not written by "
+                                     "`charframe toml` (they would be lost)")
+        datasets = tuple(replace(d, resolution=resolution_pair(d.resolution, "dataset TOML")) for d in record.datasets)
+        return cls(record.general, datasets)
 
     def dumps(self, header: str = "") -> str:
         """TOML text in the sd-scripts layout; parsed back and compared before it is returned."""
@@ -114,20 +96,10 @@ class DatasetConfig:
         return text
 
 
-def _subset_dict(s: Subset) -> dict[str, Any]:
-    d = {"image_dir": s.image_dir, "class_tokens": s.class_tokens, "flip_aug": s.flip_aug}
-    if s.is_reg:
-        d["is_reg"] = True
-    return d
-
-
-def _only(table: Any, allowed: set[str], where: str) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise CharframeError(f"dataset TOML: {where} must be a table")
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise CharframeError(f"dataset TOML: unknown key(s) in {where}: {', '.join(unknown)}")
-    return table
+def _written(record: Any, level: str) -> dict[str, Any]:
+    """The record's written keys that are set, in the written order (tuples as lists)."""
+    values = dump(record)
+    return {k: values[k] for k in WRITTEN_KEYS[level] if k in values and k != "subsets"}
 
 
 _PLAIN = re.compile(r"[^'\x00-\x1f\x7f]*")
@@ -239,11 +211,11 @@ def build_dataset_config(
         except CharframeError as e:
             problems.append(f"{folder.path}: {e}")
             continue
-        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug, name.is_reg))
+        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug, name.is_reg or None))
     if problems:
         raise CharframeError("\n".join(problems) + f"\nno TOML written for {root}")
     datasets = tuple(Dataset(resolution_of(c), batches[c], tuple(by_class[c])) for c in CLASS_NAMES if c in by_class)
-    return DatasetConfig(General(num_repeats=dataset.repeats), datasets)
+    return DatasetConfig(conventional_general(dataset.repeats), datasets)
 
 
 def check_relative_to(relative_to: str | os.PathLike | None) -> None:

@@ -1,10 +1,13 @@
 """Training: dataset TOML → LoRA, with the recipes of the original batch file (CONVENTIONS §6).
 
-- `recipes`  logic names → `TrainPlan` (`make_plan`), the recipe table as data;
-- `dataset`  the dataset TOML with sd-scripts' semantics (`load_dataset`);
-- `images`, `text`  one sample's pixels and the caption's CLIP states;
-- `network`  kohya LoRA / LyCORIS modules with sd-scripts' key names;
-- `trainer`  the built-in loop (`train(plan)`), `state` its resumable state, `optim`, `metadata`;
-- `kohya`    the same plan run by an sd-scripts checkout (`kohya_args`, `run_kohya`, `setup_kohya`);
-- `paths`    dataset folders and the old batch file's names.
+- `plan`      logic names → a `TrainPlan` of small records (`make_plan`), the recipe table as data;
+- `data`      the dataset TOML (records of `charframe.dataset.schema`) with sd-scripts' semantics (`load_dataset`);
+- `images`, `text`, `imagecheck`  one sample's pixels, the caption's CLIP states, the start-up decode check;
+- `adapters`  kohya LoRA / LyCORIS modules with sd-scripts' key names;
+- `setup`     everything before step 1 (`begin_run`, `build_session`); `loop` the steps and their callbacks;
+  `loss` one batch's loss; `outputs` output locations and the final save; `state` the resumable state;
+  `optim`, `metadata`, `distributed`, `result`;
+- `engines`   the `Engine` protocol and `train_with`; `engines.builtin` (`train(plan)`), `engines.kohya`
+  (the same plan run by an sd-scripts checkout);
+- `paths`     dataset folders and the old batch file's names.
 """

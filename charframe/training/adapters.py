@@ -42,9 +42,10 @@ class NetworkSpec:
     lycoris_algo: str | None = None
 
     @classmethod
-    def from_plan(cls, plan: Any) -> "NetworkSpec":
-        algo = plan.algo if plan.network_module.startswith("lycoris") else None
-        return cls(plan.dim, plan.network_alpha, plan.conv_dim, plan.conv_alpha, algo)
+    def from_recipe(cls, network: Any) -> "NetworkSpec":
+        """From a plan's `NetworkRecipe` (dim, module, algo, alpha, conv_dim, conv_alpha)."""
+        algo = network.algo if network.module.startswith("lycoris") else None
+        return cls(network.dim, network.alpha, network.conv_dim, network.conv_alpha, algo)
 
 
 class _TextRoot(nn.Module):
@@ -254,7 +255,7 @@ def load_network_weights(net: nn.Module, tensors: dict[str, torch.Tensor], sourc
         if tuple(v.shape) != tuple(own[k].shape):
             raise CharframeError(
                 f"{source}: {k} has shape {tuple(v.shape)}, this run needs {tuple(own[k].shape)}; "
-                "continue with the same --dim as the file was trained with"
+                "continue with the same {param} as the file was trained with", param="dim"
             )
     missing = sorted(k for k in own if k not in tensors)
     tensors = _keep_own_alpha(tensors, own, source)  # drops the alpha keys: the run keeps its own

@@ -8,6 +8,8 @@
   most the resolution's; with `bucket_no_upscale` each image keeps its size (only shrunk to that area)
   and is cropped to the 64 px grid; without buckets every image is scaled to cover `resolution` and
   centre-cropped;
+- `alpha_mask` subsets weight each pixel's loss by the image's alpha channel (sd-scripts' masked loss;
+  images without alpha count as opaque);
 - `is_reg` subsets are regularisation images, repeated so that their count matches the training
   images (extra ones unused), their loss weighted by prior_loss_weight;
 - each epoch the images of a bucket are shuffled, cut into batches, and all batches shuffled, from the
@@ -25,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
-from charframe.util import toml as tomlio
-from charframe.errors import CharframeError
 from charframe.dataset.imagesize import image_size
+from charframe.dataset.schema import IGNORED_KEYS, Subset, ignored_keys_set, read_dataset_file, resolution_pair
+from charframe.errors import CharframeError
+from charframe.util.schema import dump
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,7 @@ SUBSET_DEFAULTS: dict[str, Any] = {
     "keep_tokens": 0,
     "caption_prefix": None,
     "caption_suffix": None,
+    "alpha_mask": False,
 }
 #: Keys a dataset block (or [general]) may set.
 DATASET_DEFAULTS: dict[str, Any] = {
@@ -56,19 +60,12 @@ DATASET_DEFAULTS: dict[str, Any] = {
     "max_bucket_reso": 1024,
     "bucket_reso_steps": 64,
 }
-#: Keys only a subset may carry.
-SUBSET_ONLY = ("image_dir", "is_reg")
-#: Valid sd-scripts keys the built-in trainer does not act on (the kohya engine does).
-IGNORED_KEYS = frozenset(
-    "face_crop_aug_range keep_tokens_separator secondary_separator caption_separator enable_wildcard "
-    "token_warmup_min token_warmup_step custom_attributes caption_dropout_rate caption_dropout_every_n_epochs "
-    "caption_tag_dropout_rate cache_info resize_interpolation validation_seed validation_split "
-    "network_multiplier alpha_mask".split()
-)
 
 
 @dataclass
-class Subset:
+class TrainingSubset:
+    """A subset as trained: every value resolved (inherited or sd-scripts' default), the folder found."""
+
     image_dir: Path
     num_repeats: int
     is_reg: bool
@@ -81,6 +78,7 @@ class Subset:
     keep_tokens: int
     caption_prefix: str | None
     caption_suffix: str | None
+    alpha_mask: bool = False
     img_count: int = 0
 
 
@@ -97,7 +95,9 @@ class ImageEntry:
 
 
 @dataclass
-class Dataset:
+class TrainingDataset:
+    """A `[[datasets]]` block as trained: resolved values, its subsets, images and buckets."""
+
     resolution: tuple[int, int]
     batch_size: int
     enable_bucket: bool
@@ -105,7 +105,7 @@ class Dataset:
     min_bucket_reso: int
     max_bucket_reso: int
     bucket_reso_steps: int
-    subsets: list[Subset] = field(default_factory=list)
+    subsets: list[TrainingSubset] = field(default_factory=list)
     images: list[ImageEntry] = field(default_factory=list)
     tag_frequency: dict[str, dict[str, int]] = field(default_factory=dict)
 
@@ -137,7 +137,7 @@ class BatchRef:
 @dataclass
 class DatasetGroup:
     source: Path
-    datasets: list[Dataset]
+    datasets: list[TrainingDataset]
 
     @property
     def num_train_images(self) -> int:
@@ -230,7 +230,7 @@ def select_bucket(
 # --- reading the TOML -----------------------------------------------------------------------------
 
 
-def _resolve_dir(raw: str, toml_path: Path) -> Path:
+def resolve_image_dir(raw: str, toml_path: Path) -> Path:
     """image_dir as written; relative paths are tried from the TOML's folder, then the current one."""
     text = raw.replace("\\", "/") if os.sep == "/" else raw
     p = Path(text).expanduser()
@@ -264,13 +264,12 @@ def _image_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
-def _check_keys(table: dict[str, Any], allowed: set[str], where: str, path: Path) -> None:
-    unknown = sorted(set(table) - allowed - IGNORED_KEYS)
-    if unknown:
-        raise CharframeError(f"{path}: unknown key(s) {', '.join(unknown)} in {where}")
-    ignored = sorted(set(table) & IGNORED_KEYS)
+def _values(record: Any, where: str, path: Path) -> dict[str, Any]:
+    """The keys a record sets (None = inherit), with a warning for sd-scripts-only keys."""
+    ignored = ignored_keys_set(record)
     if ignored:
         log.warning("%s: %s in %s ignored by the built-in trainer", path, ", ".join(ignored), where)
+    return {k: v for k, v in dump(record).items() if k not in IGNORED_KEYS and k != "subsets"}
 
 
 def _register_reg_repeats(train_count: int, reg: list[tuple[ImageEntry, int]]) -> list[ImageEntry]:
@@ -312,12 +311,11 @@ def _bucket_range(params: dict[str, Any], reso: tuple[int, int], path: Path, whe
     return lo, hi, step
 
 
-def _build_dataset(params: dict[str, Any], subsets_cfg: list[dict[str, Any]], path: Path, where: str) -> Dataset:
-    reso = params["resolution"]
+def _build_dataset(params: dict[str, Any], subsets_cfg: list[Subset], path: Path, where: str) -> TrainingDataset:
+    reso = resolution_pair(params["resolution"], f"{path}: {where}")
     if reso is None:
         raise CharframeError(f"{path}: {where} has no resolution; add `resolution = [512, 512]`")
-    reso = (int(reso), int(reso)) if isinstance(reso, int) else (int(reso[0]), int(reso[1]))
-    ds = Dataset(reso, int(params["batch_size"]), bool(params["enable_bucket"]), bool(params["bucket_no_upscale"]),
+    ds = TrainingDataset(reso, int(params["batch_size"]), bool(params["enable_bucket"]), bool(params["bucket_no_upscale"]),
                  *_bucket_range(params, reso, path, where))
     predefined = None
     if not ds.enable_bucket:
@@ -329,10 +327,9 @@ def _build_dataset(params: dict[str, Any], subsets_cfg: list[dict[str, Any]], pa
     reg: list[tuple[ImageEntry, int]] = []
     seen: set[Path] = set()
     for s_cfg in subsets_cfg:
-        values = {k: s_cfg.get(k, params.get(k)) for k in SUBSET_DEFAULTS}
-        if "image_dir" not in s_cfg:
-            raise CharframeError(f"{path}: a subset in {where} has no image_dir")
-        sub = Subset(image_dir=_resolve_dir(str(s_cfg["image_dir"]), path), is_reg=bool(s_cfg.get("is_reg", False)), **values)
+        own = _values(s_cfg, f"a subset of {where}", path)
+        values = {k: own.get(k, params.get(k)) for k in SUBSET_DEFAULTS}
+        sub = TrainingSubset(image_dir=resolve_image_dir(s_cfg.image_dir, path), is_reg=bool(s_cfg.is_reg), **values)
         if sub.num_repeats < 1:
             log.warning("%s: subset %s ignored: num_repeats < 1", path, sub.image_dir)
             continue
@@ -373,19 +370,13 @@ def _build_dataset(params: dict[str, Any], subsets_cfg: list[dict[str, Any]], pa
 def load_dataset(path: str | os.PathLike) -> DatasetGroup:
     """Read a dataset TOML into images, captions and buckets (sd-scripts semantics, see module doc)."""
     path = Path(path).absolute()
-    cfg = tomlio.load(path)
-    _check_keys(cfg, {"general", "datasets"}, "the top level", path)
-    general = cfg.get("general", {})
-    level_keys = set(SUBSET_DEFAULTS) | set(DATASET_DEFAULTS)
-    _check_keys(general, level_keys, "[general]", path)
-    datasets: list[Dataset] = []
-    for i, d_cfg in enumerate(cfg.get("datasets", [])):
+    cfg = read_dataset_file(path)
+    general = _values(cfg.general, "[general]", path)
+    datasets: list[TrainingDataset] = []
+    for i, d_cfg in enumerate(cfg.datasets):
         where = f"[[datasets]] #{i + 1}"
-        _check_keys(d_cfg, level_keys | {"subsets"}, where, path)
-        for s_cfg in d_cfg.get("subsets", []):
-            _check_keys(s_cfg, set(SUBSET_DEFAULTS) | set(SUBSET_ONLY), f"a subset of {where}", path)
-        params = {**DATASET_DEFAULTS, **SUBSET_DEFAULTS, **general, **{k: v for k, v in d_cfg.items() if k != "subsets"}}
-        ds = _build_dataset(params, d_cfg.get("subsets", []), path, where)
+        params = {**DATASET_DEFAULTS, **SUBSET_DEFAULTS, **general, **_values(d_cfg, where, path)}
+        ds = _build_dataset(params, list(d_cfg.subsets), path, where)
         if ds.images:
             datasets.append(ds)
     if not datasets:

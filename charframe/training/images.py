@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from charframe.training.data import BatchRef, DatasetGroup, ImageEntry, Subset
+from charframe.training.data import BatchRef, DatasetGroup, ImageEntry, TrainingSubset
 
 
 def sample_rng(seed: int, epoch: int, batch: int, item: int) -> np.random.Generator:
@@ -64,23 +64,35 @@ def resize(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return img.resize(size, Image.LANCZOS)
 
 
-def load_pixels(entry: ImageEntry, subset: Subset, rng: np.random.Generator) -> torch.Tensor:
+def load_pixels(entry: ImageEntry, subset: TrainingSubset, rng: np.random.Generator) -> torch.Tensor:
     """CHW float tensor in [-1, 1] at the entry's bucket size."""
+    return load_sample(entry, subset, rng)[0]
+
+
+def load_sample(entry: ImageEntry, subset: TrainingSubset,
+                rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(pixels, alpha mask): the mask (HW in [0, 1]) only for `alpha_mask` subsets, as sd-scripts makes it:
+    the image read as RGBA (no alpha channel = all ones), resized, cropped and flipped with the pixels;
+    colour augmentation touches RGB only."""
     with Image.open(entry.path) as im:
-        img = im.convert("RGB")
+        img = im.convert("RGBA" if subset.alpha_mask else "RGB")
     if img.size != entry.resized:
         img = resize(img, entry.resized)
     left, top = _crop_box(entry.resized, entry.bucket, rng if subset.random_crop else None)
     img = img.crop((left, top, left + entry.bucket[0], top + entry.bucket[1]))
     if subset.flip_aug and rng.random() < 0.5:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    mask = None
+    if subset.alpha_mask:
+        mask = torch.from_numpy(np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0)
+        img = img.convert("RGB")  # drops alpha, colours kept as stored (not composited), like sd-scripts
     if subset.color_aug:
         img = color_jitter(img, rng)
     arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy())
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()), mask
 
 
-def shape_caption(caption: str, subset: Subset, rng: np.random.Generator) -> str:
+def shape_caption(caption: str, subset: TrainingSubset, rng: np.random.Generator) -> str:
     """caption_prefix/suffix and shuffle_caption (the first keep_tokens tags stay in place)."""
     if subset.shuffle_caption:
         tags = [t.strip() for t in caption.split(",")]
@@ -98,6 +110,8 @@ class Batch:
     pixels: torch.Tensor  # B,3,H,W in [-1, 1]
     captions: list[str]
     loss_weights: torch.Tensor  # B: 1 for training images, prior_loss_weight for reg images
+    error: str | None = None  # an image could not be read: "<file>: why" (pixels are then empty)
+    masks: torch.Tensor | None = None  # B,H,W alpha masks when a subset has alpha_mask (others all ones)
 
 
 class StepData(torch.utils.data.Dataset):
@@ -134,15 +148,29 @@ class StepData(torch.utils.data.Dataset):
         epoch, position = self.locate(step)
         ref = self.batch_ref(step)
         ds = self.group.datasets[ref.dataset]
-        pixels, captions, weights = [], [], []
+        pixels, masks, captions, weights = [], [], [], []
         for j, index in enumerate(ref.images):
             entry = ds.images[index]
             subset = ds.subsets[entry.subset]
             rng = sample_rng(self.seed, epoch, position, j)
-            pixels.append(load_pixels(entry, subset, rng))
+            try:
+                image, mask = load_sample(entry, subset, rng)
+            except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
+                # returned, not raised: a DataLoader worker's exception reaches the loop as a traceback dump
+                return Batch(torch.empty(0), [], torch.empty(0), f"{entry.path}: cannot be decoded ({e}); "
+                             "replace or remove the image")
+            pixels.append(image)
+            masks.append(mask)
             captions.append(shape_caption(entry.caption, subset, rng))
             weights.append(self.prior_loss_weight if entry.is_reg else 1.0)
-        return Batch(torch.stack(pixels), captions, torch.tensor(weights))
+        return Batch(torch.stack(pixels), captions, torch.tensor(weights), masks=stack_masks(masks, pixels))
+
+
+def stack_masks(masks: list[torch.Tensor | None], pixels: list[torch.Tensor]) -> torch.Tensor | None:
+    """None when no image has a mask; else every mask, all ones for the images without one (as sd-scripts)."""
+    if all(m is None for m in masks):
+        return None
+    return torch.stack([m if m is not None else torch.ones(p.shape[1:]) for m, p in zip(masks, pixels)])
 
 
 def unbatched(item: Batch) -> Batch:

@@ -14,8 +14,8 @@ import time
 from typing import Any
 
 from charframe import __version__
-from charframe.training.data import Dataset, DatasetGroup
-from charframe.training.plan import TrainPlan
+from charframe.training.data import DatasetGroup, TrainingDataset
+from charframe.training.plan import OptimizerRecipe, TrainPlan
 
 MODELSPEC_VERSION = "1.0.1"
 ARCH_SD_V1_LORA = "stable-diffusion-v1/lora"
@@ -56,9 +56,9 @@ SD_SCRIPTS_OFF: dict[str, str] = {
 }
 
 
-def optimizer_description(plan: TrainPlan, optimizer_class: str) -> str:
+def optimizer_description(opt: OptimizerRecipe, optimizer_class: str) -> str:
     """`ss_optimizer` as sd-scripts writes it: the class path and its arguments."""
-    args = ",".join(f"{k}={v}" for k, v in plan.optimizer_args.items())
+    args = ",".join(f"{k}={v}" for k, v in opt.args.items())
     return optimizer_class + (f"({args})" if args else "")
 
 
@@ -81,39 +81,40 @@ def training_metadata(
     `mixed_precision`/`gradient_checkpointing`: what the run really used (default: the plan's).
     """
     d0 = group.datasets[0]
+    net, opt, recipe = plan.network, plan.optimizer, plan.recipe
     md: dict[str, Any] = {
         **SD_SCRIPTS_OFF,
         "ss_session_id": session_id,
         "ss_training_started_at": started_at,
         "ss_output_name": plan.output_name,
-        "ss_learning_rate": plan.learning_rate,
-        "ss_text_encoder_lr": plan.text_encoder_lr,
-        "ss_unet_lr": plan.learning_rate,
+        "ss_learning_rate": opt.learning_rate,
+        "ss_text_encoder_lr": opt.text_encoder_lr,
+        "ss_unet_lr": opt.learning_rate,
         "ss_num_train_images": group.num_train_images,
         "ss_num_reg_images": group.num_reg_images,
         "ss_num_batches_per_epoch": batches_per_epoch,
         "ss_num_epochs": num_epochs,
-        "ss_gradient_checkpointing": plan.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
+        "ss_gradient_checkpointing": plan.runtime.gradient_checkpointing if gradient_checkpointing is None else gradient_checkpointing,
         "ss_gradient_accumulation_steps": 1,
-        "ss_max_train_steps": plan.steps,
+        "ss_max_train_steps": recipe.steps,
         "ss_lr_warmup_steps": 0,
-        "ss_lr_scheduler": plan.lr_scheduler,
-        "ss_network_module": plan.network_module,
-        "ss_network_dim": plan.dim,
-        "ss_network_alpha": float(plan.network_alpha),  # sd-scripts' argparse type: "64.0"
-        "ss_network_args": json.dumps(plan.network_args) if plan.network_args else None,
-        "ss_mixed_precision": mixed_precision or plan.mixed_precision,
+        "ss_lr_scheduler": opt.scheduler,
+        "ss_network_module": net.module,
+        "ss_network_dim": net.dim,
+        "ss_network_alpha": float(net.alpha),  # sd-scripts' argparse type: "64.0"
+        "ss_network_args": json.dumps(net.args) if net.args else None,
+        "ss_mixed_precision": mixed_precision or plan.runtime.mixed_precision,
         "ss_full_fp16": False,
         "ss_v2": False,
         "ss_base_model_version": model_info.get("base_model_version", "sd_v1"),
-        "ss_clip_skip": plan.clip_skip,
-        "ss_max_token_length": str(plan.max_token_length),  # "None" when off, as sd-scripts
+        "ss_clip_skip": recipe.clip_skip,
+        "ss_max_token_length": str(recipe.max_token_length),  # "None" when off, as sd-scripts
         "ss_cache_latents": False,
-        "ss_seed": plan.seed,
-        "ss_noise_offset": str(plan.noise_offset or None),
+        "ss_seed": recipe.seed,
+        "ss_noise_offset": str(recipe.noise_offset or None),
         "ss_optimizer": optimizer,
-        "ss_max_grad_norm": plan.max_grad_norm,
-        "ss_prior_loss_weight": plan.prior_loss_weight,
+        "ss_max_grad_norm": opt.max_grad_norm,
+        "ss_prior_loss_weight": recipe.prior_loss_weight,
         "ss_batch_size_per_device": d0.batch_size,
         "ss_total_batch_size": d0.batch_size * num_processes,
         "ss_resolution": f"({d0.resolution[0]}, {d0.resolution[1]})",
@@ -131,7 +132,7 @@ def training_metadata(
     for key in ("ss_sd_model_hash", "ss_new_sd_model_hash", "ss_vae_name", "ss_vae_hash", "ss_new_vae_hash"):
         if key in model_info:
             md[key] = model_info[key]
-    md.update(modelspec(plan, d0.resolution, started_at, trigger=_trigger_phrase(group)))
+    md.update(modelspec(plan.output_name, recipe.clip_skip, d0.resolution, started_at, trigger=_trigger_phrase(group)))
     return {k: str(v) for k, v in md.items() if v is not None}
 
 
@@ -164,7 +165,7 @@ def _datasets_info(group: DatasetGroup) -> list[dict[str, Any]]:
     return out
 
 
-def _mean_ar_error(d: Dataset) -> float:
+def _mean_ar_error(d: TrainingDataset) -> float:
     """Mean |bucket aspect − image aspect| over the images (repeats not counted), as sd-scripts logs it."""
     errors = [abs(img.bucket[0] / img.bucket[1] - img.size[0] / img.size[1]) for img in d.images]
     return sum(errors) / len(errors) if errors else 0.0
@@ -179,17 +180,18 @@ def _trigger_phrase(group: DatasetGroup) -> str | None:
     return ", ".join(tokens) or None
 
 
-def modelspec(plan: TrainPlan, resolution: tuple[int, int], timestamp: float, trigger: str | None = None) -> dict[str, str]:
-    """SAI model spec keys for an SD1.x LoRA."""
+def modelspec(title: str, clip_skip: int, resolution: tuple[int, int], timestamp: float,
+              trigger: str | None = None) -> dict[str, str]:
+    """SAI model spec keys for an SD1.x LoRA `title` (its output name)."""
     md = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
         "modelspec.architecture": ARCH_SD_V1_LORA,
         "modelspec.implementation": "diffusers",
-        "modelspec.title": plan.output_name,
+        "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(timestamp)).isoformat(),
         "modelspec.prediction_type": "epsilon",
-        "modelspec.encoder_layer": str(plan.clip_skip),
+        "modelspec.encoder_layer": str(clip_skip),
         "modelspec.implementation_version": f"charframe/{__version__}",
     }
     if trigger:

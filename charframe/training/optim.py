@@ -14,49 +14,50 @@ from typing import Any
 import torch
 
 from charframe.errors import CharframeError
-from charframe.training.plan import TrainPlan
+from charframe.training.plan import OptimizerRecipe
 
 log = logging.getLogger(__name__)
 
 
-def build_optimizer(plan: TrainPlan, groups: list[dict[str, Any]], device: torch.device) -> tuple[torch.optim.Optimizer, str]:
+def build_optimizer(opt: OptimizerRecipe, groups: list[dict[str, Any]], device: torch.device) -> tuple[torch.optim.Optimizer, str]:
     """(optimizer, its class path for `ss_optimizer`)."""
-    kind = plan.optimizer_type.lower()
-    lr = plan.learning_rate
+    kind = opt.type.lower()
+    lr = opt.learning_rate
     if kind == "adamw8bit":
         if device.type == "cuda":
             import bitsandbytes as bnb
 
             return bnb.optim.AdamW8bit(groups, lr=lr), "bitsandbytes.optim.adamw.AdamW8bit"
         log.warning("8-bit AdamW needs a CUDA GPU; training on %s with plain AdamW (same maths, more memory)", device.type)
-        kind = (plan.cpu_fallback or "AdamW").lower()
+        kind = (opt.cpu_fallback or "AdamW").lower()
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr), "torch.optim.adamw.AdamW"
     if kind == "adafactor":
         from transformers.optimization import Adafactor
 
-        args = dict(plan.optimizer_args)
+        args = dict(opt.args)
         if args.get("relative_step", True):
             for g in groups:
                 g.pop("lr", None)
             lr = None
         return Adafactor(groups, lr=lr, **args), "transformers.optimization.Adafactor"
-    raise CharframeError(f"optimizer {plan.optimizer_type!r} is not supported by the built-in trainer; use --engine kohya")
+    raise CharframeError(f"optimizer {opt.type!r} is not supported by the built-in trainer; use the {{param}} kohya engine",
+                         param="engine")
 
 
-def build_scheduler(plan: TrainPlan, optimizer: torch.optim.Optimizer) -> Any:
-    name = plan.lr_scheduler.lower()
+def build_scheduler(opt: OptimizerRecipe, steps: int, optimizer: torch.optim.Optimizer) -> Any:
+    name = opt.scheduler.lower()
     if name == "adafactor":
         from transformers.optimization import AdafactorSchedule
 
         return AdafactorSchedule(optimizer)
     from diffusers.optimization import get_scheduler
 
-    extra = {"num_cycles": plan.lr_scheduler_num_cycles} if name == "cosine_with_restarts" else {}
+    extra = {"num_cycles": opt.scheduler_cycles} if name == "cosine_with_restarts" else {}
     try:
-        return get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=plan.steps, **extra)
+        return get_scheduler(name, optimizer, num_warmup_steps=0, num_training_steps=steps, **extra)
     except ValueError as exc:
-        raise CharframeError(f"lr scheduler {plan.lr_scheduler!r}: {exc}") from None
+        raise CharframeError(f"lr scheduler {opt.scheduler!r}: {exc}") from None
 
 
 def current_lrs(optimizer: torch.optim.Optimizer, scheduler: Any) -> list[float]:

@@ -2,8 +2,10 @@
 
 `Lora3x3A50p-AdamW8` names a network, an alpha rule and an optimizer; the rules live in
 `charframe/data/recipes.toml`, so the built-in trainer and the kohya command line read the same
-numbers. A `TrainPlan` is everything one training run needs; it round-trips to TOML and is saved
-beside the output so a LoRA file can always be traced back to the exact settings.
+numbers. A `TrainPlan` is everything one training run needs, as small records (network, optimizer,
+recipe, io, runtime, sampling, state) so each part of the trainer receives only its own; it round-trips
+to TOML (one table per record, read through `charframe.util.schema`) and is saved beside the output so a
+LoRA file can always be traced back to the exact settings.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.util import toml as tomlio
+from charframe.util.schema import Source, dump, limits, parse, read_text_file
 
 
 @functools.lru_cache(maxsize=8)
@@ -90,70 +93,24 @@ def _alpha(rule: dict[str, Any], dim: int) -> int:
     return int(dim * int(rule["percent_of_dim"]) // 100)
 
 
-@dataclass
-class TrainPlan:
-    """One training run: the user's arguments plus the recipe they select, all resolved."""
+def _option(name: str, **meta: Any) -> dict[str, Any]:
+    """Field metadata: the flat option name (make_plan's keyword, the old flat plan key) plus limits."""
+    return {"option": name, **meta}
 
-    logic: str  # canonical letter case; the old spelling "AdaFacotor" is kept if the user wrote it
-    dim: int
-    lr: int  # learning rate as an integer count of 1e-6
-    steps: int
-    dataset: str  # the dataset TOML
-    out: str  # output name
-    output_dir: str = "LoRAOutput"
-    logging_dir: str = "LoRALog"
-    model: str | None = None  # None: the tiny demo model
-    vae: str | None = None
-    clip_skip: int = 2
-    continue_from: str | None = None
-    # resolved from the recipe table
-    network_module: str = "networks.lora"
+
+@dataclass(frozen=True)
+class NetworkRecipe:
+    """`[plan.network]`: what is trained (the `--network_*` arguments of sd-scripts)."""
+
+    dim: int = field(metadata=limits(min=1))
+    module: str = field(default="networks.lora", metadata=_option("network_module"))
     algo: str | None = None
-    network_alpha: int = 1
-    conv_dim: int | None = None
-    conv_alpha: int | None = None
-    optimizer_type: str = "AdamW8bit"
-    optimizer_args: dict[str, Any] = field(default_factory=dict)
-    cpu_fallback: str | None = None
-    explicit_lr: bool = True
-    text_encoder_lr_count: int | None = None
-    lr_scheduler: str = "cosine_with_restarts"
-    lr_scheduler_num_cycles: int = 1
-    seed: int = 31337
-    mixed_precision: str = "fp16"
-    save_precision: str = "fp16"
-    gradient_checkpointing: bool = True
-    attention: str = "sdpa"
-    save_model_as: str = "safetensors"
-    max_grad_norm: float = 1.0
-    persistent_data_loader_workers: bool = True
-    # options
-    noise_offset: float = 0.0
-    max_token_length: int | None = None  # None = 75 tokens; 150 or 225 chunk like sd-scripts
-    prior_loss_weight: float = 1.0
-    sample_every: int = 0  # steps between sample images; 0 = none
-    sample_prompts: list[str] = field(default_factory=list)
-    sample_seeds: list[int] = field(default_factory=lambda: [1, 2])
-    sample_steps: int = 20
-    sample_size: int = 512
-    save_state_every: int = 0  # steps between resumable states; 0 = only on Ctrl-C / crash
-    num_workers: int | None = None  # data loader workers; None = automatic
+    alpha: int = field(default=1, metadata=_option("network_alpha", min=0))
+    conv_dim: int | None = field(default=None, metadata=limits(min=1))
+    conv_alpha: int | None = field(default=None, metadata=limits(min=0))
 
     @property
-    def output_name(self) -> str:
-        """`<out>-<logic>-<dim>-<lr>-<steps>`, the file stem and TensorBoard prefix."""
-        return f"{self.out}-{self.logic}-{self.dim}-{self.lr}-{self.steps}"
-
-    @property
-    def learning_rate(self) -> float | None:
-        return float(f"{self.lr}e-6") if self.explicit_lr else None  # 44e-6, not 4.4000000000000006e-05
-
-    @property
-    def text_encoder_lr(self) -> float | None:
-        return None if self.text_encoder_lr_count is None else float(f"{self.text_encoder_lr_count}e-6")
-
-    @property
-    def network_args(self) -> dict[str, str]:
+    def args(self) -> dict[str, str]:
         """The `--network_args` of sd-scripts, in its order (conv first, then the algorithm)."""
         args: dict[str, str] = {}
         if self.conv_dim:
@@ -163,17 +120,163 @@ class TrainPlan:
             args["algo"] = self.algo
         return args
 
+
+@dataclass(frozen=True)
+class OptimizerRecipe:
+    """`[plan.optimizer]`: the optimizer, its rates and schedule."""
+
+    lr: int = field(metadata=limits(min=0, help="learning rate as an integer count of 1e-6"))
+    type: str = field(default="AdamW8bit", metadata=_option("optimizer_type"))
+    args: dict[str, Any] = field(default_factory=dict, metadata=_option("optimizer_args"))
+    cpu_fallback: str | None = None
+    explicit_lr: bool = True
+    text_encoder_lr_count: int | None = field(default=None, metadata=limits(min=0))
+    scheduler: str = field(default="cosine_with_restarts", metadata=_option("lr_scheduler"))
+    scheduler_cycles: int = field(default=1, metadata=_option("lr_scheduler_num_cycles", min=1))
+    max_grad_norm: float = field(default=1.0, metadata=limits(min=0))
+
+    @property
+    def learning_rate(self) -> float | None:
+        return float(f"{self.lr}e-6") if self.explicit_lr else None  # 44e-6, not 4.4000000000000006e-05
+
+    @property
+    def text_encoder_lr(self) -> float | None:
+        return None if self.text_encoder_lr_count is None else float(f"{self.text_encoder_lr_count}e-6")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """`[plan.recipe]`: how each step is computed (the loss and its inputs)."""
+
+    steps: int = field(metadata=limits(min=1))
+    seed: int = 31337
+    clip_skip: int = field(default=2, metadata=limits(min=1))
+    max_token_length: Literal[150, 225] | None = None  # None = 75 tokens; 150 or 225 chunk like sd-scripts
+    noise_offset: float = field(default=0.0, metadata=limits(min=0))
+    prior_loss_weight: float = field(default=1.0, metadata=limits(min=0))
+
+
+@dataclass(frozen=True)
+class TrainIO:
+    """`[plan.io]`: what is read and where everything is written."""
+
+    dataset: str  # the dataset TOML
+    out: str  # output name
+    output_dir: str = "LoRAOutput"
+    logging_dir: str = "LoRALog"
+    model: str | None = None  # None: the tiny demo model
+    vae: str | None = None
+    continue_from: str | None = None
+    save_model_as: str = "safetensors"
+    save_precision: Literal["fp16", "bf16", "float", "fp32"] = "fp16"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """`[plan.runtime]`: how the run uses the machine (same result, different speed or memory)."""
+
+    mixed_precision: Literal["fp16", "bf16", "no"] = "fp16"
+    gradient_checkpointing: bool = True
+    attention: Literal["sdpa", "xformers"] = "sdpa"
+    persistent_data_loader_workers: bool = True
+    num_workers: int | None = field(default=None, metadata=limits(min=0))  # None = automatic
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """`[plan.sampling]`: sample images during training; `every = 0` = none."""
+
+    every: int = field(default=0, metadata=_option("sample_every", min=0))
+    prompts: tuple[str, ...] = field(default=(), metadata=_option("sample_prompts"))
+    seeds: tuple[int, ...] = field(default=(1, 2), metadata=_option("sample_seeds"))
+    steps: int = field(default=20, metadata=_option("sample_steps", min=1))
+    size: int = field(default=512, metadata=_option("sample_size", min=8))
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every and self.prompts)
+
+
+@dataclass(frozen=True)
+class StateSaving:
+    """`[plan.state]`: resumable states; `save_every = 0` = only on Ctrl-C, SIGTERM or a crash."""
+
+    save_every: int = field(default=0, metadata=_option("save_state_every", min=0))
+
+
+#: The sections of a plan, in file order: (attribute, record class).
+SECTIONS: tuple[tuple[str, type], ...] = (
+    ("network", NetworkRecipe), ("optimizer", OptimizerRecipe), ("recipe", Recipe), ("io", TrainIO),
+    ("runtime", Runtime), ("sampling", Sampling), ("state", StateSaving),
+)
+
+
+def _flat_names() -> dict[str, tuple[str, str]]:
+    """Flat option name → (section, field): `sample_every` → ("sampling", "every")."""
+    out = {}
+    for section, cls in SECTIONS:
+        for f in dataclasses.fields(cls):
+            out[f.metadata.get("option", f.name)] = (section, f.name)
+    return out
+
+
+FLAT_NAMES = _flat_names()
+
+
+@dataclass(frozen=True)
+class TrainPlan:
+    """One training run: the user's arguments plus the recipe they select, resolved, as small records."""
+
+    logic: str  # canonical letter case; the old spelling "AdaFacotor" is kept if the user wrote it
+    network: NetworkRecipe
+    optimizer: OptimizerRecipe
+    recipe: Recipe
+    io: TrainIO
+    runtime: Runtime = field(default_factory=Runtime)
+    sampling: Sampling = field(default_factory=Sampling)
+    state: StateSaving = field(default_factory=StateSaving)
+
+    @property
+    def output_name(self) -> str:
+        """`<out>-<logic>-<dim>-<lr>-<steps>`, the file stem and TensorBoard prefix."""
+        return f"{self.io.out}-{self.logic}-{self.network.dim}-{self.optimizer.lr}-{self.recipe.steps}"
+
     def to_dict(self) -> dict[str, Any]:
-        """TOML-ready: `None` fields are left out (TOML has no null) and restored as defaults."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        """TOML-ready nested tables; `None` fields are left out (TOML has no null) and restored as defaults."""
+        return dump(self)
+
+    def flat(self) -> dict[str, Any]:
+        """`{option name: value}` (None left out): what make_plan takes, and what --resume compares."""
+        out: dict[str, Any] = {"logic": self.logic}
+        for name, (section, attr) in FLAT_NAMES.items():
+            value = getattr(getattr(self, section), attr)
+            if value is not None:
+                out[name] = value
+        return out
+
+    def updated(self, **options: Any) -> "TrainPlan":
+        """A copy with some values changed, by their flat option names (`dim=8`, `sample_every=2`)."""
+        return TrainPlan.from_options({**self.flat(), **options})
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TrainPlan":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
+    def from_options(cls, options: dict[str, Any], source: str = "training plan") -> "TrainPlan":
+        """A plan from flat option names (make_plan's keywords; also the flat `[plan]` of older files)."""
+        unknown = sorted(set(options) - set(FLAT_NAMES) - {"logic"})
         if unknown:
-            raise CharframeError(f"unknown training plan key(s): {', '.join(unknown)}")
-        return cls(**data)
+            raise CharframeError(f"{source}: unknown training plan key(s): {', '.join(unknown)}")
+        nested: dict[str, Any] = {"logic": options.get("logic")}
+        for name, value in options.items():
+            if name != "logic" and value is not None:
+                section, attr = FLAT_NAMES[name]
+                nested.setdefault(section, {})[attr] = _plain(value)
+        return cls.from_dict({k: v for k, v in nested.items() if v is not None}, source)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Source | str = "training plan") -> "TrainPlan":
+        """A plan from its TOML tables; a flat table (charframe ≤ 0.x files) is read by option names."""
+        if data and not any(isinstance(data.get(s), dict) for s, _ in SECTIONS):
+            return cls.from_options(dict(data), source.path if isinstance(source, Source) else source)
+        return parse(cls, data, source, section=("plan",))
 
     def save(self, path: str | os.PathLike) -> Path:
         tomlio.write(path, {"plan": self.to_dict()})
@@ -181,10 +284,22 @@ class TrainPlan:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TrainPlan":
-        data = tomlio.load(path)
-        if "plan" not in data:
+        text = read_text_file(path, "training plan")
+        try:
+            data = tomlio.loads(text)
+        except tomlio.TOMLDecodeError as e:
+            raise CharframeError(f"{path}: not valid TOML ({e})") from None
+        if not isinstance(data.get("plan"), dict):
             raise CharframeError(f"{path}: not a training plan (no [plan] table)")
-        return cls.from_dict(data["plan"])
+        return cls.from_dict(data["plan"], Source(str(path), text))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, os.PathLike):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
 
 
 def make_plan(
@@ -200,18 +315,18 @@ def make_plan(
 ) -> TrainPlan:
     """Resolve a logic name and the run's arguments into a `TrainPlan`.
 
-    `options` are any other `TrainPlan` fields (model, vae, clip_skip, continue_from, output_dir,
-    noise_offset, ...); recipe fields may be overridden the same way.
+    `options` are any other plan values by their flat option names (model, vae, clip_skip, continue_from,
+    output_dir, noise_offset, sample_every, ...; see `FLAT_NAMES`); recipe values may be overridden the same way.
     """
     r = recipes or load_recipes()
     parts = parse_logic(logic, r)
     for name, value in (("dim", dim), ("steps", steps)):
         if int(value) < 1:
-            raise CharframeError(f"{name} must be a positive integer, got {value}")
+            raise CharframeError(f"{{param}} must be a positive integer, got {value}", param=name)
     if int(lr) < 0:
-        raise CharframeError(f"lr must be a non-negative integer count of 1e-6, got {lr}")
+        raise CharframeError(f"{{param}} must be a non-negative integer count of 1e-6, got {lr}", param="lr")
     if not out or any(c in out for c in '/\\:*?"<>|'):
-        raise CharframeError(f"output name {out!r} must be a plain name (no path separators)")
+        raise CharframeError(f"output name {out!r} must be a plain name (no path separators)", param="out")
     net, alpha_rule, opt = r["networks"][parts.network], r["alphas"][parts.alpha], r["optimizers"][parts.optimizer]
     dim, lr, steps = int(dim), int(lr), int(steps)
     alpha = _alpha(alpha_rule, dim)
@@ -232,7 +347,4 @@ def make_plan(
         **{k: v for k, v in r["always"].items()},
     )
     recipe.update(options)
-    for key in ("dataset", "model", "vae", "continue_from", "output_dir", "logging_dir"):
-        if isinstance(recipe.get(key), os.PathLike):
-            recipe[key] = str(recipe[key])
-    return TrainPlan.from_dict(dict(logic=parts.name, dim=dim, lr=lr, steps=steps, dataset=str(dataset), out=out, **recipe))
+    return TrainPlan.from_options(dict(logic=parts.name, dim=dim, lr=lr, steps=steps, dataset=str(dataset), out=out, **recipe))

@@ -24,11 +24,12 @@ STATE_FILE = "state.toml"
 NETWORK_FILE = "network.safetensors"
 OPTIM_FILE = "optimizer.pt"
 
-#: Plan fields a resumed run may change (they do not change what is trained).
+#: Plan values (flat option names) a resumed run may change: they do not change what is trained.
 RESUME_MAY_CHANGE = frozenset(
     {"sample_every", "sample_prompts", "sample_seeds", "sample_steps", "sample_size", "save_state_every",
      "num_workers", "logging_dir", "output_dir"}
 )
+START_OVER = "delete that folder to start the run over"
 
 
 @dataclass
@@ -70,23 +71,37 @@ def load_state(directory: Path) -> tuple[RunState, dict[str, torch.Tensor], dict
     marker = directory / STATE_FILE
     if not marker.is_file():
         raise CharframeError(
-            f"{directory}: no complete resumable state here (missing {STATE_FILE}); start the run again without --resume"
+            f"{directory}: no complete resumable state here (missing {STATE_FILE}); {START_OVER}"
         )
-    data = tomlio.load(marker)
-    run = RunState(plan=data["plan"], **data["state"])
-    tensors = load_file(str(directory / NETWORK_FILE))
-    optim_state = torch.load(directory / OPTIM_FILE, map_location="cpu", weights_only=True)
+    try:
+        data = tomlio.loads(marker.read_text(encoding="utf-8"))
+        run = RunState(plan=dict(data["plan"]), **data["state"])
+    except (tomlio.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise CharframeError(f"{marker}: not a readable training state ({type(e).__name__}: {e}); {START_OVER}") from None
+    tensors = _read(directory / NETWORK_FILE, lambda p: load_file(str(p)))
+    optim_state = _read(directory / OPTIM_FILE, lambda p: torch.load(p, map_location="cpu", weights_only=True))
     return run, tensors, optim_state
 
 
+def _read(path: Path, reader: Any) -> Any:
+    """A state file read by `reader`; a missing, truncated or foreign file is one message naming it."""
+    try:
+        return reader(path)
+    except Exception as e:  # noqa: BLE001 - safetensors, pickle (weights_only) and zip errors all mean "corrupt"
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise CharframeError(f"{path}: corrupt training state ({reason}); {START_OVER} "
+                             f"({path.parent})") from None
+
+
 def check_resumable(plan: TrainPlan, run: RunState, directory: Path) -> None:
-    """The plan given with --resume must train the same thing as the saved one."""
-    saved = TrainPlan.from_dict(run.plan).to_dict()
-    now = plan.to_dict()
+    """The plan given to resume must train the same thing as the saved one."""
+    saved = TrainPlan.from_dict(run.plan, str(directory / STATE_FILE)).flat()
+    now = plan.flat()
     diff = sorted(k for k in set(saved) | set(now) if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k))
     if diff:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
-        raise CharframeError(f"{directory}: --resume with different settings ({detail}); use the original command")
+        raise CharframeError(f"{directory}: {{param}} with different settings ({detail}); use the original command",
+                             param="resume")
 
 
 def remove_state(directory: Path) -> None:

@@ -130,8 +130,9 @@ def _convert(value: Any, tp: Any, section: tuple[str, ...], key: str, meta: Mapp
                 return _convert(value, a, section, key, meta)
             except _Bad as e:
                 errors.append(e)
-        if len(errors) == 1:
-            raise errors[0]  # `T | None`: the message of T (with its range)
+        deeper = [e for e in errors if (e.section, e.key) != (section, key)]  # the shape matched, an item did not
+        if len(errors) == 1 or deeper:  # `T | None`: T's own message, with its range
+            raise (deeper or errors)[0]
         raise bad()
     if tp is Any:
         return value

@@ -201,7 +201,7 @@ def test_sd15_keys_and_shapes_equal_sd_scripts_own_file(logic, sd15_on_meta) -> 
 
     golden = json.loads(gzip.decompress(GOLDEN.read_bytes()))["keys"][logic]
     unet, te = sd15_on_meta
-    spec = NetworkSpec.from_plan(make_plan(logic, 8, 100, 1, dataset="d.toml", out="x"))
+    spec = NetworkSpec.from_recipe(make_plan(logic, 8, 100, 1, dataset="d.toml", out="x").network)
     net = create_network(spec, unet, te)  # the LoRA factors are small real tensors; the base stays on meta
     try:
         ours = {k: list(v.shape) for k, v in net.state_dict().items()}

@@ -18,7 +18,10 @@ from charframe.training.data import load_dataset
 from charframe.training.images import load_pixels
 from charframe.training.adapters import attach_lora, remove_network
 from charframe.training.plan import make_plan, parse_logic
-from charframe.training.engines.builtin import TrainingInterrupted, denoise_loss, find_state, train
+from charframe.training.engines.builtin import train
+from charframe.training.loss import denoise_loss
+from charframe.training.outputs import find_state
+from charframe.training.result import TrainingInterrupted
 from train_data import charframe_dataset, one_thread  # noqa: F401 (autouse fixture)
 
 LR = 20000  # 2e-2: large enough that 30 steps on the tiny model move the loss clearly
@@ -42,7 +45,7 @@ def lora3x3(tmp_path_factory):
     """30 steps of Lora3x3 on one image; eval loss on a fixed batch before and after."""
     root = tmp_path_factory.mktemp("l3")
     plan = _plan(root, "Lora3x3A50p-AdamW8", 30)
-    group = load_dataset(plan.dataset)
+    group = load_dataset(plan.io.dataset)
     ds = group.datasets[0]
     pixels = torch.stack([load_pixels(ds.images[0], ds.subsets[0], np.random.default_rng(0))] * 4)
     captions = [ds.images[0].caption] * 4
@@ -51,7 +54,7 @@ def lora3x3(tmp_path_factory):
     def eval_loss(comps) -> float:
         with torch.no_grad():
             return float(denoise_loss(comps, pixels, captions, torch.ones(4), torch.Generator().manual_seed(0),
-                                      plan=plan, device=torch.device("cpu"), timesteps=timesteps))
+                                      recipe=plan.recipe, device=torch.device("cpu"), timesteps=timesteps))
 
     comps = build_tiny_sd()
     before = eval_loss(comps)
@@ -102,7 +105,7 @@ def test_metadata_keys(lora3x3) -> None:
     assert json.loads(md["ss_network_args"]) == {"conv_dim": "4", "conv_alpha": "2"}
     assert md["ss_base_model_version"] == "sd_v1" and md["ss_v2"] == "False"
     assert (md["ss_clip_skip"], md["ss_seed"], md["ss_steps"], md["ss_max_train_steps"]) == ("2", "31337", "30", "30")
-    assert float(md["ss_learning_rate"]) == plan.learning_rate and float(md["ss_text_encoder_lr"]) == 8800e-6
+    assert float(md["ss_learning_rate"]) == plan.optimizer.learning_rate and float(md["ss_text_encoder_lr"]) == 8800e-6
     assert md["ss_output_name"] == plan.output_name and md["ss_session_id"].isdigit()
     assert json.loads(md["ss_tag_frequency"]) == {"krnk girl_f0064": {"krnk": 1, "white background": 1, "from front": 1}}
     assert json.loads(md["ss_dataset_dirs"]) == {"krnk girl_f0064": {"n_repeats": 1, "img_count": 1}}
@@ -181,11 +184,11 @@ def test_resume_gives_the_same_losses(tmp_path: Path) -> None:
         if step == 3:
             raise KeyboardInterrupt
 
-    with pytest.raises(TrainingInterrupted, match="--resume"):
+    with pytest.raises(TrainingInterrupted, match="with resume to continue"):
         train(plan, components=build_tiny_sd(), on_step=interrupt)
-    state = find_state(plan)
+    state = find_state(plan.io, plan.output_name)
     assert state is not None and not list(state.parent.glob("*.safetensors"))
-    with pytest.raises(CharframeError, match="add --resume"):  # checked before any model is loaded
+    with pytest.raises(CharframeError, match="add resume"):  # checked before any model is loaded
         train(plan)
     with pytest.raises(CharframeError, match="different settings"):
         train(_plan(tmp_path / "b", "Lora1x1A50p-AdamW8", 6, lr=1000, clip_skip=1), resume=True)
@@ -194,7 +197,7 @@ def test_resume_gives_the_same_losses(tmp_path: Path) -> None:
     a, _ = load_lora_file(whole.output)
     b, _ = load_lora_file(resumed.output)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert find_state(plan) is None
+    assert find_state(plan.io, plan.output_name) is None
 
 
 def test_never_overwrites_and_continues_from_a_lora(tmp_path: Path, others) -> None:
@@ -208,8 +211,8 @@ def test_never_overwrites_and_continues_from_a_lora(tmp_path: Path, others) -> N
     new, _ = load_lora_file(train(cont, components=build_tiny_sd()).output)
     key = "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight"
     assert (new[key].float() - old[key].float()).abs().max() < 0.01 < old[key].float().abs().max()
-    with pytest.raises(CharframeError, match="same --dim"):
-        train(dataclasses.replace(cont, dim=8), components=build_tiny_sd())
+    with pytest.raises(CharframeError, match="same dim"):
+        train(cont.updated(dim=8), components=build_tiny_sd())
 
 
 def test_cli_train_and_train_bat_on_a_fresh_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
@@ -265,7 +268,7 @@ def test_a_crash_leaves_a_resumable_state(tmp_path: Path) -> None:
         train(plan, components=build_tiny_sd(), on_step=crash)
     from charframe.training.state import load_state
 
-    run, tensors, optim = load_state(find_state(plan))
+    run, tensors, optim = load_state(find_state(plan.io, plan.output_name))
     assert run.step == 2 and len(run.losses) == 2 and optim["optimizer"]["state"]
     assert train(plan, components=build_tiny_sd(), resume=True).steps_done == 4
 
@@ -275,9 +278,9 @@ def test_noise_offset_changes_the_noise(lora3x3) -> None:
     pixels, caps, w = torch.zeros(1, 3, 64, 64), ["krnk"], torch.ones(1)
     losses = []
     for offset in (0.0, 0.5):
-        plan = dataclasses.replace(lora3x3["plan"], noise_offset=offset)
+        recipe = dataclasses.replace(lora3x3["plan"].recipe, noise_offset=offset)
         with torch.no_grad():
-            losses.append(float(denoise_loss(comps, pixels, caps, w, torch.Generator().manual_seed(3), plan=plan,
+            losses.append(float(denoise_loss(comps, pixels, caps, w, torch.Generator().manual_seed(3), recipe=recipe,
                                              device=torch.device("cpu"), timesteps=torch.tensor([999]))))
     assert losses[0] != losses[1]
 

@@ -59,7 +59,7 @@ def test_defaults_are_sd_scripts(tmp_path: Path) -> None:
 def test_errors_name_the_file_and_key(tmp_path: Path) -> None:
     a = tmp_path / "x"
     write_images(a, 1)
-    with pytest.raises(CharframeError, match=r"d\.toml: unknown key\(s\) colour_aug"):
+    with pytest.raises(CharframeError, match=r"d\.toml:2: general\.colour_aug: unknown key \(did you mean .color_aug.\?\)"):
         load_dataset(write_toml(tmp_path / "d.toml", {"colour_aug": True}, [{"resolution": 64, "subsets": [{"image_dir": str(a)}]}]))
     with pytest.raises(CharframeError, match="no resolution"):
         load_dataset(write_toml(tmp_path / "d.toml", {}, [{"subsets": [{"image_dir": str(a)}]}]))

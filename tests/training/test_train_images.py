@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charframe.training.data import ImageEntry, Subset
+from charframe.training.data import ImageEntry, TrainingSubset
 from charframe.training.images import load_pixels
 from pixel_parity import CASES, image
 
@@ -22,7 +22,7 @@ def test_scaled_and_cropped_pixels_equal_sd_scripts(i: int, tmp_path: Path) -> N
     size, resized, bucket = CASES[i]
     path = tmp_path / f"{i}.png"
     image(i, size).save(path)
-    subset = Subset(tmp_path, 1, False, None, ".txt", False, False, False, False, 0, None, None)
+    subset = TrainingSubset(tmp_path, 1, False, None, ".txt", False, False, False, False, 0, None, None)
     pixels = load_pixels(ImageEntry(path, "", size, resized, bucket, 0, False, 1), subset, np.random.default_rng(0))
     ours = np.rint((pixels.numpy().transpose(1, 2, 0) + 1.0) * 127.5).astype(np.uint8)
     assert np.array_equal(ours, REF[f"case{i}"])

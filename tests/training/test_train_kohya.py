@@ -154,11 +154,11 @@ def test_relative_image_dirs_are_made_absolute_for_sd_scripts(tmp_path: Path) ->
     from charframe.util import toml as tomlio
 
     plan = _plan(tmp_path)
-    cfg = tomlio.load(plan.dataset)
+    cfg = tomlio.load(plan.io.dataset)
     cfg["datasets"][0]["subsets"][0]["image_dir"] = "krnk girl_f0064"  # relative to the TOML
-    tomlio.write(plan.dataset, cfg)
+    tomlio.write(plan.io.dataset, cfg)
     out = tmp_path / "out" / "krnk"
-    used = kohya.kohya_dataset_config(plan, _checkout(tmp_path).dir, out, "name")
+    used = kohya.kohya_dataset_config(plan.io.dataset, _checkout(tmp_path).dir, out, "name")
     assert used == str(out / "name.dataset.toml")
     image_dir = Path(tomlio.load(used)["datasets"][0]["subsets"][0]["image_dir"])
     assert image_dir.is_absolute() and image_dir.name == "krnk girl_f0064" and image_dir.is_dir()
@@ -211,7 +211,7 @@ def test_cli_dry_run_prints_the_command(tmp_path: Path, capsys: pytest.CaptureFi
     monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
     plan = _plan(tmp_path)
     setup = _checkout(tmp_path)
-    code = main(["train", plan.dataset, "--logic", "Lora3x3A50p-AdamW8", "--dim", "16", "--lr", "100", "--steps", "7",
+    code = main(["train", plan.io.dataset, "--logic", "Lora3x3A50p-AdamW8", "--dim", "16", "--lr", "100", "--steps", "7",
                  "--out", "krnk", "--model", str(tmp_path / "m.safetensors"), "--engine", "kohya",
                  "--kohya-dir", str(setup.dir), "--kohya-python", sys.executable, "--dry-run"])
     out = capsys.readouterr().out

@@ -20,7 +20,7 @@ def _model() -> torch.nn.Module:
 
 def _groups(model: torch.nn.Module, plan) -> list[dict]:
     te, unet = list(model[0].parameters()), list(model[2].parameters())
-    return [{"params": te, "lr": plan.text_encoder_lr}, {"params": unet, "lr": plan.learning_rate}]
+    return [{"params": te, "lr": plan.optimizer.text_encoder_lr}, {"params": unet, "lr": plan.optimizer.learning_rate}]
 
 
 def _steps(model, opt, sched, x, y, n: int) -> list[float]:
@@ -38,10 +38,10 @@ def _steps(model, opt, sched, x, y, n: int) -> list[float]:
 def test_adamw8bit_branch_trains_and_resumes_exactly() -> None:
     plan = make_plan("Lora3x3A50p-AdamW8", 8, 1000, 40, dataset="d.toml", out="x")
     model = _model()
-    opt, name = build_optimizer(plan, _groups(model, plan), torch.device("cuda"))
+    opt, name = build_optimizer(plan.optimizer, _groups(model, plan), torch.device("cuda"))
     assert name == "bitsandbytes.optim.adamw.AdamW8bit" and type(opt).__name__ == "AdamW8bit"
-    assert [g["lr"] for g in opt.param_groups] == [plan.text_encoder_lr, plan.learning_rate]  # 440e-6 / 1000e-6
-    sched = build_scheduler(plan, opt)
+    assert [g["lr"] for g in opt.param_groups] == [plan.optimizer.text_encoder_lr, plan.optimizer.learning_rate]  # 440e-6 / 1000e-6
+    sched = build_scheduler(plan.optimizer, plan.recipe.steps, opt)
     x, y = torch.randn(32, 64), torch.randn(32, 64)
     first = _steps(model, opt, sched, x, y, 20)
     assert first[-1] < first[0] * 0.9
@@ -53,8 +53,8 @@ def test_adamw8bit_branch_trains_and_resumes_exactly() -> None:
     rest = _steps(model, opt, sched, x, y, 20)
     again = _model()
     again.load_state_dict(saved_model)
-    opt2, _ = build_optimizer(plan, _groups(again, plan), torch.device("cuda"))
-    sched2 = build_scheduler(plan, opt2)
+    opt2, _ = build_optimizer(plan.optimizer, _groups(again, plan), torch.device("cuda"))
+    sched2 = build_scheduler(plan.optimizer, plan.recipe.steps, opt2)
     opt2.load_state_dict(saved_opt)
     sched2.load_state_dict(saved_sched)
     assert _steps(again, opt2, sched2, x, y, 20) == rest

@@ -29,33 +29,33 @@ def test_recipe_numbers(logic: str, dim: int, lr: int) -> None:
     parts = parse_logic(logic)
     module, algo, conv = NETWORKS[parts.network]
     alpha = 1 if parts.alpha == "A1" else dim // 2
-    assert (plan.network_module, plan.algo) == (module, algo)
-    assert plan.network_alpha == alpha
-    assert (plan.conv_dim, plan.conv_alpha) == ((dim, alpha) if conv else (None, None))
-    assert plan.seed == 31337 and plan.mixed_precision == "fp16" and plan.save_precision == "fp16"
-    assert plan.gradient_checkpointing and plan.attention == "sdpa"
+    assert (plan.network.module, plan.network.algo) == (module, algo)
+    assert plan.network.alpha == alpha
+    assert (plan.network.conv_dim, plan.network.conv_alpha) == ((dim, alpha) if conv else (None, None))
+    assert plan.recipe.seed == 31337 and plan.runtime.mixed_precision == "fp16" and plan.io.save_precision == "fp16"
+    assert plan.runtime.gradient_checkpointing and plan.runtime.attention == "sdpa"
     if parts.optimizer == "AdamW8":
-        assert plan.optimizer_type == "AdamW8bit" and plan.lr_scheduler == "cosine_with_restarts"
-        assert plan.lr_scheduler_num_cycles == 1
-        assert plan.learning_rate == pytest.approx(lr * 1e-6, rel=1e-12)
-        assert plan.text_encoder_lr_count == (lr * 44) // 100
-        assert plan.text_encoder_lr == pytest.approx(((lr * 44) // 100) * 1e-6, rel=1e-12)
+        assert plan.optimizer.type == "AdamW8bit" and plan.optimizer.scheduler == "cosine_with_restarts"
+        assert plan.optimizer.scheduler_cycles == 1
+        assert plan.optimizer.learning_rate == pytest.approx(lr * 1e-6, rel=1e-12)
+        assert plan.optimizer.text_encoder_lr_count == (lr * 44) // 100
+        assert plan.optimizer.text_encoder_lr == pytest.approx(((lr * 44) // 100) * 1e-6, rel=1e-12)
     else:
-        assert plan.optimizer_type == "AdaFactor" and plan.learning_rate is None and plan.text_encoder_lr is None
-        assert plan.optimizer_args == {"relative_step": True, "scale_parameter": True, "warmup_init": False}
+        assert plan.optimizer.type == "AdaFactor" and plan.optimizer.learning_rate is None and plan.optimizer.text_encoder_lr is None
+        assert plan.optimizer.args == {"relative_step": True, "scale_parameter": True, "warmup_init": False}
     assert plan.output_name == f"krnk-{logic}-{dim}-{lr}-1000"
 
 
 def test_seed_example_numbers() -> None:
     plan = make_plan("Lora3x3A50p-AdamW8", 128, 100, 1200, dataset="d.toml", out="krnk")
-    assert plan.network_args == {"conv_dim": "128", "conv_alpha": "64"}
-    assert (plan.learning_rate, plan.text_encoder_lr) == (100e-6, 44e-6)
+    assert plan.network.args == {"conv_dim": "128", "conv_alpha": "64"}
+    assert (plan.optimizer.learning_rate, plan.optimizer.text_encoder_lr) == (100e-6, 44e-6)
     assert plan.output_name == "krnk-Lora3x3A50p-AdamW8-128-100-1200"
 
 
 def test_old_spelling_and_letter_case() -> None:
     plan = make_plan("LohaA50p-AdaFacotor", 32, 100, 1000, dataset="d.toml", out="k")
-    assert plan.optimizer_type == "AdaFactor"
+    assert plan.optimizer.type == "AdaFactor"
     assert plan.logic == "LohaA50p-AdaFacotor"  # file names keep the old batch file's spelling
     assert make_plan("lora3x3a1-adamw8", 8, 1, 1, dataset="d", out="k").logic == "Lora3x3A1-AdamW8"
 
@@ -89,4 +89,4 @@ def test_user_recipes_file(tmp_path: Path) -> None:
     from charframe.training.plan import load_recipes
 
     plan = make_plan("Lora1x1A1-AdamW8", 8, 100, 1, dataset="d", out="k", recipes=load_recipes(custom))
-    assert plan.text_encoder_lr_count == 50
+    assert plan.optimizer.text_encoder_lr_count == 50

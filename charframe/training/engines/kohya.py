@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path, PureWindowsPath
 from typing import Any, Callable
 
-from charframe.util import toml as tomlio
+from charframe.dataset.schema import read_dataset_file
 from charframe.errors import CharframeError
-from charframe.training.plan import TrainPlan
-from charframe.util.files import user_cache_dir
 from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
-from charframe.training.data import _resolve_dir
-from charframe.util.files import free_output_path
 from charframe.training.adapters import lycoris_preset_path
+from charframe.training.data import resolve_image_dir
+from charframe.training.outputs import check_output_locations, plan_path_for
+from charframe.training.plan import TrainPlan
+from charframe.training.result import TrainResult
+from charframe.util import toml as tomlio
+from charframe.util.files import free_output_path, user_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,68 +64,69 @@ def find_kohya(directory: str | os.PathLike | None = None, python: str | os.Path
         where = chosen or (Path(root or ".") / DEFAULT_DIR_NAME)
         raise CharframeError(
             f"{where}: no sd-scripts checkout (train_network.py missing); run `charframe setup-kohya` "
-            f"or pass --kohya-dir (or set {ENV_DIR})"
+            f"or pass the checkout with {{param}} (or set {ENV_DIR})", param="kohya_dir"
         )
     py = Path(python or config.get("python") or venv_python(chosen / "venv"))
     if not py.is_file():
-        raise CharframeError(f"{py}: python of the sd-scripts checkout not found; pass --kohya-python")
+        raise CharframeError(f"{py}: python of the sd-scripts checkout not found; pass it with {param}", param="kohya_python")
     return KohyaSetup(chosen.resolve(), py)
 
 
 def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_name: str | None = None,
                tokenizer_cache_dir: str | None = None) -> list[str]:
     """`train_network.py` arguments for `plan` (paths used exactly as the plan holds them)."""
-    a: list[str] = [f"--network_module={plan.network_module}"]
-    net_args = [f"{k}={v}" for k, v in plan.network_args.items()]
-    if plan.network_module.startswith("lycoris"):
-
+    net, opt, recipe, io, rt = plan.network, plan.optimizer, plan.recipe, plan.io, plan.runtime
+    a: list[str] = [f"--network_module={net.module}"]
+    net_args = [f"{k}={v}" for k, v in net.args.items()]
+    if net.module.startswith("lycoris"):
         net_args.append(f"preset={lycoris_preset_path()}")
     if net_args:
         a += ["--network_args", *net_args]
-    a.append(f"--optimizer_type={plan.optimizer_type}")
-    if plan.optimizer_args:
-        a += ["--optimizer_args", *(f"{k}={_py(v)}" for k, v in plan.optimizer_args.items())]
-    if plan.explicit_lr:
-        a += [f"--learning_rate={plan.lr}e-6", f"--text_encoder_lr={plan.text_encoder_lr_count}e-6"]
-    a.append(f"--lr_scheduler={plan.lr_scheduler}")
-    if plan.lr_scheduler == "cosine_with_restarts" and plan.lr_scheduler_num_cycles != 1:
-        a.append(f"--lr_scheduler_num_cycles={plan.lr_scheduler_num_cycles}")
-    a += [f"--network_dim={plan.dim}", f"--network_alpha={plan.network_alpha}"]
-    a.append(f"--dataset_config={dataset_config or plan.dataset}")
-    a.append(f"--max_train_steps={plan.steps}")
-    a.append(f"--output_dir={_join(plan.output_dir, plan.out)}")
+    a.append(f"--optimizer_type={opt.type}")
+    if opt.args:
+        a += ["--optimizer_args", *(f"{k}={_py(v)}" for k, v in opt.args.items())]
+    if opt.explicit_lr:
+        a += [f"--learning_rate={opt.lr}e-6", f"--text_encoder_lr={opt.text_encoder_lr_count}e-6"]
+    a.append(f"--lr_scheduler={opt.scheduler}")
+    if opt.scheduler == "cosine_with_restarts" and opt.scheduler_cycles != 1:
+        a.append(f"--lr_scheduler_num_cycles={opt.scheduler_cycles}")
+    a += [f"--network_dim={net.dim}", f"--network_alpha={net.alpha}"]
+    a.append(f"--dataset_config={dataset_config or io.dataset}")
+    a.append(f"--max_train_steps={recipe.steps}")
+    a.append(f"--output_dir={_join(io.output_dir, io.out)}")
     name = output_name or plan.output_name
     a.append(f"--output_name={name}")
-    if plan.model is None:
-        raise CharframeError("the kohya engine needs a real model: pass --model (the tiny demo model is built-in only)")
-    a.append(f"--pretrained_model_name_or_path={plan.model}")
-    if plan.vae:
-        a.append(f"--vae={plan.vae}")
-    a.append(f"--clip_skip={plan.clip_skip}")
-    if plan.continue_from:
-        a.append(f"--network_weights={plan.continue_from}")
-    a += [f"--logging_dir={plan.logging_dir}", f"--log_prefix={name}"]
-    a.append("--xformers" if plan.attention == "xformers" else "--sdpa")
-    a += [f"--save_model_as={plan.save_model_as}", f"--mixed_precision={plan.mixed_precision}",
-          f"--save_precision={plan.save_precision}"]
-    if plan.gradient_checkpointing:
+    if io.model is None:
+        raise CharframeError("the kohya engine needs a real model: pass one with {param} "
+                             "(the tiny demo model is built-in only)", param="model")
+    a.append(f"--pretrained_model_name_or_path={io.model}")
+    if io.vae:
+        a.append(f"--vae={io.vae}")
+    a.append(f"--clip_skip={recipe.clip_skip}")
+    if io.continue_from:
+        a.append(f"--network_weights={io.continue_from}")
+    a += [f"--logging_dir={io.logging_dir}", f"--log_prefix={name}"]
+    a.append("--xformers" if rt.attention == "xformers" else "--sdpa")
+    a += [f"--save_model_as={io.save_model_as}", f"--mixed_precision={rt.mixed_precision}",
+          f"--save_precision={io.save_precision}"]
+    if rt.gradient_checkpointing:
         a.append("--gradient_checkpointing")
-    if plan.persistent_data_loader_workers:
+    if rt.persistent_data_loader_workers:
         a.append("--persistent_data_loader_workers")
-    a.append(f"--seed={plan.seed}")
-    if plan.max_token_length:
-        a.append(f"--max_token_length={plan.max_token_length}")
-    if plan.noise_offset:
-        a.append(f"--noise_offset={plan.noise_offset}")
-    if plan.prior_loss_weight != 1.0:
-        a.append(f"--prior_loss_weight={plan.prior_loss_weight}")
-    if plan.max_grad_norm != 1.0:
-        a.append(f"--max_grad_norm={plan.max_grad_norm}")
+    a.append(f"--seed={recipe.seed}")
+    if recipe.max_token_length:
+        a.append(f"--max_token_length={recipe.max_token_length}")
+    if recipe.noise_offset:
+        a.append(f"--noise_offset={recipe.noise_offset}")
+    if recipe.prior_loss_weight != 1.0:
+        a.append(f"--prior_loss_weight={recipe.prior_loss_weight}")
+    if opt.max_grad_norm != 1.0:
+        a.append(f"--max_grad_norm={opt.max_grad_norm}")
     if tokenizer_cache_dir:
         a.append(f"--tokenizer_cache_dir={tokenizer_cache_dir}")
-    if plan.sample_every and plan.sample_prompts:
-        a += [f"--sample_every_n_steps={plan.sample_every}", "--sample_sampler=ddim",
-              f"--sample_prompts={_join(_join(plan.output_dir, plan.out), 'sample_prompts.txt')}"]
+    if plan.sampling.enabled:
+        a += [f"--sample_every_n_steps={plan.sampling.every}", "--sample_sampler=ddim",
+              f"--sample_prompts={_join(_join(io.output_dir, io.out), 'sample_prompts.txt')}"]
     return a
 
 
@@ -156,18 +159,17 @@ def tokenizer_cache(write: bool = True) -> Path:
     return root
 
 
-def kohya_dataset_config(plan: TrainPlan, cwd: Path, out_dir: Path, name: str) -> str:
+def kohya_dataset_config(dataset: str | os.PathLike, cwd: Path, out_dir: Path, name: str) -> str:
     """The dataset TOML sd-scripts should read. It resolves image_dir from its own working folder,
     so a TOML with paths relative to itself is copied with absolute paths beside the output."""
-
-    src = Path(plan.dataset).absolute()
+    src = Path(dataset).absolute()
     cfg = tomlio.load(src)
     changed = False
     for ds in cfg.get("datasets", []):
         for sub in ds.get("subsets", []):
             raw = str(sub.get("image_dir", ""))
             if raw and not (cwd / raw.replace("\\", "/")).is_dir() and not Path(raw).is_absolute():
-                sub["image_dir"] = str(_resolve_dir(raw, src))
+                sub["image_dir"] = str(resolve_image_dir(raw, src))
                 changed = True
     if not changed:
         return str(src)
@@ -180,27 +182,51 @@ def kohya_dataset_config(plan: TrainPlan, cwd: Path, out_dir: Path, name: str) -
 def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] = subprocess.run) -> Path:
     """Run sd-scripts on `plan` with its live output; return the LoRA file it wrote."""
 
-    out_dir = (Path(plan.output_dir) / plan.out).absolute()
+    out_dir = (Path(plan.io.output_dir) / plan.io.out).absolute()
+    target = free_output_path(out_dir / f"{plan.output_name}.{plan.io.save_model_as}")
+    check_output_locations(plan.io, target, samples=plan.sampling.enabled)
     out_dir.mkdir(parents=True, exist_ok=True)
-    target = free_output_path(out_dir / f"{plan.output_name}.{plan.save_model_as}")
     if target.stem != plan.output_name:
         log.warning("%s exists; sd-scripts will write %s instead (nothing is overwritten)", plan.output_name, target.name)
-    if plan.sample_every and plan.sample_prompts:
-        lines = [f"{p} --w {plan.sample_size} --h {plan.sample_size} --s {plan.sample_steps} --d {seed}"
-                 for p in plan.sample_prompts for seed in plan.sample_seeds]
+    sampling = plan.sampling
+    if sampling.enabled:
+        lines = [f"{p} --w {sampling.size} --h {sampling.size} --s {sampling.steps} --d {seed}"
+                 for p in sampling.prompts for seed in sampling.seeds]
         (out_dir / "sample_prompts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    dataset = kohya_dataset_config(plan, setup.dir, out_dir, target.stem)
+    dataset = kohya_dataset_config(plan.io.dataset, setup.dir, out_dir, target.stem)
     cmd = kohya_command(plan, setup, dataset_config=dataset, output_name=target.stem,
                         tokenizer_cache_dir=str(tokenizer_cache()))
     log.info("running sd-scripts in %s:\n  %s", setup.dir, subprocess.list2cmdline(cmd))
-    plan.save(out_dir / f"{target.stem}.train.toml")
     proc = runner(cmd, cwd=str(setup.dir))
     if proc.returncode != 0:
         raise CharframeError(f"sd-scripts failed (exit code {proc.returncode}); see its output above", exit_code=proc.returncode)
     if not target.is_file():
         raise CharframeError(f"sd-scripts finished but {target} was not written; see its output above")
+    plan.save(plan_path_for(target))  # only beside a LoRA that exists, as the built-in engine does
     log.info("wrote %s", target)
     return target
+
+
+class KohyaEngine:
+    """A kohya sd-scripts checkout behind the `Engine` protocol (it restarts runs; it cannot resume them)."""
+
+    name = "kohya"
+    can_resume = False
+
+    def __init__(self, setup: KohyaSetup, runner: Callable[..., Any] = subprocess.run) -> None:
+        self.setup, self.runner = setup, runner
+
+    def run(self, plan: TrainPlan, *, resume: bool = False, **kw: Any) -> TrainResult:
+        if resume:
+            raise CharframeError("{param} works with the built-in engine; sd-scripts restarts the run", param="resume")
+        out = run_kohya(plan, self.setup, runner=self.runner)
+        return TrainResult(out, [], plan.recipe.steps, None)
+
+    def describe(self, plan: TrainPlan) -> str:
+        """What a dry run prints: the sd-scripts command line (nothing is written)."""
+        read_dataset_file(plan.io.dataset)
+        cache = str(tokenizer_cache(write=False))
+        return subprocess.list2cmdline(kohya_command(plan, self.setup, tokenizer_cache_dir=cache))
 
 
 def setup_commands(dest: Path, base_python: str = sys.executable, *, torch_packages: tuple[str, ...] = TORCH_PACKAGES,

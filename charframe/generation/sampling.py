@@ -1,0 +1,48 @@
+"""Sample images at fixed seeds from the current model state (used during training to watch a LoRA grow).
+
+Generation never imports training: the caller passes the prompts, seeds and sizes, and the file stem.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+
+def sample_images(
+    comps: Any,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    *,
+    steps: int,
+    size: int,
+    folder: Path,
+    stem: str,
+    autocast: Callable[[], Any] = nullcontext,
+) -> list[Path]:
+    """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode is restored."""
+    from diffusers import DDIMScheduler
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pipe = comps.pipeline(DDIMScheduler.from_config(comps.noise_scheduler.config))
+    pipe.set_progress_bar_config(disable=True)
+    was_training = comps.unet.training
+    comps.unet.eval()
+    comps.text_encoder.eval()
+    paths = []
+    try:
+        with torch.no_grad(), autocast():
+            for i, prompt in enumerate(prompts):
+                for seed in seeds:
+                    gen = torch.Generator().manual_seed(int(seed))
+                    image = pipe(prompt, num_inference_steps=steps, height=size, width=size, generator=gen).images[0]
+                    path = folder / f"{stem}_{i}_{seed}.png"
+                    image.save(path)
+                    paths.append(path)
+    finally:
+        comps.unet.train(was_training)
+        comps.text_encoder.train(was_training)
+    return paths

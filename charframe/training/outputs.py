@@ -1,0 +1,130 @@
+"""Where a run writes, checked before step 1, and the final save that never loses the trained weights.
+
+`<output_dir>/<out>/<out>-<logic>-<dim>-<lr>-<steps>.safetensors`, its `.train.toml`, its `-state/` folder,
+the `sample/` images and `<logging_dir>/<name><time>/`: every folder must be creatable and writable and
+every name (temporary ones included) must fit the file system's limit, else the run is refused before any
+model is loaded, not after hours of training. If the final write still fails (disk full, a folder removed
+meanwhile), the weights go to a short name in the output folder or the temp folder, the resumable state
+is kept, and the message says where both are.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from charframe.errors import CharframeError
+from charframe.lora.io import save_lora_file
+from charframe.training import state as st
+from charframe.training.plan import TrainIO
+
+log = logging.getLogger(__name__)
+
+#: What `charframe.util.files.atomic_path` adds to a name for its temporary file (".", ".", 8 random, ".tmp").
+TEMP_NAME_EXTRA = 14
+LOG_STAMP = "%Y%m%d%H%M%S"  # the log folder is `<name><stamp>`
+_LOG_STAMP_LEN = 14
+_SAMPLE_SUFFIX_LEN = len("_000000_00_0000000000.png")
+
+
+def output_paths(io: TrainIO, output_name: str) -> tuple[Path, Path]:
+    """(planned LoRA file, its state folder): `<output_dir>/<out>/<output_name>.safetensors`."""
+    out = Path(io.output_dir) / io.out / f"{output_name}.{io.save_model_as}"
+    return out, st.state_dir_for(out)
+
+
+def plan_path_for(output: Path) -> Path:
+    """The plan saved beside a LoRA: `<stem>.train.toml`."""
+    return output.with_name(output.stem + ".train.toml")
+
+
+def find_state(io: TrainIO, output_name: str) -> Path | None:
+    """The newest complete state folder of this output name, if any."""
+    out, _ = output_paths(io, output_name)
+    if not out.parent.is_dir():
+        return None
+    found = [p for p in out.parent.glob(f"{output_name}*-state") if (p / st.STATE_FILE).is_file()]
+    return max(found, key=lambda p: (p / st.STATE_FILE).stat().st_mtime) if found else None
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def check_folder(folder: Path, param: str) -> Path:
+    """`folder` exists as a writable folder or can be created: returns its nearest existing ancestor."""
+    existing = folder.absolute()
+    missing: list[str] = []
+    while not existing.exists():
+        missing.append(existing.name)
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CharframeError(f"{existing}: is a file, not a folder; choose another {{param}}", param=param)
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CharframeError(f"{existing}: folder is not writable; choose another {{param}}", param=param)
+    limit = _name_max(existing)
+    for name in missing:
+        if len(os.fsencode(name)) > limit:
+            raise CharframeError(f"{folder}: the folder name is {len(os.fsencode(name))} bytes, over this file "
+                                 f"system's limit of {limit}; choose a shorter {{param}}", param=param)
+    return existing
+
+
+def check_output_locations(io: TrainIO, output_file: Path, *, samples: bool) -> None:
+    """Refuse, before any work, a run whose outputs cannot be written (see the module doc)."""
+    out_dir = output_file.parent
+    anchor = check_folder(out_dir, "out" if Path(io.output_dir).is_dir() else "output_dir")
+    log_anchor = check_folder(Path(io.logging_dir), "logging_dir")
+    stem = output_file.stem
+    names = [output_file.name, plan_path_for(output_file).name, st.state_dir_for(output_file).name]
+    longest = max(len(os.fsencode(n)) for n in names) + TEMP_NAME_EXTRA
+    if samples:
+        longest = max(longest, len(os.fsencode(stem)) + _SAMPLE_SUFFIX_LEN + TEMP_NAME_EXTRA)
+    limit = _name_max(anchor)
+    if longest > limit:
+        raise CharframeError(f"{out_dir}: output files named {stem[:40]}… need {longest} bytes with their temporary "
+                             f"names, over this file system's limit of {limit}; choose a shorter {{param}}", param="out")
+    log_name = len(os.fsencode(stem)) + _LOG_STAMP_LEN
+    if log_name > _name_max(log_anchor):
+        raise CharframeError(f"{io.logging_dir}: the log folder name would be {log_name} bytes, over this file "
+                             f"system's limit; choose a shorter {{param}}", param="out")
+
+
+def save_final(out_file: Path, tensors: dict[str, Any], metadata: dict[str, str], *, session_id: int,
+               keep_state: Callable[[], Path | None]) -> None:
+    """Write the LoRA; if that fails, write it to a fallback, keep the resumable state, and say where both are."""
+    try:
+        save_lora_file(out_file, tensors, metadata)
+        return
+    except Exception as exc:  # noqa: BLE001 - any failure here must not lose hours of training
+        reason = getattr(exc, "strerror", None) or str(exc)
+    try:
+        state_dir = keep_state()
+    except Exception as exc:  # noqa: BLE001 - the weights below matter more; report both
+        log.error("could not save the resumable state either: %s", exc)
+        state_dir = None
+    fallback = _save_fallback(tensors, metadata, out_file.parent, session_id)
+    kept = f"the resumable state is in {state_dir} (run the same command with {{param}} to retry the save)" \
+        if state_dir else "no resumable state could be written"
+    where = f"the trained weights are in {fallback}" if fallback else "the weights could not be written anywhere"
+    raise CharframeError(f"{out_file}: cannot write the LoRA ({reason}); {where}; {kept}", exit_code=1,
+                         param="resume" if state_dir else None)
+
+
+def _save_fallback(tensors: dict[str, Any], metadata: dict[str, str], folder: Path, session_id: int) -> Path | None:
+    name = f"charframe-{session_id}.safetensors"
+    for candidate in (folder / name, Path(tempfile.gettempdir()) / name):
+        try:
+            save_lora_file(candidate, tensors, metadata)
+            return candidate
+        except Exception:  # noqa: BLE001 - try the next place
+            continue
+    return None

@@ -1,0 +1,216 @@
+"""Everything a run needs before its first step: precision, the run's state (new or resumed), the models
+prepared for training, the network, optimizer, schedule and data loader, and the metadata known at start.
+
+`begin_run` decides new vs resumed from the files alone (before any model is loaded, so a wrong
+`resume` is refused at once); `build_session` does the heavy part.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from charframe.deps import place
+from charframe.errors import CharframeError
+from charframe.lora.io import load_lora_file
+from charframe.models.load import load_sd
+from charframe.training import state as st
+from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
+from charframe.training.data import DatasetGroup
+from charframe.training.distributed import accelerator as make_accelerator, broadcast_parameters
+from charframe.training.images import StepData, unbatched
+from charframe.training.metadata import optimizer_description, training_metadata
+from charframe.training.optim import build_optimizer, build_scheduler
+from charframe.training.outputs import LOG_STAMP, find_state, output_paths
+from charframe.training.plan import Runtime, TrainPlan
+from charframe.training.text import token_count
+from charframe.util.files import free_output_path
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Start:
+    """A run's starting point: new (step 0) or read back from a saved state."""
+
+    run: st.RunState
+    out_file: Path
+    state_dir: Path
+    tensors: dict[str, torch.Tensor] | None = None  # the saved network, when resumed
+    optim_state: dict[str, Any] | None = None
+
+
+def begin_run(plan: TrainPlan, resume: bool) -> Start:
+    """The state to resume (checked to train the same thing), or a fresh run on a free output name."""
+    out_file, state_dir = output_paths(plan.io, plan.output_name)
+    found = find_state(plan.io, plan.output_name)
+    if resume:
+        if found is None:
+            raise CharframeError(f"{out_file.parent}: no saved state of {plan.output_name} to resume; "
+                                 "start without {param}", param="resume")
+        run, tensors, optim_state = st.load_state(found)
+        st.check_resumable(plan, run, found)
+        log.info("resuming %s at step %d of %d", plan.output_name, run.step, plan.recipe.steps)
+        return Start(run, Path(run.output), found, tensors, optim_state)
+    if found is not None:
+        raise CharframeError(f"{found}: an interrupted run of {plan.output_name} can be continued; add {{param}}, "
+                             "or delete that folder to start over", param="resume")
+    if out_file.exists():
+        free = free_output_path(out_file)
+        log.warning("%s exists; writing %s instead (nothing is overwritten)", out_file, free.name)
+        out_file, state_dir = free, st.state_dir_for(free)
+    stamp = time.strftime(LOG_STAMP)
+    run = st.RunState(0, str(out_file), str(Path(plan.io.logging_dir) / f"{plan.output_name}{stamp}"),
+                      random.SystemRandom().randint(0, 2**31 - 1), time.time(), plan.to_dict())
+    return Start(run, out_file, state_dir)
+
+
+@dataclass(frozen=True)
+class Precision:
+    mixed: str  # what accelerate runs: "fp16", "bf16" or "no"
+    weight_dtype: torch.dtype  # of the frozen model
+    checkpointing: bool
+
+
+def choose_precision(runtime: Runtime, cuda: bool, checkpointing: bool | None) -> Precision:
+    """fp16 needs CUDA; bf16 autocast also runs on CPUs (fast on those with bf16 units, e.g. AMX)."""
+    wanted = runtime.mixed_precision
+    mixed = wanted if wanted == "bf16" or (cuda and wanted == "fp16") else "no"
+    if mixed != wanted:
+        log.info("no CUDA GPU: training in fp32 (fp16 mixed precision needs a GPU; bf16 works on CPU too)")
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
+    ckpt = runtime.gradient_checkpointing and cuda if checkpointing is None else checkpointing
+    return Precision(mixed, dtype, ckpt)
+
+
+def check_clip_skip(clip_skip: int, text_encoder: Any) -> None:
+    """clip_skip counts text encoder layers from the end: it cannot exceed the model's layer count."""
+    layers = int(getattr(text_encoder.config, "num_hidden_layers", 0) or 0)
+    if layers and clip_skip > layers:
+        raise CharframeError(f"{{param}} {clip_skip} is beyond the text encoder's {layers} layers; use 1..{layers} "
+                             "(2 for most anime models)", param="clip_skip")
+
+
+def warn_long_captions(group: DatasetGroup, tokenizer: Any, max_token_length: int | None) -> None:
+    limit = max_token_length or 75
+    first = {}  # caption → an image using it (charframe datasets repeat captions a lot)
+    for d in group.datasets:
+        for e in d.images:
+            first.setdefault(e.caption, e.path)
+    long = [(path, n) for caption, path in first.items() if (n := token_count(tokenizer, caption)) > limit]
+    if long:
+        path, n = long[0]
+        hint = " or shorten them" if limit >= 225 else "; train with a max token length of 150 or 225 to keep them"
+        log.warning("%d distinct caption(s) exceed %d tokens and are truncated (e.g. %s: %d tokens)%s",
+                    len(long), limit, path, n, hint)
+
+
+def prepare_models(comps: Any, attention: str, device: torch.device, precision: Precision) -> None:
+    """Freeze the base model, move it to the device in the weight dtype, pick attention and checkpointing."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for m in (comps.unet, comps.text_encoder, comps.vae):
+        m.requires_grad_(False)
+        place(m, device, precision.weight_dtype)
+    if attention == "xformers" and device.type == "cuda":
+        comps.unet.enable_xformers_memory_efficient_attention()
+    else:
+        comps.unet.set_attn_processor(AttnProcessor2_0())
+    if precision.checkpointing:
+        comps.unet.enable_gradient_checkpointing()
+        te = comps.text_encoder  # transformers 5 renamed the method; 4.x only has the old name
+        if hasattr(te, "activation_checkpointing_enable"):
+            te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    comps.unet.train(precision.checkpointing)
+    comps.text_encoder.train(precision.checkpointing)
+    comps.vae.eval()
+
+
+@dataclass
+class Session:
+    """A run ready for its first step (see `build_session`)."""
+
+    plan: TrainPlan
+    start: Start
+    comps: Any
+    accelerator: Any
+    precision: Precision
+    net: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    lr_names: tuple[str, ...]
+    optimizer: Any
+    scheduler: Any
+    data: StepData
+    loader: Any
+    epochs: int
+    base_metadata: dict[str, str]
+
+    device = property(lambda self: self.accelerator.device)
+    rank = property(lambda self: self.accelerator.process_index)
+    world = property(lambda self: self.accelerator.num_processes)
+    main = property(lambda self: self.accelerator.is_main_process)
+    weight_dtype = property(lambda self: self.precision.weight_dtype)
+
+    def snapshot(self, step: int, losses: list[float]) -> Path:
+        """Save the resumable state at `step` (network, optimizer, schedule, scaler, losses)."""
+        run = self.start.run
+        run.step, run.losses = step, losses
+        optim = {"optimizer": self.optimizer.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else {}}
+        return st.save_state(self.start.state_dir, run, self.net, optim)
+
+
+def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, components: Any = None,
+                  checkpointing: bool | None = None) -> Session:
+    """Load (or take) the model, attach the network, build optimizer, schedule and loader."""
+    cuda = torch.cuda.is_available()
+    precision = choose_precision(plan.runtime, cuda, checkpointing)
+    acc = make_accelerator(precision.mixed, cuda)
+    device, world = acc.device, acc.num_processes
+    comps = components if components is not None else load_sd(plan.io.model, plan.io.vae)
+    check_clip_skip(plan.recipe.clip_skip, comps.text_encoder)
+    warn_long_captions(group, comps.tokenizer, plan.recipe.max_token_length)
+    prepare_models(comps, plan.runtime.attention, device, precision)
+    torch.manual_seed(plan.recipe.seed)  # LoRA initialisation; identical on every process
+    net = create_network(NetworkSpec.from_recipe(plan.network), comps.unet, comps.text_encoder).to(device, torch.float32)
+    if start.tensors is not None:
+        load_network_weights(net, start.tensors, str(start.state_dir))
+    elif plan.io.continue_from:
+        tensors, _ = load_lora_file(plan.io.continue_from)
+        load_network_weights(net, tensors, plan.io.continue_from)
+        log.info("continuing from %s", plan.io.continue_from)
+    broadcast_parameters(net, world)
+    opt = plan.optimizer
+    groups = param_groups(net, opt.learning_rate, opt.text_encoder_lr if opt.explicit_lr else None)
+    optimizer, optimizer_class = build_optimizer(opt, groups, device)
+    scheduler = build_scheduler(opt, plan.recipe.steps, optimizer)
+    optimizer = acc.prepare(optimizer)
+    if start.optim_state is not None:
+        optimizer.optimizer.load_state_dict(start.optim_state["optimizer"])
+        scheduler.load_state_dict(start.optim_state["scheduler"])
+        if acc.scaler is not None and start.optim_state.get("scaler"):
+            acc.scaler.load_state_dict(start.optim_state["scaler"])
+    data = StepData(group, plan.recipe.seed, start.run.step, plan.recipe.steps, acc.process_index, world,
+                    plan.recipe.prior_loss_weight)
+    workers = plan.runtime.num_workers
+    if workers is None:
+        workers = min(4, max(1, (torch.get_num_threads() or 2) // 2)) if cuda else 0
+    loader = torch.utils.data.DataLoader(data, batch_size=None, collate_fn=unbatched, num_workers=workers,
+                                         prefetch_factor=2 if workers else None)
+    epochs = math.ceil(plan.recipe.steps / data.steps_per_epoch)
+    base = training_metadata(plan, group, comps.info, session_id=start.run.session_id, started_at=start.run.started_at,
+                             optimizer=optimizer_description(opt, optimizer_class), num_epochs=epochs,
+                             batches_per_epoch=data.batches_per_epoch, num_processes=world,
+                             mixed_precision=precision.mixed, gradient_checkpointing=precision.checkpointing)
+    lr_names = ("textencoder", "unet") if len(groups) == 2 else ("unet",)
+    return Session(plan, start, comps, acc, precision, net, [p for p in net.parameters() if p.requires_grad],
+                   lr_names, optimizer, scheduler, data, loader, epochs, base)
