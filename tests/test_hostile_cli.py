@@ -159,10 +159,7 @@ def run_case(argv: list[str]) -> tuple[str, int, str]:
 
 
 #: (command, input) that do not give a clear refusal on this branch; owned by other areas (NOTES-config.md).
-KNOWN_FAILURES: set[tuple[str, str]] = {
-    # train (points 3 and 6): --noise-offset nan/inf accepted by --dry-run
-    ("train", "nan"), ("train", "inf"),
-}
+KNOWN_FAILURES: set[tuple[str, str]] = set()  # every case is refused clearly
 
 ALL = [(cmd, kind) for cmd in CASES for kind in INPUTS]
 _ANY_PATH = collections.defaultdict(lambda: Path("x"))
