@@ -157,4 +157,4 @@ def run_demo(
         first = report.failed[0]
         raise CharframeError(f"demo: step {first.step} failed: {first.message}")
     job = target_jobs(character, "face")[0]
-    return DemoResult(job.dataset, Path(job.plan.dataset), job.lora, job.merged, job.compressed, job.preview, report)
+    return DemoResult(job.dataset, Path(job.plan.io.dataset), job.lora, job.merged, job.compressed, job.preview, report)

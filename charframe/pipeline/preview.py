@@ -115,10 +115,10 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     """Draw the grid of one stage (base, LoRA, merged, compressed) and log it to TensorBoard."""
     import torch
 
-    s = preview_settings(job.root, job.plan.model is None)
+    s = preview_settings(job.root, job.plan.io.model is None)
     texts = prompts(job.members, s)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    comps = load_sd(job.plan.model, job.plan.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
+    comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
     variants = [("base", None), ("LoRA", job.lora), ("merged", job.merged), ("compressed", job.compressed)]
@@ -135,12 +135,12 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
                     rows.append((label, [_tile(f"{label}:\nnot loadable\nin diffusers", s.size)] * (len(texts) * len(s.seeds))))
                     bar.update(len(texts) * len(s.seeds))
                     continue
-            rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.clip_skip, bar)))
+            rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar)))
             if lora is not None:
                 pipe.unload_lora_weights()
     columns = [f"{scene}\nseed {seed}" for scene in s.scenes for seed in s.seeds]
     grid = labelled_grid(rows, columns, s.size)
     atomic_write_bytes(job.preview, encode_png(np.asarray(grid)))
-    _tensorboard(project_dirs(job.root).log / f"{job.out}-preview", job.name, rows, job.plan.steps)
+    _tensorboard(project_dirs(job.root).log / f"{job.out}-preview", job.name, rows, job.plan.recipe.steps)
     log.info("preview: %s", job.preview)
     return job.preview

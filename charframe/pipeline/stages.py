@@ -81,7 +81,7 @@ class StageJob:
 
     @property
     def lora(self) -> Path:
-        return Path(self.plan.output_dir) / self.plan.out / f"{self.plan.output_name}.{self.plan.save_model_as}"
+        return Path(self.plan.io.output_dir) / self.plan.io.out / f"{self.plan.output_name}.{self.plan.io.save_model_as}"
 
     @property
     def merged(self) -> Path:

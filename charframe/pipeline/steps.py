@@ -82,7 +82,7 @@ def _file(value: str | None) -> list[FileSet]:
 
 
 def _model_files(job: StageJob) -> list[FileSet]:
-    return _file(job.plan.model) + _file(job.plan.vae)
+    return _file(job.plan.io.model) + _file(job.plan.io.vae)
 
 
 def _own_sets(job: StageJob) -> list[tuple[Character, str, str, str]]:
@@ -142,7 +142,7 @@ def _prepare(fn, job: StageJob, ctx: RunContext) -> None:
 def _train(fn, job: StageJob, ctx: RunContext) -> None:
     """A leftover resumable state (Ctrl-C, crash) is continued; an older LoRA of the same name is kept as
     `<file>.prev` (the trainer never overwrites, and the pipeline needs the planned name)."""
-    state = resolve("charframe.training.engines.builtin:find_state", "train")(job.plan)
+    state = resolve("charframe.training.outputs:find_state", "train")(job.plan.io, job.plan.output_name)
     if state is None and job.lora.exists():
         os.replace(job.lora, job.lora.with_name(job.lora.name + ".prev"))
         log.info("%s: previous version kept as %s.prev", job.lora, job.lora.name)
@@ -198,7 +198,7 @@ STEPS: tuple[Step, ...] = (
          lambda j: [FileSet(j.dataset, IMAGES)],
          lambda j: [FileSet(j.dataset, CAPTIONS)],
          _rules, _prepare, "captions + dataset TOML"),
-    Step("train", "charframe.training.engines.builtin:train", frozenset({"face", "body", "group"}),
+    Step("train", "charframe.training.engines:train_with", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.dataset, IMAGES + CAPTIONS)] + _model_files(j),
          lambda j: [FileSet(j.lora)],
          lambda j: {"plan": j.plan.to_dict()}, _train, "LoRA (built-in trainer)"),
@@ -211,7 +211,7 @@ STEPS: tuple[Step, ...] = (
     Step("preview", "charframe.pipeline.preview:preview_job", frozenset({"face", "body", "group"}),
          lambda j: _model_files(j) + [FileSet(j.lora), FileSet(j.merged), FileSet(j.compressed)],
          lambda j: [FileSet(j.preview)],
-         lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.model is None)),
+         lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.io.model is None)),
                     "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in j.members}},
          _preview, "labelled grid: base vs LoRA vs merged vs compressed"),
 )
