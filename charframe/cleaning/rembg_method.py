@@ -61,15 +61,15 @@ def resolve_model(model: str | os.PathLike | None) -> RembgModel:
         path = find_model_file(value)
         if path is None:
             raise CharframeError(
-                f"rembg model {value!r} not found: put {value}.onnx in {model_home()} "
+                f"{{param}} {value}: the model file {value}.onnx is not here: put it in {model_home()} "
                 f"(download it from {MODEL_URL}; charframe never downloads models)", param="model")
         return RembgModel(value, path)
     path = Path(os.path.expanduser(value))
     if path.suffix.lower() != ".onnx" and not path.exists():
-        raise CharframeError(f"unknown rembg model {value!r}: give one of {', '.join(MODEL_NAMES)} "
+        raise CharframeError(f"{{param}} {value}: unknown rembg model; give one of {', '.join(MODEL_NAMES)} "
                              "or the path of an .onnx file", param="model")
     if not path.is_file():
-        raise CharframeError(f"{path}: no such ONNX model file", param="model")
+        raise CharframeError(f"{{param}} {path}: no such ONNX model file", param="model")
     return RembgModel("u2net_custom", path.absolute())
 
 
@@ -102,7 +102,7 @@ def open_session(model: RembgModel, threads: int | None = None) -> Any:
         return LocalSession(model.name, opts, model_path=path, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime's errors are long C++ texts: keep the first line
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CharframeError(f"{path}: not a usable ONNX model ({first})", param="model") from None
+        raise CharframeError(f"{{param}} {path}: not a usable ONNX model ({first})", param="model") from None
 
 
 def rembg_alpha(session: Any, rgb: np.ndarray) -> np.ndarray:

@@ -57,6 +57,7 @@ class Subset:
     class_tokens: str
     flip_aug: bool = True
     is_reg: bool = False  # written only when true (sd-scripts' default is false)
+    alpha_mask: bool = False  # `_alpha_` folders: loss weighted by the images' alpha; written only when true
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,8 @@ def _subset_dict(s: Subset) -> dict[str, Any]:
     d = {"image_dir": s.image_dir, "class_tokens": s.class_tokens, "flip_aug": s.flip_aug}
     if s.is_reg:
         d["is_reg"] = True
+    if s.alpha_mask:
+        d["alpha_mask"] = True
     return d
 
 
@@ -239,7 +242,8 @@ def build_dataset_config(
         except CharframeError as e:
             problems.append(f"{folder.path}: {e}")
             continue
-        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug, name.is_reg))
+        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug, name.is_reg,
+                                                 name.alpha_mask))
     if problems:
         raise CharframeError("\n".join(problems) + f"\nno TOML written for {root}")
     datasets = tuple(Dataset(resolution_of(c), batches[c], tuple(by_class[c])) for c in CLASS_NAMES if c in by_class)

@@ -52,3 +52,26 @@ def write_template_mask(root: Path, code: str, coverage: np.ndarray) -> Path:
     edge = cv2.morphologyEx(mask, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8))
     write_png(folder / "softedge" / f"{code}.png", cv2.GaussianBlur(edge, (5, 5), 0))
     return folder / "mask" / f"{code}.png"
+
+
+#: per code: (shift, scale) of the template figure, so codes differ
+_POSES = {"f00": ((0.0, 0.0), 1.0), "f02": ((0.12, 0.0), 0.9), "f12": ((-0.1, 0.05), 0.85), "f03": ((0.0, -0.1), 0.8)}
+
+
+def make_project(root: Path, codes: tuple[str, ...] = ("f00", "f02"), *, candidates: int = 3, size: int = 96,
+                 fill: str = "auto", hair=(30, 25, 35), character_extra: str = "") -> Path:
+    """A project with `Characters/krnk.toml`, template masks/soft-edge maps of `codes`, and candidates
+    `LoRAWork/krnk/face/raw/<code>-<i>.png` of which candidate 1 matches the template's pose (the others are
+    shifted or scaled). Returns the character file."""
+    char = root / "Characters" / "krnk.toml"
+    char.parent.mkdir(parents=True, exist_ok=True)
+    char.write_text(f'keyword = "krnk"\nclass = "girl"\nfill = "{fill}"\n{character_extra}', encoding="utf-8")
+    raw = root / "LoRAWork" / "krnk" / "face" / "raw"
+    for n, code in enumerate(codes):
+        shift, scale = _POSES.get(code, ((0.0, 0.0), 1.0))
+        write_template_mask(root, code, figure_mask((size, size), shift=shift, scale=scale))
+        for i in range(candidates):
+            off = 0.0 if i == 1 else 0.09 * (i - 1)
+            cover = figure_mask((size, size), shift=(shift[0] + off, shift[1]), scale=scale * (1 + 0.1 * abs(i - 1)))
+            write_png(raw / f"{code}-{i}.png", compose_figure(cover, hair=hair, seed=10 * n + i))
+    return char
