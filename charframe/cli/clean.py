@@ -18,6 +18,7 @@ examples:
   charframe clean Characters/krnk.toml --set body --outfit sf --method flood
   charframe clean Characters/krnk.toml --method rembg --model u2net
   charframe clean Characters/krnk.toml --model ~/models/my_matting.onnx
+  charframe clean .                                          # every character of the project
 """
 
 PICK_EPILOG = """\
@@ -63,12 +64,34 @@ def _set_name(args: argparse.Namespace, character) -> str:  # type: ignore[no-un
     return character.set_name("f" if args.set == "face" else "b", args.outfit or "")
 
 
+def character_files(paths: list[str]) -> list[str]:
+    """Character files from files and folders (a project root or its Characters/ folder), as dropped on
+    the launcher."""
+    from pathlib import Path
+
+    from charframe.character import CHARACTERS_DIR, find_characters
+    from charframe.errors import CharframeError
+
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = find_characters(p.parent if p.name == CHARACTERS_DIR else p)
+            if not found:
+                raise CharframeError(f"{p}: no character files (expected {p / CHARACTERS_DIR / 'krnk.toml'})")
+            out += [str(f) for f in found]
+        else:
+            out.append(str(p))
+    return out
+
+
 def run_clean(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.clean import clean_set
 
-    character = load_character(args.character)
-    clean_set(character, _set_name(args, character), method=args.method, model=args.model, progress=not args.quiet)
+    characters = [load_character(f) for f in character_files(args.character)]  # all checked before any work
+    for character in characters:
+        clean_set(character, _set_name(args, character), method=args.method, model=args.model,
+                  progress=not args.quiet)
     return 0
 
 
@@ -91,8 +114,12 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("character", metavar="CHARACTER", help="the character file, e.g. Characters/krnk.toml")
+def _common(p: argparse.ArgumentParser, many: bool = False) -> None:
+    if many:
+        p.add_argument("character", nargs="+", metavar="CHARACTER",
+                       help="character file(s), e.g. Characters/krnk.toml, or a project folder (all its characters)")
+    else:
+        p.add_argument("character", metavar="CHARACTER", help="the character file, e.g. Characters/krnk.toml")
     p.add_argument("--set", choices=("face", "body"), default="face", help="image set (default face)")
     p.add_argument("--outfit", default="", help="outfit name from the character file (for --set body), e.g. sf")
 
@@ -103,7 +130,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("clean", help="remove the backgrounds of generated candidates (fill + transparent copy)",
                        description="Remove the background of every candidate of an image set.",
                        epilog=CLEAN_EPILOG, formatter_class=fmt)
-    _common(p)
+    _common(p, many=True)
     p.add_argument("--method", choices=("auto", "flood", "rembg"), default="auto",
                    help="auto (default): rembg when its model is there, else flood")
     p.add_argument("--model", default=None, metavar="NAME_OR_PATH",
