@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
+import cv2
 import numpy as np
 
 from charframe.character import Character
-from charframe.cleaning.flood import FloodSettings, background_rgb, flood_alpha, to_lab, unmix
+from charframe.cleaning.flood import FloodSettings, background_rgb, flood_alpha, over, to_lab, unmix
 from charframe.cleaning.images import candidates, read_image, write_png
 from charframe.cleaning.rembg_method import (DEFAULT_MODEL, RembgModel, model_available, open_session,
                                              rembg_alpha, resolve_model)
@@ -42,9 +44,8 @@ def hair_lightness(rgb: np.ndarray, alpha: np.ndarray) -> float:
     if rows.size == 0:
         return 100.0
     top = rows[0] + max(1, int(round((rows[-1] - rows[0] + 1) * HAIR_FRACTION)))
-    region = fg.copy()
-    region[top:] = False
-    return float(to_lab(rgb)[..., 0][region].mean())
+    region = fg[rows[0]:top]
+    return float(to_lab(rgb[rows[0]:top])[..., 0][region].mean())
 
 
 def choose_fill(fill: str, rgb: np.ndarray, alpha: np.ndarray) -> str:
@@ -68,10 +69,9 @@ def compose(rgb: np.ndarray, alpha: np.ndarray, fill: str) -> Cleaned:
     """Unmix the edge colours from the old background, then fill and build the RGBA copy."""
     fg = unmix(rgb, alpha, background_rgb(rgb))
     colour = choose_fill(fill, rgb, alpha)
-    a = alpha[..., None]
-    filled = (fg.astype(np.float32) * a + np.float32(FILLS[colour]) * (1 - a) + 0.5).astype(np.uint8)
-    a8 = (np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
-    return Cleaned(filled, np.dstack([fg, a8]), colour)
+    filled = over(fg, alpha, FILLS[colour])
+    a8 = cv2.convertScaleAbs(alpha, alpha=255.0)  # rounds and saturates to 0-255
+    return Cleaned(filled, cv2.merge([*cv2.split(fg), a8]), colour)
 
 
 def make_alpha_fn(method: Method, model: str | os.PathLike | None) -> tuple[str, Callable[[np.ndarray], np.ndarray], dict[str, Any]]:
@@ -99,6 +99,10 @@ def clean_image(rgb: np.ndarray, alpha_fn: Callable[[np.ndarray], np.ndarray], f
     return compose(rgb, alpha_fn(rgb), fill)
 
 
+def _outs(name: str) -> tuple[str, str]:
+    return f"clean/{name}", f"alpha/{name}"
+
+
 def clean_set(character: Character, set_name: str, *, method: Method = "auto", model: str | os.PathLike | None = None,
               progress: bool = True) -> list[Path]:
     """Clean every candidate in `raw/` of the set; return the files written (up-to-date ones are skipped)."""
@@ -114,24 +118,31 @@ def clean_set(character: Character, set_name: str, *, method: Method = "auto", m
     params = {**params, "fill": character.fill}
     manifest = Manifest.load(work / MANIFEST)
     names = [f"{code}-{i}.png" for code, ix in found.items() for i in ix]
+    todo = [n for n in names if not all(manifest.up_to_date(o, inputs=[raw / n], params=params) for o in _outs(n))]
+
+    def one(name: str) -> tuple[str, list[tuple[str, bytes, os.stat_result]] | str]:
+        try:
+            rgb = read_image(raw / name, 3)
+        except CharframeError as e:
+            return name, str(e)
+        result = clean_image(rgb, alpha_fn, character.fill)
+        return name, [(out, *write_png(work / out, img)) for out, img in zip(_outs(name), (result.filled, result.rgba))]
+
     written: list[Path] = []
     problems: list[str] = []
+    # OpenCV and onnxruntime release the GIL: two threads keep two cores busy (decode, clean, encode)
+    threads = 1 if used == "rembg" else 2
     try:
-        for name in tqdm(names, desc=f"clean {set_name} ({used})", unit="img", disable=not progress):
-            src = raw / name
-            outs = (f"clean/{name}", f"alpha/{name}")
-            if all(manifest.up_to_date(o, inputs=[src], params=params) for o in outs):
-                continue
-            try:
-                rgb = read_image(src, 3)
-            except CharframeError as e:
-                problems.append(str(e))
-                continue
-            result = clean_image(rgb, alpha_fn, character.fill)
-            for out, img in zip(outs, (result.filled, result.rgba)):
-                data, st = write_png(work / out, img)
-                manifest.record(out, inputs=[src], params=params, data=data, stat=st)
-                written.append(work / out)
+        with ThreadPoolExecutor(max_workers=threads) as pool, \
+                tqdm(total=len(todo), desc=f"clean {set_name} ({used})", unit="img", disable=not progress) as bar:
+            for name, result in pool.map(one, todo):
+                bar.update()
+                if isinstance(result, str):
+                    problems.append(result)
+                    continue
+                for out, data, st in result:
+                    manifest.record(out, inputs=[raw / name], params=params, data=data, stat=st)
+                    written.append(work / out)
     finally:
         manifest.save()
     if problems:

@@ -46,9 +46,10 @@ def background_colour(lab: np.ndarray) -> np.ndarray:
 
 
 def distance_map(lab: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """ΔE76 of every pixel to `ref`, float32 (H, W)."""
-    diff = lab - ref
-    return np.sqrt(np.einsum("hwc,hwc->hw", diff, diff))
+    """ΔE76 of every pixel to `ref`, float32 (H, W) (OpenCV kernels: several times numpy's speed)."""
+    diff = cv2.subtract(lab, tuple(float(v) for v in ref) + (0.0,))
+    sq = cv2.transform(cv2.multiply(diff, diff), np.ones((1, 3), np.float32))
+    return cv2.sqrt(sq)
 
 
 def border_connected(candidate: np.ndarray) -> np.ndarray:
@@ -108,17 +109,34 @@ def flood_alpha(rgb: np.ndarray, settings: FloodSettings = FloodSettings()) -> n
     return soft_alpha(fg, dist, settings.edge_band)
 
 
+def edge_pixels(alpha: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Indices of the partly transparent pixels (the only ones whose colour needs arithmetic)."""
+    return np.nonzero((alpha > 0.0) & (alpha < 1.0))
+
+
 def unmix(rgb: np.ndarray, alpha: np.ndarray, bg_rgb: np.ndarray) -> np.ndarray:
     """Foreground colours with the background's share taken out of edge pixels: F = (I - (1-a)·B) / a.
 
-    Without it a cut-out keeps a halo of the old background colour when filled with another one.
+    Without it a cut-out keeps a halo of the old background colour when filled with another one. Pixels
+    under 2 % alpha keep their colour (dividing by almost nothing would only amplify noise).
     """
-    img = rgb.astype(np.float32)
-    a = alpha[..., None]
-    solid = a >= 0.999
-    fgc = (img - (1 - a) * bg_rgb.astype(np.float32)) / np.maximum(a, 1e-3)
-    out = np.where(solid | (a <= 0.02), img, np.clip(fgc, 0, 255))
-    return out.astype(np.uint8)
+    out = rgb.copy()
+    idx = edge_pixels(alpha)
+    a = alpha[idx][:, None]
+    fgc = (rgb[idx].astype(np.float32) - (1 - a) * bg_rgb.astype(np.float32)) / np.maximum(a, 1e-3)
+    out[idx] = np.where(a > 0.02, np.clip(fgc, 0, 255), rgb[idx]).astype(np.uint8)
+    return out
+
+
+def over(fg: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    """`fg` composited over a plain `colour` (only the edge pixels need blending)."""
+    out = np.empty_like(fg)
+    out[:] = colour
+    cv2.copyTo(fg, (alpha > 0.0).view(np.uint8), out)
+    idx = edge_pixels(alpha)
+    a = alpha[idx][:, None]
+    out[idx] = (fg[idx].astype(np.float32) * a + np.float32(colour) * (1 - a) + 0.5).astype(np.uint8)
+    return out
 
 
 def background_rgb(rgb: np.ndarray) -> np.ndarray:

@@ -43,7 +43,8 @@ def encode_png(img: np.ndarray) -> bytes:
     """PNG bytes of an RGB, RGBA or grey uint8 array."""
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR if img.shape[2] == 3 else cv2.COLOR_RGBA2BGRA)
-    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    # fast settings: level 1 + RLE filter is ~2x quicker than the default and as small on drawn pictures
+    ok, buf = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE])
     if not ok:  # pragma: no cover - encoding an array cannot fail for uint8
         raise CharframeError("could not encode a PNG")
     return buf.tobytes()
