@@ -54,3 +54,33 @@ def test_help_has_examples(capsys) -> None:
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert f"charframe {command} Characters/krnk.toml" in capsys.readouterr().out
+
+
+BAD_CHARACTER_FILES = {
+    "missing": None, "folder": "DIR", "empty": b"", "random": bytes(range(256)) * 4,
+    "truncated": b'keyword = "kr', "non_utf8": b'keyword = "krnk"\n# \xff\xfe\n', "long_name": "LONG",
+}
+
+
+@pytest.mark.parametrize("command", ["clean", "pick", "export"])
+@pytest.mark.parametrize("kind", list(BAD_CHARACTER_FILES))
+def test_bad_character_file(tmp_path: Path, monkeypatch, capsys, command: str, kind: str) -> None:
+    content = BAD_CHARACTER_FILES[kind]
+    path = tmp_path / ("L" * 300 + ".toml" if content == "LONG" else f"{kind}.toml")
+    if content == "DIR":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    monkeypatch.chdir(tmp_path)
+    before = sorted(tmp_path.rglob("*"))
+    assert main([command, str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err and "unexpected" not in err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def test_clean_a_project_folder(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("U2NET_HOME", str(tmp_path / "no-models"))
+    make_project(tmp_path, ("f00",), candidates=1)
+    assert main(["-q", "clean", str(tmp_path / "Characters"), "--method", "auto"]) == 0  # no rembg model: flood
+    assert (tmp_path / "LoRAWork/krnk/face/alpha/f00-0.png").is_file()
