@@ -75,3 +75,19 @@ def test_export_errors(picked, tmp_path: Path) -> None:
     (picked.work_dir("face") / "picks.toml").unlink()
     with pytest.raises(CharframeError, match="no picks yet"):
         export_set(picked, "face")
+
+
+def test_body_set_goes_to_the_body_dataset(tmp_path: Path) -> None:
+    from charframe.cleaning.images import write_png
+    from charframe.testing.figures import compose_figure, figure_mask, write_template_mask
+
+    char = make_project(tmp_path, (), candidates=0, character_extra='[outfits]\nsf = "sailor uniform"\n')
+    c = load_character(char)
+    cover = figure_mask((128, 64))
+    write_template_mask(tmp_path, "b03", cover)
+    write_png(c.work_dir("body-sf") / "raw/b03-0.png", compose_figure(cover))
+    clean_set(c, "body-sf", method="flood", progress=False)
+    assert pick_set(c, "body-sf") == {"b03": 0}
+    written = export_set(c, "body-sf", sizes=[64])
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["LoRAInput/2_krnksf_krnk/krnksf girl_b0064/b03.png"]
+    assert read_image(written[0], 3).shape == (64, 32, 3)  # the longer side is the size
