@@ -56,8 +56,9 @@ def template_map(character: Character, code: str, kind: str) -> np.ndarray:
         if source.is_file():
             return np.ascontiguousarray(read_image(source, 1)[:, ::-1])
     if not own.is_file():
-        raise CharframeError(f"{own}: the template has no {kind} map; render the templates (charframe templates"
-                             f"{' --azimuths 0-7' if c and c.azimuth >= 5 else ''}) or draw one")
+        which = " with azimuths 0-7" if c and c.azimuth >= 5 else ""
+        raise CharframeError(f"{own}: the template has no {kind} map; render the templates{which} "
+                             "(charframe templates) or draw one")
     return read_image(own, 1)
 
 
