@@ -22,13 +22,15 @@ from charframe.cleaning.images import candidates, read_image, write_png
 from charframe.dataset.naming import parse_code
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
-from charframe.util.files import atomic_write_text
+from charframe.util.files import atomic_write_text, backup_file
+from charframe.util.manifest import Manifest, Status
 from charframe.util.schema import read_text_file
 
 log = logging.getLogger(__name__)
 
 PICKS_FILE = "picks.toml"
 CONTACT_FILE = "contact-picked.png"
+PICK_MANIFEST = ".charframe-pick.json"
 #: IoUs closer than this count as a tie (then the edge score decides)
 IOU_TIE = 0.005
 THUMB = 160
@@ -201,10 +203,22 @@ def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | li
     picks = {**best(scores), **manual}
     picks = {code: picks[code] for code in found if code in picks}
     log.info("%s", format_table(scores, picks, manual))
-    atomic_write_text(work / PICKS_FILE, picks_toml(picks))
+    save_picks(work, picks)
     write_png(work / CONTACT_FILE, contact_sheet(work, found, picks))
     log.info("%s: %d picked → %s", work, len(picks), work / PICKS_FILE)
     return picks
+
+
+def save_picks(work: Path, picks: dict[str, int]) -> Path:
+    """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
+    manifest = Manifest.load(work / PICK_MANIFEST)
+    if manifest.status(PICKS_FILE) is Status.FOREIGN:
+        log.warning("%s: edited by hand; kept as %s", work / PICKS_FILE, backup_file(work / PICKS_FILE).name)
+    text = picks_toml(picks)
+    st = atomic_write_text(work / PICKS_FILE, text)
+    manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
+    manifest.save()
+    return work / PICKS_FILE
 
 
 def read_picks(character: Character, set_name: str) -> dict[str, int]:

@@ -72,3 +72,13 @@ def test_mirrored_templates_and_tie_break(tmp_path: Path) -> None:
     assert iou == 1.0
     # equal IoUs (within the tie margin): the better edge agreement wins
     assert best([Score("f00", 0, 0.95, 0.2), Score("f00", 1, 0.948, 0.6), Score("f00", 2, 0.90, 0.9)]) == {"f00": 1}
+
+
+def test_hand_edited_picks_file_is_backed_up(cleaned) -> None:
+    work = cleaned.work_dir("face")
+    pick_set(cleaned, "face")
+    pick_set(cleaned, "face")
+    assert not (work / "picks.toml.bak").exists()  # charframe's own file: replaced silently
+    (work / "picks.toml").write_text("f00 = 2\nf02 = 2\n", encoding="utf-8")
+    assert pick_set(cleaned, "face") == {"f00": 1, "f02": 1}
+    assert (work / "picks.toml.bak").read_text(encoding="utf-8") == "f00 = 2\nf02 = 2\n"
