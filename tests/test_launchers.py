@@ -31,6 +31,7 @@ def test_table_rows() -> None:
         "rerun-all": ("rerun", "--all"),
         "watch": ("watch", "--train"),
         "tensorboard": ("tensorboard",),
+        "clean": ("clean",),
     }
 
 

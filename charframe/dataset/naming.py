@@ -32,6 +32,8 @@ _SIZE_RE = re.compile(r"([fb])([0-9]{4})")
 FLIP_MARKER = "flip"
 NOFLIP_MARKER = "noflip"
 REG_MARKER = "reg"
+#: `_alpha_`: the images are transparent copies; sd-scripts weights the loss by their alpha (`alpha_mask`)
+ALPHA_MARKER = "alpha"
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,7 @@ class SubsetName:
     flip: bool | None  # `_flip_` → True, `_noflip_` → False, else None (the default applies)
     is_reg: bool  # `_reg_` marks a regularisation subset (charframe extension)
     size: SizeSuffix | None  # `_f0512` → SizeSuffix("f", 512)
+    alpha_mask: bool = False  # `_alpha_` marks transparent images for sd-scripts' alpha_mask (charframe extension)
 
     @property
     def flip_aug(self) -> bool:
@@ -171,6 +174,7 @@ def parse_subset_name(folder: str | os.PathLike) -> SubsetName:
         flip=flip,
         is_reg=REG_MARKER in markers,
         size=size,
+        alpha_mask=ALPHA_MARKER in markers,
     )
 
 
@@ -179,3 +183,9 @@ def subset_folder_name(keyword_part: str, kind: str, size: int) -> str:
     if kind not in KINDS or not 0 < size <= 9999:
         raise CharframeError(f"bad subset folder size {kind}{size}: kind is f or b, size 1-9999")
     return f"{keyword_part}_{kind}{size:04d}"
+
+
+def with_marker(folder_name: str, marker: str) -> str:
+    """`krnk girl_f0512` + "alpha" → `krnk girl_alpha_f0512` (the marker right after the keyword part)."""
+    keyword_part, sep, tail = folder_name.partition("_")
+    return f"{keyword_part}_{marker}{sep}{tail}"

@@ -44,7 +44,7 @@ _MAX_LISTED = 10
 WRITTEN_KEYS = {
     "general": ("color_aug", "enable_bucket", "bucket_no_upscale", "caption_extension", "num_repeats"),
     "datasets": ("resolution", "batch_size", "subsets"),
-    "subsets": ("image_dir", "class_tokens", "flip_aug", "is_reg"),
+    "subsets": ("image_dir", "class_tokens", "flip_aug", "is_reg", "alpha_mask"),
 }
 
 
@@ -211,7 +211,8 @@ def build_dataset_config(
         except CharframeError as e:
             problems.append(f"{folder.path}: {e}")
             continue
-        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug, name.is_reg or None))
+        by_class.setdefault(cls, []).append(Subset(_image_dir(folder.path, relative_to), name.class_tokens, name.flip_aug,
+                                                  name.is_reg or None, alpha_mask=name.alpha_mask or None))
     if problems:
         raise CharframeError("\n".join(problems) + f"\nno TOML written for {root}")
     datasets = tuple(Dataset(resolution_of(c), batches[c], tuple(by_class[c])) for c in CLASS_NAMES if c in by_class)

@@ -1,0 +1,229 @@
+"""`pick`: one candidate per code, by hand or by pose fidelity.
+
+Automatic picking scores each cleaned candidate against its template: the IoU of the candidate's silhouette
+(alpha > 0.5) with the template's exact mask (`<Face|Body>Template/control/mask/<code>.png`, resized to the
+candidate), ties broken by edge agreement (cosine similarity of the candidate's edge strength with the
+template's soft-edge map). Azimuths 5-7 of an asymmetric character use the mirrored masks of 3, 2, 1 when no
+own file is there. Hand picks (`f12:2`, or a selection file `f12 = 2`) override the automatic ones.
+Writes `picks.toml` and `contact-picked.png` (every candidate, the picks outlined) in the set's folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from charframe.character import Character
+from charframe.cleaning.images import candidates, read_image, write_png
+from charframe.dataset.naming import parse_code
+from charframe.errors import CharframeError
+from charframe.util import toml as tomlio
+from charframe.util.files import atomic_write_text, backup_file
+from charframe.util.manifest import Manifest, Status
+from charframe.util.schema import read_text_file
+
+log = logging.getLogger(__name__)
+
+PICKS_FILE = "picks.toml"
+CONTACT_FILE = "contact-picked.png"
+PICK_MANIFEST = ".charframe-pick.json"
+#: IoUs closer than this count as a tie (then the edge score decides)
+IOU_TIE = 0.005
+THUMB = 160
+
+
+@dataclass(frozen=True)
+class Score:
+    code: str
+    candidate: int
+    iou: float
+    edge: float
+
+
+def template_dir(character: Character, code: str) -> Path:
+    return character.root / ("FaceTemplate" if code[0] == "f" else "BodyTemplate") / "control"
+
+
+def template_map(character: Character, code: str, kind: str) -> np.ndarray:
+    """The template's `mask` or `softedge` map of `code` (grey uint8); 5-7 mirror 3-1 when not rendered."""
+    folder = template_dir(character, code) / kind
+    own = folder / f"{code}.png"
+    c = parse_code(code)
+    if not own.is_file() and c is not None and c.azimuth >= 5:
+        source = folder / f"{c.kind}{c.elevation}{8 - c.azimuth}.png"
+        if source.is_file():
+            return np.ascontiguousarray(read_image(source, 1)[:, ::-1])
+    if not own.is_file():
+        which = " with azimuths 0-7" if c and c.azimuth >= 5 else ""
+        raise CharframeError(f"{own}: the template has no {kind} map; render the templates{which} "
+                             "(charframe templates) or draw one")
+    return read_image(own, 1)
+
+
+def edge_strength(grey: np.ndarray) -> np.ndarray:
+    """Sobel gradient magnitude, float32, slightly blurred (so near-misses still agree)."""
+    g = grey.astype(np.float32)
+    mag = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    return cv2.GaussianBlur(mag, (0, 0), 1.5)
+
+
+def score_candidate(rgba: np.ndarray, mask: np.ndarray, softedge: np.ndarray) -> tuple[float, float]:
+    """(IoU with the template mask, edge agreement with its soft-edge map) of one RGBA candidate."""
+    h, w = rgba.shape[:2]
+    sil = rgba[..., 3] > 127
+    tm = cv2.resize(mask, (w, h), interpolation=cv2.INTER_AREA) > 127
+    union = (sil | tm).sum()
+    iou = float((sil & tm).sum() / union) if union else 0.0
+    cand = edge_strength(cv2.cvtColor(rgba[..., :3], cv2.COLOR_RGB2GRAY)).ravel()
+    ref = cv2.GaussianBlur(cv2.resize(softedge, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32),
+                           (0, 0), 1.5).ravel()
+    norm = float(np.linalg.norm(cand) * np.linalg.norm(ref))
+    return iou, float(cand @ ref / norm) if norm else 0.0
+
+
+def score_set(character: Character, set_name: str, codes: list[str] | None = None) -> list[Score]:
+    """Scores of every cleaned candidate (of `codes`, default all)."""
+    alpha = character.work_dir(set_name) / "alpha"
+    found = _cleaned(character, set_name)
+    scores = []
+    for code in codes if codes is not None else list(found):
+        mask = template_map(character, code, "mask")
+        edge = template_map(character, code, "softedge")
+        for i in found[code]:
+            iou, e = score_candidate(read_image(alpha / f"{code}-{i}.png", 4), mask, edge)
+            scores.append(Score(code, i, iou, e))
+    return scores
+
+
+def best(scores: list[Score]) -> dict[str, int]:
+    """Per code the highest IoU; IoUs within IOU_TIE of the best are decided by the edge score."""
+    picks: dict[str, int] = {}
+    for code in dict.fromkeys(s.code for s in scores):
+        mine = [s for s in scores if s.code == code]
+        top = max(s.iou for s in mine)
+        picks[code] = max((s for s in mine if s.iou >= top - IOU_TIE), key=lambda s: (s.edge, -s.candidate)).candidate
+    return picks
+
+
+def parse_manual(items: list[str]) -> dict[str, int]:
+    """`["f12:2", "b03:1"]` and/or selection files (`*.toml` holding `f12 = 2`) → {code: candidate}."""
+    picks: dict[str, int] = {}
+    for item in items:
+        if item.lower().endswith(".toml"):
+            picks.update(read_selection(Path(item)))
+            continue
+        code, sep, index = item.partition(":")
+        if not sep or parse_code(code) is None or code != parse_code(code).code or not index.isdigit():
+            raise CharframeError(f"bad pick {item!r}: write CODE:CANDIDATE like f12:2 (or give a selection .toml)")
+        picks[code] = int(index)
+    return picks
+
+
+def read_selection(path: Path) -> dict[str, int]:
+    """A selection file: `f12 = 2` lines (the format of picks.toml)."""
+    text = read_text_file(path, "selection file")
+    try:
+        data = tomlio.loads(text)
+    except tomlio.TOMLDecodeError as e:
+        raise CharframeError(f"{path}: not valid TOML ({e})") from None
+    out = {}
+    for key, value in data.items():
+        code = parse_code(key)
+        if code is None or code.code != key or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CharframeError(f"{path}: {key} = {value!r}: each line must be CODE = CANDIDATE, like f12 = 2")
+        out[key] = value
+    return out
+
+
+def _cleaned(character: Character, set_name: str) -> dict[str, list[int]]:
+    folder = character.work_dir(set_name) / "alpha"
+    found = candidates(folder)
+    if not found:
+        raise CharframeError(f"{folder}: no cleaned candidates; run charframe clean first")
+    return found
+
+
+def check_manual(manual: dict[str, int], found: dict[str, list[int]], where: Path) -> None:
+    for code, i in manual.items():
+        if code not in found:
+            raise CharframeError(f"pick {code}:{i}: no candidates of {code} in {where} (codes: {', '.join(found)})")
+        if i not in found[code]:
+            raise CharframeError(f"pick {code}:{i}: {code} has candidates {', '.join(map(str, found[code]))}, not {i}")
+
+
+def format_table(scores: list[Score], picks: dict[str, int], manual: dict[str, int]) -> str:
+    lines = [f"{'code':<5} {'cand':>4} {'IoU':>6} {'edge':>6}  picked"]
+    for s in scores:
+        mark = ("by hand" if s.code in manual else "auto") if picks.get(s.code) == s.candidate else ""
+        lines.append(f"{s.code:<5} {s.candidate:>4} {s.iou:>6.3f} {s.edge:>6.3f}  {mark}")
+    for code in manual:
+        if not any(s.code == code for s in scores):
+            lines.append(f"{code:<5} {manual[code]:>4} {'-':>6} {'-':>6}  by hand")
+    return "\n".join(lines)
+
+
+def contact_sheet(work: Path, found: dict[str, list[int]], picks: dict[str, int]) -> np.ndarray:
+    """A grid (codes × candidates) of the cleaned pictures, labelled, with the picks outlined in green."""
+    cols = max(len(ix) for ix in found.values())
+    label = 48
+    sheet = np.full((len(found) * THUMB, label + cols * THUMB, 3), 255, np.uint8)
+    for r, (code, ix) in enumerate(found.items()):
+        cv2.putText(sheet, code, (4, r * THUMB + THUMB // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        for c, i in enumerate(ix):
+            img = read_image(work / "clean" / f"{code}-{i}.png", 3)
+            h, w = img.shape[:2]
+            k = (THUMB - 8) / max(h, w)
+            th = cv2.resize(img, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
+            y, x = r * THUMB + 4, label + c * THUMB + 4
+            sheet[y:y + th.shape[0], x:x + th.shape[1]] = th
+            if picks.get(code) == i:
+                cv2.rectangle(sheet, (x - 3, y - 3), (x + THUMB - 6, y + THUMB - 6), (0, 200, 0), 3)
+            cv2.putText(sheet, str(i), (x + 2, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (200, 0, 0), 1, cv2.LINE_AA)
+    return sheet
+
+
+def picks_toml(picks: dict[str, int]) -> str:
+    return "# picked candidate per code (charframe pick); edit by hand or run charframe pick again\n" + \
+        "".join(f"{code} = {i}\n" for code, i in sorted(picks.items()))
+
+
+def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | list[str] | None = None) -> dict[str, int]:
+    """Pick one candidate per code (hand picks first, the rest by pose fidelity); write picks.toml and the
+    marked contact sheet; return {code: candidate}."""
+    work = character.work_dir(set_name)
+    found = _cleaned(character, set_name)
+    manual = parse_manual(manual) if isinstance(manual, list) else dict(manual or {})
+    check_manual(manual, found, work / "alpha")
+    auto_codes = [code for code in found if code not in manual]
+    scores = score_set(character, set_name, auto_codes)
+    picks = {**best(scores), **manual}
+    picks = {code: picks[code] for code in found if code in picks}
+    log.info("%s", format_table(scores, picks, manual))
+    save_picks(work, picks)
+    write_png(work / CONTACT_FILE, contact_sheet(work, found, picks))
+    log.info("%s: %d picked → %s", work, len(picks), work / PICKS_FILE)
+    return picks
+
+
+def save_picks(work: Path, picks: dict[str, int]) -> Path:
+    """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
+    manifest = Manifest.load(work / PICK_MANIFEST)
+    if manifest.status(PICKS_FILE) is Status.FOREIGN:
+        log.warning("%s: edited by hand; kept as %s", work / PICKS_FILE, backup_file(work / PICKS_FILE).name)
+    text = picks_toml(picks)
+    st = atomic_write_text(work / PICKS_FILE, text)
+    manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
+    manifest.save()
+    return work / PICKS_FILE
+
+
+def read_picks(character: Character, set_name: str) -> dict[str, int]:
+    """The set's picks.toml; missing → an error saying to pick first."""
+    path = character.work_dir(set_name) / PICKS_FILE
+    if not path.is_file():
+        raise CharframeError(f"{path}: no picks yet; run charframe pick {character.keyword} first")
+    return read_selection(path)

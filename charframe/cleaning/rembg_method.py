@@ -1,0 +1,114 @@
+"""Background removal with rembg, offline only.
+
+A model is a rembg model name (`isnet-anime` for anime pictures, `u2net`, …) or the path of an ONNX file with
+U²-Net's signature (one RGB input 1×3×320×320, first output 1×1×320×320). Named models are looked up where
+rembg keeps them (`$U2NET_HOME` or `~/.u2net`, and rembg's own `<home>/models/<name>/`); a missing file is
+one error naming the file and the folder. Nothing is ever downloaded: the session classes are given the file
+found here, so rembg's download step never runs.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from charframe.errors import CharframeError
+
+#: rembg model names charframe offers (each one ONNX file `<name>.onnx`); the first is the default
+MODEL_NAMES = ("isnet-anime", "u2net", "u2netp", "isnet-general-use", "silueta", "u2net_human_seg")
+DEFAULT_MODEL = "isnet-anime"
+#: where to download them (for the message; charframe itself never downloads)
+MODEL_URL = "https://github.com/danielgatis/rembg/releases/tag/v0.0.0"
+
+
+@dataclass(frozen=True)
+class RembgModel:
+    name: str  # rembg session name, or "u2net_custom" for a file given by path
+    path: Path
+
+
+def model_home() -> Path:
+    """The folder named in messages: `$U2NET_HOME`, else `~/.u2net` (rembg's classic model folder)."""
+    return Path(os.path.expanduser(os.environ.get("U2NET_HOME") or "~/.u2net"))
+
+
+def _session_class(name: str) -> Any:
+    from rembg.sessions import sessions_class
+
+    for sc in sessions_class:
+        if sc.name() == name:
+            return sc
+    raise CharframeError(f"rembg has no model {name!r}")  # pragma: no cover - MODEL_NAMES are rembg's
+
+
+def find_model_file(name: str) -> Path | None:
+    """The local file of the rembg model `name`, or None (never downloads)."""
+    found = _session_class(name).resolve_existing(f"{name}.onnx")
+    if found is None:
+        legacy = model_home() / f"{name}.onnx"
+        return legacy if legacy.is_file() else None
+    return Path(found)
+
+
+def resolve_model(model: str | os.PathLike | None) -> RembgModel:
+    """A name from MODEL_NAMES or an ONNX file path → the local model; missing → one clear error."""
+    value = os.fspath(model) if model else DEFAULT_MODEL
+    if value in MODEL_NAMES:
+        path = find_model_file(value)
+        if path is None:
+            raise CharframeError(
+                f"{{param}} {value}: the model file {value}.onnx is not here: put it in {model_home()} "
+                f"(download it from {MODEL_URL}; charframe never downloads models)", param="model")
+        return RembgModel(value, path)
+    path = Path(os.path.expanduser(value))
+    if path.suffix.lower() != ".onnx" and not path.exists():
+        raise CharframeError(f"{{param}} {value}: unknown rembg model; give one of {', '.join(MODEL_NAMES)} "
+                             "or the path of an .onnx file", param="model")
+    if not path.is_file():
+        raise CharframeError(f"{{param}} {path}: no such ONNX model file", param="model")
+    return RembgModel("u2net_custom", path.absolute())
+
+
+def model_available(model: str | os.PathLike | None) -> bool:
+    """True when `resolve_model` would succeed (for `method="auto"`)."""
+    try:
+        resolve_model(model)
+    except CharframeError:
+        return False
+    return True
+
+
+def open_session(model: RembgModel, threads: int | None = None) -> Any:
+    """A rembg session on exactly `model.path` (rembg's classes and predict code; its download never runs)."""
+    import onnxruntime as ort
+
+    base = _session_class(model.name)
+    path = str(model.path)
+
+    class LocalSession(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def download_models(cls, *args: Any, **kwargs: Any) -> str:
+            return path
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    try:
+        return LocalSession(model.name, opts, model_path=path, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime's errors are long C++ texts: keep the first line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CharframeError(f"{{param}} {path}: not a usable ONNX model ({first})", param="model") from None
+
+
+def rembg_alpha(session: Any, rgb: np.ndarray) -> np.ndarray:
+    """Alpha (H, W) float32 in [0, 1] from rembg's mask of `rgb` (H, W, 3 uint8)."""
+    from PIL import Image
+    from rembg import remove
+
+    mask = remove(Image.fromarray(rgb), session=session, only_mask=True)
+    return np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
