@@ -137,7 +137,8 @@ def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) ->
     weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
     original = z.mean(dim=(1, 2), keepdim=True)
     z = z * weights.unsqueeze(-1)
-    z = z * (original / z.mean(dim=(1, 2), keepdim=True))
+    new = z.mean(dim=(1, 2), keepdim=True)
+    z = z * torch.where(new == 0, torch.ones_like(new), original / new)  # an exact 0 mean (degenerate model): as is
     return z.reshape(1, -1, z.shape[-1])
 
 
