@@ -75,7 +75,7 @@ def test_weighted_embeddings_by_hand(sd, clip_skip: int) -> None:
     w[1 + len(girl):1 + len(girl) + len(cat)] = 1.5
     with torch.no_grad():
         out = te(torch.tensor([ids]), output_hidden_states=True)
-        z = out.last_hidden_state if clip_skip == 1 else te.text_model.final_layer_norm(out.hidden_states[-2])
+        z = out.last_hidden_state if clip_skip == 1 else getattr(te, "text_model", te).final_layer_norm(out.hidden_states[-2])
         expected = z * w[None, :, None]
         expected = expected * (z.mean() / expected.mean())
         got = encode_chunks(chunk_tokens("girl (cat:1.5)", tok), te, clip_skip)
@@ -85,7 +85,7 @@ def test_weighted_embeddings_by_hand(sd, clip_skip: int) -> None:
         plain = encode_chunks(chunk_tokens("girl cat", tok), te, clip_skip)
         ids2 = [tok.bos_token_id, *girl, *cat] + [tok.eos_token_id] * (76 - len(girl) - len(cat))
         out2 = te(torch.tensor([ids2]), output_hidden_states=True)
-        ref = out2.last_hidden_state if clip_skip == 1 else te.text_model.final_layer_norm(out2.hidden_states[-2])
+        ref = out2.last_hidden_state if clip_skip == 1 else getattr(te, "text_model", te).final_layer_norm(out2.hidden_states[-2])
     torch.testing.assert_close(plain, ref, rtol=0, atol=1e-6)
 
 
