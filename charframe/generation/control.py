@@ -65,8 +65,13 @@ def template_image(set_dir: Path, code: ImageCode, map_name: str | None) -> np.n
 
 def hed_detector(hed_model: Path | None, *, seed: int = 0) -> Any:
     """controlnet-aux's HEDdetector with weights from `hed_model` (read weights-only), or random when None."""
+    import warnings
+
     import torch
-    from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
+
+    with warnings.catch_warnings():  # controlnet-aux's package import warns about timm and registry names
+        warnings.simplefilter("ignore")
+        from controlnet_aux.hed import ControlNetHED_Apache2, HEDdetector
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
