@@ -27,6 +27,7 @@ def test_table_rows() -> None:
         "compress": ("compress",),
         "merge-face": ("merge", "--preset", "FACE"),
         "merge-body": ("merge", "--preset", "BODY"),
+        "generate": ("generate",),
     }
 
 

@@ -18,7 +18,7 @@ from charframe.deps import quiet_dependency_notes
 from charframe.errors import CharframeError
 
 # Order = order in `charframe --help`.
-COMMAND_MODULES = ("naming", "templates", "train", "lora", "demo", "env")
+COMMAND_MODULES = ("naming", "templates", "generate", "train", "lora", "demo", "env")
 
 EPILOG = """\
 typical flow:

@@ -191,7 +191,7 @@ def generate_set(
     start = time.perf_counter()
     kind = _kind(kind)
     g = character.generation
-    n = candidates or g.candidates
+    n = g.candidates if candidates is None else candidates
     if n < 1:
         raise CharframeError("{param} must be at least 1", param="candidates")
     work = character.work_dir(character.set_name(kind, outfit))
