@@ -47,6 +47,7 @@ class GenerateResult:
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+    load_seconds: float = 0.0  # of `seconds`: loading the models (the rest is per-image work)
     contact: Path | None = None
     work_dir: Path | None = None
 
@@ -216,7 +217,9 @@ def generate_set(
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
+    loading = time.perf_counter()
     loaded = _load(character, kind, units, lora_path, device, dtype)
+    result.load_seconds = time.perf_counter() - loading
     settings = PassSettings(g.steps, g.cfg, tuple(u.weight for u in units), tuple(u.start for u in units),
                             tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps)
     bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)

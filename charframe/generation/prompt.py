@@ -89,7 +89,7 @@ def chunk_tokens(text: str, tokenizer: Any) -> list[Chunk]:
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     comma = tokenizer.convert_tokens_to_ids(",</w>")
     parsed = parse_attention(text)
-    ids = tokenizer([t for t, _ in parsed], truncation=False, add_special_tokens=False)["input_ids"]
+    ids = tokenizer([t for t, _ in parsed], truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
     chunks: list[Chunk] = []
     tokens: list[int] = []
     weights: list[float] = []
