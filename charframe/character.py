@@ -76,6 +76,10 @@ class Generation:
     seed: int = field(default=1234, metadata=limits(min=0, max=2**32 - 1))
     clip_skip: int = field(default=2, metadata=limits(min=1, max=12))
     face_lora_weight: float = field(default=0.8, metadata=limits(min=0, max=2))
+    #: controlnet-aux's HED weights (`ControlNetHED.pth` from lllyasviel/Annotators) for map "hed"
+    hed_model: str = ""
+    #: "" = charframe's default (float16 on a GPU, float32 on CPU); or "float32", "float16", "bfloat16"
+    dtype: Literal["", "float32", "float16", "bfloat16"] = ""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ def test_table_rows() -> None:
         "watch": ("watch", "--train"),
         "tensorboard": ("tensorboard",),
         "clean": ("clean",),
+        "generate": ("generate",),
     }
 
 

@@ -21,7 +21,7 @@ from charframe.deps import quiet_dependency_notes
 from charframe.errors import CharframeError
 
 # Order = order in `charframe --help`.
-COMMAND_MODULES = ("naming", "templates", "clean", "train", "lora", "pipeline", "demo", "env")
+COMMAND_MODULES = ("naming", "templates", "generate", "clean", "train", "lora", "pipeline", "demo", "env")
 
 EPILOG = """\
 typical flow:

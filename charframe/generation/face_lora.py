@@ -1,0 +1,53 @@
+"""Apply a kohya-format LoRA/LyCORIS file (the character's face LoRA) to a loaded model at a weight.
+
+The body set is generated with the face LoRA of the same character (CONVENTIONS §5). Its update is merged into
+the layers (W += weight · ΔW, ΔW from `charframe.lora.functional` for LoRA, LoCon, LoHa and LoKr), which costs
+nothing per step and is exactly what WebUI computes for a LoRA at that weight. Layer names are sd-scripts'
+(`lora_unet_…`, `lora_te_text_model_…`) as the trainer writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from charframe.errors import CharframeError
+from charframe.lora.functional import module_delta
+from charframe.lora.io import read_network
+from charframe.training.adapters import kohya_targets
+
+log = logging.getLogger(__name__)
+
+
+def apply_lora(unet: Any, text_encoder: Any, path: Path, weight: float) -> int:
+    """Merge the LoRA at `path` into `unet`/`text_encoder` at `weight`; returns the number of layers changed.
+
+    Refuses a file none of whose modules fit the model (a LoRA for another architecture)."""
+    import torch
+
+    if not path.is_file():
+        raise CharframeError(f"{path}: face LoRA not found; train the face set first or give the LoRA file's path")
+    net = read_network(path)
+    layers = {name: layer for name, layer, _ in kohya_targets(unet, text_encoder, conv=True)}
+    unknown = [name for name in net.modules if name not in layers]
+    if len(unknown) == len(net.modules):
+        raise CharframeError(f"{path}: none of its modules fit this SD1.x model (e.g. {unknown[0]}); is it an SD1.x LoRA?")
+    if unknown:
+        log.warning("%s: %d module(s) do not fit this model and are skipped (e.g. %s)", path.name, len(unknown), unknown[0])
+    if weight == 0:
+        return 0
+    changed = 0
+    with torch.no_grad():
+        for name, module in net.modules.items():
+            layer = layers.get(name)
+            if layer is None:
+                continue
+            delta = module_delta(module.kind, net.materialize(module).tensors)
+            if delta.numel() != layer.weight.numel():
+                raise CharframeError(f"{path}: module {name} has shape {tuple(delta.shape)}, the model's layer "
+                                     f"{tuple(layer.weight.shape)}; is it a LoRA for this base model?")
+            w = layer.weight
+            w.copy_((w.float() + weight * delta.reshape(w.shape).to(w.device)).to(w.dtype))
+            changed += 1
+    return changed

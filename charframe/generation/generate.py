@@ -1,0 +1,261 @@
+"""`generate_set`: the candidate images of one character's face or body set, from the pose templates.
+
+For each code (f00 … f24, or b…), N candidates with seeds `seed + i` go to `LoRAWork/<kw>/<set>/raw/<code>-<i>.png`,
+each carrying WebUI's `parameters` chunk; `contact.png` beside `raw/` shows codes × candidates. Everything that
+can be wrong with the input (character file, sampler, templates, model files) is checked before the first image;
+each image is written atomically as it finishes, so an interrupted run keeps all finished images, and a rerun
+only makes the missing ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, get_args
+
+from charframe import __version__
+from charframe.character import Character, ControlMap, ControlUnit
+from charframe.dataset.naming import ImageCode, parse_code
+from charframe.errors import CharframeError
+from charframe.generation.code_prompt import code_prompt
+from charframe.generation.contact import contact_sheet
+from charframe.generation.control import HED, control_image, hed_detector, template_image
+from charframe.generation.face_lora import apply_lora
+from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
+from charframe.generation.prompt import encode_pair
+from charframe.generation.runner import PassSettings, Runner, hires_size
+from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.models.controlnet import load_controlnet
+from charframe.models.load import load_sd
+from charframe.project import project_dirs
+from charframe.util.files import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"
+CONTACT = "contact.png"
+KIND_NAMES = {"f": "face", "b": "body", "face": "f", "body": "b"}
+
+
+@dataclass
+class GenerateResult:
+    """What a run wrote: new images, existing ones it left alone, the contact sheet and the time taken."""
+
+    written: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    load_seconds: float = 0.0  # of `seconds`: loading the models (the rest is per-image work)
+    contact: Path | None = None
+    work_dir: Path | None = None
+
+    @property
+    def images_per_second(self) -> float:
+        return len(self.written) / self.seconds if self.seconds > 0 else 0.0
+
+
+def _kind(kind: str) -> str:
+    k = KIND_NAMES.get(kind, kind) if len(kind) > 1 else kind
+    if k not in ("f", "b"):
+        raise CharframeError(f"unknown set {kind!r} for {{param}}; use face (f) or body (b)", param="kind")
+    return k
+
+
+def set_codes(character: Character, kind: str, codes: Sequence[str] | None = None) -> list[ImageCode]:
+    """The codes to generate: every elevation × the character's azimuths, or the given ones (checked)."""
+    if not codes:
+        return [ImageCode(kind, e, a) for e in range(3) for a in character.azimuths]
+    out = []
+    for text in codes:
+        code = parse_code(text.strip())
+        if code is None or code.kind != kind or code.rest:
+            raise CharframeError(
+                f"{text!r} in {{param}} is not a {KIND_NAMES[kind]}-set code like {kind}12 "
+                f"({kind}<elevation 0-2><azimuth 0-7>)", param="codes")
+        if code.azimuth not in character.azimuths:
+            log.warning("%s: azimuth %d is for asymmetric characters (this one has asymmetric = false); made anyway",
+                        code.code, code.azimuth)
+        out.append(ImageCode(code.kind, code.elevation, code.azimuth))
+    return list(dict.fromkeys(out))
+
+
+def control_units(character: Character, control: str | None) -> tuple[ControlUnit, ...]:
+    """The character's ControlNet units, with their control maps replaced by `control` ("hed", "softedge,depth")."""
+    units = character.generation.controlnet
+    if not control:
+        return units
+    maps = [m.strip() for m in control.split(",") if m.strip()]
+    known = get_args(ControlMap)
+    bad = [m for m in maps if m not in known]
+    if bad:
+        raise CharframeError(f"unknown control map {bad[0]!r} in {{param}}; known: {', '.join(known)}", param="control")
+    if len(maps) > len(units):
+        raise CharframeError(
+            f"{{param}} names {len(maps)} maps but {character.path}: generation.controlnet has {len(units)} "
+            "ControlNet(s); add a [[generation.controlnet]] table per map (each with its model)", param="control")
+    return tuple(replace(u, map=maps[i]) if i < len(maps) else u for i, u in enumerate(units))
+
+
+def template_dir(character: Character, kind: str) -> Path:
+    dirs = project_dirs(character.root)
+    return dirs.face_templates if kind == "f" else dirs.body_templates
+
+
+def _check_templates(set_dir: Path, codes: list[ImageCode], units: Sequence[ControlUnit]) -> None:
+    """Every control map (or, for hed, template picture) exists and reads, before any model is loaded."""
+    for code in codes:
+        for unit in units:
+            template_image(set_dir, code, None if unit.map == HED else unit.map)
+
+
+def _device_dtype(character: Character, device: str | None) -> tuple[str, Any]:
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    name = character.generation.dtype or ("float16" if device.startswith("cuda") else "float32")
+    return device, getattr(torch, name)
+
+
+@dataclass
+class _Loaded:
+    runner: Runner
+    comps: Any
+    fields: dict[str, object]
+    hed: Any
+    lora_tag: str
+
+
+def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
+          device: str, dtype: Any) -> _Loaded:
+    g = character.generation
+    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    lora_tag = ""
+    if face_lora is not None:
+        apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)
+        lora_tag = f"<lora:{face_lora.stem}:{g.face_lora_weight:g}>"
+    elif kind == "b":
+        log.warning("body set without the face LoRA: train the face set first and pass its LoRA for consistent faces")
+    controlnets, labels = [], []
+    for unit in units:
+        model, info = load_controlnet(character.resolve(unit.model), dict(comps.unet.config), dtype=dtype, device=device)
+        controlnets.append(model)
+        labels.append(info.label())
+    where = f"{character.path}: generation.sampler"
+    runner = Runner(comps, controlnets, make_scheduler(g.sampler, comps.noise_scheduler.config, where))
+    hed = None
+    if any(u.map == HED for u in units):
+        hed_path = character.resolve(g.hed_model)
+        if hed_path is None and comps.info.get("source") != "tiny":
+            raise CharframeError(f"{character.path}: generation.hed_model is empty; the hed control map needs "
+                                 "controlnet-aux's ControlNetHED.pth (lllyasviel/Annotators)")
+        hed = hed_detector(hed_path)
+    model_hash = str(comps.info.get("ss_new_sd_model_hash", ""))[:10]
+    fields: dict[str, object] = {
+        "Steps": g.steps, "Sampler": find_sampler(g.sampler).name, "CFG scale": g.cfg,
+        "Model hash": "" if model_hash == "IsADirecto" else model_hash,
+        "Model": Path(str(comps.info.get("model_name", "model"))).stem, "VAE": comps.info.get("ss_vae_name", ""),
+        "Clip skip": g.clip_skip,
+    }
+    for i, (unit, label) in enumerate(zip(units, labels)):
+        fields[f"ControlNet {i}"] = controlnet_field(unit.map, label, unit.weight, unit.start, unit.end)
+    return _Loaded(runner, comps, fields, hed, lora_tag)
+
+
+def _write_contact(work: Path, title: str, codes: list[ImageCode], n: int) -> Path:
+    import io
+
+    cells = {c.code: [p if p.is_file() else None for p in (work / RAW / f"{c.code}-{i}.png" for i in range(n))]
+             for c in codes}
+    buf = io.BytesIO()
+    contact_sheet(title, cells).save(buf, format="PNG")
+    atomic_write_bytes(work / CONTACT, buf.getvalue())
+    return work / CONTACT
+
+
+def generate_set(
+    character: Character,
+    kind: str,
+    *,
+    outfit: str = "",
+    codes: Sequence[str] | None = None,
+    candidates: int | None = None,
+    face_lora: str | Path | None = None,
+    control: str | None = None,
+    progress: bool = True,
+    device: str | None = None,
+) -> GenerateResult:
+    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`)."""
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    kind = _kind(kind)
+    g = character.generation
+    n = g.candidates if candidates is None else candidates
+    if n < 1:
+        raise CharframeError("{param} must be at least 1", param="candidates")
+    work = character.work_dir(character.set_name(kind, outfit))
+    code_list = set_codes(character, kind, codes)
+    units = control_units(character, control)
+    find_sampler(g.sampler, f"{character.path}: generation.sampler")
+    set_dir = template_dir(character, kind)
+    _check_templates(set_dir, code_list, units)
+    lora_path = Path(face_lora).expanduser() if face_lora else None
+    result = GenerateResult(work_dir=work)
+    todo: list[tuple[ImageCode, int, Path]] = []
+    for code in code_list:
+        for i in range(n):
+            path = work / RAW / f"{code.code}-{i}.png"
+            if path.is_file():
+                result.skipped.append(path)
+            else:
+                todo.append((code, i, path))
+    title = f"{character.keyword} {character.set_name(kind, outfit)}: codes × candidates (seed {g.seed} + #)"
+    if not todo:
+        result.contact = _write_contact(work, title, code_list, n)
+        result.seconds = time.perf_counter() - start
+        return result
+    device, dtype = _device_dtype(character, device)
+    loading = time.perf_counter()
+    loaded = _load(character, kind, units, lora_path, device, dtype)
+    result.load_seconds = time.perf_counter() - loading
+    settings = PassSettings(g.steps, g.cfg, tuple(u.weight for u in units), tuple(u.start for u in units),
+                            tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps)
+    bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)
+    try:
+        current: ImageCode | None = None
+        for code, i, path in todo:
+            if code != current:
+                current = code
+                prompt = code_prompt(character, code, outfit)
+                pos, neg = encode_pair(prompt, character.negative, loaded.comps.tokenizer, loaded.comps.text_encoder,
+                                       g.clip_skip)
+                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
+                hi_controls = None
+                if g.hires_scale > 1:
+                    w, h = hires_size(*controls[0].size, g.hires_scale)
+                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
+            seed = g.seed + i
+            image = loaded.runner.image(pos, neg, controls, seed, settings, hi_controls)
+            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size))
+            result.written.append(path)
+            bar.update(1)
+    finally:
+        bar.close()
+        result.contact = _write_contact(work, title, code_list, n)
+        result.seconds = time.perf_counter() - start
+    return result
+
+
+def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int]) -> str:
+    g = character.generation
+    fields = dict(loaded.fields)
+    fields = {**{k: fields[k] for k in ("Steps", "Sampler", "CFG scale")}, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
+              **{k: v for k, v in fields.items() if k not in ("Steps", "Sampler", "CFG scale")}}
+    if g.hires_scale > 1:
+        fields |= {"Denoising strength": g.hires_denoise, "Hires upscale": g.hires_scale,
+                   "Hires steps": g.hires_steps or "", "Hires upscaler": "Lanczos"}
+    fields["Version"] = f"charframe {__version__}"
+    text = f"{prompt}, {loaded.lora_tag}" if loaded.lora_tag else prompt
+    return parameters_text(text, character.negative, fields)

@@ -1,0 +1,160 @@
+"""A1111 (WebUI) prompt syntax, really applied: emphasis, 75-token chunks, weighted CLIP embeddings.
+
+What WebUI computes, step by step, so a prompt copied from WebUI means the same here:
+1. `parse_attention`: `(text)` ×1.1, `[text]` ÷1.1, `(text:1.3)` ×1.3 (nesting multiplies), `\\(` `\\)` `\\[` `\\]`
+   `\\\\` are literal, unbalanced brackets close at the end, `BREAK` starts a new chunk. `<lora:…>` style
+   extra-network tags are removed (charframe applies LoRAs itself).
+2. `chunk_tokens`: every fragment is tokenized without special tokens; tokens fill chunks of 75. When a
+   chunk is full and the last comma is at most 20 tokens back, the tokens after that comma move to the next
+   chunk (WebUI's "comma padding backtrack"). Each chunk is padded with end tokens to 75, then gets
+   BOS + … + EOS (77 tokens); every token keeps the weight of its fragment (1.0 for BOS/EOS/padding).
+3. `encode_chunks`: each chunk through CLIP (with clip skip: hidden state `-clip_skip` and the final layer
+   norm), hidden states multiplied by their token weights, then rescaled so the chunk's mean equals the
+   unweighted mean ("original" emphasis). Chunks are concatenated along the token axis.
+Positive and negative prompts of different chunk counts are padded with the empty prompt's chunk (WebUI's
+"pad prompt/negative prompt to be same length"), so both fit one batch.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+CHUNK = 75
+COMMA_BACKTRACK = 20
+ROUND, SQUARE = 1.1, 1 / 1.1
+
+_ATTENTION = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:")
+_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
+_EXTRA_NETWORK = re.compile(r"<[^:<>]+:[^<>]+>")
+BREAK = -1.0  # the weight that marks a BREAK fragment
+
+
+def parse_attention(text: str) -> list[tuple[str, float]]:
+    """(fragment, weight) pairs, neighbours of equal weight merged; BREAK gives ("BREAK", -1)."""
+    res: list[list[Any]] = []
+    round_open: list[int] = []
+    square_open: list[int] = []
+
+    def multiply(start: int, factor: float) -> None:
+        for item in res[start:]:
+            item[1] *= factor
+
+    for m in _ATTENTION.finditer(_EXTRA_NETWORK.sub("", text)):
+        tok, weight = m.group(0), m.group(1)
+        if tok.startswith("\\"):
+            res.append([tok[1:], 1.0])
+        elif tok == "(":
+            round_open.append(len(res))
+        elif tok == "[":
+            square_open.append(len(res))
+        elif weight is not None and round_open:
+            multiply(round_open.pop(), float(weight))
+        elif tok == ")" and round_open:
+            multiply(round_open.pop(), ROUND)
+        elif tok == "]" and square_open:
+            multiply(square_open.pop(), SQUARE)
+        else:
+            for i, part in enumerate(_BREAK.split(tok)):
+                if i > 0:
+                    res.append(["BREAK", BREAK])
+                res.append([part, 1.0])
+    for start in round_open:
+        multiply(start, ROUND)
+    for start in square_open:
+        multiply(start, SQUARE)
+    if not res:
+        res = [["", 1.0]]
+    i = 0
+    while i + 1 < len(res):
+        if res[i][1] == res[i + 1][1]:
+            res[i][0] += res[i + 1][0]
+            res.pop(i + 1)
+        else:
+            i += 1
+    return [(t, w) for t, w in res]
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """77 token ids (BOS, 75 tokens or end-token padding, EOS) and their weights."""
+
+    tokens: tuple[int, ...]
+    weights: tuple[float, ...]
+
+
+def chunk_tokens(text: str, tokenizer: Any) -> list[Chunk]:
+    """The prompt as WebUI's 77-token chunks (see the module docstring)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    comma = tokenizer.convert_tokens_to_ids(",</w>")
+    parsed = parse_attention(text)
+    ids = tokenizer([t for t, _ in parsed], truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
+    chunks: list[Chunk] = []
+    tokens: list[int] = []
+    weights: list[float] = []
+    last_comma = -1
+
+    def close() -> None:
+        nonlocal tokens, weights, last_comma
+        pad = CHUNK - len(tokens)
+        chunks.append(Chunk(tuple([bos, *tokens, *[eos] * pad, eos]), tuple([1.0, *weights, *[1.0] * pad, 1.0])))
+        tokens, weights, last_comma = [], [], -1
+
+    for (fragment, weight), fragment_ids in zip(parsed, ids):
+        if fragment == "BREAK" and weight == BREAK:
+            close()
+            continue
+        for token in fragment_ids:
+            if token == comma:
+                last_comma = len(tokens)
+            elif len(tokens) == CHUNK and last_comma != -1 and len(tokens) - last_comma <= COMMA_BACKTRACK:
+                cut = last_comma + 1
+                moved, moved_w = tokens[cut:], weights[cut:]
+                tokens, weights = tokens[:cut], weights[:cut]
+                close()
+                tokens, weights = moved, moved_w
+            if len(tokens) == CHUNK:
+                close()
+            tokens.append(token)
+            weights.append(weight)
+    if tokens or not chunks:
+        close()
+    return chunks
+
+
+def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) -> Any:
+    """(1, 77·n, width) weighted embeddings of the chunks, with WebUI's mean restoration per chunk."""
+    import torch
+
+    device = text_encoder.device
+    ids = torch.tensor([c.tokens for c in chunks], device=device)
+    out = text_encoder(ids, output_hidden_states=clip_skip > 1)
+    if clip_skip > 1:
+        z = _final_layer_norm(text_encoder)(out.hidden_states[-clip_skip])
+    else:
+        z = out.last_hidden_state
+    weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
+    original = z.mean(dim=(1, 2), keepdim=True)
+    z = z * weights.unsqueeze(-1)
+    new = z.mean(dim=(1, 2), keepdim=True)
+    z = z * torch.where(new == 0, torch.ones_like(new), original / new)  # an exact 0 mean (degenerate model): as is
+    return z.reshape(1, -1, z.shape[-1])
+
+
+def _final_layer_norm(text_encoder: Any) -> Any:
+    model = getattr(text_encoder, "text_model", text_encoder)
+    return model.final_layer_norm
+
+
+def encode_pair(prompt: str, negative: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> tuple[Any, Any]:
+    """Weighted embeddings of prompt and negative, padded to the same number of chunks."""
+    import torch
+
+    pos, neg = chunk_tokens(prompt, tokenizer), chunk_tokens(negative, tokenizer)
+    empty = chunk_tokens("", tokenizer)[0]
+    n = max(len(pos), len(neg))
+    pos += [empty] * (n - len(pos))
+    neg += [empty] * (n - len(neg))
+    with torch.no_grad():
+        return encode_chunks(pos, text_encoder, clip_skip), encode_chunks(neg, text_encoder, clip_skip)
