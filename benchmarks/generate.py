@@ -12,7 +12,8 @@ both (generate_set reports its load time). Target (issue 9): charframe ≤ 5 % o
 
 --gpu: SD1.5-shaped random weights built from charframe/data/models/sd15 + controlnet_sd15 configs (no files),
 one and two ControlNets; charframe = the per-image path generate_set runs (weighted embeddings + Runner + PNG
-write); bare = the pipeline with prompt strings. Reports it/s and peak VRAM (torch.cuda.max_memory_allocated).
+with parameters, atomic write); bare = the pipeline with prompt strings + a plain PNG save. The two paths alternate
+image by image; medians are compared (peak VRAM is the run's, both paths). Reports it/s and peak VRAM (torch.cuda.max_memory_allocated).
 This mode imports only torch, diffusers, transformers, safetensors, numpy, pillow and charframe.
 """
 
@@ -178,23 +179,29 @@ def gpu_mode(args) -> list[dict]:
             img = runner.image(pos, neg, ctl, seed, settings)
             write_png(out / f"{seed}.png", img, parameters_text(PROMPT, NEGATIVE, {"Seed": seed}))
 
-        def theirs(seed: int) -> None:
-            bare_call(bare, ctl, (args.size, args.size), args.steps, seed, n_cn)
+        def theirs(seed: int) -> None:  # what a diffusers user writes: the call, then a plain PNG save
+            bare_call(bare, ctl, (args.size, args.size), args.steps, seed, n_cn).save(out / f"bare-{seed}.png")
 
-        for name, fn in (("bare diffusers", theirs), ("charframe", ours)):
+        paths = (("bare diffusers", theirs), ("charframe", ours))
+        times: dict[str, list[float]] = {name: [] for name, _ in paths}
+        for name, fn in paths:
             fn(0)  # warm-up (kernels, allocator)
-            if cuda:
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t = time.perf_counter()
-            for i in range(args.images):
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        for i in range(args.images):  # interleaved, so clock and load drift hit both paths alike
+            for name, fn in paths:
+                t = time.perf_counter()
                 fn(1 + i)
-            if cuda:
-                torch.cuda.synchronize()
-            per = (time.perf_counter() - t) / args.images
-            peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+                if cuda:
+                    torch.cuda.synchronize()
+                times[name].append(time.perf_counter() - t)
+        peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
+        for name, _ in paths:
+            per = statistics.median(times[name])
             rows.append({"controlnets": n_cn, "path": name, "size": args.size, "steps": args.steps,
-                         "s/img": round(per, 3), "it/s": round(args.steps / per, 2), "peak VRAM GiB": round(peak, 2)})
+                         "s/img": round(per, 3), "it/s": round(args.steps / per, 2), "peak VRAM GiB": round(peak, 2),
+                         "min s": round(min(times[name]), 3)})
     for n_cn in (1, 2):
         b, c = [r for r in rows if r["controlnets"] == n_cn]
         c["overhead"] = f"{100 * (c['s/img'] / b['s/img'] - 1):+.1f} %"
