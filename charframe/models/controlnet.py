@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from charframe.deps import place
 from charframe.errors import CharframeError
 from charframe.models.checkpoint import model_file_hashes, shapes_and_reader
 from charframe.models.detect import detect
@@ -258,4 +259,4 @@ def load_controlnet(path: str | Path | None, unet_config: dict[str, Any] | None 
         else:
             model = load_controlnet_file(path, unet_config, dtype)
             info = ControlNetInfo(path.stem, model_file_hashes(path)[1][:8], "single_file")
-    return model.to(device=device, dtype=dtype).eval(), info
+    return place(model, device, dtype).eval(), info

@@ -29,9 +29,9 @@ PathLike = str | os.PathLike
 
 
 DEMO_WARNING = (
-    "no base model given: using charframe's tiny RANDOM demo model (it produces noise, not pictures). "
-    "Pass a real SD1.x model with --model, e.g. --model LoRAInput/v1-5-pruned-emaonly.safetensors "
-    "(a .safetensors/.ckpt single file or a diffusers folder)."
+    "no base model given: using charframe's tiny RANDOM demo model (it produces noise, not pictures). Give a real "
+    "SD1.x model (a .safetensors/.ckpt single file or a diffusers folder, e.g. LoRAInput/v1-5-pruned-emaonly.safetensors) "
+    "as the command's model option, or as `model` under [generation] in the character file."
 )
 
 

@@ -1,12 +1,13 @@
 """The main job end to end on embedded defaults: `charframe demo` = `charframe run` on a demo character.
 
-It writes `Characters/demo.toml` (the tiny demo model unless a real one is given) and runs the pipeline's face
-stage on it: example dataset (clay renders of the bundled templates, background filled black, exported at
-several sizes like a real multi-size folder set) → captions + dataset TOML → built-in trainer → FACE
-block-weight merge → SvR16 compression → preview grid. The first step is the only demo-specific row of the
-step table (`DEMO_STEPS`); when this checkout has the generation steps, the demo table is the pipeline's own
-(`STEPS`: generate → clean → pick → export in place of `example`). With a real `--model` the same run trains a
-real (if tiny-data) face LoRA of the mannequin. Rerunning the demo redoes only what changed.
+It writes `Characters/demo.toml` (the tiny demo model and tiny random ControlNet unless a real model is given)
+and runs the pipeline's face stage on it with the pipeline's own step table: ControlNet generation from the
+bundled face templates → background removal → pick by pose fidelity → multi-size export → captions + dataset
+TOML → built-in trainer → FACE block-weight merge → SvR16 compression → preview grid. With the tiny model the
+generation settings are small (128 px, 4 steps, 2 candidates, no hires pass, export at 64 and 128 px) so the
+whole run stays a few minutes on two CPU cores; with a real `--model` the character file's defaults
+(CONVENTIONS §9) apply. Rerunning the demo redoes only what changed. `examples/4_demo/` (clay renders of the
+templates) stays as a ready-made dataset for `charframe prepare`/`train` experiments.
 """
 
 from __future__ import annotations
@@ -82,45 +83,34 @@ def write_example_dataset(dest: str | os.PathLike, face_templates: str | os.Path
     return dest
 
 
-def ensure_example_dataset(input_dir: Path, face_templates: Path) -> Path:
-    """`LoRAInput/4_demo`: copied from the checkout's `examples/`, else rendered from the templates.
-
-    An existing folder is used as it is (it may hold the user's own edits)."""
-    target = input_dir / EXAMPLE_NAME
-    if target.exists():
-        log.info("using the existing example dataset %s", target)
-        return target
-    shipped = EXAMPLES_DIR / EXAMPLE_NAME
-    if shipped.is_dir():
-        shutil.copytree(shipped, target, ignore=shutil.ignore_patterns("*.txt", "*.toml"))
-        log.info("example dataset copied to %s", target)
-    else:
-        write_example_dataset(target, face_templates)
-        log.info("example dataset rendered from %s into %s", face_templates, target)
-    return target
-
-
-def _example(fn, job: StageJob, ctx: RunContext) -> None:
-    fn(job.dataset.parent, project_dirs(job.root).face_templates)
-
-
-#: The example dataset in place of generate → clean → pick → export (see the module docstring).
-EXAMPLE_STEP = Step(
-    "example", "charframe.pipeline.demo:ensure_example_dataset", frozenset({"face"}),
-    lambda j: [FileSet(EXAMPLES_DIR / EXAMPLE_NAME, IMAGES)], lambda j: [FileSet(j.dataset, IMAGES)],
-    lambda j: {}, _example, "the example dataset (examples/4_demo)",
-)
-DEMO_STEPS: tuple[Step, ...] = (EXAMPLE_STEP,) + tuple(s for s in STEPS if s.name not in ("generate", "clean", "pick", "export"))
+#: The demo's step table: the pipeline's own (generate → clean → pick → export → prepare → … → preview).
+DEMO_STEPS: tuple[Step, ...] = STEPS
+#: Generation and export settings for the tiny random model (small and quick; the pictures are noise anyway).
+TINY_GENERATION = {"size": 128, "steps": 4, "candidates": 2, "hires_scale": 1.0, "sampler": "Euler a", "cfg": 7.0}
+TINY_EXPORT = {"sizes": [64, 128]}
+#: The templates a checkout ships (copied into a demo project that has none).
+BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2]
 
 
 def demo_character(model: str | None, vae: str | None, logic: str, dim: int, lr: int, steps: int) -> str:
     """The demo character file: the mannequin, trained with the given recipe."""
+    generation = {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""}
     data = {
         "keyword": DEMO_KEYWORD, "class": "girl", "prompt": "1girl, solo, grey clay mannequin", "fill": "black",
-        "generation": {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""},
+        "generation": generation if model else generation | TINY_GENERATION,
+        **({} if model else {"export": TINY_EXPORT}),
         "training": {"face": {"logic": logic, "dim": dim, "lr": lr, "steps": steps, "preset": "FACE", "sv_ratio": 16.0}},
     }
     return "# written by `charframe demo` (rewritten with its options; an edited copy is kept as .bak)\n" + tomlio.dumps(data)
+
+
+def ensure_templates(root: Path) -> None:
+    """A demo project without face templates gets a copy of the checkout's (`FaceTemplate/` with its maps)."""
+    target = project_dirs(root).face_templates
+    bundled = BUNDLED_TEMPLATES / target.name
+    if not target.is_dir() and bundled.is_dir() and bundled.resolve() != target.resolve():
+        shutil.copytree(bundled, target)
+        log.info("face templates copied to %s", target)
 
 
 def write_demo_character(root: Path, text: str) -> Path:
@@ -151,6 +141,7 @@ def run_demo(
     if project is not None and root != Path(project).absolute():
         root = Path(project).absolute()  # the folder the user named, even without LoRAInput/ yet
     project_dirs(root).input.mkdir(parents=True, exist_ok=True)
+    ensure_templates(root)
     character = write_demo_character(root, demo_character(model, vae, logic, dim, lr, steps))
     _, report = run_target(character, Options(stage="face", progress=progress), DEMO_STEPS)
     if report.failed:

@@ -41,11 +41,25 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[s
 
     dataset = tmp_path / "LoRAInput" / EXAMPLE_NAME
     assert Path(printed["dataset"]) == dataset
-    caption = (dataset / "demo girl_f0256" / "f00.txt").read_text(encoding="utf-8")
+    work = tmp_path / "LoRAWork" / "demo" / "face"  # generate → clean → pick → export on the tiny models
+    raw = sorted(p.name for p in (work / "raw").glob("*.png"))
+    assert len(raw) == 15 * 2 and raw[:2] == ["f00-0.png", "f00-1.png"]  # 15 face codes × 2 candidates
+    with Image.open(work / "raw" / "f12-1.png") as im:
+        assert im.size == (128, 128) and "Seed: 1235" in im.info["parameters"] and "ControlNet 0" in im.info["parameters"]
+    assert sorted(p.name for p in (work / "alpha").glob("*.png")) == raw
+    picks = tomlio.load(work / "picks.toml")
+    assert set(picks) == {p.split("-")[0] for p in raw} and set(picks.values()) <= {0, 1}
+    for size in (64, 128):
+        subset = dataset / f"demo girl_f{size:04d}"
+        assert sorted(p.name for p in subset.glob("*.png")) == sorted({p.split("-")[0] + ".png" for p in raw})
+        with Image.open(subset / "f12.png") as im:
+            assert max(im.size) == size
+    caption = (dataset / "demo girl_f0128" / "f00.txt").read_text(encoding="utf-8")
     assert caption.startswith("demo, white background, black background, simple background, from horizontal, from front")
     toml = tomlio.load(printed["toml"])
     assert toml["general"]["num_repeats"] == 4
-    assert [d["resolution"] for d in toml["datasets"]] == [[512, 512], [768, 768]]
+    assert [d["resolution"] for d in toml["datasets"]] == [[512, 512]]
+    assert Path(printed["preview"]).is_file()
 
     lora = Path(printed["lora"])
     assert lora == tmp_path / "LoRAOutput" / "demo" / "demo-Lora3x3A50p-AdamW8-4-100-2.safetensors"
