@@ -33,7 +33,7 @@ from typing import Literal
 from charframe.dataset.naming import subset_folder_name
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
-from charframe.util.schema import Source, dump, limits, parse, read_text_file
+from charframe.util.schema import Source, dump, limits, parse, read_toml_file
 
 CHARACTERS_DIR = "Characters"
 #: per-character working folders (candidates, cleaned copies, picks), beside LoRAInput/: LoRAWork/<kw>/<set>/
@@ -203,12 +203,7 @@ def _check(c: Character, src: Source) -> Character:
 def load_character(path: str | os.PathLike) -> Character:
     """Read and validate a character file; any problem is one `CharframeError` naming file, line and key."""
     path = Path(path)
-    text = read_text_file(path, "character file")
-    try:
-        data = tomlio.loads(text)
-    except tomlio.TOMLDecodeError as e:
-        raise CharframeError(f"{path}: not valid TOML ({e})") from None
-    src = Source(str(path), text)
+    data, src = read_toml_file(path, "character file")
     character = parse(Character, data, src)
     return _check(replace(character, path=path.absolute()), src)
 

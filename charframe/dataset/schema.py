@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from charframe.errors import CharframeError
-from charframe.util import toml as tomlio
-from charframe.util.schema import Source, limits, parse, read_text_file
+from charframe.util.schema import Source, limits, parse, read_toml_file
 
 #: Valid sd-scripts keys the built-in trainer does not act on (the kohya engine does).
 IGNORED_KEYS = frozenset(
@@ -153,13 +151,8 @@ def parse_dataset_file(data: dict[str, Any], source: Source | str) -> DatasetFil
 
 def read_dataset_file(path: str | os.PathLike) -> DatasetFile:
     """Read and check a dataset TOML (binary, non-UTF-8, bad TOML, bad values: one message each)."""
-    path = Path(path)
-    text = read_text_file(path, "dataset TOML")
-    try:
-        data = tomlio.loads(text)
-    except tomlio.TOMLDecodeError as e:
-        raise CharframeError(f"{path}: not valid TOML ({e}); fix the file or run `charframe prepare` again") from None
-    return parse_dataset_file(data, Source(str(path), text))
+    data, src = read_toml_file(path, "dataset TOML", "; fix the file or run `charframe prepare` again")
+    return parse_dataset_file(data, src)
 
 
 def ignored_keys_set(record: Any) -> list[str]:

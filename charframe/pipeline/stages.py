@@ -21,8 +21,7 @@ from charframe.errors import CharframeError
 from charframe.lora.blocks import resolve_weights
 from charframe.project import load_project_config, project_dirs
 from charframe.training.plan import TrainPlan, make_plan
-from charframe.util import toml as tomlio
-from charframe.util.schema import Source, limits, parse, read_text_file
+from charframe.util.schema import limits, parse, read_toml_file
 
 STAGES = ("face", "body", "group")
 GROUP_SUFFIX = ".group.toml"
@@ -151,12 +150,7 @@ def group_job(g: Group) -> StageJob:
 def load_group(path: str | os.PathLike) -> Group:
     """Read a group file; members are looked up as `Characters/<keyword>.toml` beside it."""
     path = Path(path).absolute()
-    text = read_text_file(path, "group file")
-    try:
-        data = tomlio.loads(text)
-    except tomlio.TOMLDecodeError as e:
-        raise CharframeError(f"{path}: not valid TOML ({e})") from None
-    src = Source(str(path), text)
+    data, src = read_toml_file(path, "group file")
     g = parse(GroupFile, data, src)
     if len(g.member) < 2:
         raise CharframeError(f"{path}: a group needs two or more [[member]] tables (character = \"krnk\", outfit = \"sf\")")

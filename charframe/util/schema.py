@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import math
 import re
+import sys
 import types
 import typing
 from pathlib import Path
@@ -251,3 +252,20 @@ def read_text_file(path: str | Path, what: str = "file") -> str:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise CharframeError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+
+
+def read_toml_file(path: str | Path, what: str, hint: str = "") -> tuple[dict[str, Any], Source]:
+    """A hand-written TOML file's data and its `Source` (for line numbers): unreadable, binary, non-UTF-8 or
+    invalid TOML is one `CharframeError` naming the file (`hint` says how to fix it)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only
+        import tomli as tomllib
+
+    path = Path(path)
+    text = read_text_file(path, what)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise CharframeError(f"{path}: not valid TOML ({e}){hint}") from None
+    return data, Source(str(path), text)
