@@ -1,5 +1,18 @@
 """Masked loss (`alpha_mask = true`, sd-scripts' apply_masked_loss): the maths on tiny tensors, checked by hand,
-and the alpha mask read, cropped and flipped with its image."""
+and the alpha mask read, cropped and flipped with its image.
+
+`data/sd_scripts_masked_loss.npz` was recorded with sd-scripts 48d368fa (48d368fa557731ad0488c07304dfeba8c07910eb)
+by a script outside this repository that imported sd-scripts' own `library` (only the absent `imagesize` package
+and the two sample-image pipeline modules, which need a class transformers 5 removed, set as empty sys.modules
+entries) and ran, on fixed seeded inputs:
+- `loss_<tag>_*`: `train_util.conditional_loss(pred, target, "l2", "none")` → `apply_masked_loss(loss,
+  {"alpha_masks": alpha / 255})` → `loss.mean(dim=[1, 2, 3])` (train_network.py's order), for a 2×4×8×8 and a
+  2×4×6×10 loss with soft uint8 alpha masks at image size (64×64, 48×80);
+- `img_<tag>_*`: an RGBA (one LA) PNG through `train_util.load_image(path, alpha=True)` →
+  `trim_and_resize_if_required(False, img, bucket, resized)` → optional `img[:, ::-1, :]` flip → the alpha
+  channel / 255 as `BaseDataset.__getitem__` does; stored: the input pixels, (size, resized, bucket), the mask and
+  the RGB channels, for a downscale (OpenCV area), an upscale (PIL Lanczos on RGBA), no resize, and an LA image.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +27,8 @@ from charframe.training.data import ImageEntry, TrainingSubset, load_dataset
 from charframe.training.images import StepData, load_sample, stack_masks
 from charframe.training.loss import masked_mse
 from train_data import write_toml
+
+REF = np.load(Path(__file__).parents[1] / "data" / "sd_scripts_masked_loss.npz")
 
 
 def test_masked_mse_by_hand() -> None:
@@ -91,3 +106,32 @@ def test_alpha_mask_subset_option_reaches_the_batches(tmp_path: Path) -> None:
     assert group.datasets[0].subsets[0].alpha_mask is True
     batch = StepData(group, 1, 0, 1)[0]
     assert batch.masks.shape == (1, 64, 64) and float(batch.masks.mean()) == pytest.approx(128 / 255)
+
+
+@pytest.mark.parametrize("tag", ["sq", "wide"])
+def test_masked_loss_equals_sd_scripts(tag: str) -> None:
+    pred, target = torch.from_numpy(REF[f"loss_{tag}_pred"]), torch.from_numpy(REF[f"loss_{tag}_target"])
+    masks = torch.from_numpy(REF[f"loss_{tag}_alpha"]).float() / 255.0
+    ours = masked_mse(pred, target, masks)
+    assert ours.shape == (2,) and float(ours.std()) > 0.05  # the two items really differ
+    np.testing.assert_allclose(ours.numpy(), REF[f"loss_{tag}_per_item"], rtol=0, atol=1e-6)
+
+
+def _seed_with_flip(flip: bool) -> int:
+    """A seed whose flip coin (the first draw when crops are centred) comes up `flip`."""
+    return next(s for s in range(100) if (np.random.default_rng(s).random() < 0.5) == flip)
+
+
+@pytest.mark.parametrize("tag", ["down", "up", "same", "la"])
+@pytest.mark.parametrize("flip", [False, True])
+def test_alpha_mask_path_equals_sd_scripts(tag: str, flip: bool, tmp_path: Path) -> None:
+    arr = REF[f"img_{tag}"]
+    path = tmp_path / f"{tag}.png"
+    Image.fromarray(arr, "LA" if arr.shape[2] == 2 else "RGBA").save(path)
+    size, resized, bucket = (tuple(int(v) for v in row) for row in REF[f"img_{tag}_sizes"])
+    entry = ImageEntry(path, "", size, resized, bucket, 0, False, 1)
+    pixels, mask = load_sample(entry, _subset(tmp_path, True, flip=flip), np.random.default_rng(_seed_with_flip(flip)))
+    key = f"img_{tag}_{'flip' if flip else 'plain'}"
+    np.testing.assert_allclose(mask.numpy(), REF[key + "_mask"], rtol=0, atol=1e-6)
+    rgb = np.rint((pixels.numpy().transpose(1, 2, 0) + 1.0) * 127.5).astype(np.uint8)
+    assert np.array_equal(rgb, REF[key + "_rgb"])
