@@ -20,7 +20,7 @@ from charframe.models.components import SDComponents
 from charframe.models.detect import check_diffusers_folder
 from charframe.models.single_file import load_single_file, sd15_config
 from charframe.models.tiny import build_tiny_sd
-from charframe.models.tokenizer import clip_tokenizer
+from charframe.models.tokenizer import folder_tokenizer
 from charframe.models.vae import load_vae
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def _load_diffusers_folder(path: Path, dtype: Any) -> SDComponents:
         noise_scheduler = DDPMScheduler.from_pretrained(str(path), subfolder="scheduler")
     else:
         noise_scheduler = DDPMScheduler.from_config(sd15_config().scheduler)
-    tokenizer = _folder_tokenizer(path / "tokenizer")
+    tokenizer = folder_tokenizer(path / "tokenizer")
     info = {"source": "diffusers"} | file_identity(path, "sd_model")
     return SDComponents(unet, vae, text_encoder, tokenizer, noise_scheduler, info)
 
@@ -124,10 +124,3 @@ def _variant(component: Path) -> str | None:
     return "fp16" if not plain and any(".fp16." in n for n in names) else None
 
 
-def _folder_tokenizer(directory: Path) -> Any:
-    """The folder's own tokenizer when it has one, else the shipped SD1.x CLIP tokenizer."""
-    if (directory / "vocab.json").is_file():
-        from transformers import CLIPTokenizer
-
-        return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
-    return clip_tokenizer()

@@ -25,7 +25,7 @@ from charframe.errors import CharframeError
 from charframe.models.checkpoint import file_identity, shapes_and_reader
 from charframe.models.components import SDComponents
 from charframe.models.detect import check_single_file
-from charframe.models.tokenizer import clip_tokenizer
+from charframe.models.tokenizer import folder_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     if has_vae:
         assign(vae, vae_sd, dtype)
     # without VAE weights `vae` stays on the meta device: load_sd then requires --vae
-    tokenizer = _tokenizer(cfg)
+    tokenizer = folder_tokenizer(cfg.tokenizer_dir)
     if len(tokenizer) > text_encoder.config.vocab_size:
         raise CharframeError(
             f"{path}: the tokenizer ({len(tokenizer)} tokens) does not fit the text encoder "
@@ -263,10 +263,3 @@ def load_single_file(path: Path, *, config: str | Path | None = None, dtype: Any
     return SDComponents(unet, vae, text_encoder, tokenizer, scheduler, info)
 
 
-def _tokenizer(cfg: ModelConfig) -> Any:
-    if cfg.tokenizer_dir is not None:
-        from transformers import CLIPTokenizer
-
-        return CLIPTokenizer.from_pretrained(str(cfg.tokenizer_dir), local_files_only=True)
-
-    return clip_tokenizer()

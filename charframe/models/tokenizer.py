@@ -97,3 +97,12 @@ def write_tokenizer_files(directory: str | Path) -> Path:
     for name, text in files.items():
         atomic_write_text(directory / name, text)
     return directory
+
+
+def folder_tokenizer(directory: Path | None) -> Any:
+    """A diffusers folder's own tokenizer when it has one (`vocab.json`), else the shipped SD1.x CLIP tokenizer."""
+    if directory is not None and (Path(directory) / "vocab.json").is_file():
+        from transformers import CLIPTokenizer
+
+        return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
+    return clip_tokenizer()
