@@ -67,7 +67,7 @@ def _captions(ds: Path) -> dict[str, bytes]:
         ('[captionz]\nremove = ["background"]\n', r"charframe.toml:1: captionz: unknown key \(did you mean 'captions'\?\)"),
         ('[captions]\nremve = ["background"]\n', r"charframe.toml:2: captions.remve: unknown key \(did you mean 'remove'\?\)"),
         ('[paths]\ninput = 3\n', r"charframe.toml:2: paths.input: expected a string, got 3"),
-        ('[block_presets]\nX = [1, nan]\n', r"charframe.toml:2: block_presets.X: expected a string or a list of numbers"),
+        ('[block_presets]\nX = [1, nan]\n', r"charframe.toml:2: block_presets.X\[1\]: expected a finite number, got nan"),
         ('[kohya]\ndir = ["a"]\n', r"charframe.toml:2: kohya.dir: expected a string"),
         ('[vram_profiles.small]\nLOW_LOW = 2\n', r"\[vram_profiles.small\] gives no batch size for LOW_MID"),
         ('[vram_profiles.x]\nLOW_LOW = true\nother = 1\n', r"charframe.toml:2: vram_profiles.x.LOW_LOW: expected an integer"),

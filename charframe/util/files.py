@@ -91,15 +91,17 @@ def check_parent(path: str | os.PathLike, *, parents: bool = False) -> Path:
     parent = path.parent
     if parent.is_dir():
         return path
+    if parents:
+        try:
+            parent.mkdir(parents=True, exist_ok=True)  # exist_ok: another writer may make it at the same time
+        except OSError as e:
+            if not parent.exists():
+                raise CharframeError(f"{parent}: cannot create the folder ({e.strerror or e})") from None
+    if parent.is_dir():  # checked again: a parallel writer may have just created it
+        return path
     if parent.exists():
         raise CharframeError(f"{parent}: is a file, but it must be the folder of {path.name}")
-    if not parents:
-        raise CharframeError(f"{parent}: no such folder (create it first, or choose an existing folder for {path.name})")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CharframeError(f"{parent}: cannot create the folder ({e.strerror or e})") from None
-    return path
+    raise CharframeError(f"{parent}: no such folder (create it first, or choose an existing folder for {path.name})")
 
 
 def check_writable_target(path: str | os.PathLike, *, parents: bool = False) -> Path:

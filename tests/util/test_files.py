@@ -2,6 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from charframe.errors import CharframeError
+
 from charframe.util.files import atomic_path, atomic_write_text, backup_file, clean_stale_temps, free_output_path, is_temp_name
 
 
@@ -102,3 +104,21 @@ def test_stale_temporaries_of_a_killed_write_are_cleaned(tmp_path: Path) -> None
 def test_atomic_write_returns_the_stat_of_the_new_file(tmp_path: Path) -> None:
     st = atomic_write_text(tmp_path / "s.txt", "hello", fsync=False)
     assert (st.st_size, st.st_mtime_ns) == ((tmp_path / "s.txt").stat().st_size, (tmp_path / "s.txt").stat().st_mtime_ns)
+
+
+def test_check_parent_is_safe_when_parallel_writers_create_the_folder(tmp_path: Path) -> None:
+    """Two writers making the same missing folder at once: neither may call the new folder a file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from charframe.util.files import check_parent
+
+    for round_ in range(20):
+        folder = tmp_path / f"r{round_}" / "clean"
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: check_parent(folder / f"f{i}.png", parents=True), range(8)))
+        assert folder.is_dir() and len(results) == 8
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(CharframeError, match="is a file, but it must be the folder of a.png"):
+        check_parent(tmp_path / "afile" / "a.png", parents=True)
+    with pytest.raises(CharframeError, match="no such folder"):
+        check_parent(tmp_path / "missing" / "a.png")
