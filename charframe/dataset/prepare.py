@@ -78,6 +78,7 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
     manifest = Manifest.load(folder.path / MANIFEST)
     folder_name = folder.path.name
     base = str(folder.path)
+    written: set[str] = set()
     for name in folder.images:
         code = parse_code(name)
         if code is None:
@@ -105,8 +106,9 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
         # no fsync: a crash leaves the old or the new caption whole, and captions can be rebuilt from names
         st = atomic_write_bytes(txt, data, fsync=False, parents=False)
         report.written += 1
+        written.add(txt_name)
         manifest.record(txt_name, params=caption, data=data, stat=st)
-    manifest.forget_missing()
+    manifest.forget_missing(present=folder.files | written)
     manifest.save()
     return report
 

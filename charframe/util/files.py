@@ -112,6 +112,13 @@ def check_writable_target(path: str | os.PathLike, *, parents: bool = False) -> 
     return path
 
 
+def _sweep_once(folder: str) -> None:
+    """Remove stale temporaries of ours in `folder`, the first time this process writes there."""
+    if folder not in _cleaned:
+        _cleaned.add(folder)
+        clean_stale_temps(folder)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Path]:
     """Yield a temporary path in `path`'s folder; on success it replaces `path` in one rename.
@@ -120,10 +127,7 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
     folder must exist (else one error naming it).
     """
     path = check_writable_target(path, parents=parents)
-    folder = str(path.parent)
-    if folder not in _cleaned:
-        _cleaned.add(folder)
-        clean_stale_temps(folder)
+    _sweep_once(str(path.parent))
     tmp_path = path.parent / temp_name()
     try:
         yield tmp_path
@@ -134,14 +138,30 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
         raise
 
 
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = True, parents: bool = True) -> os.stat_result:
     """Write `data` to `path` atomically; return the new file's stat (size, mtime survive the rename).
 
     `fsync=False` skips the flush to disk (still atomic against a crash of the process, not of the machine):
     for many small files that can be rebuilt, such as captions, where an fsync each costs more than the write.
+    The folder is checked (`check_writable_target`) on the first write into it; later writes there cost no
+    extra system call, and a folder that vanished since, or a target that is a folder, still gets the same
+    one-line error (asked for only when the write fails).
     """
-    with atomic_path(path, parents=parents) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    target = os.fspath(path)
+    folder = os.path.dirname(target) or os.curdir
+    if folder not in _cleaned:
+        check_writable_target(target, parents=parents)
+        _sweep_once(folder)
+    tmp = os.path.join(folder, temp_name())
+    try:
+        fd = os.open(tmp, _OPEN_FLAGS, 0o666)
+    except (FileNotFoundError, NotADirectoryError):
+        check_writable_target(target, parents=parents)  # names the missing folder (or creates it)
+        fd = os.open(tmp, _OPEN_FLAGS, 0o666)
+    try:
         try:
             view = memoryview(data)
             while view:
@@ -151,6 +171,13 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
             st = os.fstat(fd)
         finally:
             os.close(fd)
+        os.replace(tmp, target)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and os.path.isdir(target):
+            raise CharframeError(f"{target}: is a folder; give a file name for the output") from None
+        raise
     return st
 
 

@@ -13,7 +13,9 @@ output file (named relative to the manifest's folder):
   and a file that was touched or copied with the same bytes still counts as unchanged (its new stat is
   remembered on the next `save`).
 - Parameters are any JSON value (rules, settings, a caption text); their canonical JSON is digested
-  together with charframe's version, so an upgrade makes every output stale once.
+  together with charframe's version, so an upgrade makes every output stale once (a str, such as a
+  caption, is digested as `<version> NUL <text>`: the hot path of a rerun, and never equal to a JSON text,
+  which starts with `[`).
 
 API::
 
@@ -45,7 +47,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Container, Iterable
 
 from charframe import __version__
 from charframe.util.files import atomic_write_text
@@ -77,6 +79,8 @@ def digest_file(path: str | os.PathLike) -> str:
 
 def digest_params(params: Any) -> str:
     """Digest of parameters (canonical JSON) and charframe's version."""
+    if isinstance(params, str):  # a caption, checked once per file in a rerun: `<version> NUL <text>`, no encoder
+        return digest_bytes(f"{__version__}\0{params}".encode("utf-8", "surrogatepass"))
     text = json.dumps([__version__, params], sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
     return digest_bytes(text.encode("utf-8"))
 
@@ -87,6 +91,7 @@ class Manifest:
     def __init__(self, path: str | os.PathLike, outputs: dict[str, dict[str, Any]] | None = None) -> None:
         self.path = Path(path)
         self.folder = self.path.parent
+        self._folder = str(self.folder)  # os.path on strings: a check of thousands of entries stays cheap
         self.outputs: dict[str, dict[str, Any]] = outputs or {}
         self.dirty = False
         self._inputs_seen: dict[str, Fingerprint | None] = {}
@@ -110,7 +115,7 @@ class Manifest:
     def status(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None) -> Status:
         entry = self.outputs.get(name)
         try:
-            st = os.stat(self.folder / name)
+            st = os.stat(os.path.join(self._folder, name))
         except FileNotFoundError:
             return Status.MISSING
         if entry is None or not self._same_file(name, entry, st):
@@ -149,7 +154,7 @@ class Manifest:
     def record(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None,
                data: bytes | None = None, stat: os.stat_result | None = None) -> None:
         """Remember output `name` as written now from `inputs` and `params` (`data`: its bytes, if known)."""
-        path = self.folder / name
+        path = os.path.join(self._folder, name)
         st = stat or os.stat(path)
         digest = digest_bytes(data) if data is not None else digest_file(path)
         entry: dict[str, Any] = {"file": [st.st_size, st.st_mtime_ns, digest], "params": digest_params(params)}
@@ -170,9 +175,12 @@ class Manifest:
         if self.outputs.pop(name, None) is not None:
             self.dirty = True
 
-    def forget_missing(self) -> None:
-        """Drop the entries whose output file no longer exists."""
-        for name in [n for n in self.outputs if not os.path.exists(self.folder / n)]:
+    def forget_missing(self, present: Container[str] | None = None) -> None:
+        """Drop the entries whose output file no longer exists (`present`: the folder's file names, when the
+        caller has just listed them — then no `stat` per entry)."""
+        exists = (lambda n: n in present) if present is not None else (
+            lambda n: os.path.exists(os.path.join(self._folder, n)))
+        for name in [n for n in self.outputs if not exists(n)]:
             self.forget(name)
 
     def save(self) -> bool:

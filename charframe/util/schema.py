@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import re
 import sys
@@ -186,10 +187,18 @@ def _range_text(tp: Any, meta: Mapping[str, Any]) -> str:
     return kind
 
 
-def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> T:
+@functools.lru_cache(maxsize=None)
+def _layout(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field], dict[str, str]]:
+    """Type hints, fields and TOML key → field name of a record class (resolving hints evaluates every
+    annotation string: once per class, not per record parsed)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init and not f.metadata.get("skip")}
     names = {f.metadata.get("toml", f.name): f.name for f in fields.values()}
+    return hints, fields, names
+
+
+def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> T:
+    hints, fields, names = _layout(cls)
     for key in data:
         if key not in names:
             close = difflib.get_close_matches(str(key), list(names), n=1)

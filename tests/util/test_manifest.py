@@ -65,8 +65,24 @@ def test_params_digest_includes_charframe_version(monkeypatch) -> None:
 
     before = digest_params({"a": 1})
     assert digest_params({"a": 1}) == before and digest_params({"a": 2}) != before
+    caption = digest_params("krnk girl")
     monkeypatch.setattr(manifest, "__version__", "999")
     assert digest_params({"a": 1}) != before
+    assert digest_params("krnk girl") != caption
+
+
+def test_caption_digest_is_version_nul_text_and_never_a_json_digest() -> None:
+    """Captions (str parameters) are digested without the JSON encoder: distinct texts stay distinct, and a
+    str never digests like a list or dict whose JSON happens to read the same."""
+    from charframe import __version__
+    from charframe.util.manifest import digest_bytes
+
+    texts = ["krnk girl, 'ribbon'", "", 'quote " back\\slash', "ünï\u2028code\n", "\x00", "\ud800"]
+    digests = {digest_params(t) for t in texts}
+    assert len(digests) == len(texts)
+    assert digest_params("krnk girl") == digest_bytes(f"{__version__}\0krnk girl".encode())
+    assert digest_params(["krnk girl"]) != digest_params("krnk girl")
+    assert digest_params('["x"]') != digest_params(["x"])
 
 
 def test_nothing_to_do_for_50_characters_x_40_images_under_a_second(tmp_path: Path) -> None:
