@@ -103,3 +103,48 @@ def test_the_checker_sees_a_cycle_and_a_lazy_import(tmp_path: Path) -> None:
     assert [_targets(n, "x") for n in tree.body[:2]] == [[], ["charframe.util.toml"]]
     inner = tree.body[2].body[0]
     assert _targets(inner, "x") == ["charframe.errors"] and inner not in tree.body
+
+
+#: distribution → the module charframe imports from it (where the names differ)
+IMPORT_NAME = {"pillow": "PIL", "lycoris-lora": "lycoris", "tomli-w": "tomli_w", "opencv-python-headless": "cv2",
+               "controlnet-aux": "controlnet_aux"}
+#: required dependencies charframe needs without importing them itself, and why
+INDIRECT = {
+    "torchvision": "controlnet-aux's HED detector imports it",
+    "tensorboard": "torch.utils.tensorboard writes the logs through it",
+}
+
+
+def _declared() -> tuple[list[str], list[str]]:
+    import re
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    name = lambda spec: re.split(r"[<>=!~;\[ ]", spec, maxsplit=1)[0].strip().lower()  # noqa: E731
+    return [name(s) for s in project["dependencies"]], [name(s) for s in project["optional-dependencies"]["test"]]
+
+
+def _imported_top_levels() -> set[str]:
+    found: set[str] = set()
+    for path in MODULES.values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                found.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module.split(".")[0])
+    return found
+
+
+def test_dependencies_are_declared_where_they_are_used() -> None:
+    """Every required dependency is imported by charframe (or listed in INDIRECT with the reason); test-only ones
+    (peft: the diffusers-loader compatibility tests; onnx: building the tiny rembg model) are not required."""
+    required, test_only = _declared()
+    imported = _imported_top_levels()
+    unused = [d for d in required if d not in INDIRECT and IMPORT_NAME.get(d, d.replace("-", "_")) not in imported]
+    assert unused == []
+    assert "peft" in test_only and "peft" not in required and "peft" not in imported
+    assert "onnx" in test_only and "onnx" not in imported

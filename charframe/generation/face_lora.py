@@ -8,9 +8,10 @@ nothing per step and is exactly what WebUI computes for a LoRA at that weight. L
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from charframe.errors import CharframeError
 from charframe.lora.functional import module_delta
@@ -20,10 +21,11 @@ from charframe.training.adapters import kohya_targets
 log = logging.getLogger(__name__)
 
 
-def apply_lora(unet: Any, text_encoder: Any, path: Path, weight: float) -> int:
+def apply_lora(unet: Any, text_encoder: Any, path: Path, weight: float, backup: dict[Any, Any] | None = None) -> int:
     """Merge the LoRA at `path` into `unet`/`text_encoder` at `weight`; returns the number of layers changed.
 
-    Refuses a file none of whose modules fit the model (a LoRA for another architecture)."""
+    Refuses a file none of whose modules fit the model (a LoRA for another architecture). With `backup`, each
+    changed layer's original weight is kept there (layer → copy) first, for `lora_applied` to put back."""
     import torch
 
     if not path.is_file():
@@ -48,6 +50,24 @@ def apply_lora(unet: Any, text_encoder: Any, path: Path, weight: float) -> int:
                 raise CharframeError(f"{path}: module {name} has shape {tuple(delta.shape)}, the model's layer "
                                      f"{tuple(layer.weight.shape)}; is it a LoRA for this base model?")
             w = layer.weight
+            if backup is not None:
+                backup.setdefault(layer, w.detach().clone())
             w.copy_((w.float() + weight * delta.reshape(w.shape).to(w.device)).to(w.dtype))
             changed += 1
     return changed
+
+
+@contextlib.contextmanager
+def lora_applied(unet: Any, text_encoder: Any, path: Path, weight: float = 1.0) -> Iterator[int]:
+    """The LoRA at `path` merged into the models inside the block, and the exact original weights back after it
+    (copies of the changed layers are kept, so nothing drifts by rounding when several LoRAs are tried in turn,
+    as the preview grid does). Yields the number of layers changed."""
+    import torch
+
+    backup: dict[Any, Any] = {}
+    try:
+        yield apply_lora(unet, text_encoder, path, weight, backup)
+    finally:
+        with torch.no_grad():
+            for layer, original in backup.items():
+                layer.weight.copy_(original)

@@ -5,11 +5,15 @@ places, as DreamBooth's evaluation does, so overfitting shows); every image of a
 seed, so differences come from the model alone. One labelled PNG beside the LoRA
 (`LoRAOutput/<out>/<out>-<stage>-preview.png`) and the same rows as TensorBoard images
 (`LoRALog/<out>-preview/`, tag `<stage>/<model>`, step = training steps).
-A file diffusers cannot load (a LyCORIS LoHa before compression) gets a grey tile that says so.
+Each LoRA is merged into the loaded model's weights for its row and the exact weights are put back after it
+(`generation.face_lora.lora_applied`, the same code that applies the face LoRA when generating the body set): every
+kind charframe writes (LoRA, LoCon, LoHa, LoKr) is drawn, with no extra dependency (diffusers' own LoRA loader
+needs peft and reads no LoHa). A file that does not fit the model gets a grey tile that says so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,6 +22,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from charframe.errors import CharframeError
+from charframe.generation.face_lora import lora_applied
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
@@ -102,15 +108,6 @@ def _tensorboard(log_dir: Path, stage: str, rows: Sequence[tuple[str, Sequence[I
             w.add_image(f"{stage}/{label}", strip, global_step=step, dataformats="HWC")
 
 
-def _quiet_loaders() -> None:
-    """A merged file without text-encoder modules (FACE drops BASE) is expected: no diffusers note, no bars."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    dlog.set_verbosity_error()
-    tlog.disable_progress_bar()
-
-
 def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     """Draw the grid of one stage (base, LoRA, merged, compressed) and log it to TensorBoard."""
     import torch
@@ -126,18 +123,13 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     total = len(variants) * len(texts) * len(s.seeds)
     with tqdm(total=total, desc=f"preview {job.out}", unit="img", disable=not progress, leave=False) as bar:
         for label, lora in variants:
-            if lora is not None:
-                try:
-                    _quiet_loaders()
-                    pipe.load_lora_weights(str(lora))
-                except (ValueError, KeyError, RuntimeError) as e:
-                    log.warning("%s: diffusers cannot load it (%s); its preview row is left grey", lora.name, e)
-                    rows.append((label, [_tile(f"{label}:\nnot loadable\nin diffusers", s.size)] * (len(texts) * len(s.seeds))))
-                    bar.update(len(texts) * len(s.seeds))
-                    continue
-            rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar)))
-            if lora is not None:
-                pipe.unload_lora_weights()
+            try:
+                with lora_applied(pipe.unet, pipe.text_encoder, lora) if lora is not None else contextlib.nullcontext():
+                    rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar)))
+            except CharframeError as e:
+                log.warning("%s; its preview row is left grey", e)
+                rows.append((label, [_tile(f"{label}:\ndoes not fit\nthis model", s.size)] * (len(texts) * len(s.seeds))))
+                bar.update(len(texts) * len(s.seeds))
     columns = [f"{scene}\nseed {seed}" for scene in s.scenes for seed in s.seeds]
     grid = labelled_grid(rows, columns, s.size)
     atomic_write_bytes(job.preview, encode_png(np.asarray(grid)))

@@ -13,7 +13,7 @@ from PIL import Image
 from charframe.dataset.naming import ImageCode
 from charframe.errors import CharframeError
 from charframe.generation.control import control_image, hed_detector
-from charframe.generation.face_lora import apply_lora
+from charframe.generation.face_lora import apply_lora, lora_applied
 from charframe.generation.generate import generate_set
 from charframe.lora.io import save_lora_file
 from charframe.models.tiny import build_tiny_sd
@@ -42,6 +42,29 @@ def test_merge_matches_the_delta(tmp_path: Path, kind: str) -> None:
     delta = module_delta(kind, net.modules["lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"].tensors)
     assert n == len(net.modules)
     torch.testing.assert_close(layer.weight, before + 0.5 * delta.reshape(before.shape))
+
+
+@pytest.mark.parametrize("kind", ["lora", "loha"])
+def test_lora_applied_puts_back_the_exact_weights(tmp_path: Path, kind: str) -> None:
+    """The preview grid tries several LoRAs in turn on one loaded model: each is merged for its row and the
+    model's weights are bit-identical afterwards, also when drawing fails inside the block."""
+    path = tiny_lora(tmp_path / f"{kind}.safetensors", kind)
+    sd = build_tiny_sd(0)
+    models = {"unet": sd.unet, "te": sd.text_encoder}
+    before = {f"{m}.{k}": v.detach().clone() for m, mod in models.items() for k, v in mod.state_dict().items()}
+    layer = sd.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    merged_copy = build_tiny_sd(0)
+    apply_lora(merged_copy.unet, merged_copy.text_encoder, path, 1.0)
+    expected = merged_copy.unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight
+    with lora_applied(sd.unet, sd.text_encoder, path) as n:
+        assert n > 0
+        assert torch.equal(layer.weight, expected)
+    with pytest.raises(RuntimeError, match="drawing failed"):
+        with lora_applied(sd.unet, sd.text_encoder, path):
+            raise RuntimeError("drawing failed")
+    after = {f"{m}.{k}": v for m, mod in models.items() for k, v in mod.state_dict().items()}
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 def test_body_set_with_face_lora(tmp_path: Path) -> None:

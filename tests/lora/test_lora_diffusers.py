@@ -23,7 +23,7 @@ from charframe.lora.ops.merge import merge_file
 from charframe.testing.synthetic_lora import kohya_targets, random_network
 from charframe.models.tiny import build_tiny_sd
 
-pytest.importorskip("peft")  # a declared dependency; load_lora_weights needs it
+import peft  # noqa: E402,F401  (the [test] extra: diffusers' load_lora_weights needs it)
 
 
 @pytest.fixture(scope="module")
