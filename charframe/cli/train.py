@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from charframe.errors import CharframeError  # light: no heavy imports
@@ -109,13 +110,24 @@ def _seeds(text: str) -> list[int]:
         raise CharframeError(f"--sample-seeds must be comma-separated integers, got {text!r}") from None
 
 
+_STATUS_TEXT = {
+    "UP_TO_DATE": "up to date (trained from these dataset files, model and settings)",
+    "STALE": "out of date (the dataset, model or settings changed since it was trained)",
+    "FOREIGN": "exists, but charframe has no record of what it was trained from",
+    "MISSING": "not trained yet",
+}
+
+
 def _run(plan, args: argparse.Namespace, root: Path) -> int:
     from charframe.training.engines import train_with
+    from charframe.training.outputs import output_status
 
     result = train_with(plan, args.engine, resume=args.resume, dry_run=args.dry_run,
                         kohya_dir=args.kohya_dir, kohya_python=args.kohya_python, root=root)
     if isinstance(result, str):
         print(result)
+        out_file, status = output_status(plan)
+        print(f"# {out_file}: {_STATUS_TEXT[status.name]}", file=sys.stderr)
     elif result.output is not None:
         print(result.output)
     return 0

@@ -6,6 +6,12 @@ every name (temporary ones included) must fit the file system's limit, else the 
 model is loaded, not after hours of training. If the final write still fails (disk full, a folder removed
 meanwhile), the weights go to a short name in the output folder or the temp folder, the resumable state
 is kept, and the message says where both are.
+
+What a finished LoRA was made from is recorded with the same manifest as captions and templates
+(`util.manifest`, `<output_dir>/<out>/.charframe-train.json`): its inputs (the dataset TOML, every image and
+caption it trains on, the model, VAE and continued LoRA when they are files) and its parameters (the plan,
+less what changes only speed, samples or state saving). `output_status` answers "is this LoRA still what
+this plan would train?" without loading a model; `charframe train --dry-run` prints it.
 """
 
 from __future__ import annotations
@@ -19,7 +25,9 @@ from typing import Any, Callable
 from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
 from charframe.training import state as st
-from charframe.training.plan import TrainIO
+from charframe.training.data import load_dataset
+from charframe.training.plan import TrainIO, TrainPlan
+from charframe.util.manifest import Manifest, Status
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +47,49 @@ def output_paths(io: TrainIO, output_name: str) -> tuple[Path, Path]:
 def plan_path_for(output: Path) -> Path:
     """The plan saved beside a LoRA: `<stem>.train.toml`."""
     return output.with_name(output.stem + ".train.toml")
+
+
+TRAIN_MANIFEST = ".charframe-train.json"
+#: plan sections that do not change the trained weights (speed, sample images, state saving)
+_NOT_IN_RESULT = ("runtime", "sampling", "state")
+
+
+def trained_from(plan: TrainPlan) -> tuple[list[Path], dict[str, Any]]:
+    """(input files, parameters) that determine the LoRA `plan` trains; reads the dataset TOML (no model)."""
+    group = load_dataset(plan.io.dataset)
+    files = [Path(plan.io.dataset).absolute()]
+    for d in group.datasets:
+        extensions = [sub.caption_extension for sub in d.subsets]
+        for e in d.images:
+            files.append(e.path)
+            caption = e.path.with_suffix(extensions[e.subset])
+            if caption.is_file():
+                files.append(caption)
+    files += [Path(p) for p in (plan.io.model, plan.io.vae, plan.io.continue_from) if p and Path(p).is_file()]
+    params = {k: v for k, v in plan.to_dict().items() if k not in _NOT_IN_RESULT}
+    params["io"] = {k: v for k, v in params["io"].items() if k not in ("output_dir", "logging_dir")}
+    return sorted(set(files)), params
+
+
+def record_output(plan: TrainPlan, out_file: Path) -> None:
+    """Remember what the LoRA just written to `out_file` was trained from (see the module doc). The LoRA is
+    already saved: a failure here (a dataset file removed during training) is a warning, never a lost run."""
+    try:
+        inputs, params = trained_from(plan)
+        manifest = Manifest.load(out_file.parent / TRAIN_MANIFEST)
+        manifest.record(out_file.name, inputs=inputs, params=params)
+        manifest.forget_missing()
+        manifest.save()
+    except (OSError, CharframeError) as e:
+        log.warning("%s: saved, but what it was trained from is not recorded (%s); a dry run will call it stale",
+                    out_file, e)
+
+
+def output_status(plan: TrainPlan) -> tuple[Path, Status]:
+    """The LoRA file `plan` writes and whether it is up to date with the plan's dataset, model and settings."""
+    out_file, _ = output_paths(plan.io, plan.output_name)
+    inputs, params = trained_from(plan)
+    return out_file, Manifest.load(out_file.parent / TRAIN_MANIFEST).status(out_file.name, inputs=inputs, params=params)
 
 
 def find_state(io: TrainIO, output_name: str) -> Path | None:

@@ -249,7 +249,7 @@ def test_works_under_accelerate_launch_with_two_processes(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = tmp_path / "LoRAOutput" / "acc"
-    assert sorted(p.name for p in out.iterdir()) == ["acc-Lora1x1A1-AdamW8-2-10-2.safetensors",
+    assert sorted(p.name for p in out.iterdir()) == [".charframe-train.json", "acc-Lora1x1A1-AdamW8-2-10-2.safetensors",
                                                      "acc-Lora1x1A1-AdamW8-2-10-2.train.toml"]
     assert len(list((tmp_path / "LoRALog").iterdir())) == 1
     assert proc.stderr.count("wrote ") == 1  # only the main process writes
@@ -304,3 +304,41 @@ def test_bf16_runs_the_mixed_precision_path_on_cpu_and_trains_like_fp32(tmp_path
     assert len(ups) > 100
     cos = [torch.nn.functional.cosine_similarity(fp32[k].float().flatten(), bf16[k].float().flatten(), dim=0) for k in ups]
     assert float(torch.stack(cos).mean()) > 0.9
+
+
+def test_the_training_record_says_whether_a_lora_is_up_to_date(tmp_path: Path, capsys) -> None:
+    """A finished LoRA is recorded on the same manifest as captions and templates; `train --dry-run` says whether
+    it is still what the plan would train: nothing changed, a caption edited (and edited back), the settings."""
+    from charframe.cli import main
+    from charframe.training.outputs import TRAIN_MANIFEST, output_status, trained_from
+    from charframe.util.manifest import Status
+
+    toml = charframe_dataset(tmp_path, n=2, repeats=1, batch=1)
+    args = ["train", str(toml.parent), "--logic", "Lora1x1A1-AdamW8", "--dim", "2", "--lr", "100", "--steps", "1",
+            "--out", "rec"]
+
+    def dry(*extra: str) -> str:
+        capsys.readouterr()
+        assert main([*args, *extra, "--dry-run"]) == 0
+        return capsys.readouterr().err
+
+    assert "not trained yet" in dry()
+    assert main(args) == 0
+    lora = tmp_path / "LoRAOutput" / "rec" / "rec-Lora1x1A1-AdamW8-2-100-1.safetensors"
+    record = json.loads((lora.parent / TRAIN_MANIFEST).read_text())["outputs"][lora.name]
+    inputs, _ = trained_from(make_plan("Lora1x1A1-AdamW8", 2, 100, 1, dataset=toml, out="rec"))
+    names = sorted(Path(k).name for k in record["inputs"])
+    assert names == sorted(p.name for p in inputs) == ["1_krnk.toml", "f00.png", "f00.txt", "f01.png", "f01.txt"]
+    assert "up to date" in dry()
+    caption = toml.parent / "krnk girl_f0064" / "f01.txt"
+    text = caption.read_text()
+    caption.write_text(text + ", smile")
+    assert "out of date" in dry()
+    caption.write_text(text)  # the same bytes again (a new mtime): up to date by content
+    assert "up to date" in dry()
+    assert "out of date" in dry("--noise-offset", "0.07")  # a setting that keeps the file name
+    assert "up to date" in dry("--sample-every", "1")  # samples do not change the weights
+    lora.with_name("rec-Lora1x1A1-AdamW8-2-100-1.safetensors").write_bytes(lora.read_bytes()[:-1] + b" ")
+    plan = make_plan("Lora1x1A1-AdamW8", 2, 100, 1, dataset=toml, out="rec", output_dir=str(tmp_path / "LoRAOutput"))
+    out_file, status = output_status(plan)
+    assert out_file == lora and status is Status.FOREIGN  # replaced by hand: not charframe's record any more

@@ -27,7 +27,7 @@ from charframe.training.loop import (
     train_steps,
 )
 from charframe.training.metadata import step_metadata
-from charframe.training.outputs import check_output_locations, plan_path_for, save_final
+from charframe.training.outputs import check_output_locations, plan_path_for, record_output, save_final
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainingInterrupted, TrainResult
 from charframe.training.setup import Session, begin_run, build_session
@@ -140,6 +140,7 @@ def _save(s: Session, progress: Progress) -> Path:
     save_final(out_file, tensors, metadata, session_id=s.start.run.session_id,
                keep_state=lambda: s.snapshot(progress.step, progress.losses))
     s.plan.save(plan_path_for(out_file))
+    record_output(s.plan, out_file)
     st.remove_state(s.start.state_dir)
     log.info("wrote %s", out_file)
     return out_file

@@ -27,7 +27,7 @@ from charframe.errors import CharframeError
 from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
 from charframe.training.adapters import lycoris_preset_path
 from charframe.training.data import resolve_image_dir
-from charframe.training.outputs import check_output_locations, plan_path_for
+from charframe.training.outputs import check_output_locations, plan_path_for, record_output
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainResult
 from charframe.util import toml as tomlio
@@ -203,6 +203,7 @@ def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] 
     if not target.is_file():
         raise CharframeError(f"sd-scripts finished but {target} was not written; see its output above")
     plan.save(plan_path_for(target))  # only beside a LoRA that exists, as the built-in engine does
+    record_output(plan, target)
     log.info("wrote %s", target)
     return target
 
