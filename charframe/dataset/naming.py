@@ -63,7 +63,7 @@ def parse_code(name: str | os.PathLike) -> ImageCode | None:
 
     Only the file name counts, and only its start: `[fb][0-2][0-7]`, lower case as published.
     """
-    base = PurePath(os.fspath(name)).name
+    base = os.path.basename(os.fspath(name))  # (not PurePath: called once per image in every rerun)
     stem, ext = os.path.splitext(base)
     if ext.lower() not in IMAGE_EXTENSIONS:
         stem = base  # a bare code such as "f12" or a name without an image extension

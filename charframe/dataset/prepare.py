@@ -77,7 +77,7 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
     report = TagReport(folders=1)
     manifest = Manifest.load(folder.path / MANIFEST)
     folder_name = folder.path.name
-    base = str(folder.path)
+    base = os.path.join(str(folder.path), "")
     written: set[str] = set()
     for name in folder.images:
         code = parse_code(name)
@@ -85,8 +85,8 @@ def tag_folder(folder: ImageFolder, rules: RuleSet, *, force: bool = False) -> T
             report.skipped.append(folder.path / name)
             continue
         txt_name = os.path.splitext(name)[0] + CAPTION_EXTENSION
-        txt = os.path.join(base, txt_name)
         caption = rules.caption(code, folder_name)
+        txt = base + txt_name
         if txt_name in folder.files:
             state = manifest.status(txt_name, params=caption)
             if state is Status.UP_TO_DATE:
@@ -120,16 +120,17 @@ def _warn_numeric_keywords(folders: list[ImageFolder]) -> None:
             log.warning("%s: images directly in a dataset folder get the keyword %r from its name; put them in a subset folder such as %s", f.path, kp, f.path / "krnk girl_f0512")
 
 
-def _check_writable_here(root: Path, folder: ImageFolder) -> None:
-    """Refuse before any writing: a folder reached through a link to outside `root`, or caption names too long."""
-    real, real_root = folder.path.resolve(), root.resolve()
+def _check_writable_here(root: Path, real_root: Path, folder: ImageFolder) -> None:
+    """Refuse before any writing: a folder reached through a link to outside `root` (`real_root`: resolved), or
+    caption names too long."""
+    real = folder.path.resolve()
     if real != real_root and real_root not in real.parents:
         raise CharframeError(
             f"{folder.path}: a link to {real}, outside {root}; charframe writes captions only inside the folder "
             f"you name: copy the images in, or tag {real} itself"
         )
-    longest = max(folder.images, key=lambda n: len(os.fsencode(os.path.splitext(n)[0])))
-    check_name_length(folder.path / (os.path.splitext(longest)[0] + CAPTION_EXTENSION), "shorten the image's name")
+    longest = max(folder.images, key=lambda n: len(n.rpartition(".")[0].encode("utf-8", "surrogateescape")))
+    check_name_length(folder.path / (longest.rpartition(".")[0] + CAPTION_EXTENSION), "shorten the image's name")
 
 
 def _jobs(roots: list[Path], rules: RuleSet | None, scans: dict[Path, list[ImageFolder]]) -> list[tuple[ImageFolder, RuleSet]]:
@@ -145,8 +146,9 @@ def _jobs(roots: list[Path], rules: RuleSet | None, scans: dict[Path, list[Image
             if project not in rule_cache:
                 rule_cache[project] = load_rules(project)
         _warn_numeric_keywords(folders)
+        real_root = root.resolve()
         for f in folders:
-            _check_writable_here(root, f)
+            _check_writable_here(root, real_root, f)
             jobs.setdefault(f.path.absolute(), (f, rules or rule_cache[project]))
     return list(jobs.values())
 

@@ -92,6 +92,7 @@ class Manifest:
         self.path = Path(path)
         self.folder = self.path.parent
         self._folder = str(self.folder)  # os.path on strings: a check of thousands of entries stays cheap
+        self._prefix = os.path.join(self._folder, "")  # + name = the output's path
         self.outputs: dict[str, dict[str, Any]] = outputs or {}
         self.dirty = False
         self._inputs_seen: dict[str, Fingerprint | None] = {}
@@ -115,15 +116,21 @@ class Manifest:
     def status(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None) -> Status:
         entry = self.outputs.get(name)
         try:
-            st = os.stat(os.path.join(self._folder, name))
+            st = os.stat(self._prefix + name)
         except FileNotFoundError:
             return Status.MISSING
-        if entry is None or not self._same_file(name, entry, st):
+        if entry is None:
+            return Status.FOREIGN
+        size, mtime, _ = entry["file"]
+        if (st.st_size != size or st.st_mtime_ns != mtime) and not self._same_file(name, entry, st):
             return Status.FOREIGN
         if entry.get("params") != digest_params(params):
             return Status.STALE
+        recorded = entry.get("inputs")
+        if not recorded and not inputs:  # an output made from parameters alone (a caption): done
+            return Status.UP_TO_DATE
+        recorded = recorded or {}
         keys = [self._key(p) for p in inputs]
-        recorded = entry.get("inputs", {})
         if set(keys) != set(recorded):
             return Status.STALE
         for key in keys:
