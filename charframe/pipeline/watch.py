@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -222,19 +223,35 @@ def watch(root: Path, *, train: bool = False, poll: bool = False, debounce: floa
     observer.schedule(handler, str(watcher.dirs.input), recursive=True)
     if train and watcher.characters.is_dir():
         observer.schedule(handler, str(watcher.characters), recursive=False)
-    observer.start()
     stop = stop or threading.Event()
+    busy = threading.Event()  # set while preparing or running a job: Ctrl-C must interrupt that work
+
+    def interrupt(signum: int, frame: object) -> None:
+        stop.set()  # idle: the loop ends at its next wake-up, never in the middle of the observer or a file write
+        if busy.is_set():
+            raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    observer.start()
     log.info("watching %s%s (%s); Ctrl-C stops", watcher.dirs.input, " and " + str(watcher.characters) if train else "",
              "polling" if poll else "OS events")
     try:
+        busy.set()
         watcher.run_queue()  # what a previous watcher left
         while not stop.is_set():
-            stop.wait(tick)
+            busy.clear()
+            if stop.wait(tick):
+                break
+            busy.set()
             watcher.tick()
     except KeyboardInterrupt:
-        left = len(watcher.queue.items())
-        log.info("stopped; %d queued job(s) kept in %s for the next start", left, watcher.queue.path)
+        pass
     finally:
+        busy.clear()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         observer.stop()
         observer.join(timeout=5)
+    log.info("stopped; %d queued job(s) kept in %s for the next start", len(watcher.queue.items()), watcher.queue.path)
     return 0

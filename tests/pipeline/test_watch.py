@@ -146,7 +146,9 @@ def test_train_queues_runs_in_a_file_and_a_restart_continues(tmp_path: Path) -> 
     assert queue.items() == [str(char)]
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_the_queue(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_stops_cleanly_and_keeps_the_queue(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C (or SIGTERM from a service manager) while idle ends the watcher at its next wake-up, exit 0."""
     root = tmp_path / "proj"
     (root / "LoRAInput").mkdir(parents=True)
     queue = JobQueue(root / "LoRAWork" / "watch-queue.json")
@@ -157,7 +159,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_the_queue(tmp_path: Path) -> None:
     try:
         assert _wait(lambda: queue.items() == [], 60)  # the queue left by the previous watcher was worked through
         time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
