@@ -24,8 +24,9 @@ from typing import Any, Callable
 
 from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
+from charframe.util.files import name_max
 from charframe.training import state as st
-from charframe.training.data import load_dataset
+from charframe.training.data import DatasetGroup, load_dataset
 from charframe.training.plan import TrainIO, TrainPlan
 from charframe.util.manifest import Manifest, Status
 
@@ -54,9 +55,10 @@ TRAIN_MANIFEST = ".charframe-train.json"
 _NOT_IN_RESULT = ("runtime", "sampling", "state")
 
 
-def trained_from(plan: TrainPlan) -> tuple[list[Path], dict[str, Any]]:
-    """(input files, parameters) that determine the LoRA `plan` trains; reads the dataset TOML (no model)."""
-    group = load_dataset(plan.io.dataset)
+def trained_from(plan: TrainPlan, group: DatasetGroup | None = None) -> tuple[list[Path], dict[str, Any]]:
+    """(input files, parameters) that determine the LoRA `plan` trains; reads the dataset TOML (no model) unless
+    the run's already loaded `group` is given."""
+    group = group or load_dataset(plan.io.dataset)
     files = [Path(plan.io.dataset).absolute()]
     for d in group.datasets:
         extensions = [sub.caption_extension for sub in d.subsets]
@@ -71,11 +73,11 @@ def trained_from(plan: TrainPlan) -> tuple[list[Path], dict[str, Any]]:
     return sorted(set(files)), params
 
 
-def record_output(plan: TrainPlan, out_file: Path) -> None:
+def record_output(plan: TrainPlan, out_file: Path, group: DatasetGroup | None = None) -> None:
     """Remember what the LoRA just written to `out_file` was trained from (see the module doc). The LoRA is
     already saved: a failure here (a dataset file removed during training) is a warning, never a lost run."""
     try:
-        inputs, params = trained_from(plan)
+        inputs, params = trained_from(plan, group)
         manifest = Manifest.load(out_file.parent / TRAIN_MANIFEST)
         manifest.record(out_file.name, inputs=inputs, params=params)
         manifest.forget_missing()
@@ -101,13 +103,6 @@ def find_state(io: TrainIO, output_name: str) -> Path | None:
     return max(found, key=lambda p: (p / st.STATE_FILE).stat().st_mtime) if found else None
 
 
-def _name_max(folder: Path) -> int:
-    try:
-        return int(os.pathconf(folder, "PC_NAME_MAX"))
-    except (OSError, ValueError, AttributeError):
-        return 255
-
-
 def check_folder(folder: Path, param: str) -> Path:
     """`folder` exists as a writable folder or can be created: returns its nearest existing ancestor."""
     existing = folder.absolute()
@@ -121,7 +116,7 @@ def check_folder(folder: Path, param: str) -> Path:
         raise CharframeError(f"{existing}: is a file, not a folder; choose another {{param}}", param=param)
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CharframeError(f"{existing}: folder is not writable; choose another {{param}}", param=param)
-    limit = _name_max(existing)
+    limit = name_max(existing)
     for name in missing:
         if len(os.fsencode(name)) > limit:
             raise CharframeError(f"{folder}: the folder name is {len(os.fsencode(name))} bytes, over this file "
@@ -139,12 +134,12 @@ def check_output_locations(io: TrainIO, output_file: Path, *, samples: bool) -> 
     longest = max(len(os.fsencode(n)) for n in names) + TEMP_NAME_EXTRA
     if samples:
         longest = max(longest, len(os.fsencode(stem)) + _SAMPLE_SUFFIX_LEN + TEMP_NAME_EXTRA)
-    limit = _name_max(anchor)
+    limit = name_max(anchor)
     if longest > limit:
         raise CharframeError(f"{out_dir}: output files named {stem[:40]}… need {longest} bytes with their temporary "
                              f"names, over this file system's limit of {limit}; choose a shorter {{param}}", param="out")
     log_name = len(os.fsencode(stem)) + _LOG_STAMP_LEN
-    if log_name > _name_max(log_anchor):
+    if log_name > name_max(log_anchor):
         raise CharframeError(f"{io.logging_dir}: the log folder name would be {log_name} bytes, over this file "
                              f"system's limit; choose a shorter {{param}}", param="out")
 

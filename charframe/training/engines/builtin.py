@@ -140,7 +140,7 @@ def _save(s: Session, progress: Progress) -> Path:
     save_final(out_file, tensors, metadata, session_id=s.start.run.session_id,
                keep_state=lambda: s.snapshot(progress.step, progress.losses))
     s.plan.save(plan_path_for(out_file))
-    record_output(s.plan, out_file)
+    record_output(s.plan, out_file, s.data.group)  # the dataset as loaded at start-up: no second read
     st.remove_state(s.start.state_dir)
     log.info("wrote %s", out_file)
     return out_file
