@@ -175,8 +175,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) and os.path.isdir(target):
-            raise CharframeError(f"{target}: is a folder; give a file name for the output") from None
+        if isinstance(e, OSError):
+            check_writable_target(target)  # a vanished folder or a target that is a folder: its one-line error
         raise
     return st
 

@@ -91,8 +91,8 @@ class Manifest:
     def __init__(self, path: str | os.PathLike, outputs: dict[str, dict[str, Any]] | None = None) -> None:
         self.path = Path(path)
         self.folder = self.path.parent
-        self._folder = str(self.folder)  # os.path on strings: a check of thousands of entries stays cheap
-        self._prefix = os.path.join(self._folder, "")  # + name = the output's path
+        # prefix + name = an output's path: plain strings, since a rerun checks thousands of entries
+        self._prefix = os.path.join(str(self.folder), "")
         self.outputs: dict[str, dict[str, Any]] = outputs or {}
         self.dirty = False
         self._inputs_seen: dict[str, Fingerprint | None] = {}
@@ -119,10 +119,7 @@ class Manifest:
             st = os.stat(self._prefix + name)
         except FileNotFoundError:
             return Status.MISSING
-        if entry is None:
-            return Status.FOREIGN
-        size, mtime, _ = entry["file"]
-        if (st.st_size != size or st.st_mtime_ns != mtime) and not self._same_file(name, entry, st):
+        if entry is None or not self._same_file(name, entry, st):
             return Status.FOREIGN
         if entry.get("params") != digest_params(params):
             return Status.STALE
@@ -161,7 +158,7 @@ class Manifest:
     def record(self, name: str, *, inputs: Iterable[str | os.PathLike] = (), params: Any = None,
                data: bytes | None = None, stat: os.stat_result | None = None) -> None:
         """Remember output `name` as written now from `inputs` and `params` (`data`: its bytes, if known)."""
-        path = os.path.join(self._folder, name)
+        path = self._prefix + name
         st = stat or os.stat(path)
         digest = digest_bytes(data) if data is not None else digest_file(path)
         entry: dict[str, Any] = {"file": [st.st_size, st.st_mtime_ns, digest], "params": digest_params(params)}
@@ -186,7 +183,7 @@ class Manifest:
         """Drop the entries whose output file no longer exists (`present`: the folder's file names, when the
         caller has just listed them — then no `stat` per entry)."""
         exists = (lambda n: n in present) if present is not None else (
-            lambda n: os.path.exists(os.path.join(self._folder, n)))
+            lambda n: os.path.exists(self._prefix + n))
         for name in [n for n in self.outputs if not exists(n)]:
             self.forget(name)
 
