@@ -85,8 +85,9 @@ class DatasetConfig(DatasetFile):
     def dumps(self, header: str = "") -> str:
         """TOML text in the sd-scripts layout; parsed back and compared before it is returned."""
         lines = [f"# {line}" if line else "#" for line in header.splitlines()] + ([""] if header else [])
-        lines += ["[general]"] + [f"{k} = {_value(v)}" for k, v in self.to_dict()["general"].items()]
-        for d in self.to_dict()["datasets"]:
+        data = self.to_dict()
+        lines += ["[general]"] + [f"{k} = {_value(v)}" for k, v in data["general"].items()]
+        for d in data["datasets"]:
             lines += ["", "[[datasets]]", f"resolution = {_value(d['resolution'])}", f"batch_size = {d['batch_size']}"]
             for s in d["subsets"]:
                 lines += ["", "  [[datasets.subsets]]"] + [f"  {k} = {_value(v)}" for k, v in s.items()]
