@@ -158,7 +158,7 @@ def gpu_mode(args) -> list[dict]:
 
     from charframe.generation.pnginfo import parameters_text, write_png
     from charframe.generation.prompt import encode_pair
-    from charframe.generation.runner import PassSettings, Runner
+    from charframe.generation.passes import PassSettings, Runner
 
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     cuda = args.device.startswith("cuda")

@@ -1,11 +1,15 @@
-"""The package's import graph: one-way (no cycle between charframe modules) and explicit (no charframe module
-imported inside a function, except by the CLI, which imports the library lazily so that `charframe --help`
+"""The package's import graph: layered (a module imports only its own package or a lower layer, as
+`charframe.layers.LAYERS` declares), one-way (no cycle between charframe modules) and explicit (no charframe
+module imported inside a function, except by the CLI, which imports the library lazily so that `charframe --help`
 and the naming commands start without loading torch)."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
+
+from charframe.layers import LAYERS, layer_of
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "charframe"
@@ -45,6 +49,74 @@ def _imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
         else:
             nested += [(node.lineno, n) for n in names]
     return top, nested
+
+
+#: `"charframe.training.outputs:find_state"`: a function the pipeline resolves by name at run time
+CALL_STRING = re.compile(r"^(charframe(?:\.\w+)+):\w+$")
+
+
+def _called_by_name(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every "module:function" string constant naming a charframe module."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            m = CALL_STRING.match(node.value)
+            if m:
+                out.append((node.lineno, m[1]))
+    return out
+
+
+def _package(module: str) -> str:
+    return module.split(".")[1] if "." in module else ""
+
+
+def upward_imports(modules: dict[str, Path]) -> list[str]:
+    """`file:line: a -> b (layer i -> j)` for each import (or resolved-by-name call) that does not go down."""
+    bad = []
+    for name, path in sorted(modules.items()):
+        if name == "charframe":
+            continue
+        top, nested = _imports(path)
+        lines = {mod: 0 for mod in top} | {mod: line for line, mod in nested}
+        lines |= {mod: line for line, mod in _called_by_name(path)}
+        for dep, line in sorted(lines.items()):
+            if dep == "charframe" or _package(dep) == _package(name):
+                continue
+            here, there = layer_of(name), layer_of(dep)
+            if there >= here:
+                bad.append(f"{path.relative_to(ROOT)}:{line}: {name} -> {dep} (layer {here} -> {there})")
+    return bad
+
+
+def test_every_package_has_a_layer() -> None:
+    declared = {p for names in LAYERS for p in names}
+    present = {_package(m) for m in MODULES if m != "charframe"}
+    assert present <= declared, f"add to charframe/layers.py: {sorted(present - declared)}"
+
+
+def test_imports_go_down_the_layers() -> None:
+    """Direction, not only cycles: a lower layer never imports a higher one (nor resolves one by name)."""
+    bad = upward_imports(MODULES)
+    assert not bad, "upward imports (move the shared piece down instead):\n" + "\n".join(bad)
+
+
+def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
+    pkg = tmp_path / "charframe"
+    (pkg / "lora").mkdir(parents=True)
+    (pkg / "training").mkdir()
+    (pkg / "lora" / "x.py").write_text("from charframe.training.loop import train_steps\n")
+    (pkg / "training" / "loop.py").write_text('CALL = "charframe.pipeline.steps:run"\n')
+    mods = {"charframe.lora.x": pkg / "lora" / "x.py", "charframe.training.loop": pkg / "training" / "loop.py"}
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        found = upward_imports(mods)
+    finally:
+        ROOT = saved
+    assert [f.split(": ", 1)[1] for f in found] == [
+        "charframe.lora.x -> charframe.training.loop (layer 6 -> 10)",
+        "charframe.training.loop -> charframe.pipeline.steps (layer 10 -> 11)",
+    ]
 
 
 def _graph() -> dict[str, set[str]]:

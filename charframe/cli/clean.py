@@ -107,7 +107,7 @@ def run_pick(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from charframe.character import load_character
-    from charframe.dataset.export import export_set
+    from charframe.cleaning.export import export_set
 
     character = load_character(args.character)
     export_set(character, _set_name(args, character), sizes=args.sizes, alpha_mask=args.alpha_mask or None)

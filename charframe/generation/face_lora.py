@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from charframe.errors import CharframeError
 from charframe.lora.functional import module_delta
 from charframe.lora.io import read_network
-from charframe.training.adapters import kohya_targets
+from charframe.lora.targets import kohya_targets
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from charframe.generation.control import HED, control_image, hed_detector, templ
 from charframe.generation.face_lora import apply_lora
 from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
 from charframe.generation.prompt import encode_pair
-from charframe.generation.runner import PassSettings, Runner, hires_size
+from charframe.generation.passes import PassSettings, Runner, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
 from charframe.models.controlnet import load_controlnet
 from charframe.models.load import load_sd

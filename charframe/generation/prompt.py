@@ -21,6 +21,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from charframe.models.clip import clip_states
+
 CHUNK = 75
 COMMA_BACKTRACK = 20
 ROUND, SQUARE = 1.1, 1 / 1.1
@@ -129,22 +131,13 @@ def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) ->
 
     device = text_encoder.device
     ids = torch.tensor([c.tokens for c in chunks], device=device)
-    out = text_encoder(ids, output_hidden_states=clip_skip > 1)
-    if clip_skip > 1:
-        z = _final_layer_norm(text_encoder)(out.hidden_states[-clip_skip])
-    else:
-        z = out.last_hidden_state
+    z = clip_states(text_encoder, ids, clip_skip)
     weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
     original = z.mean(dim=(1, 2), keepdim=True)
     z = z * weights.unsqueeze(-1)
     new = z.mean(dim=(1, 2), keepdim=True)
     z = z * torch.where(new == 0, torch.ones_like(new), original / new)  # an exact 0 mean (degenerate model): as is
     return z.reshape(1, -1, z.shape[-1])
-
-
-def _final_layer_norm(text_encoder: Any) -> Any:
-    model = getattr(text_encoder, "text_model", text_encoder)
-    return model.final_layer_norm
 
 
 def encode_pair(prompt: str, negative: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> tuple[Any, Any]:

@@ -24,6 +24,7 @@ from typing import Any, Callable, Mapping
 
 from charframe.character import Character
 from charframe.dataset.captions import load_rules
+from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.errors import CharframeError
 from charframe.pipeline.manifest import FileSet
 from charframe.pipeline.preview_spec import preview_settings
@@ -33,7 +34,7 @@ from charframe.util.schema import dump
 
 log = logging.getLogger(__name__)
 
-IMAGES = ("**/*.png", "**/*.jpg", "**/*.jpeg", "**/*.webp")
+IMAGES = tuple(f"**/*{ext}" for ext in IMAGE_EXTENSIONS)
 CAPTIONS = ("**/*.txt", "*.toml")
 
 
@@ -190,7 +191,7 @@ STEPS: tuple[Step, ...] = (
          lambda j: [fs for c, _, _, s in _own_sets(j) for fs in (_work(c, s, "clean"), _work(c, s, "alpha"))] + _templates(j),
          lambda j: [_work(c, s, "picks.toml") for c, _, _, s in _own_sets(j)],
          lambda j: {}, _pick, "best candidate per code (pose fidelity)"),
-    Step("export", "charframe.dataset.export:export_set", frozenset({"face", "body", "group"}),
+    Step("export", "charframe.cleaning.export:export_set", frozenset({"face", "body", "group"}),
          lambda j: [fs for c, s in j.sets() for fs in (_work(c, s, "picks.toml"), _work(c, s, "clean"), _work(c, s, "alpha"))],
          lambda j: [FileSet(j.dataset, IMAGES)],
          lambda j: {c.keyword: dump(c.export) for c, _ in j.members}, _export, "picked images at every size"),

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from charframe.character import CHARACTERS_DIR, WORK_DIR
+from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.dataset.prepare import prepare_dirs
 from charframe.errors import CharframeError
 from charframe.pipeline.runner import Options, all_targets, rerun, summary_table
@@ -34,7 +35,6 @@ from charframe.util.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp"}
 QUEUE_FILE = "watch-queue.json"
 
 
@@ -81,7 +81,7 @@ def _snapshot(folder: Path) -> tuple | None:
         return None
     count = size = newest = 0
     for p in folder.rglob("*"):
-        if p.suffix.lower() in IMAGE_EXTS:
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
             try:
                 st = p.stat()
             except OSError:
@@ -119,7 +119,7 @@ class Watcher:
             return None
         if not rel.parts or (len(rel.parts) == 1 and not is_dir):
             return None  # LoRAInput itself, or a model file lying in it
-        if not is_dir and path.suffix.lower() not in IMAGE_EXTS:
+        if not is_dir and path.suffix.lower() not in IMAGE_EXTENSIONS:
             return None  # captions, TOMLs, manifests: written by prepare itself
         return self.dirs.input / rel.parts[0]
 

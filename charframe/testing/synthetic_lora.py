@@ -14,7 +14,7 @@ import torch
 
 from charframe.lora.keys import UNET_PREFIX
 from charframe.models.single_file import sd15_config
-from charframe.training.adapters import kohya_targets as trained_layers
+from charframe.lora.targets import kohya_targets as trained_layers
 
 
 def kohya_targets(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, conv3x3: bool = True) -> dict[str, tuple[int, ...]]:

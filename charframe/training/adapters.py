@@ -1,12 +1,7 @@
 """The trainable network: kohya LoRA modules (Lora1x1/Lora3x3) and LyCORIS (Locon/Loha) on SD1.x.
 
-Key names are the contract with every tool that loads the file (WebUI, ComfyUI, diffusers, sd-scripts,
-LyCORIS, block-weight merging), so they are derived exactly as sd-scripts does: for each module of a
-target class (UNet `Transformer2DModel`, plus `ResnetBlock2D`/`Downsample2D`/`Upsample2D` when conv is
-on; CLIP `CLIPAttention`/`CLIPMLP`) every Linear/Conv2d child becomes `lora_unet_<path>` or
-`lora_te_<path>` with dots turned into underscores. sd-scripts' CLIP has a `text_model.` level that
-recent transformers releases dropped; `kohya_text_root` puts it back, so names never depend on the
-installed transformers version.
+Which layers are wrapped, and under which key names, is `charframe.lora.targets` (the kohya key contract,
+shared with the generator that merges a finished LoRA into the same layers).
 """
 
 from __future__ import annotations
@@ -22,14 +17,10 @@ import torch
 from torch import nn
 
 from charframe.errors import CharframeError
-from charframe.lora.keys import TE_PREFIX, UNET_PREFIX, kohya_name
+from charframe.lora.keys import TE_PREFIX, UNET_PREFIX
+from charframe.lora.targets import kohya_targets, kohya_text_root
 
 log = logging.getLogger(__name__)
-
-UNET_TARGETS = ("Transformer2DModel",)
-UNET_CONV_TARGETS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
-TE_TARGETS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
-
 
 @dataclass(frozen=True)
 class NetworkSpec:
@@ -46,39 +37,6 @@ class NetworkSpec:
         """From a plan's `NetworkRecipe` (dim, module, algo, alpha, conv_dim, conv_alpha)."""
         algo = network.algo if network.module.startswith("lycoris") else None
         return cls(network.dim, network.alpha, network.conv_dim, network.conv_alpha, algo)
-
-
-class _TextRoot(nn.Module):
-    """Gives a CLIPTextModel without `.text_model` the module path sd-scripts names keys by."""
-
-    def __init__(self, text_encoder: nn.Module) -> None:
-        super().__init__()
-        self.text_model = text_encoder
-
-
-def kohya_text_root(text_encoder: nn.Module) -> nn.Module:
-    """A module whose `named_modules()` read `text_model.encoder.layers.N...` on any transformers."""
-    return text_encoder if hasattr(text_encoder, "text_model") else _TextRoot(text_encoder)
-
-
-def kohya_targets(
-    unet: nn.Module, text_encoder: nn.Module | None, conv: bool
-) -> Iterator[tuple[str, nn.Module, bool]]:
-    """(key name, layer, is_3x3_conv) for every layer sd-scripts' networks.lora would wrap."""
-    roots = [(UNET_PREFIX, unet, UNET_TARGETS + (UNET_CONV_TARGETS if conv else ()))]
-    if text_encoder is not None:
-        roots.insert(0, (TE_PREFIX, kohya_text_root(text_encoder), TE_TARGETS))
-    for prefix, root, targets in roots:
-        for name, module in root.named_modules():
-            if type(module).__name__ not in targets:
-                continue
-            for child_name, child in module.named_modules():
-                is_linear = isinstance(child, nn.Linear)
-                is_conv = isinstance(child, nn.Conv2d)
-                if not (is_linear or is_conv):
-                    continue
-                key = kohya_name(prefix, f"{name}.{child_name}")
-                yield key, child, is_conv and tuple(child.kernel_size) != (1, 1)
 
 
 class LoRAModule(nn.Module):

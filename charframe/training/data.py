@@ -28,13 +28,12 @@ from typing import Any
 import numpy as np
 
 from charframe.dataset.imagesize import image_size
+from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.dataset.schema import IGNORED_KEYS, Subset, ignored_keys_set, read_dataset_file, resolution_pair
 from charframe.errors import CharframeError
 from charframe.util.schema import dump
 
 log = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 #: Keys a subset may carry, and any level above it may set for all subsets below (with defaults).
 SUBSET_DEFAULTS: dict[str, Any] = {
@@ -254,16 +253,6 @@ def _read_caption(image: Path, extension: str) -> str | None:
     return lines[0].strip()
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"):
-
-        return image_size(path)
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return im.size
-
-
 def _values(record: Any, where: str, path: Path) -> dict[str, Any]:
     """The keys a record sets (None = inherit), with a warning for sd-scripts-only keys."""
     ignored = ignored_keys_set(record)
@@ -354,7 +343,7 @@ def _build_dataset(params: dict[str, Any], subsets_cfg: list[Subset], path: Path
             for tag in (t.strip().lower() for t in caption.split(",")):
                 if tag:
                     freq[tag] = freq.get(tag, 0) + 1
-            size = _image_size(f)
+            size = image_size(f)
             bucket, resized = select_bucket(size, predefined, reso[0] * reso[1], step)
             if min(bucket) < step:
                 raise CharframeError(f"{f}: {size[0]}x{size[1]} is too small for {step} px buckets; use a larger image")

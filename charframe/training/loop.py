@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from charframe.errors import CharframeError
-from charframe.generation.sampling import sample_images
+from charframe.training.samples import sample_images
 from charframe.training.distributed import any_process, sync_gradients
 from charframe.training.loss import denoise_loss, step_generator
 from charframe.training.optim import current_lrs
@@ -154,15 +154,17 @@ class SampleImages:
     """Sample images every `sampling.every` steps: `<out folder>/sample/<stem>_<step>_<i>_<seed>.png`."""
 
     def __init__(self, comps: Any, sampling: Sampling, out_file: Path, autocast: Callable[[], Any],
-                 found: list[Path]) -> None:
+                 found: list[Path], clip_skip: int = 1) -> None:
         self.comps, self.sampling, self.out_file, self.autocast, self.found = comps, sampling, out_file, autocast, found
+        self.clip_skip = clip_skip
 
     def on_step(self, info: StepInfo) -> None:
         if info.step % self.sampling.every == 0:
             self.found += sample_images(self.comps, self.sampling.prompts, self.sampling.seeds,
                                         steps=self.sampling.steps, size=self.sampling.size,
                                         folder=self.out_file.parent / "sample",
-                                        stem=f"{self.out_file.stem}_{info.step:06d}", autocast=self.autocast)
+                                        stem=f"{self.out_file.stem}_{info.step:06d}", clip_skip=self.clip_skip,
+                                        autocast=self.autocast)
 
     def close(self) -> None:
         pass

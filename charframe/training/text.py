@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from charframe.models.clip import clip_states
+
 CHUNK = 75  # tokens per CLIP window, without BOS/EOS
 
 
@@ -36,12 +38,7 @@ def encode(text_encoder: Any, input_ids: torch.Tensor, clip_skip: int | None = N
     """Hidden states (batch, 77 or 2 + 75·chunks, width) for `tokenize`'s ids."""
     b, n, length = input_ids.shape
     flat = input_ids.reshape(b * n, length).to(text_encoder.device)
-    if not clip_skip or clip_skip <= 1:
-        states = text_encoder(flat)[0]
-    else:
-        out = text_encoder(flat, output_hidden_states=True, return_dict=True)
-        norm = getattr(text_encoder, "text_model", text_encoder).final_layer_norm
-        states = norm(out.hidden_states[-clip_skip])
+    states = clip_states(text_encoder, flat, clip_skip)
     states = states.reshape(b, n * length, states.shape[-1])
     if n == 1:
         return states

@@ -69,7 +69,7 @@ def test_contact_sheet_rows_and_columns(tmp_path: Path) -> None:
 def test_benchmark_gpu_path_imports() -> None:
     code = (
         "import sys; sys.path.insert(0, 'benchmarks'); import generate as g; "
-        "import charframe.generation.runner, charframe.generation.prompt, charframe.generation.pnginfo, "
+        "import charframe.generation.passes, charframe.generation.prompt, charframe.generation.pnginfo, "
         "charframe.models.controlnet, charframe.models.tokenizer, charframe.models.single_file, "
         "charframe.generation.generate; "
         "bad = [m for m in ('lycoris', 'controlnet_aux', 'cv2', 'rembg', 'onnxruntime', 'bitsandbytes') if m in sys.modules]; "

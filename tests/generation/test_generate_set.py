@@ -131,7 +131,7 @@ def test_bad_input_is_refused_before_any_image(tmp_path: Path, case: str, messag
 
 
 def test_interrupt_keeps_finished_images(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from charframe.generation import runner
+    from charframe.generation import passes as runner
 
     ch = make_project(tmp_path)
     real = runner.Runner.image

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from charframe.lora import keys as K
-from charframe.training.adapters import kohya_targets
+from charframe.lora.targets import kohya_targets
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,9 @@ import torch
 
 from charframe.models.tiny import build_tiny_sd
 from charframe.training.adapters import (
-    NetworkSpec, attach_lora, create_network, kohya_targets, load_network_weights, network_state_dict, remove_network,
+    NetworkSpec, attach_lora, create_network, load_network_weights, network_state_dict, remove_network,
 )
+from charframe.lora.targets import kohya_targets
 from train_data import one_thread  # noqa: F401 (autouse fixture)
 
 

@@ -91,7 +91,8 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
         callbacks += [ProgressBar(plan.recipe.steps, progress.step, plan.output_name),
                       TensorBoardLog(s.start.run.log_dir, s.lr_names)]
         if plan.sampling.enabled:
-            callbacks.append(SampleImages(s.comps, plan.sampling, s.start.out_file, s.accelerator.autocast, progress.samples))
+            callbacks.append(SampleImages(s.comps, plan.sampling, s.start.out_file, s.accelerator.autocast, progress.samples,
+                                          plan.recipe.clip_skip))
         if plan.state.save_every:
             callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
                                            lambda step: s.snapshot(step, progress.losses)))

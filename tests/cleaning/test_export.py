@@ -12,7 +12,7 @@ from charframe.character import load_character
 from charframe.cleaning.clean import clean_set
 from charframe.cleaning.images import read_image
 from charframe.cleaning.pick import pick_set
-from charframe.dataset.export import export_set
+from charframe.cleaning.export import export_set
 from charframe.dataset.naming import parse_subset_name
 from charframe.dataset.toml_writer import write_dataset_toml
 from charframe.errors import CharframeError

@@ -1,6 +1,7 @@
-"""Sample images at fixed seeds from the current model state (used during training to watch a LoRA grow).
+"""Sample images at fixed seeds from the current model state, to watch a LoRA grow during training.
 
-Generation never imports training: the caller passes the prompts, seeds and sizes, and the file stem.
+Prompts are encoded the way generated images are (`generation.prompt.encode_pair`: A1111 weighting, 75-token
+chunks, the run's clip skip), so a sample shows what the LoRA does under the conditioning it is trained with.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
+
+from charframe.generation.prompt import encode_pair
 
 
 def sample_images(
@@ -21,9 +24,11 @@ def sample_images(
     size: int,
     folder: Path,
     stem: str,
+    clip_skip: int = 1,
     autocast: Callable[[], Any] = nullcontext,
 ) -> list[Path]:
-    """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode is restored."""
+    """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode
+    is restored."""
     from diffusers import DDIMScheduler
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -36,9 +41,11 @@ def sample_images(
     try:
         with torch.no_grad(), autocast():
             for i, prompt in enumerate(prompts):
+                pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip)
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))
-                    image = pipe(prompt, num_inference_steps=steps, height=size, width=size, generator=gen).images[0]
+                    image = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, num_inference_steps=steps,
+                                 height=size, width=size, generator=gen).images[0]
                     path = folder / f"{stem}_{i}_{seed}.png"
                     image.save(path)
                     paths.append(path)

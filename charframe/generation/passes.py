@@ -1,4 +1,4 @@
-"""One image from embeddings and control images: diffusers' ControlNet pipeline, plus the img2img ControlNet
+"""The two diffusion passes of one image: diffusers' ControlNet pipeline for the first pass, its img2img ControlNet
 pipeline for the hires pass. Shared by `generate_set` and the benchmark, so both time the same code.
 
 Seeds: the initial noise (and an ancestral sampler's noise) comes from a CPU generator seeded per image, as
