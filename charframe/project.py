@@ -35,6 +35,7 @@ DEFAULT_DIRS: dict[str, str] = {
     "log": "LoRALog",
     "face_templates": "FaceTemplate",
     "body_templates": "BodyTemplate",
+    "embeddings": "embeddings",  # textual-inversion embeddings prompts may call (WebUI's folder name)
 }
 
 #: Training size classes WIDTH_HEIGHT (CONVENTIONS §4), the keys of a VRAM profile.
@@ -51,6 +52,7 @@ class PathsTable:
     log: str = DEFAULT_DIRS["log"]
     face_templates: str = DEFAULT_DIRS["face_templates"]
     body_templates: str = DEFAULT_DIRS["body_templates"]
+    embeddings: str = DEFAULT_DIRS["embeddings"]
 
 
 @dataclass(frozen=True)
@@ -228,3 +230,4 @@ class ProjectDirs:
     log: Path
     face_templates: Path
     body_templates: Path
+    embeddings: Path

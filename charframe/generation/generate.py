@@ -23,6 +23,7 @@ from charframe.errors import CharframeError
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
+from charframe.generation.embeddings import prompt_embeddings, ti_field, with_triggers
 from charframe.generation.face_lora import apply_lora
 from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
 from charframe.generation.prompt import encode_pair
@@ -125,6 +126,7 @@ class _Loaded:
     fields: dict[str, object]
     hed: Any
     lora_tag: str
+    embeddings: Any = None  # the EmbeddingSet prompts are encoded with (folder + the face LoRA's bundle)
 
 
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
@@ -202,6 +204,9 @@ def generate_set(
     set_dir = template_dir(character, kind)
     _check_templates(set_dir, code_list, units)
     lora_path = Path(face_lora).expanduser() if face_lora else None
+    used = prompt_embeddings(character.root, [], [lora_path] if lora_path else [])  # read and checked: no model yet
+    prompts = {c: with_triggers(code_prompt(character, c, outfit), used.bundled) for c in code_list}
+    used = used.calling(character.root, [*prompts.values(), character.negative])
     result = GenerateResult(work_dir=work)
     todo: list[tuple[ImageCode, int, Path]] = []
     for code in code_list:
@@ -219,6 +224,7 @@ def generate_set(
     device, dtype = _device_dtype(character, device)
     loading = time.perf_counter()
     loaded = _load(character, kind, units, lora_path, device, dtype)
+    loaded.embeddings = used.lookup(loaded.comps.tokenizer, loaded.comps.text_encoder)
     result.load_seconds = time.perf_counter() - loading
     settings = PassSettings(g.steps, g.cfg, tuple(u.weight for u in units), tuple(u.start for u in units),
                             tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps)
@@ -228,9 +234,10 @@ def generate_set(
         for code, i, path in todo:
             if code != current:
                 current = code
-                prompt = code_prompt(character, code, outfit)
+                prompt = prompts[code]
                 pos, neg = encode_pair(prompt, character.negative, loaded.comps.tokenizer, loaded.comps.text_encoder,
-                                       g.clip_skip)
+                                       g.clip_skip, loaded.embeddings)
+                ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings)
                 controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
                 hi_controls = None
                 if g.hires_scale > 1:
@@ -238,7 +245,7 @@ def generate_set(
                     hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
             seed = g.seed + i
             image = loaded.runner.image(pos, neg, controls, seed, settings, hi_controls)
-            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size))
+            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size, ti))
             result.written.append(path)
             bar.update(1)
     finally:
@@ -248,7 +255,8 @@ def generate_set(
     return result
 
 
-def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int]) -> str:
+def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int],
+                ti: str = "") -> str:
     g = character.generation
     fields = dict(loaded.fields)
     fields = {**{k: fields[k] for k in ("Steps", "Sampler", "CFG scale")}, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
@@ -256,6 +264,8 @@ def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, s
     if g.hires_scale > 1:
         fields |= {"Denoising strength": g.hires_denoise, "Hires upscale": g.hires_scale,
                    "Hires steps": g.hires_steps or "", "Hires upscaler": "Lanczos"}
+    if ti:
+        fields["TI hashes"] = ti
     fields["Version"] = f"charframe {__version__}"
     text = f"{prompt}, {loaded.lora_tag}" if loaded.lora_tag else prompt
     return parameters_text(text, character.negative, fields)

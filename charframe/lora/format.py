@@ -107,20 +107,22 @@ class FileModule:
 
 @dataclass
 class LoraNetwork:
-    """A whole LoRA file: modules in file order plus its safetensors metadata."""
+    """A whole LoRA file: modules in file order plus its safetensors metadata, and the textual-inversion
+    embeddings it bundles (`bundle_emb.<name>.…` keys, kept as they are: no block weight or rank applies)."""
 
     modules: dict[str, FileModule]
     metadata: dict[str, str] = field(default_factory=dict)
     source: Path | None = None
     #: For networks read lazily (tensors on the meta device): loads one module's data, checked.
     loader: Callable[[FileModule], FileModule] | None = None
+    bundle: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def materialize(self, module: FileModule) -> FileModule:
         """The module with real tensor data (itself unless the network was read lazily)."""
         return module if self.loader is None else self.loader(module)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{m.name}.{k}": v for m in self.modules.values() for k, v in m.tensors.items()}
+        return {**{f"{m.name}.{k}": v for m in self.modules.values() for k, v in m.tensors.items()}, **self.bundle}
 
     def kinds(self) -> set[str]:
         return {m.kind for m in self.modules.values()}

@@ -68,6 +68,13 @@ UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized functi
 def read_pickle(path: Path) -> dict[str, Any]:
     """A torch pickle (.ckpt/.pt) loaded with `weights_only=True`: the name → tensor mapping inside,
     `state_dict` containers unwrapped. Shared by model and LoRA loading: no pickled code ever runs."""
+    return _unwrap(path, load_pickle(path))
+
+
+def load_pickle(path: Path) -> Any:
+    """The object inside a torch pickle, loaded with `weights_only=True` (tensors, dicts, lists, numbers,
+    text): no pickled code ever runs; a pickle that would is refused in one line. For files whose layout is
+    not a flat weight dictionary (textual-inversion embeddings)."""
     import pickle
 
     import torch
@@ -84,7 +91,7 @@ def read_pickle(path: Path) -> dict[str, Any]:
             raise CharframeError(f"{path}: {_corrupt(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - the weights-only unpickler fails in many ways on garbage
             raise CharframeError(f"{path}: {_corrupt(exc)}") from None
-    return _unwrap(path, obj)
+    return obj
 
 
 def _corrupt(exc: BaseException) -> str:

@@ -5,6 +5,9 @@ places, as DreamBooth's evaluation does, so overfitting shows); every image of a
 seed, so differences come from the model alone. One labelled PNG beside the LoRA
 (`LoRAOutput/<out>/<out>-<stage>-preview.png`) and the same rows as TensorBoard images
 (`LoRALog/<out>-preview/`, tag `<stage>/<model>`, step = training steps).
+Prompts are encoded as generated images are (`generation.prompt.encode_pair`: WebUI's weights and 75-token chunks,
+the training's clip skip), with the embeddings of the project's `embeddings/` folder the prompts call, and in each
+LoRA's row the embeddings that LoRA bundles (a pivotal LoRA's trigger: the base row reads the keyword as text).
 Each LoRA is merged into the loaded model's weights for its row and the exact weights are put back after it
 (`generation.face_lora.lora_applied`, the same code that applies the face LoRA when generating the body set): every
 kind charframe writes (LoRA, LoCon, LoHa, LoKr) is drawn, with no extra dependency (diffusers' own LoRA loader
@@ -23,13 +26,14 @@ from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
 from charframe.errors import CharframeError
+from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings
 from charframe.generation.face_lora import lora_applied
+from charframe.generation.prompt import encode_pair
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
 from charframe.project import project_dirs
 from charframe.templates.writer import encode_png
-from charframe.training.text import encode, tokenize
 from charframe.util.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -46,19 +50,17 @@ def _font(size: int) -> Any:
 
 
 def render_row(pipe: Any, texts: Sequence[str], negative: str, s: PreviewSettings, clip_skip: int,
-               bar: Any = None) -> list[Image.Image]:
-    """One image per (prompt, seed), each from its own seeded generator; prompts are encoded with the clip
-    skip of training (`training.text.encode`, as sd-scripts and the WebUI do)."""
+               bar: Any = None, embeddings: PromptEmbeddings | None = None) -> list[Image.Image]:
+    """One image per (prompt, seed), each from its own seeded generator; prompts are encoded as generated images
+    are, with the clip skip of training and `embeddings` (checked against the model here)."""
     import torch
 
-    def embed(text: str) -> Any:
-        with torch.no_grad():
-            return encode(pipe.text_encoder, tokenize(pipe.tokenizer, [text]), clip_skip).to(pipe.unet.dtype)
-
+    lookup = embeddings.lookup(pipe.tokenizer, pipe.text_encoder) if embeddings is not None else None
     images = []
-    negative_embeds = embed(negative)
     for text in texts:
-        prompt_embeds = embed(text)
+        with torch.no_grad():
+            prompt_embeds, negative_embeds = (e.to(pipe.unet.dtype) for e in encode_pair(
+                text, negative, pipe.tokenizer, pipe.text_encoder, clip_skip, lookup))
         for seed in s.seeds:
             g = torch.Generator(device=pipe.device).manual_seed(int(seed))
             out = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, num_inference_steps=s.steps,
@@ -114,10 +116,12 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
 
     s = preview_settings(job.root, job.plan.io.model is None)
     texts = prompts(job.members, s)
+    folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # read and checked before the model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
+    folder.lookup(pipe.tokenizer, pipe.text_encoder)  # a folder embedding of another width: one line, not grey rows
     variants = [("base", None), ("LoRA", job.lora), ("merged", job.merged), ("compressed", job.compressed)]
     rows: list[tuple[str, list[Image.Image]]] = []
     total = len(variants) * len(texts) * len(s.seeds)
@@ -125,7 +129,8 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
         for label, lora in variants:
             try:
                 with lora_applied(pipe.unet, pipe.text_encoder, lora) if lora is not None else contextlib.nullcontext():
-                    rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar)))
+                    rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar,
+                                                   folder.with_bundle(lora))))
             except CharframeError as e:
                 log.warning("%s; its preview row is left grey", e)
                 rows.append((label, [_tile(f"{label}:\ndoes not fit\nthis model", s.size)] * (len(texts) * len(s.seeds))))
