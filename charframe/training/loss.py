@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from charframe.training.plan import Recipe
-from charframe.training.text import encode, tokenize
+from charframe.models.embeddings import EmbeddingSet
+from charframe.training.text import encode, tokenize, tokenize_with
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -36,9 +37,10 @@ def denoise_loss(
     autocast: Callable[[], Any] = nullcontext,
     timesteps: torch.Tensor | None = None,
     masks: torch.Tensor | None = None,
+    embeddings: EmbeddingSet | None = None,
 ) -> torch.Tensor:
     """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
-    optionally weighted per pixel by alpha `masks` (B,H,W)."""
+    optionally weighted per pixel by alpha `masks` (B,H,W); captions call `embeddings` (pivotal tuning)."""
     sched = comps.noise_scheduler
     with torch.no_grad():
         pixels = pixels.to(device, weight_dtype, non_blocking=True)
@@ -52,7 +54,9 @@ def denoise_loss(
     noisy = sched.add_noise(latents, noise, timesteps)
     target = sched.get_velocity(latents, noise, timesteps) if sched.config.prediction_type == "v_prediction" else noise
     with autocast():
-        states = encode(comps.text_encoder, tokenize(comps.tokenizer, captions, recipe.max_token_length), recipe.clip_skip)
+        ids = tokenize_with(comps.tokenizer, captions, recipe.max_token_length, embeddings) if embeddings \
+            else tokenize(comps.tokenizer, captions, recipe.max_token_length)
+        states = encode(comps.text_encoder, ids, recipe.clip_skip)
         pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype)).sample
     per_item = masked_mse(pred.float(), target.float(), None if masks is None else masks.to(device))
     return (per_item * weights.to(device)).mean()

@@ -26,9 +26,10 @@ def sample_images(
     stem: str,
     clip_skip: int = 1,
     autocast: Callable[[], Any] = nullcontext,
+    embeddings: Any = None,
 ) -> list[Path]:
     """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode
-    is restored."""
+    is restored. `embeddings` (an `EmbeddingSet`: a pivotal run's trigger as it is now) are called by the prompts."""
     from diffusers import DDIMScheduler
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,7 +42,7 @@ def sample_images(
     try:
         with torch.no_grad(), autocast():
             for i, prompt in enumerate(prompts):
-                pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip)
+                pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip, embeddings)
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))
                     image = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, num_inference_steps=steps,

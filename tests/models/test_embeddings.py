@@ -30,6 +30,7 @@ from charframe.models.embeddings import (
 )
 from charframe.models.tiny import build_tiny_sd
 from charframe.models.tokenizer import clip_tokenizer
+from webui_bundle import webui_bundle_grouping
 
 DATA = Path(__file__).parents[1] / "data"
 RECORDED = json.loads(gzip.decompress((DATA / "webui_ti_layouts.json.gz").read_bytes()))
@@ -256,25 +257,6 @@ def test_longest_name_wins_and_names_match_tokens_not_text() -> None:
 
 
 # --- bundles -----------------------------------------------------------------------------------------------------------
-
-def webui_bundle_grouping(keys_and_weights: dict) -> dict[str, dict]:
-    """extensions-builtin/Lora/networks.py `load_network`, its bundle part, re-written from its code: each key is cut
-    at its first dot; `bundle_emb` keys are cut again into the name and the rest; a `string_to_param.<k>` rest
-    REPLACES the name's string_to_param dict with {k: weight} (so of several only the last survives)."""
-    bundle: dict[str, dict] = {}
-    for key, weight in keys_and_weights.items():
-        head, _, rest = key.partition(".")
-        if head == "bundle_emb":
-            name, vec_name = rest.split(".", 1)
-            entry = bundle.get(name, {})
-            if vec_name.split(".")[0] == "string_to_param":
-                _, k2 = vec_name.split(".", 1)
-                entry["string_to_param"] = {k2: weight}
-            else:
-                entry[vec_name] = weight
-            bundle[name] = entry
-    return bundle
-
 
 def test_bundle_keys_are_one_per_embedding_as_webui_groups_them() -> None:
     embs = [Embedding("krnk", torch.randn(4, 32), "t"), Embedding("krnksf", torch.randn(2, 32), "t")]

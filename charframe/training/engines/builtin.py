@@ -92,7 +92,7 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
                       TensorBoardLog(s.start.run.log_dir, s.lr_names)]
         if plan.sampling.enabled:
             callbacks.append(SampleImages(s.comps, plan.sampling, s.start.out_file, s.accelerator.autocast, progress.samples,
-                                          plan.recipe.clip_skip))
+                                          plan.recipe.clip_skip, s.pivotal.lookup if s.pivotal else None))
         if plan.state.save_every:
             callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
                                            lambda step: s.snapshot(step, progress.losses)))
@@ -138,8 +138,13 @@ def _save(s: Session, progress: Progress) -> Path:
     out_file = s.start.out_file
     tensors = network_state_dict(s.net, _SAVE_DTYPES.get(s.plan.io.save_precision, torch.float32))
     metadata = step_metadata(s.base_metadata, progress.step, s.epochs)
+    if s.pivotal is not None:  # the embeddings ride in the LoRA as WebUI's Lora extension reads them
+        tensors |= s.pivotal.bundle()
     save_final(out_file, tensors, metadata, session_id=s.start.run.session_id,
                keep_state=lambda: s.snapshot(progress.step, progress.losses))
+    if s.pivotal is not None:
+        for path in s.pivotal.write_standalone(out_file, {"ss_output_name": out_file.stem, "ss_steps": str(progress.step)}):
+            log.info("wrote %s", path)
     s.plan.save(plan_path_for(out_file))
     record_output(s.plan, out_file, s.data.group)  # the dataset as loaded at start-up: no second read
     st.remove_state(s.start.state_dir)
