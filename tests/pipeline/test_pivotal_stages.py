@@ -1,0 +1,79 @@
+"""Pivotal tuning through the pipeline: off by default (plans as before), on with `[training.pivotal]`: face trains
+`krnk`, body trains `krnksf` and reuses the face LoRA's `krnk`, a group reuses its members' body LoRAs; a full run
+on the tiny model carries every trigger from face to body to group, through merge and compress."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from charframe.character import character_toml, load_character
+from charframe.pipeline.runner import Options, run_target
+from charframe.pipeline.stages import target_jobs
+from charframe.pipeline.steps import STEPS, with_calls
+from charframe.training.plan import Pivotal
+from pipeline_stand_ins import CALLS
+from test_run import character_toml as stage_toml
+from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
+
+PIVOTAL = "[training.pivotal]\nenabled = true\nvectors = 2\nlr = 0.01\nstop_at = 1.0\n"
+
+
+def _project(root: Path, pivotal: bool = True) -> Path:
+    (root / "Characters").mkdir(parents=True)
+    (root / "LoRAInput").mkdir()
+    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\n'
+                                         'tiny_steps = 1\n')
+    for kw, o, p in (("krnk", "sf", "sailor uniform"), ("tyank", "kps", "kimono")):
+        (root / "Characters" / f"{kw}.toml").write_text(stage_toml(kw, o, p) + (PIVOTAL if pivotal else ""))
+    (root / "Characters" / "pair.group.toml").write_text(
+        '[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "tyank"\noutfit = "kps"\n')
+    return root
+
+
+def test_stage_plans(tmp_path: Path) -> None:
+    root = _project(tmp_path / "on")
+    jobs = {(j.owner, j.name): j for j in target_jobs(root / "Characters" / "pair.group.toml")}
+    face, body = jobs[("krnk", "face")], jobs[("krnk", "body-sf")]
+    assert face.plan.pivotal == Pivotal(trigger="krnk", vectors=2, init_text="girl", lr=0.01, stop_at=1.0)
+    assert body.plan.pivotal.trigger == "krnksf" and body.plan.pivotal.reuse == (str(face.compressed),)
+    assert body.face_lora == face.compressed  # the file the body images are generated with
+    group = jobs[("pair", "group")]
+    assert group.plan.pivotal.trigger is None
+    assert group.plan.pivotal.reuse == (str(body.compressed), str(jobs[("tyank", "body-kps")].compressed))
+    off = _project(tmp_path / "off", pivotal=False)
+    for job in target_jobs(off / "Characters" / "pair.group.toml"):
+        assert job.plan.pivotal == Pivotal() and "pivotal" not in job.plan.to_dict()
+
+
+def test_character_file_round_trips_its_pivotal_table(tmp_path: Path) -> None:
+    root = _project(tmp_path)
+    c = load_character(root / "Characters" / "krnk.toml")
+    assert c.training.pivotal.enabled and c.training.pivotal.vectors == 2
+    copy = root / "Characters" / "copy.toml"
+    copy.write_text(character_toml(c))
+    assert load_character(copy).training == c.training
+
+
+def _bundle(path: Path) -> dict[str, torch.Tensor]:
+    return {k.split(".")[1]: v for k, v in load_file(str(path)).items() if k.startswith("bundle_emb.")}
+
+
+def test_full_run_carries_the_triggers_from_face_to_body_to_group(tmp_path: Path) -> None:
+    root = _project(tmp_path / "proj")
+    _, report = run_target(root / "Characters" / "pair.group.toml", Options(progress=False), with_calls(STEPS, CALLS))
+    assert not report.failed
+    out = root / "LoRAOutput"
+    name = "{}-Lora1x1A1-AdamW8-2-100-1{}.safetensors"
+    face = _bundle(out / "krnk" / name.format("krnk", ""))
+    assert list(face) == ["krnk"] and face["krnk"].shape == (2, 32)
+    for suffix in ("-FACE", "-FACE-SvR16"):
+        assert torch.equal(_bundle(out / "krnk" / name.format("krnk", suffix))["krnk"], face["krnk"])
+    body = _bundle(out / "krnksf" / name.format("krnksf", "-BODY-SvR16"))
+    assert sorted(body) == ["krnk", "krnksf"] and torch.equal(body["krnk"], face["krnk"])  # reused as it was
+    assert (out / "krnksf" / name.format("krnksf", "").replace(".safetensors", "-embeddings") / "krnksf.safetensors").is_file()
+    group = _bundle(out / "krnksf_tyankkps" / name.format("krnksf_tyankkps", "-BODY-SvR16"))
+    assert sorted(group) == ["krnk", "krnksf", "tyank", "tyankkps"] and torch.equal(group["krnksf"], body["krnksf"])
+    assert (out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png").is_file()
