@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import re
@@ -412,16 +411,6 @@ def ti_hashes(*used: Sequence[Embedding]) -> str:
             seen.setdefault(e.name, e)
         parts += [f"{n.replace(':', '').replace(',', '')}: {e.shorthash}" for n, e in seen.items() if e.shorthash]
     return ", ".join(parts)
-
-
-def describe(embeddings: Iterable[Embedding]) -> str:
-    """`name (n vectors, from source)` for logs."""
-    return ", ".join(f"{e.name} ({e.count} vector{'s' * (e.count != 1)})" for e in embeddings)
-
-
-def metadata_json(embeddings: Iterable[Embedding]) -> str:
-    """Names and vector counts as JSON (for a LoRA's metadata)."""
-    return json.dumps({e.name: e.count for e in embeddings})
 
 
 def init_vectors(tokenizer: Any, text_encoder: Any, text: str, count: int) -> Any:

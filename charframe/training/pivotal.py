@@ -16,6 +16,7 @@ under its bundle key in the state's network file.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,9 +141,26 @@ def _check_in_captions(group: DatasetGroup, tokenizer: Any, trigger: Embedding, 
         ids = tokenizer(caption, truncation=False, add_special_tokens=False, verbose=False)["input_ids"]
         if any(lookup.find(ids, i) for i in range(len(ids))):
             return
-    raise CharframeError(f"{dataset}: no caption holds the pivotal trigger {trigger.name!r}; caption the images with "
-                         "it (the keyword part of the folder name) or choose the keyword as {param}",
-                         param="pivotal_trigger")
+    _no_caption(dataset, trigger.name)
+
+
+def check_pivotal(spec: Pivotal, group: DatasetGroup, dataset: str) -> None:
+    """What can be checked before any model loads: the trigger's name, that a caption has it (as text), and that
+    every reused file bundles or is an embedding (one line naming the problem)."""
+    if not spec.enabled:
+        return
+    for path in spec.reuse:
+        read_reused(path)
+    if spec.trigger:
+        check_name(spec.trigger, "pivotal trigger")
+        word = re.compile(rf"(?<![\w-]){re.escape(spec.trigger)}(?![\w-])", re.IGNORECASE)
+        if not any(word.search(e.caption) for d in group.datasets for e in d.images if not e.is_reg):
+            _no_caption(dataset, spec.trigger)
+
+
+def _no_caption(dataset: str, trigger: str) -> None:
+    raise CharframeError(f"{dataset}: no caption holds the pivotal trigger {trigger!r}; caption the images with it "
+                         "(the keyword part of the folder name) or choose the keyword as {param}", param="pivotal_trigger")
 
 
 def setup_pivotal(spec: Pivotal, steps: int, group: DatasetGroup, comps: Any, dataset: str, *,

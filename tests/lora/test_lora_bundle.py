@@ -67,3 +67,12 @@ def test_readers_accept_a_bundle(tmp_path: Path) -> None:
     a, b = build_tiny_sd(0), build_tiny_sd(0)
     assert apply_lora(a.unet, a.text_encoder, with_bundle, 1.0) == apply_lora(b.unet, b.text_encoder, plain, 1.0)
     assert all(torch.equal(x, y) for x, y in zip(a.unet.state_dict().values(), b.unet.state_dict().values()))
+
+
+def test_inspect_names_the_bundled_embeddings(tmp_path: Path) -> None:
+    from charframe.lora.ops.inspect import format_report, inspect_file
+
+    with_bundle, plain, _ = _files(tmp_path)
+    rep = inspect_file(with_bundle)
+    assert rep.embeddings == {"krnk": 4} and "bundles   krnk (4 vectors)" in format_report(rep)
+    assert inspect_file(plain).embeddings == {} and "bundles" not in format_report(inspect_file(plain))

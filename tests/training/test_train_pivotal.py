@@ -197,3 +197,20 @@ def test_bad_pivotal_settings_refused(run, tmp_path, case, words) -> None:
             train(plan, components=build_tiny_sd())
     assert "\n" not in str(exc.value) and all(w in str(exc.value) for w in words), str(exc.value)
     assert not list((tmp_path / "LoRAOutput").rglob("*.safetensors"))
+
+
+def test_cli_options_and_early_refusals(tmp_path, capsys) -> None:
+    """`charframe train --pivotal-*` fills [plan.pivotal]; a bad trigger is refused naming the flag, before any model."""
+    from charframe.cli import main
+
+    toml = charframe_dataset(tmp_path, n=1, repeats=1, batch=1)
+    args = ["train", str(toml.parent), "--logic", "Lora1x1A1-AdamW8", "--dim", "2", "--lr", "100", "--steps", "1",
+            "--out", "cli"]
+    assert main([*args, "--pivotal-trigger", "krnk", "--pivotal-vectors", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert '[plan.pivotal]\ntrigger = "krnk"\nvectors = 2\n' in out
+    assert main([*args, "--dry-run"]) == 0 and "[plan.pivotal]" not in capsys.readouterr().out
+    assert main([*args, "--pivotal-trigger", "nobody"]) == 2
+    err = capsys.readouterr().err
+    assert "no caption holds the pivotal trigger 'nobody'" in err and "--pivotal-trigger" in err
+    assert not (tmp_path / "LoRAOutput").exists() or not list((tmp_path / "LoRAOutput").rglob("*.safetensors"))

@@ -28,6 +28,7 @@ from charframe.training.loop import (
 )
 from charframe.training.metadata import step_metadata
 from charframe.training.outputs import check_output_locations, plan_path_for, record_output, save_final
+from charframe.training.pivotal import check_pivotal
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainingInterrupted, TrainResult
 from charframe.training.setup import Session, begin_run, build_session
@@ -58,6 +59,7 @@ def train(
     start = begin_run(plan, resume)
     check_output_locations(plan.io, start.out_file, samples=plan.sampling.enabled)
     group = load_dataset(plan.io.dataset)
+    check_pivotal(plan.pivotal, group, plan.io.dataset)
     if check_image_files:
         check_images(group)
     s = build_session(plan, group, start, components=components, checkpointing=checkpointing)
