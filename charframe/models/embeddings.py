@@ -366,6 +366,9 @@ def mentioned(index: dict[str, Path], texts: Iterable[str]) -> dict[str, Path]:
 def load_for_prompts(folder: str | os.PathLike | None, texts: Iterable[str]) -> list[Embedding]:
     """The embeddings of `folder` the prompts `texts` may call, read and checked (any problem: one line naming the
     file, nothing returned). Width is checked against the model later (`check_widths`)."""
+    texts = list(texts)
+    if not texts:
+        return []
     return [read_embedding(path, name) for name, path in mentioned(folder_index(folder), texts).items()]
 
 
