@@ -30,14 +30,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from charframe.dataset.naming import subset_folder_name
+from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
+from charframe.project import WORK_DIR
 from charframe.util import toml as tomlio
 from charframe.util.schema import Source, dump, limits, parse, read_toml_file
 
 CHARACTERS_DIR = "Characters"
-#: per-character working folders (candidates, cleaned copies, picks), beside LoRAInput/: LoRAWork/<kw>/<set>/
-WORK_DIR = "LoRAWork"
 
 DEFAULT_NEGATIVE = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
                     "cropped, worst quality, low quality, jpeg artifacts, signature, watermark, blurry")
@@ -88,6 +87,8 @@ class Export:
 
     sizes: tuple[int, ...] = (512, 768)
     alpha_mask: bool = False
+    #: codes left out of the dataset (e.g. ["f24", "b13"]): their images leave it at the next export
+    exclude: tuple[str, ...] = ()
     face_repeats: int = field(default=4, metadata=limits(min=1, max=1000))
     body_repeats: int = field(default=2, metadata=limits(min=1, max=1000))
 
@@ -197,6 +198,9 @@ def _check(c: Character, src: Source) -> Character:
             fail("controlnet", ("generation",), f"start ({unit.start}) must be below end ({unit.end})")
     if not c.export.sizes or any(s < 64 or s > 4096 or s % 8 for s in c.export.sizes):
         fail("sizes", ("export",), f"must be multiples of 8 from 64 to 4096, got {list(c.export.sizes)}")
+    bad = [x for x in c.export.exclude if parse_code(x) is None or parse_code(x).code != x]
+    if bad:
+        fail("exclude", ("export",), f"{bad[0]!r} is not an image code like f24 or b13")
     return c
 
 

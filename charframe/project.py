@@ -24,9 +24,14 @@ from typing import Any, Mapping
 
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
+from charframe.util.recycle import Recycler
 from charframe.util.schema import Source, limits, parse
 
 PROJECT_FILE = "charframe.toml"
+#: per-character working folders (candidates, cleaned copies, picks, step records), beside LoRAInput/
+WORK_DIR = "LoRAWork"
+#: where replaced or dropped outputs go (`util.recycle`): LoRAWork/replaced/<run stamp>/<path>
+REPLACED_DIR = "replaced"
 
 #: Standard folder names (CONVENTIONS §1), keyed by the names used in `[paths]` of charframe.toml.
 DEFAULT_DIRS: dict[str, str] = {
@@ -125,6 +130,13 @@ class PreviewTable:
 
 
 @dataclass(frozen=True)
+class HistoryTable:
+    """`[history]`: how many earlier versions of each finished LoRA set are kept (LoRAOutput/<out>/history/)."""
+
+    keep: int = field(default=5, metadata=limits(min=1, max=1000))
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """Every section of `charframe.toml`, validated; absent sections have their defaults."""
 
@@ -134,6 +146,7 @@ class ProjectConfig:
     block_presets: dict[str, str | tuple[float, ...]] = field(default_factory=dict)
     kohya: KohyaTable = field(default_factory=KohyaTable)
     preview: PreviewTable = field(default_factory=PreviewTable)
+    history: HistoryTable = field(default_factory=HistoryTable)
     #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
     file: str = field(default="", metadata={"skip": True}, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, metadata={"skip": True}, compare=False, repr=False)
@@ -228,3 +241,11 @@ class ProjectDirs:
     log: Path
     face_templates: Path
     body_templates: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / WORK_DIR
+
+    def recycler(self) -> "Recycler":
+        """A new run's bin for outputs that steps replace or drop (`LoRAWork/replaced/<stamp>/`)."""
+        return Recycler(self.root, self.work / REPLACED_DIR)
