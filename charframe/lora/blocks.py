@@ -8,6 +8,7 @@ data (`charframe/data/block_presets.toml`) that users extend in charframe.toml o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -84,11 +85,17 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_presets() -> dict[str, tuple[float, ...]]:
+    """The presets charframe ships (read once: a rerun of fifty characters asks for them per stage)."""
+    return _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE))
+
+
 def load_presets(
     files: Iterable[str | os.PathLike] = (), project_config: Mapping | None = None, project_file: str = PROJECT_FILE
 ) -> dict[str, tuple[float, ...]]:
     """Shipped presets, then the project's `[block_presets]`, then each file's (later ones win)."""
-    presets = _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE))
+    presets = dict(_shipped_presets())
     if project_config:
         presets.update(_presets_from(project_config, project_file))
     for f in files:

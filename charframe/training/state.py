@@ -41,6 +41,8 @@ class RunState:
     started_at: float
     plan: dict[str, Any]
     losses: list[float] = field(default_factory=list)
+    #: digest of what is trained on (dataset images, captions, TOML, model files): a resume needs the same
+    inputs: str = ""
 
 
 def state_dir_for(output: Path) -> Path:
@@ -102,6 +104,15 @@ def check_resumable(plan: TrainPlan, run: RunState, directory: Path) -> None:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
         raise CharframeError(f"{directory}: {{param}} with different settings ({detail}); use the original command",
                              param="resume")
+
+
+def read_run(directory: Path) -> RunState | None:
+    """The run info of a saved state (no tensors read); None when unreadable."""
+    try:
+        data = tomlio.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        return RunState(plan=dict(data["plan"]), **data["state"])
+    except (OSError, tomlio.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
 
 
 def remove_state(directory: Path) -> None:
