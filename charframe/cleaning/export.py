@@ -1,6 +1,7 @@
 """Multi-size export (CONVENTIONS §4): the picked, cleaned images of one set → sibling subset folders.
 
-`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png`,
+`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png` (the
+project's input folder: `[paths] input` of charframe.toml honoured),
 `… krnk girl_f0768/f12.png`: the longer side becomes the size, by area averaging; a size above the source is
 skipped (never upscaled) with a note. With `alpha_mask` the transparent copies go to `krnk girl_alpha_f0512/`
 as well (sd-scripts' `alpha_mask = true` in the dataset TOML). A file in the dataset that charframe did not
@@ -16,16 +17,17 @@ import cv2
 import numpy as np
 
 from charframe.character import Character
-from charframe.cleaning.images import read_image, write_png
-from charframe.cleaning.pick import read_picks
+from charframe.cleaning.images import candidates, read_image, write_png
+from charframe.cleaning.pick import PICKS_FILE, read_picks
 from charframe.dataset.naming import ALPHA_MARKER, with_marker
 from charframe.errors import CharframeError
+from charframe.project import project_dirs
 from charframe.util.files import backup_file
 from charframe.util.manifest import Manifest, Status
+from charframe.util.paths import contained
 
 log = logging.getLogger(__name__)
 
-INPUT_DIR = "LoRAInput"
 MANIFEST = ".charframe-export.json"
 
 
@@ -57,6 +59,16 @@ def check_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
+def missing_pick(work: Path, folder: str, code: str, index: int) -> str:
+    """The message for a pick whose cleaned file is not there: which candidates there are, or that the code has
+    none (then cleaning is what is missing)."""
+    found = candidates(work / folder).get(code, [])
+    if found:
+        return (f"{work / PICKS_FILE}: {code} = {index}, but {code} has candidate(s) {', '.join(map(str, found))} "
+                f"in {work / folder}; pick one of those (charframe pick, or edit {PICKS_FILE})")
+    return f"{work / PICKS_FILE}: {code} = {index}, but {work / folder} has no {code} candidates; run charframe clean again"
+
+
 def _write(manifest: Manifest, name: str, img: np.ndarray, src: Path, params: dict) -> Path | None:
     """Write one export unless up to date; back up a file charframe did not write (or that was edited)."""
     state = manifest.status(name, inputs=[src], params=params)
@@ -79,7 +91,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
     dataset = dataset or (character.face_dataset() if kind == "f" else character.body_dataset(outfit))
     work = character.work_dir(set_name)
     picks = read_picks(character, set_name)
-    root = character.root / INPUT_DIR / dataset
+    root = contained(project_dirs(character.root).input, dataset, what="dataset")
     manifest = Manifest.load(root / MANIFEST)
     variants = [("clean", 3, "")] + ([("alpha", 4, ALPHA_MARKER)] if alpha_mask else [])
     written: list[Path] = []
@@ -91,7 +103,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
             for folder, channels, marker in variants:
                 src = work / folder / f"{code}-{index}.png"
                 if not src.is_file():
-                    raise CharframeError(f"{src}: picked for {code} but not there; run charframe clean again")
+                    raise CharframeError(missing_pick(work, folder, code, index))
                 img = read_image(src, channels)
                 for size in sizes:
                     out = resize_longer(img, size)

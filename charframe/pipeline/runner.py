@@ -22,6 +22,9 @@ from charframe.pipeline import manifest as mf
 from charframe.pipeline.lock import run_lock
 from charframe.pipeline.stages import StageJob, find_character_files, find_groups, target_jobs
 from charframe.pipeline.steps import STEPS, RunContext, Step, resolve
+from charframe.pipeline.targets import check_targets, project_of
+from charframe.project import write_roots
+from charframe.util.files import confine_writes
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +147,8 @@ def _failure(e: BaseException, step: str) -> str:
         where = f"{e.filename}: " if e.filename else ""
         return (f"{where}{e.strerror or e} — cannot write the output (disk full, or a read-only/unwritable folder?); "
                 f"free space or fix the folder and rerun: finished steps are kept")
-    return f"{type(e).__name__}: {e}"
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"unexpected {type(e).__name__}: {first} (run with -v for the traceback)"
 
 
 def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = Options()) -> RunReport:
@@ -171,9 +175,11 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
             row.seconds = time.perf_counter() - start
             mf.record(p.manifest, params, inputs, p.step.outputs(p.job), row.seconds, p.job.root)
             row.status = "ran"
-        except (CharframeError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - any step failure is that step's; the other targets still run
             if getattr(e, "exit_code", 0) == 130:
                 raise  # Ctrl-C inside the trainer (state saved): stop the run, the step stays stale
+            if not isinstance(e, (CharframeError, OSError)):
+                log.debug("%s %s %s", p.job.owner, p.job.name, p.step.name, exc_info=True)
             row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)
             log.error("%s %s %s: %s", p.job.owner, p.job.name, p.step.name, row.message)
             failed = True
@@ -191,10 +197,11 @@ def _locks(jobs: Sequence[StageJob]):
 def run_target(path: str | os.PathLike, options: Options = Options(), table: Sequence[Step] = STEPS,
                dry_run: bool = False) -> tuple[list[PlannedStep], RunReport]:
     """Plan (and unless `dry_run`, run) one character or group file."""
+    check_targets([path])  # no other file claims its folders
     jobs = target_jobs(Path(path), options.stage)
     if dry_run:
         return plan_jobs(jobs, options, table), RunReport()
-    with _locks(jobs):
+    with confine_writes(write_roots(project_of(Path(path)))), _locks(jobs):
         planned = plan_jobs(jobs, options, table)
         return planned, run_planned(planned, Path(path).name, options)
 
@@ -208,12 +215,15 @@ def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence
     """Run the stale steps of each target; a target that fails (bad file, failing step, locked) is reported and
     the next one runs. Group files run their group stage only (their members are targets of their own)."""
     report = RunReport()
+    check_targets(targets)  # before anything runs: no two files claim one folder
     for path in targets:
         stage = "group" if path.name.endswith(".group.toml") and options.stage == "all" else options.stage
         try:
             _, r = run_target(path, Options(stage, options.from_step, options.until_step, options.force, options.progress), table)
             report.results += r.results
-        except (CharframeError, OSError) as e:
+        except Exception as e:  # noqa: BLE001 - a target that cannot even start is reported; the next one runs
+            if not isinstance(e, (CharframeError, OSError)):
+                log.debug("%s", path, exc_info=True)
             log.error("%s", _failure(e, "load"))
             report.results.append(StepResult(path.name, "-", "load", "failed", 0.0, _failure(e, "load")))
     return report
