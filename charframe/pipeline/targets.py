@@ -27,8 +27,7 @@ from typing import Iterator, Sequence
 from charframe.character import CHARACTERS_DIR, Character, load_character
 from charframe.errors import CharframeError
 from charframe.pipeline.lock import run_lock
-from charframe.pipeline.stages import (GROUP_SUFFIX, find_character_files, find_groups, group_output, load_group,
-                                       state_dir)
+from charframe.pipeline.stages import GROUP_SUFFIX, group_output, load_group, state_dir
 from charframe.project import write_roots
 from charframe.util.files import confine_writes
 
@@ -124,25 +123,33 @@ def _cached(stats: tuple[tuple[str, int, int], ...]) -> tuple[tuple[Collision, .
     return tuple(collisions_of(claims)), tuple(members.items())
 
 
-def _project_files(root: Path, extra: Sequence[Path] = ()) -> tuple[Path, ...]:
-    files = [p.absolute() for p in find_character_files(root) + find_groups(root)]
-    return tuple(dict.fromkeys(files + [Path(p).absolute() for p in extra]))
-
-
-def _stats(files: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:
-    out = []
-    for f in files:
-        try:
-            st = os.stat(f)
-        except OSError:
-            continue
-        out.append((str(f), st.st_size, st.st_mtime_ns))
-    return tuple(out)
+def _stats(root: Path, extra: Sequence[Path] = ()) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime_ns) of every character and group file of the project (one folder scan; `extra` files
+    too): the cache key of `_cached`, so an edit, a new or a removed file is seen and nothing else is read."""
+    found: dict[str, tuple[str, int, int]] = {}
+    folder = os.path.join(os.path.abspath(root), CHARACTERS_DIR)
+    try:
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(".toml") and entry.is_file():
+                    st = entry.stat()
+                    found[entry.path] = (entry.path, st.st_size, st.st_mtime_ns)
+    except OSError:
+        pass  # no Characters/ folder: only the named files
+    for p in extra:
+        key = os.path.abspath(p)
+        if key not in found:
+            try:
+                st = os.stat(key)
+            except OSError:
+                continue
+            found[key] = (key, st.st_size, st.st_mtime_ns)
+    return tuple(sorted(found.values()))
 
 
 def output_collisions(root: str | os.PathLike, extra: Sequence[Path] = ()) -> list[Collision]:
     """Every collision among the character and group files of the project at `root` (and `extra` files)."""
-    return list(_cached(_stats(_project_files(Path(root), extra)))[0])
+    return list(_cached(_stats(Path(root), extra))[0])
 
 
 def check_targets(targets: Sequence[str | os.PathLike]) -> None:
@@ -153,7 +160,7 @@ def check_targets(targets: Sequence[str | os.PathLike]) -> None:
     for t in targets:
         by_root.setdefault(project_of(Path(t)), []).append(Path(t).absolute())
     for root, mine in by_root.items():
-        collisions, members = _cached(_stats(_project_files(root, mine)))
+        collisions, members = _cached(_stats(root, mine))
         involved = set(mine) | {m for t in mine for m in dict(members).get(t, ())}
         problems += [c.message for c in collisions if involved & set(c.files) and c.message not in problems]
     if problems:
