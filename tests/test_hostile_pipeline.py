@@ -137,6 +137,12 @@ def dataset_links_out(p: Path, o: Path) -> list[str]:
     return EXPORT
 
 
+def output_links_out(p: Path, o: Path) -> list[str]:
+    (o / "target").mkdir()
+    _symlink(p / "LoRAOutput" / "krnk", o / "target")
+    return ["run", "krnk", "--stage", "face", "--from", "train", "--until", "train"]
+
+
 def same_keyword(p: Path, o: Path) -> list[str]:
     _write(p / "Characters" / "another.toml", character_text("krnk", outfit="kps"))
     return ["rerun", "--all"]
@@ -367,6 +373,9 @@ CASES: dict[str, Case] = {
     "dataset folder links out": Case("containment", dataset_links_out, 2,
         "error: {proj}/LoRAInput/4_krnk/krnk girl_f0064: would be written at {out}/target/krnk girl_f0064 (through "
         "the link {proj}/LoRAInput/4_krnk), outside the project ({proj})"),
+    "LoRA folder links out (train)": Case("containment", output_links_out, 1,
+        "error: krnk face train: {proj}/LoRAOutput/krnk: would be written at {out}/target (through the link "
+        "{proj}/LoRAOutput/krnk), outside the project ({proj})"),
     "same keyword in 2 files": Case("containment", same_keyword, 2,
         "error: {proj}/Characters/another.toml (keyword krnk) and {proj}/Characters/krnk.toml (keyword krnk) both "
         "make LoRAWork/krnk and LoRAOutput/krnk; rename a keyword or an outfit so that each has its own"),
