@@ -615,7 +615,9 @@ def _table(limit_s: int = 30) -> list[tuple[str, str, str, int, str]]:
             outcome, rc, err, says = run_case(name, work, limit_s)
         except Exception as e:  # noqa: BLE001 - a case whose own checks fail (an older charframe) is a row too
             outcome, rc, err = "failed", -1, f"{type(e).__name__}: {e}"
-        line = next((ln for ln in err.splitlines() if ln.startswith(("error:", "warning:"))), err.strip()[-160:])
+        lines = err.splitlines()
+        line = next((ln for ln in lines if ln.startswith("error:")), None) or \
+            next((ln for ln in lines if ln.startswith("warning:")), err.strip()[-160:])
         rows.append((case.group, name, outcome, rc, line))
         print(f"{case.group:13} {name:34} {outcome:10} {rc:>3} {line[:150]}", file=sys.__stderr__, flush=True)
     return rows
@@ -625,7 +627,7 @@ if __name__ == "__main__":  # python tests/test_hostile_pipeline.py: print the t
     sys.path.insert(0, str(Path(__file__).parent))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     rows = _table()
-    print("| group | case | outcome | exit | message (first line) |")
+    print("| group | case | outcome | exit | message (first error line, else first warning) |")
     print("|---|---|---|---|---|")
     for group, name, outcome, rc, line in rows:
         shown = re.sub(r"/tmp/hostile-pipeline-[^/]+/", "…/", line).replace("|", "\\|")
