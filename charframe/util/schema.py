@@ -203,7 +203,9 @@ def _layout(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field], di
     return hints, fields, names
 
 
-def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> T:
+def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...], base: Any = None) -> T:
+    """A `cls` from `data`; keys missing from `data` take `base`'s values when given (a nested table's default
+    record: `[training.body]` with only `steps` keeps the body stage's BODY preset), else the field defaults."""
     hints, fields, names = _layout(cls)
     for key in data:
         if key not in names:
@@ -214,7 +216,13 @@ def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> 
     for toml_key, name in names.items():
         f = fields[name]
         if toml_key in data:
-            kwargs[name] = _convert(data[toml_key], hints[name], section, toml_key, f.metadata)
+            value, default = data[toml_key], f.default
+            if isinstance(value, dict) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+                kwargs[name] = _record(type(default), value, section + (toml_key,), base=default)
+            else:
+                kwargs[name] = _convert(value, hints[name], section, toml_key, f.metadata)
+        elif base is not None:
+            kwargs[name] = getattr(base, name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise _Bad("required key is missing", section, toml_key)
     return cls(**kwargs)
