@@ -34,6 +34,7 @@ from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
 from charframe.project import WORK_DIR
 from charframe.util import toml as tomlio
+from charframe.util.paths import name_problem
 from charframe.util.schema import Source, dump, limits, parse, read_toml_file
 
 CHARACTERS_DIR = "Characters"
@@ -179,16 +180,27 @@ class Character:
         return self.outfits[outfit]
 
 
+def is_keyword(name: str) -> bool:
+    """A keyword or outfit name: letters and digits only (it names folders and LoRAs, and joins: krnksf), and a
+    usable file name everywhere (`util.paths.name_problem`: not `CON`)."""
+    return isinstance(name, str) and bool(name) and all(ch.isalnum() for ch in name) and name_problem(name) is None
+
+
 def _check(c: Character, src: Source) -> Character:
     def fail(key: str, section: tuple[str, ...], message: str) -> None:
         line = src.line_of(section, key)
         where = f"{src.path}:{line}" if line else src.path
         raise CharframeError(f"{where}: {'.'.join(section + (key,))}: {message}")
 
-    if not c.keyword or not all(ch.isalnum() for ch in c.keyword):
+    if not is_keyword(c.keyword):
         fail("keyword", (), f"must be letters and digits only (it names folders and LoRAs), got {c.keyword!r}")
+    class_problem = ("holds '_', which separates the markers of subset folder names" if "_" in c.class_
+                     else name_problem(subset_folder_name(f"{c.keyword} {c.class_}", "f", 512)))
+    if class_problem:
+        fail("class", (), f"{c.class_!r} {class_problem}; use a plain word like girl "
+                          f"(it names the subset folders: {c.keyword} girl_f0512)")
     for name in c.outfits:
-        if not name or not all(ch.isalnum() for ch in name):
+        if not is_keyword(name):
             fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
     g = c.generation
     if not g.controlnet:

@@ -1,6 +1,7 @@
 """Multi-size export (CONVENTIONS §4): the picked, cleaned images of one set → sibling subset folders.
 
-`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png`,
+`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png` (the
+project's input folder: `[paths] input` of charframe.toml honoured),
 `… krnk girl_f0768/f12.png`: the longer side becomes the size, by area averaging; a size above the source is
 skipped (never upscaled), and so is a size whose shorter side would fall under the 64 px training bucket (a body
 picture 1:2 at 64 px), each with one note per set. With `alpha_mask` the transparent copies go to
@@ -23,13 +24,14 @@ import cv2
 import numpy as np
 
 from charframe.character import Character
-from charframe.cleaning.images import read_image, write_png
-from charframe.cleaning.pick import read_picks
+from charframe.cleaning.images import candidates, read_image, write_png
+from charframe.cleaning.pick import PICKS_FILE, read_picks
 from charframe.dataset.naming import ALPHA_MARKER, with_marker
 from charframe.errors import CharframeError
 from charframe.project import project_dirs
 from charframe.util.manifest import Manifest, decide
 from charframe.util.recycle import Recycler, remove_empty_dirs
+from charframe.util.paths import contained
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,16 @@ def _retire(manifest: Manifest, wanted: set[str], tag: str, prefix: str, recycle
     return gone
 
 
+def missing_pick(work: Path, folder: str, code: str, index: int) -> str:
+    """The message for a pick whose cleaned file is not there: which candidates there are, or that the code has
+    none (then cleaning is what is missing)."""
+    found = candidates(work / folder).get(code, [])
+    if found:
+        return (f"{work / PICKS_FILE}: {code} = {index}, but {code} has candidate(s) {', '.join(map(str, found))} "
+                f"in {work / folder}; pick one of those (charframe pick, or edit {PICKS_FILE})")
+    return f"{work / PICKS_FILE}: {code} = {index}, but {work / folder} has no {code} candidates; run charframe clean again"
+
+
 def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | list[int] | None = None,
                alpha_mask: bool | None = None, dataset: str | None = None) -> list[Path]:
     """Export the picked candidates of `set_name` at every size; return the files written."""
@@ -99,7 +111,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
     work = character.work_dir(set_name)
     picks = {c: i for c, i in read_picks(character, set_name).items() if c not in character.export.exclude}
     dirs = project_dirs(character.root)
-    root = dirs.input / dataset
+    root = contained(dirs.input, dataset, what="dataset")
     manifest = Manifest.load(root / MANIFEST)
     recycler = dirs.recycler()
     prefix = _set_prefix(character, kind, outfit)
@@ -116,7 +128,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
             for folder, channels, marker in variants:
                 src = work / folder / f"{code}-{index}.png"
                 if not src.is_file():
-                    raise CharframeError(f"{src}: picked for {code} but not there; run charframe clean again")
+                    raise CharframeError(missing_pick(work, folder, code, index))
                 img = read_image(src, channels)
                 for size in sizes:
                     out = resize_longer(img, size)

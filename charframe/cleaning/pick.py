@@ -27,6 +27,7 @@ from charframe.character import Character
 from charframe.cleaning.images import candidates, read_image, write_png
 from charframe.dataset.naming import parse_code
 from charframe.errors import CharframeError
+from charframe.project import project_dirs
 from charframe.util import toml as tomlio
 from charframe.util.files import atomic_write_text, backup_file
 from charframe.util.manifest import Manifest, Status
@@ -51,7 +52,9 @@ class Score:
 
 
 def template_dir(character: Character, code: str) -> Path:
-    return character.root / ("FaceTemplate" if code[0] == "f" else "BodyTemplate") / "control"
+    """`<FaceTemplate|BodyTemplate>/control` of the project (`[paths]` of charframe.toml honoured)."""
+    dirs = project_dirs(character.root)
+    return (dirs.face_templates if code[0] == "f" else dirs.body_templates) / "control"
 
 
 def template_map(character: Character, code: str, kind: str) -> np.ndarray:

@@ -89,30 +89,36 @@ def character_files(paths: list[str]) -> list[str]:
 def run_clean(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.clean import clean_set
+    from charframe.pipeline.targets import character_session
 
     characters = [load_character(f) for f in character_files(args.character)]  # all checked before any work
     for character in characters:
-        clean_set(character, _set_name(args, character), method=args.method, model=args.model,
-                  progress=not args.quiet)
+        with character_session(character):  # its run lock (no `run` of it at the same time); writes stay in its project
+            clean_set(character, _set_name(args, character), method=args.method, model=args.model,
+                      progress=not args.quiet)
     return 0
 
 
 def run_pick(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.pick import parse_manual, pick_set
+    from charframe.pipeline.targets import character_session
 
     character = load_character(args.character)
     manual = parse_manual(args.picks)
-    pick_set(character, _set_name(args, character), manual=manual, unpin=args.unpin)
+    with character_session(character):
+        pick_set(character, _set_name(args, character), manual=manual, unpin=args.unpin)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.export import export_set
+    from charframe.pipeline.targets import character_session
 
     character = load_character(args.character)
-    export_set(character, _set_name(args, character), sizes=args.sizes, alpha_mask=args.alpha_mask or None)
+    with character_session(character):
+        export_set(character, _set_name(args, character), sizes=args.sizes, alpha_mask=args.alpha_mask or None)
     return 0
 
 

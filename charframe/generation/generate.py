@@ -35,6 +35,7 @@ from charframe.generation.pnginfo import controlnet_field, parameters_text, writ
 from charframe.generation.prompt import encode_pair
 from charframe.generation.passes import PassSettings, Runner, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
 from charframe.models.load import load_sd
 from charframe.generation.pnginfo import read_parameters
@@ -144,6 +145,7 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
     comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
     lora_tag = ""
     if face_lora is not None:
         apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)

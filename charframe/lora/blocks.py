@@ -21,6 +21,7 @@ from charframe.lora.keys import block_of
 from charframe.project import PROJECT_FILE, load_project_config
 from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
+from charframe.util.paths import name_problem
 
 BLOCK_IDS: tuple[str, ...] = (
     "BASE",
@@ -70,7 +71,7 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
         raise CharframeError(f"{source}: [{PRESETS_TABLE}] must be a table of NAME = [weights]")
     out = {}
     for name, value in table.items():
-        if not PRESET_NAME.match(str(name)):
+        if not PRESET_NAME.match(str(name)) or name_problem(str(name)):
             raise CharframeError(
                 f"{source}: preset name '{name}' cannot be part of a file name; use letters, digits, '_', "
                 "'-', '.' or '+' (up to 64, starting with a letter or digit)"

@@ -31,6 +31,9 @@ from charframe.pipeline.filesets import FileSet, params_text
 from charframe.pipeline.lock import run_lock
 from charframe.pipeline.stages import StageJob, find_character_files, find_groups, target_jobs
 from charframe.pipeline.steps import STEPS, RunContext, Step, resolve
+from charframe.pipeline.targets import check_targets, project_of
+from charframe.project import write_roots
+from charframe.util.files import confine_writes
 from charframe.util.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -205,7 +208,8 @@ def _failure(e: BaseException, step: str) -> str:
         where = f"{e.filename}: " if e.filename else ""
         return (f"{where}{e.strerror or e} — cannot write the output (disk full, or a read-only/unwritable folder?); "
                 f"free space or fix the folder and rerun: finished steps are kept")
-    return f"{type(e).__name__}: {e}"
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    return f"unexpected {type(e).__name__}: {first} (run with -v for the traceback)"
 
 
 class _Versions:
@@ -300,10 +304,11 @@ def run_target(path: str | os.PathLike, options: Options = Options(), table: Seq
                dry_run: bool = False,
                on_step: Callable[[PlannedStep, StepResult], None] | None = None) -> tuple[list[PlannedStep], RunReport]:
     """Plan (and unless `dry_run`, run) one character or group file."""
+    check_targets([path])  # no other file claims its folders
     jobs = target_jobs(Path(path), options.stage)
     if dry_run:
         return plan_jobs(jobs, options, table), RunReport()
-    with _locks(jobs):
+    with confine_writes(write_roots(project_of(Path(path)))), _locks(jobs):
         records = Records()
         planned = plan_jobs(jobs, options, table, records)
         return planned, run_planned(planned, Path(path).name, options, records, on_step)
@@ -324,6 +329,7 @@ def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence
     """Run the stale steps of each target; a target that fails (bad file, failing step, locked) is reported and
     the next one runs."""
     report = RunReport()
+    check_targets(targets)  # before anything runs: no two files claim one folder
     for path in targets:
         try:
             opts = Options(target_stage(path, options), options.from_step, options.until_step, options.force,
@@ -332,9 +338,11 @@ def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence
             report.results += r.results
         except KeyboardInterrupt:
             raise
-        except Exception as e:  # noqa: BLE001 - one target's failure never stops the others
+        except Exception as e:  # noqa: BLE001 - a target that cannot even start is reported; the next one runs
             if getattr(e, "exit_code", 0) == 130:
                 raise
+            if not isinstance(e, (CharframeError, OSError)):
+                log.debug("%s", path, exc_info=True)
             log.error("%s", _failure(e, "load"))
             report.results.append(StepResult(path.name, "-", "load", "failed", 0.0, _failure(e, "load")))
     return report

@@ -36,6 +36,7 @@ from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
 from charframe.pipeline.stages import StageJob
 from charframe.project import project_dirs
+from charframe.util.files import check_confined
 from charframe.util.schema import dump
 
 log = logging.getLogger(__name__)
@@ -168,6 +169,7 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
     if state is None and job.lora.exists():
         ctx.keep_version(job)
         job.lora.unlink()
+    check_confined(job.lora.parent)  # made inside the project only (util.files.confine_writes)
     job.lora.parent.mkdir(parents=True, exist_ok=True)
     result = fn(job.plan, resume=state is not None)
     if result.output is not None and Path(result.output) != job.lora:

@@ -199,8 +199,8 @@ class Watcher:
         try:
             self.prepare([key])
             log.info("%s: prepared (captions + TOML)", key)
-        except (CharframeError, OSError) as e:
-            log.error("%s: %s (still watching)", key, e)
+        except Exception as e:  # noqa: BLE001 - one bad folder never stops the watcher
+            log.error("%s: %s (still watching)", key, _said(e))
             return
         if self.train:
             self.enqueue(self.targets_of(key), f"{key.name} changed")
@@ -231,13 +231,27 @@ class Watcher:
             self.queue.running = jobs[0]
             try:
                 if target.is_file():
-                    report = rerun([target], self.options, self.table)
-                    log.info("%s\n%s", target.name, summary_table(report))
+                    try:
+                        report = rerun([target], self.options, self.table)
+                        log.info("%s\n%s", target.name, summary_table(report))
+                    except Exception as e:  # noqa: BLE001 - a refused or failing job leaves the queue; watching goes on
+                        log.error("%s: %s (still watching)", target.name, _said(e))
                 else:
                     log.warning("%s: queued, but the file is gone; dropped from the queue", target)
                 self.queue.done(jobs[0])
             finally:
                 self.queue.running = None
+
+
+def _said(e: BaseException) -> str:
+    """The one-line message of an error a job raised: charframe's own as it is, anything else named by its type."""
+    if isinstance(e, CharframeError):
+        return str(e)
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    if not isinstance(e, OSError):
+        log.debug("unexpected error", exc_info=True)
+        return f"unexpected {type(e).__name__}: {first}"
+    return first
 
 
 def _handler(watcher: Watcher):

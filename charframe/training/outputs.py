@@ -16,6 +16,7 @@ this plan would train?" without loading a model; `charframe train --dry-run` pri
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any, Callable
 
 from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
-from charframe.util.files import name_max
+from charframe.util.files import check_confined, confine_writes, name_max
 from charframe.training import state as st
 from charframe.training.data import DatasetGroup, load_dataset
 from charframe.training.plan import TrainIO, TrainPlan
@@ -137,7 +138,9 @@ def find_state(io: TrainIO, output_name: str) -> Path | None:
 
 
 def check_folder(folder: Path, param: str) -> Path:
-    """`folder` exists as a writable folder or can be created: returns its nearest existing ancestor."""
+    """`folder` exists as a writable folder or can be created (and, inside `confine_writes`, really lies in the
+    project): returns its nearest existing ancestor."""
+    check_confined(folder)
     existing = folder.absolute()
     missing: list[str] = []
     while not existing.exists():
@@ -202,7 +205,9 @@ def _save_fallback(tensors: dict[str, Any], metadata: dict[str, str], folder: Pa
     name = f"charframe-{session_id}.safetensors"
     for candidate in (folder / name, Path(tempfile.gettempdir()) / name):
         try:
-            save_lora_file(candidate, tensors, metadata)
+            # the rescue copy of hours of training may go to the temporary folder, outside the project
+            with contextlib.nullcontext() if candidate.parent == folder else confine_writes(()):
+                save_lora_file(candidate, tensors, metadata)
             return candidate
         except Exception:  # noqa: BLE001 - try the next place
             continue

@@ -17,6 +17,7 @@ import torch
 
 from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.models.checkpoint import pickle_refusal
 from charframe.util.files import atomic_path
 from charframe.training.plan import TrainPlan
 
@@ -89,9 +90,12 @@ def _read(path: Path, reader: Any) -> Any:
     """A state file read by `reader`; a missing, truncated or foreign file is one message naming it."""
     try:
         return reader(path)
-    except Exception as e:  # noqa: BLE001 - safetensors, pickle (weights_only) and zip errors all mean "corrupt"
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise CharframeError(f"{path}: corrupt training state ({reason}); {START_OVER} "
+    except Exception as e:  # noqa: BLE001 - safetensors, pickle (weights_only) and zip errors: corrupt, or unsafe
+        unsafe, reason = pickle_refusal(e)
+        if unsafe:
+            raise CharframeError(f"{path}: unsafe: the pickle would import or run code ({reason}), which charframe "
+                                 f"never runs; not a state charframe saved: {START_OVER} ({path.parent})") from None
+        raise CharframeError(f"{path}: corrupt training state ({reason[:120]}); {START_OVER} "
                              f"({path.parent})") from None
 
 
