@@ -21,7 +21,7 @@ from pathlib import Path
 from charframe.character import CHARACTERS_DIR
 from charframe.dataset.naming import parse_code
 from charframe.errors import CharframeError
-from charframe.pipeline.manifest import FileSet
+from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.runner import Options, RunReport, run_target
 from charframe.pipeline.stages import StageJob, target_jobs
 from charframe.pipeline.steps import IMAGES, STEPS, RunContext, Step

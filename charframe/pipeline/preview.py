@@ -29,6 +29,7 @@ from charframe.errors import CharframeError
 from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings
 from charframe.generation.face_lora import lora_applied
 from charframe.generation.prompt import encode_pair
+from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
@@ -119,6 +120,7 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # read and checked before the model
     device = "cuda" if torch.cuda.is_available() else "cpu"
     comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
+    check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
     folder.lookup(pipe.tokenizer, pipe.text_encoder)  # a folder embedding of another width: one line, not grey rows

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from charframe.cleaning.pick import read_selection
 from charframe.util import toml as tomlio
 from charframe.cli import main
 from charframe.pipeline.demo import EXAMPLE_NAME, EXAMPLE_SIZES, EXAMPLES_DIR, write_example_dataset
@@ -47,7 +48,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[s
     with Image.open(work / "raw" / "f12-1.png") as im:
         assert im.size == (128, 128) and "Seed: 1235" in im.info["parameters"] and "ControlNet 0" in im.info["parameters"]
     assert sorted(p.name for p in (work / "alpha").glob("*.png")) == raw
-    picks = tomlio.load(work / "picks.toml")
+    picks = read_selection(work / "picks.toml")
     assert set(picks) == {p.split("-")[0] for p in raw} and set(picks.values()) <= {0, 1}
     for size in (64, 128):
         subset = dataset / f"demo girl_f{size:04d}"

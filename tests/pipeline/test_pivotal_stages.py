@@ -1,6 +1,7 @@
 """Pivotal tuning through the pipeline: off by default (plans as before), on with `[training.pivotal]`: face trains
 `krnk`, body trains `krnksf` and reuses the face LoRA's `krnk`, a group reuses its members' body LoRAs; a full run
-on the tiny model carries every trigger from face to body to group, through merge and compress."""
+of the real steps on the tiny models carries every trigger from face to body (whose images are generated with the
+face LoRA's trigger) to group, through merge and compress."""
 
 from __future__ import annotations
 
@@ -12,24 +13,20 @@ from safetensors.torch import load_file
 from charframe.character import character_toml, load_character
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.stages import target_jobs
-from charframe.pipeline.steps import STEPS, with_calls
 from charframe.training.plan import Pivotal
-from pipeline_stand_ins import CALLS
-from test_run import character_toml as stage_toml
+from PIL import Image
+from project_builder import copy_project, make_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
 
 PIVOTAL = "[training.pivotal]\nenabled = true\nvectors = 2\nlr = 0.01\nstop_at = 1.0\n"
 
 
 def _project(root: Path, pivotal: bool = True) -> Path:
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\n'
-                                         'tiny_steps = 1\n')
-    for kw, o, p in (("krnk", "sf", "sailor uniform"), ("tyank", "kps", "kimono")):
-        (root / "Characters" / f"{kw}.toml").write_text(stage_toml(kw, o, p) + (PIVOTAL if pivotal else ""))
-    (root / "Characters" / "pair.group.toml").write_text(
-        '[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "tyank"\noutfit = "kps"\n')
+    make_project(root)
+    if pivotal:
+        for kw in ("krnk", "tyank"):
+            path = root / "Characters" / f"{kw}.toml"
+            path.write_text(path.read_text() + PIVOTAL)
     return root
 
 
@@ -61,10 +58,17 @@ def _bundle(path: Path) -> dict[str, torch.Tensor]:
     return {k.split(".")[1]: v for k, v in load_file(str(path)).items() if k.startswith("bundle_emb.")}
 
 
-def test_full_run_carries_the_triggers_from_face_to_body_to_group(tmp_path: Path) -> None:
-    root = _project(tmp_path / "proj")
-    _, report = run_target(root / "Characters" / "pair.group.toml", Options(progress=False), with_calls(STEPS, CALLS))
-    assert not report.failed
+def test_full_run_carries_the_triggers_from_face_to_body_to_group(built, tmp_path: Path) -> None:
+    """The session's project with pivotal tuning turned on: every training reruns, and everything after it (the body
+    images, made with the new face LoRA, included); the face images are what they were."""
+    root = copy_project(built[0], tmp_path / "proj")
+    for kw in ("krnk", "tyank"):
+        path = root / "Characters" / f"{kw}.toml"
+        path.write_text(path.read_text() + PIVOTAL)
+    _, report = run_target(root / "Characters" / "pair.group.toml", Options(progress=False))
+    assert not report.failed, [(r.stage, r.step, r.message) for r in report.failed]
+    ran = {(r.stage, r.step) for r in report.results if r.status == "ran"}
+    assert ("face", "train") in ran and ("body-sf", "generate") in ran and ("face", "generate") not in ran
     out = root / "LoRAOutput"
     name = "{}-Lora1x1A1-AdamW8-2-100-1{}.safetensors"
     face = _bundle(out / "krnk" / name.format("krnk", ""))
@@ -73,6 +77,10 @@ def test_full_run_carries_the_triggers_from_face_to_body_to_group(tmp_path: Path
         assert torch.equal(_bundle(out / "krnk" / name.format("krnk", suffix))["krnk"], face["krnk"])
     body = _bundle(out / "krnksf" / name.format("krnksf", "-BODY-SvR16"))
     assert sorted(body) == ["krnk", "krnksf"] and torch.equal(body["krnk"], face["krnk"])  # reused as it was
+    with Image.open(root / "LoRAWork" / "krnk" / "body-sf" / "raw" / "b12-0.png") as im:  # made with the face LoRA
+        prompt, _, fields = im.info["parameters"].split("\n")
+    assert prompt.startswith("1girl, krnk, ")  # the character prompt names the keyword already: not added twice
+    assert 'TI hashes: "krnk: krnk-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16"' in fields  # the bundle's vectors were used
     assert (out / "krnksf" / name.format("krnksf", "").replace(".safetensors", "-embeddings") / "krnksf.safetensors").is_file()
     group = _bundle(out / "krnksf_tyankkps" / name.format("krnksf_tyankkps", "-BODY-SvR16"))
     assert sorted(group) == ["krnk", "krnksf", "tyank", "tyankkps"] and torch.equal(group["krnksf"], body["krnksf"])
