@@ -86,11 +86,35 @@ def digest_bytes(data: bytes) -> str:
 
 
 def digest_file(path: str | os.PathLike) -> str:
+    """The file's content digest. A `.safetensors` file is identified by its tensors (names, dtypes, shapes and
+    bytes), not by its `__metadata__`: charframe's writers stamp provenance (the time of a merge) there, and a
+    LoRA made again from the same inputs must count as the same file, so that nothing after it reruns."""
     h = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
+        if os.fspath(path).endswith(".safetensors"):
+            _safetensors_header(f, h)
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _safetensors_header(f: Any, h: Any) -> None:
+    """Feed the header without `__metadata__` to `h` and leave `f` at the tensor data; on anything that is not
+    a well-formed header, rewind so that the whole file is digested as bytes."""
+    import struct
+
+    head = f.read(8)
+    try:
+        (n,) = struct.unpack("<Q", head)
+        if not 1 < n < 100_000_000:
+            raise ValueError(n)
+        header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("not a table")
+        header.pop("__metadata__", None)
+        h.update(b"safetensors\0" + json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    except (struct.error, ValueError, UnicodeDecodeError):
+        f.seek(0)
 
 
 def digest_params(params: Any) -> str:
