@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # when run as a script
+
 from charframe.pipeline.runner import Options, all_targets, rerun
 from charframe.util.manifest import digest_file
 from project_builder import REPO, STEPS_ALL, copy_project
