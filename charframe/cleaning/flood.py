@@ -121,7 +121,7 @@ def measure_background(smoothed: np.ndarray, s: FloodSettings) -> Background:
 
 def background_regions(smoothed: np.ndarray, rgb: np.ndarray, bg: Background, s: FloodSettings) -> np.ndarray:
     """Bool (H, W): background-coloured regions (4-connected, at the smoothed scale) that touch the border,
-    and enclosed ones of at least `min_hole` of the picture whose mean colour (unsmoothed, so the noise
+    and enclosed ones of at least `min_hole` of the figure whose mean colour (unsmoothed, so the noise
     averages out) is within `hole_match` × the tolerance."""
     near = (distance_map(smoothed, bg.colour) < bg.tolerance).view(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(near, connectivity=4)

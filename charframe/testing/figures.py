@@ -1,8 +1,12 @@
-"""Synthetic candidate pictures for the cleaning tests and benchmark: a figure with a known silhouette.
+"""Synthetic candidate pictures for the cleaning tests and benchmark: figures with a known silhouette.
 
 A silhouette (head + torso, or a template's mask) is drawn at 4× and area-downscaled, so its edge is
 anti-aliased like a generated picture; the figure gets a hair colour on top, a body colour below, a
 line drawn inside, and sits on a plain background of some colour.
+
+`draw_case` draws the varied figures of `FIGURE_CASES` (gaps closed by hair strands and arms, white and
+near-white clothes on white, dark on black, highlights beside white hair) with their exact coverage, the
+pixels of their highlights and of the background they enclose, for the flood rule's tests and benchmark.
 """
 
 from __future__ import annotations
