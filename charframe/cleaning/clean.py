@@ -163,6 +163,7 @@ def clean_set(character: Character, set_name: str, *, method: Method = "auto", m
     finally:
         manifest.save()
     if problems:
-        raise CharframeError("\n".join(problems) + f"\n{len(written) // 2} other image(s) cleaned and kept")
+        done = f"\n{len(written) // 2} other image(s) cleaned and kept" if written else ""
+        raise CharframeError("\n".join(problems) + done)
     log.info("%s: %d cleaned, %d up to date", work, len(written) // 2, len(names) - len(written) // 2)
     return written

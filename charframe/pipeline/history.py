@@ -82,14 +82,36 @@ def _new_folder(base: Path) -> Path:
     return folder
 
 
+def recorded_files(job: "StageJob", records: Manifest) -> list[Path]:
+    """The files of the stage's finished set as the step records name them (a retrain under another recipe
+    writes other names), with the LoRA's saved plan; then the planned names, for sets made before records."""
+    found: dict[Path, None] = {}
+    for step in VERSIONED_STEPS:
+        entry = records.outputs.get(f"{job.name}.{step}") or {}
+        for key in entry.get("files") or {}:
+            path = Path(key) if Path(key).is_absolute() else job.root / key
+            found[path] = None
+            if step == "train":
+                found[path.with_name(path.stem + ".train.toml")] = None
+    for path in set_files(job):
+        found[path] = None
+    return [p for p in found if p.is_file() and p.parent == job.lora.parent]
+
+
 def archive(job: "StageJob", records: Manifest) -> Path | None:
-    """Keep the stage's current finished set (if it has a LoRA) as a new version; returns its folder."""
-    files = [f for f in set_files(job) if f.is_file()]
-    if not any(f == job.lora for f in files):
+    """Keep the stage's current finished set (if it has a LoRA) as a new version; returns its folder. Files the
+    current plan writes again under the same name are linked (they are replaced by renaming); files of another
+    recipe's names move into the version, so LoRAOutput/<out>/ holds only the current set."""
+    files = recorded_files(job, records)
+    if not any(f.suffix == ".safetensors" for f in files):
         return None
+    planned = set(set_files(job))
     folder = _new_folder(history_dir(job))
     for f in files:
-        _link_or_copy(f, folder / f.name)
+        if f in planned:
+            _link_or_copy(f, folder / f.name)
+        else:
+            shutil.move(str(f), str(folder / f.name))
     entries = {step: records.outputs[f"{job.name}.{step}"] for step in VERSIONED_STEPS
                if f"{job.name}.{step}" in records.outputs}
     atomic_write_text(folder / RECORD, json.dumps({"stage": job.name, "out": job.out, "records": entries}, indent=1))

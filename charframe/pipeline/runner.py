@@ -33,7 +33,7 @@ from charframe.pipeline.stages import StageJob, find_character_files, find_group
 from charframe.pipeline.steps import STEPS, RunContext, Step, resolve
 from charframe.pipeline.targets import check_targets, project_of
 from charframe.project import write_roots
-from charframe.util.files import confine_writes
+from charframe.util.files import check_confined, confine_writes
 from charframe.util.manifest import Manifest
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,11 @@ class Records:
         if path not in self._open:
             self._open[path] = Manifest.load(path, base=job.root)
         return self._open[path]
+
+    def save(self) -> None:
+        """Write the records whose stats were refreshed (files touched but unchanged are then not read again)."""
+        for m in self._open.values():
+            m.save()
 
     def paths(self, sets: Iterable[FileSet]) -> list[str]:
         return [p for fs in sets for p in fs.paths()]
@@ -309,9 +314,21 @@ def run_target(path: str | os.PathLike, options: Options = Options(), table: Seq
     if dry_run:
         return plan_jobs(jobs, options, table), RunReport()
     with confine_writes(write_roots(project_of(Path(path)))), _locks(jobs):
+        for folder in _written_folders(jobs):  # a link leading out is refused before any step runs
+            check_confined(folder)
         records = Records()
         planned = plan_jobs(jobs, options, table, records)
-        return planned, run_planned(planned, Path(path).name, options, records, on_step)
+        try:
+            return planned, run_planned(planned, Path(path).name, options, records, on_step)
+        finally:
+            records.save()
+
+
+def _written_folders(jobs: Sequence[StageJob]) -> list[Path]:
+    """The folders the steps of `jobs` write into: work sets, datasets, LoRA folders, step records."""
+    folders = {j.state_dir for j in jobs} | {j.dataset for j in jobs} | {j.lora.parent for j in jobs}
+    folders |= {c.work_dir(s) for j in jobs for c, s in j.sets()}
+    return sorted(folders)
 
 
 def all_targets(root: Path) -> list[Path]:

@@ -166,9 +166,9 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
             log.warning("%s: not resumed, %s; starting over (the state is kept in %s)", state.name, why,
                         project_dirs(job.root).recycler().recycle(state))
             state = None
-    if state is None and job.lora.exists():
-        ctx.keep_version(job)
-        job.lora.unlink()
+    if state is None:
+        ctx.keep_version(job)  # the finished set, whatever recipe named it, goes to the history first
+        job.lora.unlink(missing_ok=True)
     check_confined(job.lora.parent)  # made inside the project only (util.files.confine_writes)
     job.lora.parent.mkdir(parents=True, exist_ok=True)
     result = fn(job.plan, resume=state is not None)

@@ -86,11 +86,35 @@ def digest_bytes(data: bytes) -> str:
 
 
 def digest_file(path: str | os.PathLike) -> str:
+    """The file's content digest. A `.safetensors` file is identified by its tensors (names, dtypes, shapes and
+    bytes), not by its `__metadata__`: charframe's writers stamp provenance (the time of a merge) there, and a
+    LoRA made again from the same inputs must count as the same file, so that nothing after it reruns."""
     h = hashlib.blake2b(digest_size=8)
     with open(path, "rb") as f:
+        if os.fspath(path).endswith(".safetensors"):
+            _safetensors_header(f, h)
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _safetensors_header(f: Any, h: Any) -> None:
+    """Feed the header without `__metadata__` to `h` and leave `f` at the tensor data; on anything that is not
+    a well-formed header, rewind so that the whole file is digested as bytes."""
+    import struct
+
+    head = f.read(8)
+    try:
+        (n,) = struct.unpack("<Q", head)
+        if not 1 < n < 100_000_000:
+            raise ValueError(n)
+        header = json.loads(f.read(n))
+        if not isinstance(header, dict):
+            raise ValueError("not a table")
+        header.pop("__metadata__", None)
+        h.update(b"safetensors\0" + json.dumps(header, sort_keys=True, separators=(",", ":")).encode())
+    except (struct.error, ValueError, UnicodeDecodeError):
+        f.seek(0)
 
 
 def digest_params(params: Any) -> str:
@@ -313,7 +337,7 @@ class Manifest:
         """A set member's key: relative to `base` (posix) when below it, else the absolute path."""
         return path[len(self._base_prefix):].replace(os.sep, "/") if path.startswith(self._base_prefix) else path
 
-    def _changed(self, recorded: Mapping[str, Any], current: Mapping[str, str], extra_ok: bool = False) -> str | None:
+    def _changed(self, recorded: dict[str, Any], current: Mapping[str, str], extra_ok: bool = False) -> str | None:
         """The first difference between recorded files and the files now, in words (re-reading a file only when
         its size or mtime differ from the record)."""
         for key in recorded.keys() - current.keys():
@@ -332,6 +356,8 @@ class Manifest:
                 continue
             if st.st_size != size or digest_file(p) != digest:
                 return f"{os.path.basename(key)} changed"
+            recorded[key] = [st.st_size, st.st_mtime_ns, digest]  # touched, same bytes: not read again next time
+            self.dirty = True
         return None
 
     def _set_path(self, key: str) -> str:

@@ -106,3 +106,58 @@ def test_nothing_to_do_for_50_characters_x_40_images_under_a_second(tmp_path: Pa
     elapsed = time.perf_counter() - start
     assert stale == 0
     assert elapsed < 1.0, f"{elapsed:.2f} s for 2000 checks"
+
+
+def test_a_safetensors_file_is_identified_by_its_tensors_not_its_metadata(tmp_path) -> None:
+    """A LoRA made again from the same inputs (a new provenance time stamp) is the same file; other tensors or a
+    truncated file are not."""
+    import torch
+    from safetensors.torch import save_file
+
+    from charframe.util.manifest import digest_file
+
+    path = tmp_path / "x.safetensors"
+    tensors = {"a": torch.arange(6.0).reshape(2, 3)}
+    save_file(tensors, str(path), {"charframe_history": "[{\"time\": \"1\"}]"})
+    first = digest_file(path)
+    save_file(tensors, str(path), {"charframe_history": "[{\"time\": \"2\"}]"})
+    assert digest_file(path) == first
+    save_file({"a": torch.ones(2, 3)}, str(path), {})
+    assert digest_file(path) != first
+    path.write_bytes(path.read_bytes()[:40])
+    assert digest_file(path) not in (first,)
+    (tmp_path / "y.safetensors").write_bytes(b"not a safetensors file at all")
+    assert digest_file(tmp_path / "y.safetensors")  # plain bytes then
+
+
+def test_a_set_entry_by_content_with_touched_files_refreshed(tmp_path, monkeypatch) -> None:
+    """Step records: stale on a changed input or output, fresh on a touched-but-identical file, which is then
+    remembered so the next check does not read it again."""
+    import os
+
+    from charframe.util import manifest as mf
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("a")
+    out.write_text("b")
+    m = mf.Manifest(tmp_path / "rec.json", base=tmp_path)
+    m.record_set("s", outputs=[str(out)], inputs=m.fingerprints([str(src)]), params="p")
+    m.save()
+    check = lambda m: m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="p")  # noqa: E731
+    assert check(m) is None
+    assert m.outputs["s"]["inputs"] == {"in.txt": [1, os.stat(src).st_mtime_ns, mf.digest_bytes(b"a")]}
+    os.utime(src, ns=(1, 1))
+    assert check(m) is None and m.dirty
+    m.save()
+    reads = []
+    monkeypatch.setattr(mf, "digest_file", lambda p: reads.append(p) or "x")
+    assert check(mf.Manifest.load(tmp_path / "rec.json", base=tmp_path)) is None and reads == []
+    monkeypatch.undo()
+    src.write_text("c")
+    assert check(m) == "input in.txt changed"
+    assert m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="q") == "settings changed"
+    out.write_text("x")
+    src.write_text("a")
+    os.utime(src, ns=(1, 1))
+    assert check(m) == "output out.txt changed"
+    assert m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="p", protect_outputs=True) is None
