@@ -69,19 +69,20 @@ def test_full_run_carries_the_triggers_from_face_to_body_to_group(built, tmp_pat
     assert not report.failed, [(r.stage, r.step, r.message) for r in report.failed]
     ran = {(r.stage, r.step) for r in report.results if r.status == "ran"}
     assert ("face", "train") in ran and ("body-sf", "generate") in ran and ("face", "generate") not in ran
-    out = root / "LoRAOutput"
-    name = "{}-Lora1x1A1-AdamW8-2-100-1{}.safetensors"
-    face = _bundle(out / "krnk" / name.format("krnk", ""))
+    jobs = {(j.owner, j.name): j for j in target_jobs(root / "Characters" / "pair.group.toml")}
+    face_job, body_job, group_job = jobs[("krnk", "face")], jobs[("krnk", "body-sf")], jobs[("pair", "group")]
+    face = _bundle(face_job.lora)
     assert list(face) == ["krnk"] and face["krnk"].shape == (2, 32)
-    for suffix in ("-FACE", "-FACE-SvR16"):
-        assert torch.equal(_bundle(out / "krnk" / name.format("krnk", suffix))["krnk"], face["krnk"])
-    body = _bundle(out / "krnksf" / name.format("krnksf", "-BODY-SvR16"))
+    for path in (face_job.merged, face_job.compressed):
+        assert torch.equal(_bundle(path)["krnk"], face["krnk"])
+    body = _bundle(body_job.compressed)
     assert sorted(body) == ["krnk", "krnksf"] and torch.equal(body["krnk"], face["krnk"])  # reused as it was
     with Image.open(root / "LoRAWork" / "krnk" / "body-sf" / "raw" / "b12-0.png") as im:  # made with the face LoRA
         prompt, _, fields = im.info["parameters"].split("\n")
     assert prompt.startswith("1girl, krnk, ")  # the character prompt names the keyword already: not added twice
-    assert 'TI hashes: "krnk: krnk-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16"' in fields  # the bundle's vectors were used
-    assert (out / "krnksf" / name.format("krnksf", "").replace(".safetensors", "-embeddings") / "krnksf.safetensors").is_file()
-    group = _bundle(out / "krnksf_tyankkps" / name.format("krnksf_tyankkps", "-BODY-SvR16"))
+    assert f'TI hashes: "krnk: {face_job.compressed.stem}"' in fields  # the bundle's vectors were used
+    assert (body_job.lora.with_name(body_job.lora.stem + "-embeddings") / "krnksf.safetensors").is_file()
+    group = _bundle(group_job.compressed)
     assert sorted(group) == ["krnk", "krnksf", "tyank", "tyankkps"] and torch.equal(group["krnksf"], body["krnksf"])
+    out = root / "LoRAOutput"
     assert (out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png").is_file()
