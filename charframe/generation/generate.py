@@ -20,6 +20,7 @@ from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
@@ -130,7 +131,9 @@ class _Loaded:
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
-    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device,
+                    family=g.family or None, prediction=g.prediction or None)
+    require(get_family(comps.family), "generate", str(character.resolve(g.model) or f"{character.path}: generation.model"))
     lora_tag = ""
     if face_lora is not None:
         apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)

@@ -19,7 +19,9 @@ import torch
 
 from charframe.deps import place
 from charframe.errors import CharframeError
-from charframe.lora.io import load_lora_file
+from charframe.families.family import get_family, require
+from charframe.lora.file_family import check_same_family
+from charframe.lora.io import read_network
 from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
@@ -177,6 +179,7 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     acc = make_accelerator(precision.mixed, cuda)
     device, world = acc.device, acc.num_processes
     comps = components if components is not None else load_sd(plan.io.model, plan.io.vae)
+    require(get_family(comps.family), "train", str(plan.io.model or "the tiny demo model"))
     check_clip_skip(plan.recipe.clip_skip, comps.text_encoder)
     warn_long_captions(group, comps.tokenizer, plan.recipe.max_token_length)
     prepare_models(comps, plan.runtime.attention, device, precision)
@@ -185,8 +188,10 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     if start.tensors is not None:
         load_network_weights(net, start.tensors, str(start.state_dir))
     elif plan.io.continue_from:
-        tensors, _ = load_lora_file(plan.io.continue_from)
-        load_network_weights(net, tensors, plan.io.continue_from)
+        previous = read_network(plan.io.continue_from)
+        check_same_family(plan.io.continue_from, get_family(previous.family) if previous.family else None,
+                          get_family(comps.family))
+        load_network_weights(net, previous.state_dict(), plan.io.continue_from)
         log.info("continuing from %s", plan.io.continue_from)
     broadcast_parameters(net, world)
     opt = plan.optimizer
