@@ -19,6 +19,7 @@ from charframe.models.single_file import empty_encoders, empty_modules, family_c
 from charframe.models.tiny import build_tiny_sdxl
 from charframe.models.tokenizer import clip_tokenizer
 from charframe.testing.ldm_layout import SDXL_CLIP_G_PREFIX, SDXL_CLIP_L_PREFIX, to_sdxl_checkpoint, vae_to_ldm
+from test_single_file import _same_weights as _equal  # same folder: one weight comparison for both families
 from charframe.testing.tiny_files import (
     save_tiny_sdxl,
     save_tiny_sdxl_config,
@@ -44,11 +45,6 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def ref():
     return build_tiny_sdxl(seed=3)
-
-
-def _equal(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "ckpt"])
