@@ -16,9 +16,11 @@ from pathlib import Path
 from charframe.errors import CharframeError
 from charframe.families.family import Family, families, get_family, names, of_unet_config
 from charframe.families.signature import Signature, signature
+from charframe.models.checkpoint import key_shapes
 from charframe.util import toml as tomlio
 
-__all__ = ["Signature", "signatures", "detect", "check_single_file", "check_diffusers_folder", "supported_hint"]
+__all__ = ["Signature", "signatures", "detect", "check_single_file", "check_diffusers_folder", "supported_hint",
+           "family_of_model"]
 
 
 def supported_hint() -> str:
@@ -113,3 +115,11 @@ def check_diffusers_folder(path: Path) -> Family:
     if looks_like:
         raise CharframeError(f"{path}: looks like {looks_like}; {supported_hint()}")
     return fam
+
+
+def family_of_model(path: Path) -> Family:
+    """The family of a model file (read: its key names and shapes only, for .safetensors) or diffusers folder."""
+    path = Path(path)
+    if path.is_dir():
+        return check_diffusers_folder(path)
+    return get_family(check_single_file(path, key_shapes(path)).family)
