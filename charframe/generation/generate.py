@@ -29,7 +29,9 @@ from charframe.generation.pnginfo import controlnet_field, parameters_text, writ
 from charframe.generation.prompt import encode_pair
 from charframe.generation.passes import PassSettings, Runner, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.models.checkpoint import SAFETENSORS_SUFFIXES
 from charframe.models.controlnet import load_controlnet
+from charframe.models.detect import family_of_model
 from charframe.models.load import load_sd
 from charframe.project import project_dirs
 from charframe.util.files import atomic_write_bytes
@@ -131,9 +133,14 @@ class _Loaded:
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
-    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device,
-                    family=g.family or None, prediction=g.prediction or None)
-    require(get_family(comps.family), "generate", str(character.resolve(g.model) or f"{character.path}: generation.model"))
+    model = character.resolve(g.model)
+    where = str(model or f"{character.path}: generation.model")
+    if model is None or (model.exists() and (model.is_dir() or model.suffix.lower() in SAFETENSORS_SUFFIXES)):
+        # the header says the family: refuse before a large model loads (a pickle is checked once loaded)
+        require(family_of_model(model) if model is not None else get_family(g.family or None), "generate", where)
+    comps = load_sd(model, character.resolve(g.vae), dtype=dtype, device=device, family=g.family or None,
+                    prediction=g.prediction or None)
+    require(get_family(comps.family), "generate", where)
     lora_tag = ""
     if face_lora is not None:
         apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)

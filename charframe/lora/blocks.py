@@ -62,7 +62,7 @@ def expand_weights(weights: Sequence[float], family: str | Family | None = None)
     if form is not None:
         given = {b: checked_weight(w, f"the weight of {b}") for b, w in zip(form.ids, weights)}
         return tuple(given.get(b, form.fill) for b in BLOCK_IDS)
-    lengths = " or ".join(str(len(f.ids)) for f in fam.block_forms)
+    lengths = _lengths(fam)
     other = next((f for f in families() if f.id != fam.id and f.block_form(len(weights))), None)
     also = f" ({len(weights)} is {other.name}'s form)" if other is not None else ""
     which = "" if fam.id == get_family().id else f" for {fam.name}"
@@ -99,6 +99,12 @@ def _presets_from(data: Mapping, source: str, family: str | Family | None = None
         except (TypeError, ValueError) as e:
             raise CharframeError(f"{source}: preset {name}: {e} ({_forms_hint(fam)})") from None
     return out
+
+
+def _lengths(fam: Family) -> str:
+    """"26 or 17", "20, 12 or 26": the lengths a family's weight lists may have."""
+    sizes = [str(len(f.ids)) for f in fam.block_forms]
+    return " or ".join(sizes) if len(sizes) < 3 else ", ".join(sizes[:-1]) + " or " + sizes[-1]
 
 
 def _forms_hint(fam: Family) -> str:
@@ -139,7 +145,7 @@ def resolve_preset(
 ) -> tuple[str, tuple[float, ...]]:
     """(label, 26 weights) for a preset name (case-insensitive) or a comma-separated weight list of a family."""
     fam = get_family(family)
-    lengths = " or ".join(str(len(f.ids)) for f in fam.block_forms)
+    lengths = _lengths(fam)
     spec = spec.strip()
     if "," in spec:
         try:
@@ -147,7 +153,7 @@ def resolve_preset(
         except ValueError as e:
             first, *rest = fam.block_forms
             forms = f"{len(first.ids)} weights ({_span(first.ids).replace(',', ', ')})" + "".join(
-                f" or {len(f.ids)} ({', '.join(f.ids)})" for f in rest)
+                f" or {len(f.ids)} ({_span(f.ids).replace(',', ', ')})" for f in rest)
             raise CharframeError(
                 f"{{param}}: bad weight list '{spec}': {e}. Give {forms}, or a preset: {', '.join(presets)}",
                 param="preset",

@@ -160,7 +160,7 @@ def test_sdxl_weights_on_an_sd15_lora_and_the_reverse_are_refused_by_file(tiny_x
     msg = str(err.value)
     assert msg.startswith(f"{xl}: an SDXL LoRA: preset: unknown preset 'OUTALL' for SDXL LoRAs")
     assert "'OUTALL' is an SD1.x preset; this is an SDXL LoRA" in msg
-    with pytest.raises(CharframeError, match=r"17 weights; a block-weight list for SDXL has 20 or 12 or 26 \(17 is SD1.x's form\)"):
+    with pytest.raises(CharframeError, match=r"17 weights; a block-weight list for SDXL has 20, 12 or 26 \(17 is SD1.x's form\)"):
         list(merge_files([xl], ",".join(["1"] * 17), project_root=tmp_path))
 
 
