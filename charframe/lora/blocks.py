@@ -12,6 +12,7 @@ for SD1.x, `[sdxl.block_presets]` for SDXL) that users extend in charframe.toml 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -25,6 +26,7 @@ from charframe.lora.keys import block_of
 from charframe.project import PROJECT_FILE, load_project_config
 from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
+from charframe.util.paths import name_problem
 
 BLOCK_IDS: tuple[str, ...] = (
     "BASE",
@@ -88,7 +90,7 @@ def _presets_from(data: Mapping, source: str, family: str | Family | None = None
         raise CharframeError(f"{source}: [{fam.presets_table}] must be a table of NAME = [weights]")
     out = {}
     for name, value in table.items():
-        if not PRESET_NAME.match(str(name)):
+        if not PRESET_NAME.match(str(name)) or name_problem(str(name)):
             raise CharframeError(
                 f"{source}: preset name '{name}' cannot be part of a file name; use letters, digits, '_', "
                 "'-', '.' or '+' (up to 64, starting with a letter or digit)"
@@ -123,13 +125,19 @@ def _span(ids: Sequence[str]) -> str:
     return ",".join(ids)
 
 
+@functools.lru_cache(maxsize=None)
+def _shipped_presets(family: str) -> dict[str, tuple[float, ...]]:
+    """A family's presets charframe ships (read once: a rerun of fifty characters asks for them per stage)."""
+    return _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE), family)
+
+
 def load_presets(
     files: Iterable[str | os.PathLike] = (), project_config: Mapping | None = None, project_file: str = PROJECT_FILE,
     family: str | Family | None = None,
 ) -> dict[str, tuple[float, ...]]:
     """A family's presets: shipped, then the project's (`[block_presets]`, `[sdxl.block_presets]`), then each
     file's (later ones win)."""
-    presets = _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE), family)
+    presets = dict(_shipped_presets(get_family(family).id))
     if project_config:
         presets.update(_presets_from(project_config, project_file, family))
     for f in files:
