@@ -13,6 +13,7 @@ are relative to the project root (the folder holding `Characters/`). Example:
     sf = "sailor uniform, pleated skirt"
     [generation]
     model = "LoRAInput/anything-v5.safetensors"
+    family = ""                         # "" = from the model file; or sd15, sdxl (aliases: xl, illustrious, noobai, pony)
     sampler = "DPM++ 2M Karras"
     [[generation.controlnet]]
     map = "softedge"
@@ -32,6 +33,7 @@ from typing import Literal
 
 from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.project import WORK_DIR
 from charframe.util import toml as tomlio
 from charframe.util.paths import name_problem
@@ -64,6 +66,11 @@ class Generation:
 
     model: str = ""
     vae: str = ""
+    #: the model family: "" = the model file's (and SD1.x for the tiny demo model); "sd15", "sdxl" or an alias
+    #: (charframe.families: sd1, xl, illustrious, noobai, pony) to insist on one
+    family: str = ""
+    #: "" = the model's own (NoobAI-XL v-prediction files say so); "epsilon" or "v_prediction" to override it
+    prediction: Literal["", "epsilon", "v_prediction"] = ""
     controlnet: tuple[ControlUnit, ...] = (ControlUnit(),)
     sampler: str = "DPM++ 2M Karras"
     steps: int = field(default=28, metadata=limits(min=1, max=500))
@@ -203,6 +210,11 @@ def _check(c: Character, src: Source) -> Character:
         if not is_keyword(name):
             fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
     g = c.generation
+    if g.family:
+        try:
+            get_family(g.family)
+        except CharframeError as e:
+            fail("family", ("generation",), str(e).split(": ", 1)[1])
     if not g.controlnet:
         fail("controlnet", ("generation",), "needs at least one ControlNet")
     for unit in g.controlnet:

@@ -27,6 +27,7 @@ from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
@@ -35,8 +36,10 @@ from charframe.generation.pnginfo import controlnet_field, parameters_text, writ
 from charframe.generation.prompt import encode_pair
 from charframe.generation.passes import PassSettings, Runner, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.models.checkpoint import SAFETENSORS_SUFFIXES
 from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
+from charframe.models.detect import family_of_model
 from charframe.models.load import load_sd
 from charframe.generation.pnginfo import read_parameters
 from charframe.project import project_dirs
@@ -144,7 +147,14 @@ class _Loaded:
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
-    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    model = character.resolve(g.model)
+    where = str(model or f"{character.path}: generation.model")
+    if model is None or (model.exists() and (model.is_dir() or model.suffix.lower() in SAFETENSORS_SUFFIXES)):
+        # the header says the family: refuse before a large model loads (a pickle is checked once loaded)
+        require(family_of_model(model) if model is not None else get_family(g.family or None), "generate", where)
+    comps = load_sd(model, character.resolve(g.vae), dtype=dtype, device=device, family=g.family or None,
+                    prediction=g.prediction or None)
+    require(get_family(comps.family), "generate", where)
     check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
     lora_tag = ""
     if face_lora is not None:
