@@ -15,7 +15,7 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "deps", "layers"),
     ("util",),
-    ("project",),
+    ("project", "prompt_syntax"),
     ("dataset",),
     ("character",),
     ("models",),

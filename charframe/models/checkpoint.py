@@ -6,6 +6,7 @@ sd-scripts writes into a LoRA's metadata.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,12 +97,18 @@ def _corrupt(exc: BaseException) -> str:
     return f"corrupt, truncated or not a PyTorch checkpoint ({detail[:160]}); re-download or re-save it"
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_GLOBAL = re.compile(r"(?:Unsupported global|Unsupported class|unrecognized function)[^A-Za-z0-9_]*(?:GLOBAL\s+)?"
+                     r"([A-Za-z_][\w.]*)")
+
+
 def _refusal(path: Path, exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (
-        f"{path}: cannot be loaded safely with torch's weights-only loader ({first}). charframe never "
-        f"runs pickled code from model files; {CONVERT_HINT}"
-    )
+    """One line: what the pickle would have imported (when torch says), and the fix."""
+    text = _ANSI.sub("", str(exc))
+    found = _GLOBAL.search(text)
+    what = f" (it would import {found.group(1)})" if found else ""
+    return (f"{path}: unsafe or unsupported pickle{what}; charframe reads checkpoints weights-only and never runs "
+            f"pickled code; {CONVERT_HINT}")
 
 
 def _unwrap(path: Path, obj: Any) -> dict[str, Any]:

@@ -36,8 +36,10 @@ def test_face_set_layout_parameters_and_rerun(tmp_path: Path) -> None:
     assert fields["Seed"] == "8" and fields["Steps"] == "2" and fields["Sampler"] == "Euler a"
     assert fields["CFG scale"] == "7" and fields["Size"] == "64x64" and fields["Clip skip"] == "2"
     assert fields["Model"] == "charframe-tiny-sd15"
-    assert fields["ControlNet 0"] == ('"Module: softedge, Model: charframe-tiny-controlnet, Weight: 0.8, '
-                                      'Guidance Start: 0, Guidance End: 0.6"')
+    assert fields["Schedule type"] == "Automatic" and fields["RNG"] == "CPU" and "Pad conds" not in fields
+    assert fields["ControlNet 0"] == ("Module: none, Model: charframe-tiny-controlnet, Weight: 0.8, Resize Mode: Crop and "
+                                      "Resize, Processor Res: -1, Threshold A: -1, Threshold B: -1, Guidance Start: 0.0, "
+                                      "Guidance End: 0.6, Pixel Perfect: False, Control Mode: Balanced")
     assert parse_parameters(read_parameters(raw / "f00-0.png"))[2]["Seed"] == "7"
     # same seed, same settings, same device → identical pixels; the rerun makes only what is missing
     before = pixels(raw / "f12-1.png")
