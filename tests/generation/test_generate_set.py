@@ -77,7 +77,7 @@ def test_body_set_hires_and_multi_controlnet(tmp_path: Path) -> None:
     prompt, _, fields = parse_parameters(read_parameters(path))
     assert "sailor uniform" in prompt and "full body" in prompt and "nude" not in prompt
     assert fields["Size"] == "64x128" and fields["Hires upscale"] == "1.5" and fields["Denoising strength"] == "0.5"
-    assert fields["ControlNet 1"].startswith('"Module: depth,') and "Weight: 0.4" in fields["ControlNet 1"]
+    assert fields["ControlNet 1"].startswith("Module: none,") and "Weight: 0.4," in fields["ControlNet 1"]
 
 
 def test_mirrored_azimuths_for_asymmetric_characters(tmp_path: Path) -> None:
