@@ -29,6 +29,10 @@ def _none(i: int) -> None:
     return None
 
 
+def _silent(sigma: float, sigma_next: float) -> Any:
+    raise AssertionError("a deterministic sampler drew noise")
+
+
 def ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tuple[float, float]:
     """(sigma_down, sigma_up): where the deterministic step lands and how much fresh noise brings it to sigma_to."""
     if not eta:
@@ -37,77 +41,65 @@ def ancestral_step(sigma_from: float, sigma_to: float, eta: float = 1.0) -> tupl
     return math.sqrt(sigma_to ** 2 - up ** 2), up
 
 
-def euler(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
-        step(i)
-        x = x + (x - denoised) / s * (s1 - s)
-    return x
-
-
-def euler_ancestral(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
-                    s_noise: float = 1.0, **_: Any) -> Any:
+def _ancestral(model: Model, x: Any, sigmas: np.ndarray, noise: Noise, step: Step, eta: float, s_noise: float,
+               move: Callable[[Any, Any, float, float], Any]) -> Any:
+    """The single-step walk: per step one model call, the deterministic `move(x, denoised, s, s_down)` to where the
+    ancestral step lands (an Euler step when that is 0), then fresh noise up to the next sigma (eta 0: none)."""
     for i in range(len(sigmas) - 1):
         s, s1 = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, s)
         down, up = ancestral_step(s, s1, eta)
         step(i)
-        x = x + (x - denoised) / s * (down - s)
-        if s1 > 0:
+        x = x + (x - denoised) / s * (down - s) if down == 0 else move(x, denoised, s, down)
+        if s1 > 0 and up:
             x = x + noise(s, s1) * s_noise * up
     return x
 
 
+def _euler_move(x: Any, denoised: Any, s: float, down: float) -> Any:
+    return x + (x - denoised) / s * (down - s)
+
+
+def euler_ancestral(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
+                    s_noise: float = 1.0, **_: Any) -> Any:
+    return _ancestral(model, x, sigmas, noise, step, eta, s_noise, _euler_move)
+
+
+def euler(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
+    """Euler steps: the ancestral step with no fresh noise lands on the next sigma."""
+    return _ancestral(model, x, sigmas, _silent, step, 0.0, 1.0, _euler_move)
+
+
 def heun(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
+    def move(x: Any, denoised: Any, s: float, s1: float) -> Any:
         d = (x - denoised) / s
-        step(i)
-        if s1 == 0:
-            x = x + d * (s1 - s)
-        else:
-            x2 = x + d * (s1 - s)
-            d2 = (x2 - model(x2, s1)) / s1
-            x = x + (d + d2) / 2 * (s1 - s)
-    return x
+        x2 = x + d * (s1 - s)
+        return x + (d + (x2 - model(x2, s1)) / s1) / 2 * (s1 - s)
+
+    return _ancestral(model, x, sigmas, _silent, step, 0.0, 1.0, move)
 
 
 def _log_mid(a: float, b: float) -> float:
     return math.exp((math.log(a) + math.log(b)) / 2)
 
 
-def dpm_2(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        d = (x - model(x, s)) / s
-        step(i)
-        if s1 == 0:
-            x = x + d * (s1 - s)
-        else:
-            mid = _log_mid(s, s1)
-            x2 = x + d * (mid - s)
-            x = x + (x2 - model(x2, mid)) / mid * (s1 - s)
-    return x
+def _dpm_2_move(model: Model) -> Callable[[Any, Any, float, float], Any]:
+    def move(x: Any, denoised: Any, s: float, down: float) -> Any:
+        mid = _log_mid(s, down)
+        x2 = x + (x - denoised) / s * (mid - s)
+        return x + (x2 - model(x2, mid)) / mid * (down - s)
+
+    return move
 
 
 def dpm_2_ancestral(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
                     s_noise: float = 1.0, **_: Any) -> Any:
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
-        down, up = ancestral_step(s, s1, eta)
-        step(i)
-        d = (x - denoised) / s
-        if down == 0:
-            x = x + d * (down - s)
-        else:
-            mid = _log_mid(s, down)
-            x2 = x + d * (mid - s)
-            x = x + (x2 - model(x2, mid)) / mid * (down - s)
-            x = x + noise(s, s1) * s_noise * up
-    return x
+    return _ancestral(model, x, sigmas, noise, step, eta, s_noise, _dpm_2_move(model))
+
+
+def dpm_2(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
+    """DPM-Solver-2 steps (a midpoint in log sigma), no fresh noise."""
+    return _ancestral(model, x, sigmas, _silent, step, 0.0, 1.0, _dpm_2_move(model))
 
 
 def lms_coefficient(order: int, t: np.ndarray, i: int, j: int) -> float:
@@ -136,21 +128,13 @@ def lms(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, order: 
 
 def dpmpp_2s_ancestral(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
                        s_noise: float = 1.0, **_: Any) -> Any:
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
-        down, up = ancestral_step(s, s1, eta)
-        step(i)
-        if down == 0:
-            x = x + (x - denoised) / s * (down - s)
-        else:
-            h = math.log(s) - math.log(down)  # in t = -log sigma
-            mid = math.exp(-(-math.log(s) + h / 2))
-            x2 = (mid / s) * x - math.expm1(-h / 2) * denoised
-            x = (down / s) * x - math.expm1(-h) * model(x2, mid)
-        if s1 > 0:
-            x = x + noise(s, s1) * s_noise * up
-    return x
+    def move(x: Any, denoised: Any, s: float, down: float) -> Any:
+        h = math.log(s) - math.log(down)  # in t = -log sigma
+        mid = math.exp(-(-math.log(s) + h / 2))
+        x2 = (mid / s) * x - math.expm1(-h / 2) * denoised
+        return (down / s) * x - math.expm1(-h) * model(x2, mid)
+
+    return _ancestral(model, x, sigmas, noise, step, eta, s_noise, move)
 
 
 def _sde_queries(s: float, s1: float, r: float) -> tuple[float, float, float]:
@@ -188,82 +172,67 @@ def dpmpp_sde(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: S
     return x
 
 
-def dpmpp_2m(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
-    old = None
+def _multistep(model: Model, x: Any, sigmas: np.ndarray, step: Step,
+               update: Callable[[Any, Any, float, float, float, list[tuple[Any, float]]], Any]) -> Any:
+    """The DPM++ multistep walk: one model call per step, `update(x, denoised, s, s1, h, past)` with the earlier
+    steps' (denoised, h) newest last; the last step (to sigma 0) returns the denoised latent."""
+    past: list[tuple[Any, float]] = []
     for i in range(len(sigmas) - 1):
         s, s1 = float(sigmas[i]), float(sigmas[i + 1])
         denoised = model(x, s)
         step(i)
         if s1 == 0:
-            x = denoised
-        else:
-            h = math.log(s) - math.log(s1)
-            if old is not None:
-                r = (math.log(float(sigmas[i - 1])) - math.log(s)) / h
-                denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old
-            else:
-                denoised_d = denoised
-            x = (s1 / s) * x - math.expm1(-h) * denoised_d
-        old = denoised
+            return denoised
+        h = math.log(s) - math.log(s1)
+        x = update(x, denoised, s, s1, h, past)
+        past.append((denoised, h))
     return x
 
 
 def dpmpp_2m_sde(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
                  s_noise: float = 1.0, solver_type: str = "midpoint", **_: Any) -> Any:
-    old, h_last = None, None
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
-        step(i)
-        if s1 == 0:
-            x = denoised
-        else:
-            h = math.log(s) - math.log(s1)
-            eta_h = eta * h
-            decay = -math.expm1(-h - eta_h)
-            x = s1 / s * math.exp(-eta_h) * x + decay * denoised
-            if old is not None:
-                r = h_last / h
-                if solver_type == "heun":
-                    x = x + (decay / (-h - eta_h) + 1) * (1 / r) * (denoised - old)
-                else:
-                    x = x + 0.5 * decay * (1 / r) * (denoised - old)
-            if eta:
-                x = x + noise(s, s1) * s1 * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise
-            h_last = h
-        old = denoised
-    return x
+    def update(x: Any, denoised: Any, s: float, s1: float, h: float, past: list[tuple[Any, float]]) -> Any:
+        eta_h = eta * h
+        decay = -math.expm1(-h - eta_h)
+        x = s1 / s * math.exp(-eta_h) * x + decay * denoised
+        if past:
+            old, h_last = past[-1]
+            weight = decay / (-h - eta_h) + 1 if solver_type == "heun" else 0.5 * decay
+            x = x + weight * (h / h_last) * (denoised - old)
+        if eta:
+            x = x + noise(s, s1) * s1 * math.sqrt(-math.expm1(-2 * eta_h)) * s_noise
+        return x
+
+    return _multistep(model, x, sigmas, step, update)
+
+
+def dpmpp_2m(model: Model, x: Any, sigmas: np.ndarray, *, step: Step = _none, **_: Any) -> Any:
+    """DPM-Solver++(2M): the 2M SDE step without noise (its midpoint correction is 2M's second-order term)."""
+    return dpmpp_2m_sde(model, x, sigmas, noise=_silent, step=step, eta=0.0)
 
 
 def dpmpp_3m_sde(model: Model, x: Any, sigmas: np.ndarray, *, noise: Noise, step: Step = _none, eta: float = 1.0,
                  s_noise: float = 1.0, **_: Any) -> Any:
-    d_1 = d_2 = None
-    h_1 = h_2 = None
-    for i in range(len(sigmas) - 1):
-        s, s1 = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = model(x, s)
-        step(i)
-        if s1 == 0:
-            x = denoised
-        else:
-            h = math.log(s) - math.log(s1)
-            h_eta = h * (eta + 1)
-            x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
-            phi_2 = math.expm1(-h_eta) / h_eta + 1
-            if h_2 is not None:
-                r0, r1 = h_1 / h, h_2 / h
-                d1_0 = (denoised - d_1) / r0
-                d1_1 = (d_1 - d_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
-            elif h_1 is not None:
-                x = x + phi_2 * (denoised - d_1) / (h_1 / h)
-            if eta:
-                x = x + noise(s, s1) * s1 * math.sqrt(-math.expm1(-2 * h * eta)) * s_noise
-            h_1, h_2 = h, h_1
-        d_1, d_2 = denoised, d_1
-    return x
+    def update(x: Any, denoised: Any, s: float, s1: float, h: float, past: list[tuple[Any, float]]) -> Any:
+        h_eta = h * (eta + 1)
+        x = math.exp(-h_eta) * x - math.expm1(-h_eta) * denoised
+        phi_2 = math.expm1(-h_eta) / h_eta + 1
+        if len(past) >= 2:
+            (d_1, h_1), (d_2, h_2) = past[-1], past[-2]
+            r0, r1 = h_1 / h, h_2 / h
+            d1_0 = (denoised - d_1) / r0
+            d1_1 = (d_1 - d_2) / r1
+            d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+            d2 = (d1_0 - d1_1) / (r0 + r1)
+            x = x + phi_2 * d1 - (phi_2 / h_eta - 0.5) * d2
+        elif past:
+            d_1, h_1 = past[-1]
+            x = x + phi_2 * (denoised - d_1) / (h_1 / h)
+        if eta:
+            x = x + noise(s, s1) * s1 * math.sqrt(-math.expm1(-2 * h * eta)) * s_noise
+        return x
+
+    return _multistep(model, x, sigmas, step, update)
 
 
 # ---------------------------------------------------------------- DPM-Solver fast / adaptive (in t = -log sigma)
