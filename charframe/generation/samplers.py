@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import importlib.util
 from dataclasses import dataclass, field
-from typing import Any
 
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
@@ -149,10 +148,3 @@ def check_available(choice: Choice, where: str = "sampler") -> None:
                 f"{where}: sampler {choice.name!r} needs the Python package {package!r}, which is not installed "
                 f"(pip install {package}); or choose another sampler such as 'DPM++ 2M'"
             )
-
-
-def make_sampler(name: str, base_config: Any = None, where: str = "sampler") -> Choice:
-    """The checked sampler choice for `name` (kept under its old name for callers that built a scheduler)."""
-    choice = find_sampler(name, where)
-    check_available(choice, where)
-    return choice

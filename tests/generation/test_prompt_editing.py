@@ -158,3 +158,23 @@ def test_and_in_an_outfit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CharframeError, match=r"krnk.toml:3: outfits.sf: 'AND'"):
         load_character(path)
     check_prompt("cats and dogs, [a:b:0.5]", "x")  # lower-case 'and' is a word
+
+
+def test_pad_conds_is_written_only_when_padding_happened(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from generation_helpers import make_project
+
+    from charframe.generation.generate import generate_set
+    from charframe.generation.pnginfo import parse_parameters, read_parameters
+
+    written = {}
+    for pad in ("false", "true"):
+        root = tmp_path / pad
+        ch = make_project(root, steps=1, extra=f"pad_conds = {pad}", codes=("f00",))
+        text = ch.path.read_text("utf-8").replace('class = "girl"', 'class = "girl"\nnegative = "' + "bad " * 80 + '"')
+        ch.path.write_text(text, encoding="utf-8")
+        res = generate_set(load_character(ch.path), "f", codes=["f00"], candidates=1, progress=False, device="cpu")
+        written[pad] = parse_parameters(read_parameters(res.written[0]))[2]
+    assert "Pad conds" not in written["false"] and written["true"]["Pad conds"] == "True"
