@@ -94,7 +94,7 @@ def tiny_mode(args) -> list[dict]:
         for keyword, prompt in (("bench", "1girl, solo, short black hair, cat ears"),
                                 ("benchedit", "1girl, solo, [short:long:0.5] black hair, [cat|dog] ears")):
             (root / "Characters" / f"{keyword}.toml").write_text(
-                f'keyword = "{keyword}"\nprompt = "{prompt}"\nfill = "black"\n'
+                f'keyword = "{keyword}"\nprompt = "{prompt}"\nnegative = "{NEGATIVE}"\nfill = "black"\n'
                 f'[generation]\nsteps = {args.steps}\nsize = {args.size}\nhires_scale = 1.0\n'
                 f'candidates = {args.candidates}\nsampler = "DPM++ 2M Karras"\nclip_skip = 1\n', encoding="utf-8")
         ch = load_character(root / "Characters" / "bench.toml")
