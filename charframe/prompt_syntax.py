@@ -219,15 +219,17 @@ def _walk(nodes: list[Node]):
                 yield from _walk(option)
 
 
-def _render(nodes: list[Node], step: int) -> str:
+def _render(nodes: list[Node], step: int, before: bool | None = None) -> str:
+    """The text at `step`; with `before` set, every edit takes that side (used to check each branch's text)."""
     parts = []
     for node in nodes:
         if isinstance(node, str):
             parts.append(node)
         elif isinstance(node, _Edit):
-            parts.append(_render(node.before or [], step) if step <= node.when else _render(node.after, step))
+            first = step <= node.when if before is None else before
+            parts.append(_render(node.before or [] if first else node.after, step, before))
         else:
-            parts.append(_render(node.options[(step - 1) % len(node.options)], step))
+            parts.append(_render(node.options[(step - 1) % len(node.options)], step, before))
     return "".join(parts)
 
 
@@ -262,7 +264,12 @@ def check_prompt(text: str, where: str) -> None:
     if _AND.search(text):
         raise CharframeError(f"{where}: 'AND' (WebUI's composable prompts) is not supported by charframe; join the "
                              "parts with a comma instead, or write 'and' in lower case if you meant the word")
-    texts = {t for steps in (1, 1000) for _, t in prompt_schedule(text, steps)}
+    try:
+        tree = _Parser(text).start()
+    except _Fail:
+        tree = [text]
+    longest = max((len(n.options) for n in _walk(tree) if isinstance(n, _Alt)), default=1)
+    texts = {_render(tree, step, before) for before in (True, False) for step in range(1, longest + 1)}
     for step_text in sorted(texts):
         try:
             parse_attention(step_text)
