@@ -193,7 +193,7 @@ def test_pickle_refusal_is_one_plain_line(tmp_path: Path, capsys) -> None:
     assert "\x1b" not in msg and "\n" not in msg and "pickled code ran" not in capsys.readouterr().out
     assert msg.startswith(f"{path}: unsafe: the pickle would import or run code, which torch's weights-only loader "
                           "refuses (")
-    assert re.search(r"import (builtins\.)?print\);", msg)
+    assert re.search(r"(builtins\.)?print", msg)  # what it would have imported
     assert msg.endswith("pass the .safetensors file instead")
 
 
