@@ -22,6 +22,7 @@ from charframe.models.embeddings import (
     Embedding, EmbeddingSet, check_widths, load_for_prompts, read_bundle, ti_hashes, token_width,
 )
 from charframe.project import project_dirs
+from charframe.prompt_syntax import prompt_schedule
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,18 @@ def with_triggers(prompt: str, bundled: Iterable[Embedding]) -> str:
     return ", ".join(dict.fromkeys(missing)) + (", " if missing and prompt else "") + prompt if missing else prompt
 
 
-def ti_field(prompt: str, negative: str, tokenizer: Any, embeddings: EmbeddingSet | None) -> str:
-    """The infotext's `TI hashes` value for this prompt pair ("" when no embedding is used)."""
+def _used_in_batch(texts: Sequence[str], tokenizer: Any, embeddings: EmbeddingSet) -> list[Embedding]:
+    """The embeddings one WebUI encoder call meets for a batch of texts (a prompt's editing schedule), in its order:
+    chunk by chunk, each chunk over the batch."""
+    chunked = [chunk_tokens(t, tokenizer, embeddings) for t in dict.fromkeys(texts)]
+    return [e for i in range(max(map(len, chunked))) for chunks in chunked if i < len(chunks)
+            for e in used_embeddings([chunks[i]])]
+
+
+def ti_field(prompt: str, negative: str, tokenizer: Any, embeddings: EmbeddingSet | None, steps: int = 1) -> str:
+    """The infotext's `TI hashes` value for this prompt pair ("" when no embedding is used): each side's texts
+    through its `steps` (prompt editing gives several), the prompt's embeddings before the negative's."""
     if not embeddings:
         return ""
-    return ti_hashes(used_embeddings(chunk_tokens(prompt, tokenizer, embeddings)),
-                     used_embeddings(chunk_tokens(negative, tokenizer, embeddings)))
+    sides = [[text for _, text in prompt_schedule(t, steps)] for t in (prompt, negative)]
+    return ti_hashes(*(_used_in_batch(texts, tokenizer, embeddings) for texts in sides))

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.models.embeddings import (
     Embedding, EmbeddingSet, bundle_key, bundle_tensors, bundled_embeddings, check_name, check_widths, init_vectors,
     read_bundle, read_embedding, token_width, write_embedding,
@@ -170,6 +171,10 @@ def setup_pivotal(spec: Pivotal, steps: int, group: DatasetGroup, comps: Any, da
     vectors (`resumed` bundle keys), the same name in the LoRA continued from (`continued`), or `init_text`."""
     if not spec.enabled:
         return None
+    if get_family(comps.family).data.get("training", {}).get("conditioning", "clip") != "clip":
+        raise CharframeError(f"pivotal tuning is done for SD1.x models (one CLIP text encoder); "
+                             f"{get_family(comps.family).name} is not supported yet: train without {{param}}",
+                             param="pivotal_trigger")
     fixed = _distinct([e for path in spec.reuse for e in read_reused(path)])
     names = [e.name for e in fixed]
     width = token_width(comps.text_encoder)

@@ -36,7 +36,10 @@ def _one(ch, **kw) -> tuple[np.ndarray, dict[str, str], str]:
     path = res.written[0]
     with Image.open(path) as im:
         px = np.asarray(im.convert("RGB"))
-    prompt, _, fields = parse_parameters(read_parameters(path))
+    text = read_parameters(path)
+    prompt, _, fields = parse_parameters(text)
+    if "TI hashes" in fields:  # written quoted, as WebUI writes it (the value holds ':' and ',')
+        assert f'TI hashes: "{fields["TI hashes"]}"' in text
     path.unlink()
     return px, fields, prompt
 
@@ -48,7 +51,7 @@ def test_negative_embedding_changes_the_image_and_is_in_the_infotext(tmp_path: P
     path = folder / "EasyNegative.safetensors"
     save_file({"emb_params": torch.randn(3, 32, generator=torch.Generator().manual_seed(3)) * 2}, str(path))
     with_emb, fields, _ = _one(ch)
-    assert fields["TI hashes"] == f'"EasyNegative: {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"'
+    assert fields["TI hashes"] == f"EasyNegative: {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}"
     path.unlink()
     plain, fields, _ = _one(ch)
     assert "TI hashes" not in fields
@@ -61,7 +64,7 @@ def test_folder_comes_from_paths_embeddings(tmp_path: Path) -> None:
     (tmp_path / "my_embs").mkdir()
     save_file({"badneg": torch.ones(32)}, str(tmp_path / "my_embs" / "badneg.safetensors"))
     _, fields, _ = _one(ch)
-    assert fields["TI hashes"].startswith('"badneg: ')
+    assert fields["TI hashes"].startswith("badneg: ")
 
 
 @pytest.mark.parametrize("case,words", [
@@ -108,7 +111,7 @@ def test_body_set_uses_the_face_loras_bundled_trigger(tmp_path: Path) -> None:
     save_lora_file(plain_lora, state, {})
     px, fields, prompt = _one(ch, kind="b", outfit="sf", codes=["b02"], face_lora=lora)
     assert prompt.startswith("krnk, 1girl, solo") and prompt.endswith("<lora:krnk-face:0.8>")
-    assert fields["TI hashes"] == '"krnk: krnk-face"'
+    assert fields["TI hashes"] == "krnk: krnk-face"
     px_plain, fields_plain, prompt_plain = _one(ch, kind="b", outfit="sf", codes=["b02"], face_lora=plain_lora)
     assert prompt_plain.startswith("1girl, solo") and "TI hashes" not in fields_plain
     assert not np.array_equal(px, px_plain)
@@ -120,3 +123,20 @@ def test_with_triggers_adds_only_missing_names() -> None:
     assert with_triggers("(KRNK:1.2), 1girl, krnksf", e) == "(KRNK:1.2), 1girl, krnksf"
     assert with_triggers("krnksfx, krnk-2", e) == "krnk, krnksf, krnksfx, krnk-2"
     assert with_triggers("", e[:1]) == "krnk" and with_triggers("a", []) == "a"
+
+
+def test_ti_field_reads_every_edited_text_in_webuis_order() -> None:
+    """Prompt editing encodes each scheduled text (one encoder call per side, chunk by chunk over the batch): an
+    embedding that only some steps see is named too, the prompt's before the negative's."""
+    from charframe.generation.embeddings import ti_field
+    from charframe.models.embeddings import EmbeddingSet
+    from charframe.models.tokenizer import clip_tokenizer
+
+    tok = clip_tokenizer()
+    es = EmbeddingSet(tok, [Embedding("EasyNegative", torch.zeros(2, 768), "f", "aaaaaaaaaaaa"),
+                            Embedding("badhandv4", torch.zeros(1, 768), "f", "bbbbbbbbbbbb"),
+                            Embedding("krnk", torch.zeros(4, 768), "f", "cccccccccccc")])
+    assert ti_field("1girl, [krnk:cat:0.5]", "[badhandv4:EasyNegative:0.5]", tok, es, 20) == \
+        "krnk: cccccccccccc, badhandv4: bbbbbbbbbbbb, EasyNegative: aaaaaaaaaaaa"
+    assert ti_field("1girl, [krnk:cat:0.5]", "", tok, es, 1) == ""  # at one step the edit is already "cat"
+    assert ti_field("a", "b", tok, None) == ""
