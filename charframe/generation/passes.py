@@ -9,7 +9,7 @@ the same pixels on the same device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from PIL import Image
 
@@ -28,6 +28,11 @@ class PassSettings:
     hires_scale: float = 1.0
     hires_denoise: float = 0.7
     hires_steps: int = 0
+
+
+#: schedulers whose noise does not come from the per-image generators (DPM++ SDE's Brownian tree is seeded once
+#: per call): a batch would not give each seed its own picture, so their candidates are made one at a time
+UNBATCHED = frozenset({"DPMSolverSDEScheduler"})
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -89,3 +94,35 @@ class Runner:
                 strength=s.hires_denoise, num_inference_steps=s.hires_steps or s.steps, guidance_scale=s.cfg,
                 generator=self._generator(seed), output_type="pil", **self._control_args(s),
             ).images[0]
+
+    @property
+    def batches(self) -> bool:
+        """Whether `images` gives each seed its own picture with this scheduler (see UNBATCHED)."""
+        return type(self.txt2img.scheduler).__name__ not in UNBATCHED
+
+    def images(self, pos: Any, neg: Any, controls: list[Image.Image], seeds: Sequence[int], s: PassSettings,
+               hires_controls: list[Image.Image] | None = None) -> list[Image.Image]:
+        """The finished images of several seeds in one batch: same prompt, control maps and settings, each seed
+        with its own CPU generator (initial noise, sampler noise, the hires pass's noise), so each picture is the
+        one `image` gives for that seed alone (bit for bit on the CPU; within kernel differences on a GPU)."""
+        import torch
+
+        n = len(seeds)
+        width, height = controls[0].size
+        control = controls if self.multi else controls[0]
+        with torch.inference_mode():
+            first = self.txt2img(
+                prompt_embeds=pos, negative_prompt_embeds=neg, image=control, width=width, height=height,
+                num_images_per_prompt=n, num_inference_steps=s.steps, guidance_scale=s.cfg,
+                generator=[self._generator(x) for x in seeds], output_type="pil", **self._control_args(s),
+            ).images
+            if s.hires_scale <= 1:
+                return first
+            size = hires_size(width, height, s.hires_scale)
+            hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
+            return self.img2img(
+                prompt_embeds=pos, negative_prompt_embeds=neg, image=[f.resize(size, Image.LANCZOS) for f in first],
+                control_image=hi if self.multi else hi[0], width=size[0], height=size[1], num_images_per_prompt=n,
+                strength=s.hires_denoise, num_inference_steps=s.hires_steps or s.steps, guidance_scale=s.cfg,
+                generator=[self._generator(x) for x in seeds], output_type="pil", **self._control_args(s),
+            ).images
