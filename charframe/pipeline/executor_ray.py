@@ -19,6 +19,7 @@ charframe and its models installed and the project folder mounted at the same pa
 from __future__ import annotations
 
 import logging
+import socket
 from dataclasses import replace
 from typing import Any
 
@@ -35,19 +36,46 @@ DIED = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ActorDiedErr
         "OwnerDiedError", "TaskCancelledError", "LocalRayletDiedError")
 
 
+#: seconds to wait for a cluster's port to answer before saying it cannot be reached (Ray itself retries for minutes)
+CONNECT_SECONDS = 5.0
+
+
+def _unreachable(address: str) -> str | None:
+    """Why `address` ("host:port", "ray://host:port") does not answer a TCP connection now; None when it does or
+    when it names no port ("auto": Ray looks for the cluster of this machine itself)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=CONNECT_SECONDS).close()
+    except OSError as e:
+        return e.strerror or type(e).__name__.replace("Error", "").lower() or "no answer"
+    return None
+
+
+FIX = "start it (`ray start --head` on the head node) or give its address as {param} (auto, or ray://HOST:10001)"
+
+
+def precheck(address: str | None) -> None:
+    """Before anything is planned: Ray is installed and a cluster address answers (each one line otherwise)."""
+    ray = need("ray")
+    why = _unreachable(address) if address and not ray.is_initialized() else None
+    if why is not None:
+        raise CharframeError(f"cannot reach the Ray cluster at {address}: {why}; {FIX}", param="address")
+
+
 def connect(ray: Any, address: str | None) -> bool:
     """Join (or start) Ray; True when this call started it (and so must shut it down). Unreachable → one line."""
     if ray.is_initialized():
         return False
+    precheck(address)
     try:
         ray.init(address=address or None, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=True, configure_logging=False)
     except (ConnectionError, RuntimeError, TimeoutError, ValueError) as e:
         where = address or "this machine"
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CharframeError(f"cannot reach the Ray cluster at {where}: {first}; start it (`ray start --head` on "
-                             "the head node) or give its address as {param} (auto, or ray://HOST:10001)",
-                             param="address") from None
+        raise CharframeError(f"cannot reach the Ray cluster at {where}: {first}; {FIX}", param="address") from None
     return True
 
 

@@ -73,12 +73,18 @@ def run_folder(graph: Graph, cluster: ClusterTable) -> Path:
     return folder
 
 
-def run_slurm(graph: Graph, cluster: ClusterTable, *, local: bool = False) -> Outcomes:
-    """Submit one job per node with work, wait for all, and give each node's outcome."""
+def precheck(local: bool = False) -> Any:
+    """Before anything is planned: submitit is installed and (unless `local`) Slurm's sbatch is at hand."""
     submitit = need("slurm")
     if not local and shutil.which("sbatch") is None:
         raise CharframeError("the slurm executor needs Slurm's sbatch, which is not on this machine's PATH; run "
                              "on a login node of the cluster")
+    return submitit
+
+
+def run_slurm(graph: Graph, cluster: ClusterTable, *, local: bool = False) -> Outcomes:
+    """Submit one job per node with work, wait for all, and give each node's outcome."""
+    submitit = precheck(local)
     folder = run_folder(graph, cluster)
     table = None if graph.table is STEPS else tuple(graph.table)
     todo = [n for n in graph.nodes if n.parts]

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from charframe.errors import CharframeError
-from charframe.pipeline.executor_ray import run_ray
-from charframe.pipeline.executor_slurm import run_slurm
+from charframe.pipeline import executor_ray, executor_slurm
 from charframe.pipeline.graph import Graph, Lost, Outcomes, PartResult, assemble, describe, plan_graph, run_part
 from charframe.pipeline.runner import Options, RunReport, rerun, run_target
 from charframe.pipeline.steps import STEPS, Step
@@ -50,8 +49,13 @@ def run_inline(graph: Graph, cluster: ClusterTable, address: str | None = None) 
     return outcomes
 
 
+#: what each remote executor checks before anything is planned (its install, its cluster)
+PRECHECKS: dict[str, Callable[[str | None], object]] = {
+    "ray": executor_ray.precheck, "slurm": lambda address: executor_slurm.precheck(),
+}
 RUNNERS: dict[str, Callable[[Graph, ClusterTable, str | None], Outcomes]] = {
-    "inline": run_inline, "ray": run_ray, "slurm": lambda graph, cluster, address: run_slurm(graph, cluster),
+    "inline": run_inline, "ray": executor_ray.run_ray,
+    "slurm": lambda graph, cluster, address: executor_slurm.run_slurm(graph, cluster),
 }
 
 
@@ -72,6 +76,9 @@ def execute(targets: Sequence[Path], options: Options = Options(), table: Sequen
     name = executor or cluster.executor
     if name not in RUNNERS and name != "local":
         raise CharframeError(f"unknown executor {name!r} for {{param}}; use {', '.join(EXECUTORS)}", param="executor")
+    where = cluster.address if address is None else address
+    if name in PRECHECKS:
+        PRECHECKS[name](where)  # a missing install, an unreachable cluster: one line, before anything is planned
     if name == "local":
         if whole_targets:
             reports = [run_target(t, options, table)[1] for t in targets]
@@ -82,5 +89,5 @@ def execute(targets: Sequence[Path], options: Options = Options(), table: Sequen
     sent = sum(len(n.parts) for n in graph.nodes)
     log.info("%d target(s): %d stage chain(s), %d with work to send as %d job(s) to %s", len(targets),
              len(graph.nodes), sum(1 for n in graph.nodes if n.todo), sent, name)
-    outcomes = RUNNERS[name](graph, cluster, cluster.address if address is None else address) if sent else {}
+    outcomes = RUNNERS[name](graph, cluster, where) if sent else {}
     return assemble(graph, outcomes)

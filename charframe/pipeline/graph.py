@@ -271,47 +271,43 @@ class Lost:
     upstream: str | None = None   # the node it waited for, when that one was lost
 
 
-def node_rows(graph: Graph, node: Node, outcomes: Sequence[PartResult | Lost]) -> list[StepResult] | StepResult:
+def node_rows(node: Node, outcomes: Sequence[PartResult | Lost]) -> list[StepResult] | StepResult:
     """The node's rows in plan order: what its parts report, the planned status of the steps no part ran; or its
     one "load" row when a part could not start. A lost part: its steps that are up to date now are reported so,
     the first that is not failed (the worker died in it), the rest of the node blocked."""
     rows: list[StepResult | None] = [StepResult(node.target.name, p.job.name, p.step.name,
                                                 "skipped" if p.skipped else "up to date") for p in node.planned]
-    lost_at: int | None = None
+    cause: str | None = None  # what the rest of the node needs, once a part was lost
     for part, outcome in zip(node.parts, outcomes):
         if isinstance(outcome, PartResult):
             if outcome.error is not None:
                 return StepResult(node.target.name, "-", "load", "failed", outcome.seconds, outcome.error)
             for pos, row in zip(part.positions, outcome.rows):
                 rows[pos] = row
-            continue
-        if lost_at is None:
-            lost_at = part.positions[0]
-            _lost_rows(graph, node, part, outcome, rows)
+        elif cause is None:
+            cause = _lost_rows(node, part, outcome, rows)
         else:
             for pos in part.positions:
-                if not node.planned[pos].skipped:
-                    rows[pos] = replace(rows[pos], status="blocked", message=f"needs {node.planned[lost_at].job.name} "
-                                        f"{node.planned[lost_at].step.name}, whose worker died")
+                if _to_run(node.planned[pos]):
+                    rows[pos] = replace(rows[pos], status="blocked", message=f"needs {cause}, whose worker died")
     return [r for r in rows if r is not None]
 
 
-def _lost_rows(graph: Graph, node: Node, part: Part, lost: Lost, rows: list) -> None:
+def _lost_rows(node: Node, part: Part, lost: Lost, rows: list) -> str:
+    """Rows of the part whose worker died (or that waited for a lost node); returns what the rest needs."""
     records = Records()
-    first: PlannedStep | None = None
+    cause = lost.upstream
     for pos in part.positions:
         p = node.planned[pos]
-        if p.skipped:
+        if not _to_run(p):
             continue
-        if lost.upstream is not None:
-            rows[pos] = replace(rows[pos], status="blocked", message=f"needs {lost.upstream}, whose worker died")
-        elif first is None and (p.forced or records.stale_reason(p.job, p.step) is not None):
-            first = p
+        if cause is None and records.stale_reason(p.job, p.step) is not None:  # the step it died in
+            cause = f"{p.job.name} {p.step.name}"
             rows[pos] = replace(rows[pos], status="failed", message=f"{lost.why}; rerun to finish it: finished "
                                 "steps are kept")
-        elif first is not None:
-            rows[pos] = replace(rows[pos], status="blocked", message=f"needs {first.job.name} {first.step.name}, "
-                                "whose worker died")
+        elif cause is not None:
+            rows[pos] = replace(rows[pos], status="blocked", message=f"needs {cause}, whose worker died")
+    return cause or part.label
 
 
 def describe(result: PartResult, label: str) -> str:
@@ -339,7 +335,7 @@ def assemble(graph: Graph, outcomes: Outcomes) -> RunReport:
         placed: list[tuple[int, int, int, StepResult]] = []
         load_rows: list[StepResult] = []
         for n, node in enumerate(x for x in graph.nodes if x.target == path):
-            rows = node_rows(graph, node, outcomes.get(node.key, []))
+            rows = node_rows(node, outcomes.get(node.key, []))
             if isinstance(rows, StepResult):
                 load_rows.append(rows)
                 continue
