@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -30,12 +29,8 @@ from charframe.pipeline.executors import execute, run_inline
 from charframe.pipeline.graph import assemble, gpu_steps, plan_graph
 from charframe.pipeline.runner import Options, all_targets
 from charframe.project import ClusterTable
+from charframe.testing.tiny_project import make_tiny_project
 
-REPO = Path(__file__).resolve().parents[1]
-RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 1\n'
-GENERATION = 'size = 64\nsteps = 1\nhires_scale = 1.0\nsampler = "Euler a"\ncandidates = 1\n'
-KEEP = ("f00", "b00")
-EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
 STEPS = ("generate", "clean", "pick", "export", "prepare", "train", "merge", "compress", "preview")
 
 #: seconds per step of ONE stage at 512 px with the default recipe (15 codes × 4 candidates, hires 1.5, 28 steps;
@@ -54,23 +49,8 @@ STEP_SECONDS = {
 }
 
 
-def character_toml(kw: str) -> str:
-    stages = "".join(f"[training.{s}]\n{RECIPE}" for s in ("face", "body", "group"))
-    exclude = "[" + ", ".join(f'"{c}"' for c in EXCLUDE) + "]"
-    return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "1girl, {kw}"\nfill = "black"\n[outfits]\nx = "kimono"\n'
-            f'[generation]\n{GENERATION}[export]\nsizes = [64, 128]\nexclude = {exclude}\n{stages}')
-
-
 def make_project(root: Path, n: int) -> Path:
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    for folder in ("FaceTemplate", "BodyTemplate"):
-        shutil.copytree(REPO / folder, root / folder)
-    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\n'
-                                         'tiny_steps = 1\n[cluster]\ncpus = 1\n')
-    for k in range(n):
-        (root / "Characters" / f"c{k:02d}.toml").write_text(character_toml(f"c{k:02d}"))
-    return root
+    return make_tiny_project(root, {f"c{k:02d}": "kimono" for k in range(n)})
 
 
 def _ray_run(root: Path, options: Options) -> tuple[float, float, int]:

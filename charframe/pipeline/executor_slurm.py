@@ -95,10 +95,11 @@ def run_slurm(graph: Graph, cluster: ClusterTable, *, local: bool = False) -> Ou
     else:
         executor = submitit.SlurmExecutor(folder)
     waiting = list(todo)
+    sent = {n.key for n in todo}  # nodes with nothing to run are no one's dependency
     while waiting or any(not j.done() for j in jobs.values()):
         for node in list(waiting):
-            deps = [k for k in node.deps if k in jobs or k in lost]
-            if local and not all(k in lost or jobs[k].done() for k in deps):
+            deps = [k for k in node.deps if k in sent]
+            if local and not all(k in lost or (k in jobs and jobs[k].done()) for k in deps):
                 continue  # the local executor knows no dependencies: start when they have finished
             waiting.remove(node)
             dead = next((k for k in deps if k in lost or (local and _failed(jobs[k]))), None)

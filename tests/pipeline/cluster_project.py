@@ -1,49 +1,21 @@
-"""The executor tests' project: three tiny characters and a group, the smallest the real steps accept.
-
-aa and bb have one outfit each and form the group `duo`; cc has no outfit (its face stage only). 64 px
-generation in one sampling step, one candidate per code, one training step, one code per set kept in the datasets,
-a 32 px preview in one step: every step runs for real on the tiny models, in seconds. `[cluster] cpus = 1`: every
-Ray task and Slurm job computes with one thread, as the local run does under `one_thread`, so the files match bit
-for bit.
-"""
+"""The executor tests' project (charframe.testing.tiny_project): three tiny characters and a group — aa and bb
+with one outfit each form the group `duo`, cc has no outfit (its face stage only) — and the content of its
+output files, to compare runs."""
 
 from __future__ import annotations
 
 import hashlib
 import re
-import shutil
 from pathlib import Path
 
+from charframe.testing.tiny_project import make_tiny_project
 from charframe.util.manifest import digest_file
 
-REPO = Path(__file__).resolve().parents[2]
-RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 1\n'
-KEEP = ("f00", "b00")
-EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
-GENERATION = 'size = 64\nsteps = 1\nhires_scale = 1.0\nsampler = "Euler a"\ncandidates = 1\n'
 CHARACTERS = {"aa": "sailor uniform", "bb": "kimono", "cc": ""}
 
 
-def character_toml(kw: str, outfit_prompt: str) -> str:
-    stages = "".join(f"[training.{s}]\n{RECIPE}" for s in ("face", "body", "group"))
-    outfits = f'[outfits]\nx = "{outfit_prompt}"\n' if outfit_prompt else ""
-    exclude = "[" + ", ".join(f'"{c}"' for c in EXCLUDE) + "]"
-    return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "1girl, {kw}"\nfill = "black"\n{outfits}'
-            f'[generation]\n{GENERATION}[export]\nsizes = [64, 128]\nexclude = {exclude}\n{stages}')
-
-
 def make_cluster_project(root: Path) -> Path:
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    for folder in ("FaceTemplate", "BodyTemplate"):
-        shutil.copytree(REPO / folder, root / folder)
-    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\n'
-                                         'tiny_steps = 1\n[cluster]\ncpus = 1\n')
-    for kw, outfit in CHARACTERS.items():
-        (root / "Characters" / f"{kw}.toml").write_text(character_toml(kw, outfit))
-    (root / "Characters" / "duo.group.toml").write_text(
-        '[[member]]\ncharacter = "aa"\noutfit = "x"\n[[member]]\ncharacter = "bb"\noutfit = "x"\n')
-    return root
+    return make_tiny_project(root, CHARACTERS, {"duo": ("aa", "bb")})
 
 
 #: what a run leaves that is not an output: step records and logs (times), TensorBoard events, submitit's folder
