@@ -30,6 +30,7 @@ from charframe.project import EXECUTORS, ClusterTable, load_project
 
 log = logging.getLogger(__name__)
 
+
 def run_inline(graph: Graph, cluster: ClusterTable, address: str | None = None) -> Outcomes:
     """The graph in this process, node after node in run order (each node's dependencies come before it)."""
     outcomes: Outcomes = {}

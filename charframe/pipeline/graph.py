@@ -21,7 +21,6 @@ targets, as in a local `rerun`, they do not).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -38,6 +37,7 @@ from charframe.pipeline.steps import STEPS, Step
 from charframe.pipeline.targets import check_targets, project_of
 from charframe.pipeline.extras import EXECUTORS_FILE
 from charframe.util import toml as tomlio
+from charframe.util.files import atomic_write_text
 
 
 def gpu_steps() -> frozenset[str]:
@@ -184,6 +184,8 @@ def plan_graph(targets: Sequence[Path], options: Options = Options(), table: Seq
             unloadable[path] = StepResult(path.name, "-", "load", "failed", 0.0, _failure(e, "load"))
             continue
         for k, node in enumerate(mine):
+            while any(m.key == node.key for m in nodes):  # a target named twice runs twice, as locally
+                node.key += "+"
             earlier = nodes + mine[:k]
             node.deps = tuple(m.key for m in earlier
                               if m.writes & (node.writes | node.reads) or node.writes & m.reads)
@@ -249,10 +251,7 @@ def run_part_to_file(part: Part, table: Sequence[Step] | None, results: str, car
         file = Path(results) / result_name(key)
         upstream.append(PartResult.from_json(file.read_text(encoding="utf-8")) if file.is_file() else None)
     result = run_part(part, table, None, *upstream)
-    out = Path(results) / result_name(part.key)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(result.to_json(), encoding="utf-8")
-    os.replace(tmp, out)
+    atomic_write_text(Path(results) / result_name(part.key), result.to_json())
     return result
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from charframe.cli import main
 from charframe.errors import CharframeError
 from charframe.generation.batch import batch_size, images_for_memory
 from charframe.generation.generate import generate_set
@@ -85,3 +86,9 @@ def test_a_sampler_whose_noise_is_not_per_image_is_made_one_at_a_time() -> None:
     from diffusers import DPMSolverSDEScheduler
 
     assert "generator" not in inspect.signature(DPMSolverSDEScheduler.step).parameters
+
+
+def test_the_cli_names_its_flag_for_a_bad_batch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    c = make_project(tmp_path)
+    assert main(["generate", str(c.path), "--codes", "f00", "--batch", "0", "--device", "cpu"]) == 2
+    assert "--batch must be at least 1" in capsys.readouterr().err
