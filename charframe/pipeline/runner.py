@@ -107,6 +107,11 @@ class Records:
             self._open[path] = Manifest.load(path, base=job.root)
         return self._open[path]
 
+    def save(self) -> None:
+        """Write the records whose stats were refreshed (files touched but unchanged are then not read again)."""
+        for m in self._open.values():
+            m.save()
+
     def paths(self, sets: Iterable[FileSet]) -> list[str]:
         return [p for fs in sets for p in fs.paths()]
 
@@ -335,8 +340,11 @@ def run_jobs(path: str | os.PathLike, jobs: Sequence[StageJob], options: Options
         if positions is not None:
             keep = set(positions)
             planned = [p for i, p in enumerate(planned) if i in keep]
-        return planned, run_planned(planned, Path(path).name, options, records, on_step, broken=broken,
-                                    archived=archived)
+        try:
+            return planned, run_planned(planned, Path(path).name, options, records, on_step, broken=broken,
+                                        archived=archived)
+        finally:
+            records.save()
 
 
 def _written_folders(jobs: Sequence[StageJob]) -> list[Path]:
