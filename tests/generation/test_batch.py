@@ -5,7 +5,6 @@ memory (1 on the CPU)."""
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ from charframe.cli import main
 from charframe.errors import CharframeError
 from charframe.generation.batch import batch_size, images_for_memory
 from charframe.generation.generate import generate_set
-from charframe.generation.passes import UNBATCHED
+from charframe.generation.samplers import find_sampler
 from charframe.generation.pnginfo import read_parameters
 from charframe.util.manifest import Manifest
 from generation_helpers import make_project
@@ -76,16 +75,11 @@ def test_a_batch_below_one_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_sampler_whose_noise_is_not_per_image_is_made_one_at_a_time() -> None:
-    """DPM++ SDE draws its noise from a Brownian tree seeded once per call, not from the per-image generators
-    (its `step` takes none), so a batch could not give each seed its own picture: such samplers batch 1."""
-    from diffusers import EulerAncestralDiscreteScheduler
-
-    assert "generator" in inspect.signature(EulerAncestralDiscreteScheduler.step).parameters
-    assert "DPMSolverSDEScheduler" in UNBATCHED and "EulerAncestralDiscreteScheduler" not in UNBATCHED
-    pytest.importorskip("torchsde", reason="diffusers' DPM++ SDE scheduler needs torchsde")
-    from diffusers import DPMSolverSDEScheduler
-
-    assert "generator" not in inspect.signature(DPMSolverSDEScheduler.step).parameters
+    """The SDE samplers draw their noise from a Brownian tree of one image (seeded with its seed), not from the
+    per-image generators: a batch could not give each seed its own picture, so they batch 1."""
+    assert find_sampler("DPM++ SDE Karras").sampler.brownian_noise
+    assert find_sampler("DPM++ 2M SDE").sampler.brownian_noise
+    assert not find_sampler("Euler a").sampler.brownian_noise and not find_sampler("DPM++ 2M Karras").sampler.brownian_noise
 
 
 def test_the_cli_names_its_flag_for_a_bad_batch(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
