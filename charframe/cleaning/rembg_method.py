@@ -11,6 +11,7 @@ found here, so rembg's download step never runs. onnxruntime's telemetry (a devi
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,14 @@ def model_home() -> Path:
 
 
 def _session_class(name: str) -> Any:
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
     from rembg.sessions import sessions_class
+
+    if threads is not None and torch.get_num_threads() != threads:
+        # importing rembg's sessions (after charframe's cleaning modules) raises torch's intra-op thread count to
+        # the core count; restored, or every later generation or training of the process computes differently
+        torch.set_num_threads(threads)
 
     for sc in sessions_class:
         if sc.name() == name:

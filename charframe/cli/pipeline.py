@@ -31,6 +31,8 @@ examples:
   charframe rerun --all                     # after editing a caption rule in charframe.toml
   charframe rerun --all D:/charframe        # the project of that folder (what bin/rerun-all does)
   charframe rerun krnk tyank --force        # redo everything of two characters
+  charframe rerun --all --executor ray --address auto   # on a Ray cluster (pip install 'charframe[ray]')
+  charframe rerun --all --executor slurm    # one Slurm job per character chain ([cluster] in charframe.toml)
 """
 
 HISTORY_EPILOG = """Every time a stage's LoRA, merge or compression is replaced (a retrain after a rule change), the previous set —
@@ -70,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
+    _executor_args(p)
     p.set_defaults(func=run_run)
 
     r = sub.add_parser("rerun", help="rerun what changed, for many characters; summary table at the end",
@@ -83,6 +86,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
     r.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     r.add_argument("--dry-run", action="store_true", help="print what would run and why; run nothing")
+    _executor_args(r)
     r.set_defaults(func=run_rerun)
 
     h = sub.add_parser("history", help="list the kept earlier versions of a character's LoRAs",
@@ -119,6 +123,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_tensorboard)
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray", "slurm"), default=None,
+                   help="where the jobs run: local (this process, the default), ray (a Ray cluster), slurm (one "
+                        "batch job per character chain); default: [cluster] executor in charframe.toml")
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="ray: the cluster (auto = the one this machine belongs to, ray://HOST:10001; default: "
+                        "[cluster] address, empty = a Ray instance on this machine)")
+
+
 def _project(arg: str | None) -> Path:
     from charframe.errors import CharframeError
     from charframe.project import find_project_root
@@ -129,22 +142,25 @@ def _project(arg: str | None) -> Path:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from charframe.pipeline.executors import execute
     from charframe.pipeline.runner import describe_plan, run_target, summary_table
     from charframe.pipeline.stages import resolve_target
     from charframe.project import find_project_root
 
     target = resolve_target(args.character, find_project_root())
-    planned, report = run_target(target, _options(args), dry_run=args.dry_run)
     if args.dry_run:
+        planned, _ = run_target(target, _options(args), dry_run=True)
         print(describe_plan(planned))
         return 0
+    report = execute([target], _options(args), executor=args.executor, address=args.address, whole_targets=True)
     print(summary_table(report, all_rows=True))
     return 1 if report.failed else 0
 
 
 def run_rerun(args: argparse.Namespace) -> int:
     from charframe.errors import CharframeError
-    from charframe.pipeline.runner import all_targets, describe_targets, plan_targets, rerun, summary_table
+    from charframe.pipeline.executors import execute
+    from charframe.pipeline.runner import all_targets, describe_targets, plan_targets, summary_table
     from charframe.pipeline.stages import resolve_target
 
     if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
@@ -158,7 +174,7 @@ def run_rerun(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(describe_targets(plan_targets(targets, _options(args))))
         return 0
-    report = rerun(targets, _options(args))
+    report = execute(targets, _options(args), executor=args.executor, address=args.address)
     print(summary_table(report))
     return 1 if report.failed else 0
 

@@ -31,6 +31,7 @@ from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
+from charframe.generation.batch import batch_size
 from charframe.generation.conditioning import TextEncoder, conditioning
 from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings, ti_field, with_triggers
 from charframe.generation.face_lora import apply_lora, lora_short_hash
@@ -291,8 +292,11 @@ def generate_set(
     control: str | None = None,
     progress: bool = True,
     device: str | None = None,
+    batch: int | None = None,
 ) -> GenerateResult:
-    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`)."""
+    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`). `batch`: the
+    candidates of one code made at once (None: from the GPU's memory, 1 on the CPU); the pictures are the same
+    whatever the batch."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -301,6 +305,8 @@ def generate_set(
     n = g.candidates if candidates is None else candidates
     if n < 1:
         raise CharframeError("{param} must be at least 1", param="candidates")
+    if batch is not None and batch < 1:
+        raise CharframeError("{param} must be at least 1", param="batch")
     work = character.work_dir(character.set_name(kind, outfit))
     code_list = set_codes(character, kind, codes)
     units = control_units(character, control)
@@ -363,35 +369,53 @@ def generate_set(
     hires = (g.hires_steps or g.steps) if g.hires_scale > 1 else 0
     bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)
     try:
-        current: ImageCode | None = None
-        for code, i, path in todo:
-            if code != current:
-                current = code
-                prompt = prompts[code]
-                conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
-                ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
-                              loaded.runner.choice.sampler.total_steps(g.steps))
-                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
-                hi_controls = None
-                if g.hires_scale > 1:
-                    w, h = hires_size(*controls[0].size, g.hires_scale)
-                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
-            seed = g.seed + i
-            image = loaded.runner.image(conds, None, controls, seed, settings, hi_controls)
-            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
-                                               loaded.runner.last_padded, ti))
+        for code, chunk in _batches(todo, batch, loaded.runner, device, g, kind):
+            prompt = prompts[code]
+            conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
+            ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
+                          loaded.runner.choice.sampler.total_steps(g.steps))
+            controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
+            hi_controls = None
+            if g.hires_scale > 1:
+                w, h = hires_size(*controls[0].size, g.hires_scale)
+                hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
+            seeds = [g.seed + i for i, _ in chunk]
+            if len(chunk) == 1:
+                images = [loaded.runner.image(conds, None, controls, seeds[0], settings, hi_controls)]
+            else:
+                images = loaded.runner.images(conds, None, controls, seeds, settings, hi_controls)
             maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
-            manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
-                            params={"prompt": prompt, "seed": seed, **settings_common})
-            manifest.save()  # per image: a killed run keeps the record of every finished one
-            result.written.append(path)
-            bar.update(1)
+            for (i, path), seed, image in zip(chunk, seeds, images):
+                write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
+                                                   loaded.runner.last_padded, ti))
+                manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
+                                params={"prompt": prompt, "seed": seed, **settings_common})
+                manifest.save()  # per image: a killed run keeps the record of every finished one
+                result.written.append(path)
+                bar.update(1)
     finally:
         manifest.save()
         bar.close()
         result.contact = _write_contact(work, title, code_list, n)
         result.seconds = time.perf_counter() - start
     return result
+
+
+def _batches(todo: list[tuple[ImageCode, int, Path]], batch: int | None, runner: Runner, device: str,
+             g: Any, kind: str) -> list[tuple[ImageCode, list[tuple[int, Path]]]]:
+    """The candidates to make, per code (in order), in batches of `batch` (None: from the GPU's memory, 1 on the
+    CPU; 1 for a sampler whose noise is not per image). A batch shares its code's prompt and control maps."""
+    if batch is None:  # body templates are twice as tall as wide
+        batch = batch_size(device, g.size, g.size * (2 if kind == "b" else 1), g.hires_scale, g.candidates)
+    if not runner.batches:
+        batch = 1
+    out: list[tuple[ImageCode, list[tuple[int, Path]]]] = []
+    for code, i, path in todo:
+        if out and out[-1][0] == code and len(out[-1][1]) < batch:
+            out[-1][1].append((i, path))
+        else:
+            out.append((code, [(i, path)]))
+    return out
 
 
 def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int],
