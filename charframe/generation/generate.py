@@ -16,12 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
+
 from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
+from charframe.dataset.sheets import Cell, Tile, draw_sheet
 from charframe.errors import CharframeError
 from charframe.generation.code_prompt import code_prompt
-from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
 from charframe.generation.face_lora import apply_lora
 from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
@@ -163,14 +165,18 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
     return _Loaded(runner, comps, fields, hed, lora_tag)
 
 
-def _write_contact(work: Path, title: str, codes: list[ImageCode], n: int) -> Path:
-    import io
+def _write_contact(work: Path, title: str, subtitle: str, codes: list[ImageCode], n: int, set_dir: Path) -> Path:
+    """contact.png: elevation rows × azimuth columns, in each cell the template then candidates #0 … #n-1."""
+    def template(code: ImageCode) -> np.ndarray | None:
+        try:
+            return template_image(set_dir, code, None)
+        except CharframeError:
+            return None
 
-    cells = {c.code: [p if p.is_file() else None for p in (work / RAW / f"{c.code}-{i}.png" for i in range(n))]
-             for c in codes}
-    buf = io.BytesIO()
-    contact_sheet(title, cells).save(buf, format="PNG")
-    atomic_write_bytes(work / CONTACT, buf.getvalue())
+    cells = [Cell(c.code, (Tile(template(c), "template", missing="no template"),
+                           *(Tile(work / RAW / f"{c.code}-{i}.png", f"#{i}", missing="not generated") for i in range(n))))
+             for c in codes]
+    atomic_write_bytes(work / CONTACT, draw_sheet(title, cells, subtitle=subtitle, kind=codes[0].kind if codes else None).png())
     return work / CONTACT
 
 
@@ -211,9 +217,11 @@ def generate_set(
                 result.skipped.append(path)
             else:
                 todo.append((code, i, path))
-    title = f"{character.keyword} {character.set_name(kind, outfit)}: codes × candidates (seed {g.seed} + #)"
+    title = f"{character.keyword} {character.set_name(kind, outfit)}: {len(code_list)} codes × {n} candidates"
+    subtitle = (f"candidate #i has seed {g.seed} + i; {g.sampler}, {g.steps} steps, CFG {g.cfg:g}; "
+                f"template first in each cell. Next: charframe clean, then pick")
     if not todo:
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
@@ -243,7 +251,7 @@ def generate_set(
             bar.update(1)
     finally:
         bar.close()
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
         result.seconds = time.perf_counter() - start
     return result
 
