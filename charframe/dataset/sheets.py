@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from charframe.dataset.naming import parse_code
-from charframe.util.fonts import fit, font, wrap
+from charframe.util.fonts import Pen, font, wrap
 
 ImageLike = Union[Path, np.ndarray, Image.Image, None]
 Box = tuple[int, int, int, int]  # left, top, right, bottom (exclusive)
@@ -103,22 +103,6 @@ def _value(v: float | str) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-class _Pen:
-    """Draws text and remembers every string drawn (for the glyph test)."""
-
-    def __init__(self, image: Image.Image, texts: list[str]) -> None:
-        self.draw = ImageDraw.Draw(image)
-        self.texts = texts
-
-    def text(self, xy: tuple[float, float], text: str, size: int, fill: tuple[int, int, int] = INK,
-             width: float | None = None, anchor: str = "la") -> None:
-        if width is not None:
-            text, size = fit(text, size, width)
-        if text:
-            self.texts.append(text)
-            self.draw.text(xy, text, fill=fill, font=font(size), anchor=anchor)
-
-
 def sheet_kind(codes: Sequence[str]) -> str:
     kinds = {c[0] for c in codes}
     return kinds.pop() if len(kinds) == 1 else "f"
@@ -155,7 +139,7 @@ def draw_sheet(title: str, cells: Sequence[Cell], *, subtitle: str = "", tile_he
     height = grid_y + len(rows) * cell_h + (len(rows) - 1) * GAP + MARGIN
     sheet = Image.new("RGB", (width, height), PAPER)
     texts: list[str] = []
-    pen = _Pen(sheet, texts)
+    pen = Pen(sheet, texts)
     y = MARGIN
     title_w = 0
     for line in title_lines:
@@ -196,7 +180,7 @@ def draw_sheet(title: str, cells: Sequence[Cell], *, subtitle: str = "", tile_he
     return layout
 
 
-def _draw_tile(sheet: Image.Image, pen: _Pen, tile: Tile, x: int, y: int, w: int, h: int, has_label: bool) -> None:
+def _draw_tile(sheet: Image.Image, pen: Pen, tile: Tile, x: int, y: int, w: int, h: int, has_label: bool) -> None:
     img = _picture(tile.image)
     if img is None:
         pen.draw.rectangle((x, y, x + w - 1, y + h - 1), fill=MISSING)

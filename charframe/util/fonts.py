@@ -12,7 +12,7 @@ import struct
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import ImageFont
+from PIL import Image, ImageDraw, ImageFont
 
 from charframe.util.files import DATA_DIR
 
@@ -102,3 +102,20 @@ def wrap(text: str, size: int, width: float) -> list[str]:
                 line = word
         lines.append(line)
     return [ln if f.getlength(ln) <= width else fit(ln, size, width, smallest=size)[0] for ln in lines]
+
+
+class Pen:
+    """Draws text in the shipped font onto an image and records every string drawn (the glyph tests read
+    `texts`); with `width`, text is made to fit (`fit`)."""
+
+    def __init__(self, image: Image.Image, texts: list[str]) -> None:
+        self.draw = ImageDraw.Draw(image)
+        self.texts = texts
+
+    def text(self, xy: tuple[float, float], text: str, size: int, fill: tuple[int, int, int] = (30, 30, 30),
+             width: float | None = None, anchor: str = "la") -> None:
+        if width is not None:
+            text, size = fit(text, size, width)
+        if text:
+            self.texts.append(text)
+            self.draw.text(xy, text, fill=fill, font=font(size), anchor=anchor)

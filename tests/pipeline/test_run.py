@@ -91,7 +91,8 @@ def test_full_run_through_face_body_and_group(built) -> None:
         tensors, _ = load_lora_file(out / name / f"{name}-Lora1x1A1-AdamW8-2-100-1-{preset}-SvR16.safetensors")
         assert tensors
     grid = Image.open(out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png")
-    assert grid.size == (96 + 2 * 128, 30 + 4 * 128)  # 2 scenes × 1 seed; base, LoRA, merged, compressed
+    # 2 scenes × 1 seed, then the 3 strengths of the sweep; base, LoRA, merged, compressed; gaps; a title block
+    assert grid.size[0] >= 112 + 5 * (128 + 8) + 28 and grid.size[1] >= 4 * (128 + 8) + 5 * 19
     assert list((root / "LoRALog" / "krnk-preview").glob("events.out.tfevents.*"))
 
 
@@ -222,3 +223,19 @@ def test_unwritable_output_folder_fails_clearly_and_keeps_finished_work(project:
     out_dir.unlink()
     _, report = run_target(project / "Characters" / "tyank.toml", Options(stage="face", progress=False), TABLE)
     assert ran(report) == [("tyank.toml", "face", s) for s in ["train", "merge", "compress", "preview"]]
+
+
+def test_preview_draws_the_previous_version_as_a_row(project: Path) -> None:
+    from charframe.pipeline.preview import preview_job
+    from charframe.pipeline.stages import target_jobs
+
+    job = target_jobs(project / "Characters" / "krnk.toml", "face")[0]
+    with Image.open(job.preview) as im:
+        without = im.size
+    previous = job.lora.with_name("krnk-older.safetensors")
+    shutil.copy(job.lora, previous)
+    assert preview_job(job, progress=False, previous=previous) == job.preview
+    with Image.open(job.preview) as im:
+        assert im.size[0] == without[0] and im.size[1] - without[1] >= 128 + 8  # one more row
+        px = np.asarray(im.convert("RGB"))
+    assert (px[-16 - 64, 112 + 16 + 64] != (96, 96, 96)).any()  # drawn, not the grey "not drawn" tile
