@@ -18,6 +18,10 @@ examples:
   charframe run Characters/krnk.toml --stage face --dry-run
   charframe run krnk --from train           # retrain (and merge, compress, preview) even if up to date
   charframe run krnk_tyank                  # Characters/krnk_tyank.group.toml: members, then the group
+  charframe run Characters/krnk.toml Characters/tyank.toml   # several files (as dropped on bin/run.sh)
+A new project needs its pose templates first: charframe templates (FaceTemplate/, BodyTemplate/).
+Progress: one line per step with its time and "step k of N" with the time left; the table at the end lists
+what ran (all steps with -v; one line when nothing had to run).
 """
 
 RERUN_EPILOG = """\
@@ -41,10 +45,38 @@ examples:
 
 
 def _options(args: argparse.Namespace):
+    from charframe.pipeline.progress import inner_bars
     from charframe.pipeline.runner import Options
 
     return Options(args.stage, getattr(args, "from_step", None), getattr(args, "until_step", None), args.force,
-                   progress=not getattr(args, "quiet", False))
+                   progress=inner_bars(getattr(args, "quiet", False)))
+
+
+def _observer(args: argparse.Namespace):
+    """One line per step and "step k of N" on stdout (plain lines when it is not a terminal); none with -q."""
+    from charframe.pipeline.progress import Progress
+
+    return None if getattr(args, "quiet", False) else Progress()
+
+
+def _template_warnings(planned) -> None:  # type: ignore[no-untyped-def]
+    """Say so before anything runs when a generate step must run and FaceTemplate/ or BodyTemplate/ holds no
+    templates (a new project: `charframe templates` makes them)."""
+    import logging
+
+    from charframe.project import project_dirs
+
+    seen: set[Path] = set()
+    for p in planned:
+        if p.step.name != "generate" or not p.reason:
+            continue
+        dirs = project_dirs(p.job.root)
+        folder, kind = (dirs.face_templates, "f") if p.job.stage == "face" else (dirs.body_templates, "b")
+        if folder not in seen and not any(folder.glob(f"{kind}[0-2][0-7]*.png")):
+            logging.getLogger("charframe").warning(
+                "%s has 0 template files, so the %s set cannot be generated: make the templates first with "
+                "`charframe templates` (about a minute), then run again", folder, p.job.stage)
+        seen.add(folder)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -52,12 +84,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the staged pipeline of one character or group (only what is stale)",
                        description="Run a character's stages (face, body per outfit) or a group's, step by step.",
                        epilog=RUN_EPILOG, formatter_class=fmt)
-    p.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    p.add_argument("character", nargs="+", metavar="CHARACTER",
+                   help="character file(s), group file(s), or names in Characters/ (several run one after another)")
     p.add_argument("--stage", default="all", choices=("face", "body", "group", "all"), help="stage(s) to run (default all)")
     p.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
     p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
+    p.add_argument("-v", "--verbose", dest="all_rows", action="store_true",
+                   help="list every step at the end, up to date or not (default: what ran; one line when nothing did)")
     p.set_defaults(func=run_run)
 
     r = sub.add_parser("rerun", help="rerun what changed, for many characters; summary table at the end",
@@ -98,16 +133,21 @@ def _project(arg: str | None) -> Path:
 
 
 def run_run(args: argparse.Namespace) -> int:
-    from charframe.pipeline.runner import describe_plan, run_target, summary_table
+    from charframe.pipeline.runner import RunReport, describe_plan, run_target, summary_table
     from charframe.pipeline.stages import resolve_target
     from charframe.project import find_project_root
 
-    target = resolve_target(args.character, find_project_root())
-    planned, report = run_target(target, _options(args), dry_run=args.dry_run)
+    root = find_project_root()
+    targets = [resolve_target(c, root) for c in args.character]  # every name checked before anything runs
+    plans = [run_target(t, _options(args), dry_run=True)[0] for t in targets]  # decides only: no model loaded
+    _template_warnings([p for plan in plans for p in plan])
     if args.dry_run:
-        print(describe_plan(planned))
+        print("\n".join(describe_plan(plan) for plan in plans))
         return 0
-    print(summary_table(report, all_rows=True))
+    report, observer = RunReport(), _observer(args)
+    for target in targets:
+        report.results += run_target(target, _options(args), observer=observer)[1].results
+    print(summary_table(report, all_rows=args.all_rows or args.verbose > 0))
     return 1 if report.failed else 0
 
 
@@ -124,7 +164,7 @@ def run_rerun(args: argparse.Namespace) -> int:
     targets = all_targets(root) if args.all else [resolve_target(c, root) for c in args.characters]
     if not targets:
         raise CharframeError(f"{root / 'Characters'}: no character files (<keyword>.toml) to run")
-    report = rerun(targets, _options(args))
+    report = rerun(targets, _options(args), observer=_observer(args))
     print(summary_table(report))
     return 1 if report.failed else 0
 

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence
 
 from charframe.errors import CharframeError
 from charframe.pipeline import manifest as mf
@@ -24,6 +24,14 @@ from charframe.pipeline.stages import StageJob, find_character_files, find_group
 from charframe.pipeline.steps import STEPS, RunContext, Step, resolve
 
 log = logging.getLogger(__name__)
+
+
+class StepObserver(Protocol):
+    """What the runner tells about the stale steps (`charframe.pipeline.progress.Progress` prints it)."""
+
+    def expect(self, steps: Sequence[tuple[str, str, str, float | None]]) -> None: ...
+    def start(self, target: str, stage: str, step: str) -> None: ...
+    def done(self, target: str, stage: str, step: str, status: str, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,7 @@ class StepResult:
     status: str                 # ran | up to date | skipped | failed | blocked
     seconds: float = 0.0
     message: str = ""
+    owner: str = ""             # whose step: the character's keyword or the group's name (a group file's rows)
 
 
 @dataclass
@@ -147,13 +156,18 @@ def _failure(e: BaseException, step: str) -> str:
     return f"{type(e).__name__}: {e}"
 
 
-def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = Options()) -> RunReport:
-    """Run the stale steps in order; after a failure the remaining stale steps of the target are blocked."""
+def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = Options(),
+                observer: StepObserver | None = None) -> RunReport:
+    """Run the stale steps in order; after a failure the remaining stale steps of the target are blocked.
+    `observer` (`pipeline.progress.Progress`) hears of each stale step before and after it runs."""
     report = RunReport()
     ctx = RunContext(progress=options.progress)
     failed = False
+    if observer is not None:
+        observer.expect([(p.job.owner, p.job.name, p.step.name, getattr(mf.read_manifest(p.manifest), "seconds", None))
+                         for p in planned if p.reason])
     for p in planned:
-        row = StepResult(target, p.job.name, p.step.name, p.status if p.reason is None else "stale")
+        row = StepResult(target, p.job.name, p.step.name, p.status if p.reason is None else "stale", owner=p.job.owner)
         report.results.append(row)
         if p.reason is None:
             continue
@@ -161,6 +175,8 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
             row.status = "blocked"
             continue
         log.info("%s %s: %s (%s)", p.job.owner, p.job.name, p.step.name, p.reason)
+        if observer is not None:
+            observer.start(p.job.owner, p.job.name, p.step.name)
         old = mf.read_manifest(p.manifest)
         mf.invalidate(p.manifest)
         start = time.perf_counter()
@@ -177,6 +193,9 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
             row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)
             log.error("%s %s %s: %s", p.job.owner, p.job.name, p.step.name, row.message)
             failed = True
+        finally:
+            if observer is not None and row.status in ("ran", "failed"):
+                observer.done(p.job.owner, p.job.name, p.step.name, row.status, row.seconds)
     return report
 
 
@@ -189,14 +208,14 @@ def _locks(jobs: Sequence[StageJob]):
 
 
 def run_target(path: str | os.PathLike, options: Options = Options(), table: Sequence[Step] = STEPS,
-               dry_run: bool = False) -> tuple[list[PlannedStep], RunReport]:
+               dry_run: bool = False, observer: StepObserver | None = None) -> tuple[list[PlannedStep], RunReport]:
     """Plan (and unless `dry_run`, run) one character or group file."""
     jobs = target_jobs(Path(path), options.stage)
     if dry_run:
         return plan_jobs(jobs, options, table), RunReport()
     with _locks(jobs):
         planned = plan_jobs(jobs, options, table)
-        return planned, run_planned(planned, Path(path).name, options)
+        return planned, run_planned(planned, Path(path).name, options, observer)
 
 
 def all_targets(root: Path) -> list[Path]:
@@ -204,14 +223,16 @@ def all_targets(root: Path) -> list[Path]:
     return find_character_files(root) + find_groups(root)
 
 
-def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence[Step] = STEPS) -> RunReport:
+def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence[Step] = STEPS,
+          observer: StepObserver | None = None) -> RunReport:
     """Run the stale steps of each target; a target that fails (bad file, failing step, locked) is reported and
     the next one runs. Group files run their group stage only (their members are targets of their own)."""
     report = RunReport()
     for path in targets:
         stage = "group" if path.name.endswith(".group.toml") and options.stage == "all" else options.stage
         try:
-            _, r = run_target(path, Options(stage, options.from_step, options.until_step, options.force, options.progress), table)
+            _, r = run_target(path, Options(stage, options.from_step, options.until_step, options.force, options.progress), table,
+                              observer=observer)
             report.results += r.results
         except (CharframeError, OSError) as e:
             log.error("%s", _failure(e, "load"))
@@ -220,15 +241,18 @@ def rerun(targets: Sequence[Path], options: Options = Options(), table: Sequence
 
 
 def summary_table(report: RunReport, *, all_rows: bool = False) -> str:
-    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`)."""
+    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`); one line
+    when nothing ran. Rows name whose step it is (a group file's rows name the member or the group)."""
     rows = [r for r in report.results if all_rows or r.status not in ("up to date", "skipped")]
     if not rows:
         n = len({r.target for r in report.results})
-        return f"nothing to do: {n} target(s) up to date"
+        names = ", ".join(dict.fromkeys(r.owner or r.target for r in report.results))
+        steps = sum(r.status == "up to date" for r in report.results)
+        return f"nothing to do: {n} target(s) up to date ({names}: {steps} steps)"
     head = ("character", "stage", "step", "status", "time")
-    body = [(r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
+    body = [(r.owner or r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
     fmt = lambda row: "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(b) for b in body]
-    lines += [f"  {r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
+    lines += [f"  {r.owner or r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
     return "\n".join(lines)

@@ -207,7 +207,7 @@ def test_rerun_goes_on_past_failures_with_clear_messages(project: Path, capfd) -
     assert "trio.group.toml: member 2 names character 'nobody', but" in out and "(known: krnk, tyank)" in out
     assert "Traceback" not in out + err
     # tyank still ran (its face dataset changed) although krnk failed before it
-    assert ["tyank.toml", "face", "train", "ran"] in rows
+    assert ["tyank", "face", "train", "ran"] in rows  # rows name whose step it is
 
 
 def test_unwritable_output_folder_fails_clearly_and_keeps_finished_work(project: Path) -> None:
@@ -239,3 +239,36 @@ def test_preview_draws_the_previous_version_as_a_row(project: Path) -> None:
         assert im.size[0] == without[0] and im.size[1] - without[1] >= 128 + 8  # one more row
         px = np.asarray(im.convert("RGB"))
     assert (px[-16 - 64, 112 + 16 + 64] != (96, 96, 96)).any()  # drawn, not the grey "not drawn" tile
+
+
+def test_run_twice_prints_one_line_the_second_time(project: Path, capfd, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    (project / "LoRAInput" / "4_krnk" / "krnk girl_f0064" / "f01.txt").write_text("changed")  # a caption edited by hand
+    assert main(["run", "krnk", "--stage", "face"]) == 0
+    first = capfd.readouterr().out.splitlines()
+    # a changed caption: train, merge, compress, preview; how long each took last time gives the time left
+    assert first[0].startswith("step 1 of 4: krnk face train, about ") and first[0].endswith(" left")
+    assert first[1].startswith("krnk face train: ran in ") and first[8].startswith("character")  # then the table
+    assert [line.split(":")[0] for line in first[1:8:2]] == [f"krnk face {s}" for s in ("train", "merge", "compress", "preview")]
+    assert main(["run", "krnk", "--stage", "face"]) == 0
+    out, err = capfd.readouterr()
+    assert out.splitlines() == ["nothing to do: 1 target(s) up to date (krnk: 9 steps)"]
+    assert main(["-q", "run", "krnk", "--stage", "face", "-v"]) == 0  # -v: every row, group rows name the member
+    rows = [line.split()[:4] for line in capfd.readouterr().out.splitlines()[2:]]
+    assert rows[0] == ["krnk", "face", "generate", "up"] and len(rows) == 9
+
+
+def test_run_takes_several_files_and_group_rows_name_the_member(project: Path, capfd, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    chars = project / "Characters"
+    assert main(["-q", "run", str(chars / "krnk.toml"), str(chars / "pair.group.toml"), "-v"]) == 0
+    owners = [line.split()[0] for line in capfd.readouterr().out.splitlines()[2:]]
+    assert owners[:18] == ["krnk"] * 18 and {"tyank", "pair"} <= set(owners) and "pair.group.toml" not in owners
+
+
+def test_run_says_when_the_templates_are_missing(tmp_path: Path, capfd, monkeypatch) -> None:
+    root = make_project(tmp_path / "proj")
+    monkeypatch.chdir(root)
+    assert main(["run", "krnk", "--stage", "face", "--dry-run"]) == 0
+    err = capfd.readouterr().err
+    assert "FaceTemplate has 0 template files" in err and "charframe templates" in err and "BodyTemplate" not in err
