@@ -83,7 +83,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
     manifest = Manifest.load(root / MANIFEST)
     variants = [("clean", 3, "")] + ([("alpha", 4, ALPHA_MARKER)] if alpha_mask else [])
     written: list[Path] = []
-    skipped: list[str] = []
+    skipped: dict[tuple[int, int], list[str]] = {}  # (size, source size) → codes
     try:
         for code, index in picks.items():
             if code[0] != kind:
@@ -96,7 +96,7 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
                 for size in sizes:
                     out = resize_longer(img, size)
                     if out is None:
-                        skipped.append(f"{code} {size}px (source {max(img.shape[:2])}px)")
+                        skipped.setdefault((size, max(img.shape[:2])), []).append(code)
                         continue
                     subset = character.subset(kind, size, outfit)
                     subset = with_marker(subset, marker) if marker else subset
@@ -105,8 +105,22 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
                         written.append(dest)
     finally:
         manifest.save()
-    if skipped:
-        log.info("not upscaled, skipped: %s", ", ".join(dict.fromkeys(skipped)))
-    log.info("%s: %d file(s) written for %d code(s) at %s px", root, len(written), len(picks),
-             ", ".join(map(str, sizes)))
+    what = f"{character.keyword} {set_name} → {root}"
+    if written:
+        log.info("%s: %d file(s) written for %d code(s) at %s px", what, len(written), len(picks),
+                 ", ".join(map(str, sizes)))
+        if skipped:
+            log.info("%s: never upscaled, so %s", what, skipped_text(skipped))
+    else:
+        log.info("%s: up to date (%d code(s) at %s px)", what, len(picks), ", ".join(map(str, sizes)))
     return written
+
+
+def skipped_text(skipped: dict[tuple[int, int], list[str]]) -> str:
+    """`no 768 px copy of 15 codes (their pictures are 512 px)` — one clause per (size, picture size)."""
+    parts = []
+    for (size, source), codes in sorted(skipped.items()):
+        codes = list(dict.fromkeys(codes))
+        which = codes[0] if len(codes) == 1 else f"{len(codes)} codes"
+        parts.append(f"no {size} px copy of {which} (picture{'s are' if len(codes) > 1 else ' is'} {source} px)")
+    return "; ".join(parts)

@@ -22,6 +22,7 @@ from charframe.models.single_file import load_single_file, sd15_config
 from charframe.models.tiny import build_tiny_sd
 from charframe.models.tokenizer import folder_tokenizer
 from charframe.models.vae import load_vae
+from charframe.util.once import first_time
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +30,10 @@ PathLike = str | os.PathLike
 
 
 DEMO_WARNING = (
-    "no base model given: using charframe's tiny RANDOM demo model (it produces noise, not pictures). Give a real "
-    "SD1.x model (a .safetensors/.ckpt single file or a diffusers folder, e.g. LoRAInput/v1-5-pruned-emaonly.safetensors) "
-    "as the command's model option, or as `model` under [generation] in the character file."
+    "no base model set: using charframe's tiny RANDOM demo model (it makes noise, not pictures). For real pictures "
+    "set `model` under [generation] in the character file to an SD1.x model (a .safetensors/.ckpt file or a "
+    "diffusers folder, e.g. LoRAInput/v1-5-pruned-emaonly.safetensors); train and generate also take it as their "
+    "model option. (Said once per run.)"
 )
 
 
@@ -63,7 +65,7 @@ def load_sd(
     quiet_dependency_notes()
     dtype = torch.float32 if dtype is None else dtype
     if model is None:
-        log.warning(DEMO_WARNING)
+        log.log(logging.WARNING if first_time("demo model") else logging.DEBUG, DEMO_WARNING)
         comps = build_tiny_sd(seed=0)
         comps.info.update({"source": "tiny", "model_name": comps.info["name"]})
     else:
