@@ -158,6 +158,10 @@ def run_rerun(args: argparse.Namespace) -> int:
 
     if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
         args.project, args.characters = args.characters[0], []  # `rerun --all PROJECT` (a folder dropped on bin/rerun-all)
+    if args.all and args.characters:  # files dropped on bin/rerun-all
+        raise CharframeError(
+            f"{' '.join(args.characters)}: --all takes the project folder (the one holding Characters/ and "
+            "LoRAInput/), not files: drop that folder on rerun-all, or drop character files on run to run just them")
     root = _project(args.project)
     if args.all == bool(args.characters):
         raise CharframeError("name characters or give --all (not both)", param="all")
