@@ -1,5 +1,5 @@
 @echo off
-rem charframe clean: drop character files (Characters/krnk.toml) or a project folder here: removes the backgrounds of the generated face candidates
+rem charframe clean: drop character files, group files or a project folder here: removes the backgrounds of every generated set (face, body per outfit)
 rem Generated from bin/launchers.toml by `python bin/launchers.py`; do not edit.
 setlocal
 set "CHARFRAME="

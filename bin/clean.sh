@@ -1,5 +1,5 @@
 #!/bin/sh
-# charframe clean: drop character files (Characters/krnk.toml) or a project folder here: removes the backgrounds of the generated face candidates
+# charframe clean: drop character files, group files or a project folder here: removes the backgrounds of every generated set (face, body per outfit)
 # Generated from bin/launchers.toml by `python bin/launchers.py`; do not edit.
 self=$0
 while [ -L "$self" ]; do  # a link on the desktop: find the real bin/ folder

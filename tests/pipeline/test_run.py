@@ -272,3 +272,9 @@ def test_run_says_when_the_templates_are_missing(tmp_path: Path, capfd, monkeypa
     assert main(["run", "krnk", "--stage", "face", "--dry-run"]) == 0
     err = capfd.readouterr().err
     assert "FaceTemplate has 0 template files" in err and "charframe templates" in err and "BodyTemplate" not in err
+
+
+def test_rerun_all_with_a_dropped_file_says_what_to_drop(project: Path, capfd) -> None:
+    assert main(["rerun", "--all", str(project / "Characters" / "krnk.toml")]) == 2
+    err = capfd.readouterr().err
+    assert "krnk.toml: --all takes the project folder" in err and "drop that folder on rerun-all" in err
