@@ -30,14 +30,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
-from charframe.dataset.naming import subset_folder_name
+from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
+from charframe.project import WORK_DIR
 from charframe.util import toml as tomlio
+from charframe.util.paths import name_problem
 from charframe.util.schema import Source, dump, limits, parse, read_toml_file
 
 CHARACTERS_DIR = "Characters"
-#: per-character working folders (candidates, cleaned copies, picks), beside LoRAInput/: LoRAWork/<kw>/<set>/
-WORK_DIR = "LoRAWork"
 
 DEFAULT_NEGATIVE = ("lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, "
                     "cropped, worst quality, low quality, jpeg artifacts, signature, watermark, blurry")
@@ -88,6 +88,8 @@ class Export:
 
     sizes: tuple[int, ...] = (512, 768)
     alpha_mask: bool = False
+    #: codes left out of the dataset (e.g. ["f24", "b13"]): their images leave it at the next export
+    exclude: tuple[str, ...] = ()
     face_repeats: int = field(default=4, metadata=limits(min=1, max=1000))
     body_repeats: int = field(default=2, metadata=limits(min=1, max=1000))
 
@@ -178,16 +180,27 @@ class Character:
         return self.outfits[outfit]
 
 
+def is_keyword(name: str) -> bool:
+    """A keyword or outfit name: letters and digits only (it names folders and LoRAs, and joins: krnksf), and a
+    usable file name everywhere (`util.paths.name_problem`: not `CON`)."""
+    return isinstance(name, str) and bool(name) and all(ch.isalnum() for ch in name) and name_problem(name) is None
+
+
 def _check(c: Character, src: Source) -> Character:
     def fail(key: str, section: tuple[str, ...], message: str) -> None:
         line = src.line_of(section, key)
         where = f"{src.path}:{line}" if line else src.path
         raise CharframeError(f"{where}: {'.'.join(section + (key,))}: {message}")
 
-    if not c.keyword or not all(ch.isalnum() for ch in c.keyword):
+    if not is_keyword(c.keyword):
         fail("keyword", (), f"must be letters and digits only (it names folders and LoRAs), got {c.keyword!r}")
+    class_problem = ("holds '_', which separates the markers of subset folder names" if "_" in c.class_
+                     else name_problem(subset_folder_name(f"{c.keyword} {c.class_}", "f", 512)))
+    if class_problem:
+        fail("class", (), f"{c.class_!r} {class_problem}; use a plain word like girl "
+                          f"(it names the subset folders: {c.keyword} girl_f0512)")
     for name in c.outfits:
-        if not name or not all(ch.isalnum() for ch in name):
+        if not is_keyword(name):
             fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
     g = c.generation
     if not g.controlnet:
@@ -197,6 +210,9 @@ def _check(c: Character, src: Source) -> Character:
             fail("controlnet", ("generation",), f"start ({unit.start}) must be below end ({unit.end})")
     if not c.export.sizes or any(s < 64 or s > 4096 or s % 8 for s in c.export.sizes):
         fail("sizes", ("export",), f"must be multiples of 8 from 64 to 4096, got {list(c.export.sizes)}")
+    bad = [x for x in c.export.exclude if parse_code(x) is None or parse_code(x).code != x]
+    if bad:
+        fail("exclude", ("export",), f"{bad[0]!r} is not an image code like f24 or b13")
     return c
 
 

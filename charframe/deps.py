@@ -8,13 +8,20 @@ Kept in one place so that a dependency's quirk is answered once, narrowly, and d
 - diffusers' "should be kept in float32 … Casting directly with `to()`" note is avoided at its cause:
   `place` casts a model only when its dtype really changes (diffusers warns on any dtype argument).
 
-`quiet_dependency_notes` is called by the CLI's entry point and before any model is loaded (`models.load`).
+- onnxruntime (≥ 1.2x, used by rembg in `clean`) writes a device id and a telemetry database into
+  `~/.cache/Microsoft/DeveloperTools/.onnxruntime/` when it is imported: files outside the project that the
+  user never asked for. Its own switch `ORT_DISABLE_TELEMETRY=1`, read when it is imported, turns that off;
+  `no_dependency_telemetry` sets it (a value the user set is kept).
+
+`quiet_dependency_notes` is called by the CLI's entry point and before any model is loaded (`models.load`);
+`no_dependency_telemetry` by it and by every module that imports onnxruntime (`cleaning.rembg_method`).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import os
 import platform
 from typing import Any
 from charframe import __version__
@@ -36,8 +43,19 @@ class _DropRecord(logging.Filter):
         return not str(record.msg).startswith(self.prefix)
 
 
+#: environment switches that stop a dependency from writing telemetry or device ids (see the module docstring)
+NO_TELEMETRY = {"ORT_DISABLE_TELEMETRY": "1"}
+
+
+def no_dependency_telemetry() -> None:
+    """Turn off the dependencies' telemetry files before they are imported; a value the user set is kept."""
+    for name, value in NO_TELEMETRY.items():
+        os.environ.setdefault(name, value)
+
+
 def quiet_dependency_notes() -> None:
     """Drop the dependency notes users read as errors (see the module docstring). Idempotent, imports nothing."""
+    no_dependency_telemetry()
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     if not any(isinstance(f, _DropRecord) for f in logger.filters):
         logger.addFilter(_DropRecord(_BNB_CPU_KERNEL_NOTE))

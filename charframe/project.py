@@ -10,6 +10,10 @@ of range, a binary or non-UTF-8 file — each is one message naming the file, li
 command starts work. Consumers take their typed section from the record; `load_project_config` still
 gives the raw (validated) tables for code that reads plain data.
 
+`[paths]` values pass the containment check of `util.paths` when read: a relative folder stays inside the
+project (no `..`, no name Windows refuses); an absolute one is the user's explicit choice of a folder
+elsewhere (`output = "D:/loras"`) and counts as part of the project for writing (`write_roots`).
+
 Sections: `[paths]` folder names, `[captions]` caption rule edits, `[vram_profiles.NAME]` batch sizes,
 `[block_presets]` merge presets, `[kohya]` the sd-scripts checkout. A new section is a new field here.
 """
@@ -19,14 +23,21 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass, field, fields
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Any, Mapping
 
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
+from charframe.util.recycle import Recycler
+from charframe.util.files import user_cache_dir
+from charframe.util.paths import relative_problem
 from charframe.util.schema import Source, limits, parse
 
 PROJECT_FILE = "charframe.toml"
+#: per-character working folders (candidates, cleaned copies, picks, step records), beside LoRAInput/
+WORK_DIR = "LoRAWork"
+#: where replaced or dropped outputs go (`util.recycle`): LoRAWork/replaced/<run stamp>/<path>
+REPLACED_DIR = "replaced"
 
 #: Standard folder names (CONVENTIONS §1), keyed by the names used in `[paths]` of charframe.toml.
 DEFAULT_DIRS: dict[str, str] = {
@@ -40,6 +51,8 @@ DEFAULT_DIRS: dict[str, str] = {
 #: Training size classes WIDTH_HEIGHT (CONVENTIONS §4), the keys of a VRAM profile.
 SIZE_CLASS_NAMES = tuple(f"{w}_{h}" for w in ("LOW", "MID", "HIGH") for h in ("LOW", "MID", "HIGH"))
 _BATCH = limits(min=1, max=4096, help="batch size")
+#: preview seeds: at least one (an empty list would replace a good grid by an empty one), each a torch seed
+SEEDS = limits(min=0, max=2**32 - 1, min_items=1)
 
 
 @dataclass(frozen=True)
@@ -115,13 +128,20 @@ class KohyaTable:
 class PreviewTable:
     """`[preview]`: overrides of charframe/data/preview.toml for the preview grids (charframe.pipeline.preview)."""
 
-    scenes: tuple[str, ...] | None = None
-    seeds: tuple[int, ...] | None = None
+    scenes: tuple[str, ...] | None = field(default=None, metadata=limits(min_items=1))
+    seeds: tuple[int, ...] | None = field(default=None, metadata=SEEDS)
     steps: int | None = field(default=None, metadata=limits(min=1, max=200))
     size: int | None = field(default=None, metadata=limits(min=32, max=2048))
     cfg: float | None = field(default=None, metadata=limits(min=1, max=30))
     tiny_steps: int | None = field(default=None, metadata=limits(min=1, max=200))
     tiny_size: int | None = field(default=None, metadata=limits(min=32, max=2048))
+
+
+@dataclass(frozen=True)
+class HistoryTable:
+    """`[history]`: how many earlier versions of each finished LoRA set are kept (LoRAOutput/<out>/history/)."""
+
+    keep: int = field(default=5, metadata=limits(min=1, max=1000))
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class ProjectConfig:
     block_presets: dict[str, str | tuple[float, ...]] = field(default_factory=dict)
     kohya: KohyaTable = field(default_factory=KohyaTable)
     preview: PreviewTable = field(default_factory=PreviewTable)
+    history: HistoryTable = field(default_factory=HistoryTable)
     #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
     file: str = field(default="", metadata={"skip": True}, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, metadata={"skip": True}, compare=False, repr=False)
@@ -163,6 +184,12 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
     """Validate parsed `charframe.toml` data (unknown sections and keys, types, ranges) as a ProjectConfig."""
     config = parse(ProjectConfig, data, source)
     src = source if isinstance(source, Source) else Source(str(source))
+    for key in DEFAULT_DIRS:
+        problem = path_problem(getattr(config.paths, key))
+        if problem:
+            line = src.line_of(("paths",), key)
+            where = f"{src.path}:{line}" if line else src.path
+            raise CharframeError(f"{where}: paths.{key}: {getattr(config.paths, key)!r} {problem}")
     for name, profile in config.vram_profiles.items():
         if profile.missing():
             raise CharframeError(
@@ -171,6 +198,22 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
             )
     return ProjectConfig(**{f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("file", "raw")},
                          file=src.path, raw=dict(data))
+
+
+def path_problem(value: str) -> str | None:
+    """Why a `[paths]` value cannot name a project folder (None when it can): a relative one must stay inside
+    the project, each of its folder names valid everywhere; an absolute one is taken as the user's choice."""
+    fix = "; give a folder inside the project (like LoRAInput) or an absolute path to a folder elsewhere"
+    if not value.strip() or Path(value) == Path("."):
+        return "names the project folder itself" + fix
+    if "\0" in value:
+        return "holds a NUL character" + fix
+    if Path(os.path.expanduser(value)).is_absolute():
+        return None
+    if os.name != "nt" and PureWindowsPath(value).drive:
+        return "is a Windows drive path; on this system give an absolute path such as /data/loras"
+    problem = relative_problem(value)
+    return problem + fix if problem else None
 
 
 @functools.lru_cache(maxsize=32)
@@ -214,8 +257,16 @@ def project_dirs(root: str | os.PathLike, config: ProjectConfig | Mapping[str, A
         config = load_project(root)
     elif not isinstance(config, ProjectConfig):
         config = parse_project_config(config, str(root / PROJECT_FILE))
-    resolved = {key: root / getattr(config.paths, key) for key in DEFAULT_DIRS}
+    resolved = {key: root / os.path.expanduser(getattr(config.paths, key)) for key in DEFAULT_DIRS}
     return ProjectDirs(root=root, **resolved)
+
+
+def write_roots(root: str | os.PathLike, config: ProjectConfig | None = None) -> tuple[Path, ...]:
+    """Where a command working on the project at `root` may write (`util.files.confine_writes`): the project,
+    its standard folders where they really are (one may be a link, or an absolute `[paths]` folder elsewhere),
+    and charframe's own cache. The project root comes first (messages name it)."""
+    dirs = project_dirs(root, config)
+    return (dirs.root, dirs.input, dirs.output, dirs.log, dirs.face_templates, dirs.body_templates, user_cache_dir())
 
 
 @dataclass(frozen=True)
@@ -228,3 +279,11 @@ class ProjectDirs:
     log: Path
     face_templates: Path
     body_templates: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / WORK_DIR
+
+    def recycler(self) -> "Recycler":
+        """A new run's bin for outputs that steps replace or drop (`LoRAWork/replaced/<stamp>/`)."""
+        return Recycler(self.root, self.work / REPLACED_DIR)

@@ -75,3 +75,16 @@ def test_a_bad_file_gets_one_message_naming_key_and_line(tmp_path: Path, edit: t
 
 def test_asymmetric_character_has_eight_azimuths() -> None:
     assert Character(keyword="x", asymmetric=True).azimuths == tuple(range(8))
+
+
+def test_a_partial_stage_recipe_keeps_the_stage_defaults(tmp_path) -> None:
+    """`[training.body]` with only `steps` keeps the body stage's BODY preset (issue 19, point 8)."""
+    from charframe.character import StageRecipe, load_character
+
+    path = tmp_path / "Characters" / "krnk.toml"
+    path.parent.mkdir()
+    path.write_text('keyword = "krnk"\n[training.body]\nsteps = 20\n[training.group]\ndim = 64\n')
+    t = load_character(path).training
+    assert t.body == StageRecipe(steps=20, preset="BODY")
+    assert t.group == StageRecipe(steps=1600, preset="BODY", dim=64)
+    assert t.face == StageRecipe()

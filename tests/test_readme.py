@@ -98,15 +98,17 @@ def written_paths(root: Path) -> set[str]:
     from charframe.cleaning.pick import CONTACT_FILE, PICKS_FILE
     from charframe.generation.generate import CONTACT, RAW
     from charframe.pipeline.lock import LOCK_NAME
+    from charframe.pipeline.runner import RECORDS
     from charframe.pipeline.stages import target_jobs
     from charframe.pipeline.watch import QUEUE_FILE
     from charframe.training.outputs import TRAIN_MANIFEST
 
-    files: list[Path] = [root / "LoRAWork" / QUEUE_FILE]
+    files: list[Path] = [root / "LoRAWork" / QUEUE_FILE, root / "LoRAWork" / "replaced" / "20260101-120000" / "x"]
     for job in target_jobs(_project(root)):
         files += [job.dataset / f"{job.dataset.name}.toml", job.lora, job.merged, job.compressed, job.preview,
                   job.lora.parent / TRAIN_MANIFEST, job.lora.parent / "sample" / "x.png",
-                  job.lora.parent / f"{job.lora.stem}-state" / "x", job.state_dir / LOCK_NAME]
+                  job.lora.parent / f"{job.lora.stem}-state" / "x", job.state_dir / LOCK_NAME, job.state_dir / RECORDS,
+                  job.lora.parent / "history" / "20260101-120000" / job.lora.name]
         for c, set_name in job.sets():
             kind = "f" if set_name == "face" else "b"
             outfit = set_name.partition("-")[2]

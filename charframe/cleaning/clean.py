@@ -2,8 +2,10 @@
 
 `LoRAWork/<kw>/<set>/raw/f12-0.png` → `clean/f12-0.png` (RGB, background filled black or white) and
 `alpha/f12-0.png` (RGBA with the figure's colours unmixed from the old background, for editing and masked
-loss). A rerun redoes only files whose input or settings changed (a manifest in the set's folder); an
-unreadable candidate is reported after every other file was cleaned.
+loss). A rerun redoes only files whose input or settings changed (a manifest in the set's folder, the one rule of
+`util.manifest.decide`): a cleaned file edited by hand is kept while its candidate is unchanged, replaced (the
+edit moved to `LoRAWork/replaced/`) when the candidate changed; the cleaned copies of candidates that are gone
+are moved there too. An unreadable candidate is reported after every other file was cleaned.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from charframe.cleaning.images import candidates, read_image, write_png
 from charframe.cleaning.rembg_method import (DEFAULT_MODEL, RembgModel, model_available, open_session,
                                              rembg_alpha, resolve_model)
 from charframe.errors import CharframeError
-from charframe.util.manifest import Manifest
+from charframe.project import project_dirs
+from charframe.util.manifest import Manifest, decide
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +120,22 @@ def clean_set(character: Character, set_name: str, *, method: Method = "auto", m
     used, alpha_fn, params = make_alpha_fn(method, model)
     params = {**params, "fill": character.fill}
     manifest = Manifest.load(work / MANIFEST)
+    recycler = project_dirs(character.root).recycler()
     names = [f"{code}-{i}.png" for code, ix in found.items() for i in ix]
-    todo = [n for n in names if not all(manifest.up_to_date(o, inputs=[raw / n], params=params) for o in _outs(n))]
+    todo = []
+    for n in names:
+        actions = {o: decide(manifest.check(o, inputs=[raw / n], params=params)) for o in _outs(n)}
+        if all(a in ("skip", "keep") for a in actions.values()):
+            continue
+        for o, a in actions.items():
+            if a in ("replace", "keep"):  # redone as a pair: an edit of a changed candidate is set aside
+                recycler.recycle(work / o)
+        todo.append(n)
+    wanted = {o for n in names for o in _outs(n)}
+    for o in [o for o in manifest.names() if o not in wanted]:  # candidates that are gone
+        if (work / o).is_file() and manifest.check(o).file == "ours":
+            recycler.recycle(work / o)
+        manifest.forget(o)
 
     def one(name: str) -> tuple[str, list[tuple[str, bytes, os.stat_result]] | str]:
         try:
@@ -146,6 +163,7 @@ def clean_set(character: Character, set_name: str, *, method: Method = "auto", m
     finally:
         manifest.save()
     if problems:
-        raise CharframeError("\n".join(problems) + f"\n{len(written) // 2} other image(s) cleaned and kept")
+        done = f"\n{len(written) // 2} other image(s) cleaned and kept" if written else ""
+        raise CharframeError("\n".join(problems) + done)
     log.info("%s: %d cleaned, %d up to date", work, len(written) // 2, len(names) - len(written) // 2)
     return written

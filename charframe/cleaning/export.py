@@ -1,10 +1,18 @@
 """Multi-size export (CONVENTIONS §4): the picked, cleaned images of one set → sibling subset folders.
 
-`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png`,
+`LoRAWork/krnk/face/clean/f12-2.png` (picked for f12) → `LoRAInput/4_krnk/krnk girl_f0512/f12.png` (the
+project's input folder: `[paths] input` of charframe.toml honoured),
 `… krnk girl_f0768/f12.png`: the longer side becomes the size, by area averaging; a size above the source is
-skipped (never upscaled) with a note. With `alpha_mask` the transparent copies go to `krnk girl_alpha_f0512/`
-as well (sd-scripts' `alpha_mask = true` in the dataset TOML). A file in the dataset that charframe did not
-write, or that was edited since, is backed up (`f12.png.bak`) before it is replaced.
+skipped (never upscaled), and so is a size whose shorter side would fall under the 64 px training bucket (a body
+picture 1:2 at 64 px), each with one note per set. With `alpha_mask` the transparent copies go to
+`krnk girl_alpha_f0512/` as well (sd-scripts' `alpha_mask = true` in the dataset TOML).
+
+The dataset follows the picks and the settings exactly (one record per file, `util.manifest.decide`): an image
+made from another pick, size or source is replaced; the images of a code no longer picked (or listed in
+`[export] exclude`), of a size no longer asked for, or of a pick too small for every size, leave the dataset —
+moved to `LoRAWork/replaced/`, never deleted — and empty subset folders go with them. The dataset is the user's
+too: an image retouched by hand, or deleted by hand, stays so while its pick and settings are unchanged (a
+deletion is honoured; `exclude` makes it permanent); one placed there by hand is never touched.
 """
 
 from __future__ import annotations
@@ -16,17 +24,20 @@ import cv2
 import numpy as np
 
 from charframe.character import Character
-from charframe.cleaning.images import read_image, write_png
-from charframe.cleaning.pick import read_picks
+from charframe.cleaning.images import candidates, read_image, write_png
+from charframe.cleaning.pick import PICKS_FILE, read_picks
 from charframe.dataset.naming import ALPHA_MARKER, with_marker
 from charframe.errors import CharframeError
-from charframe.util.files import backup_file
-from charframe.util.manifest import Manifest, Status
+from charframe.project import project_dirs
+from charframe.util.manifest import Manifest, decide
+from charframe.util.recycle import Recycler, remove_empty_dirs
+from charframe.util.paths import contained
 
 log = logging.getLogger(__name__)
 
-INPUT_DIR = "LoRAInput"
 MANIFEST = ".charframe-export.json"
+#: the smallest side an exported image may have: sd-scripts' bucket step (a side under it has no bucket)
+MIN_SIDE = 64
 
 
 def set_kind(character: Character, set_name: str) -> tuple[str, str]:
@@ -57,17 +68,37 @@ def check_sizes(sizes: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
-def _write(manifest: Manifest, name: str, img: np.ndarray, src: Path, params: dict) -> Path | None:
-    """Write one export unless up to date; back up a file charframe did not write (or that was edited)."""
-    state = manifest.status(name, inputs=[src], params=params)
-    if state is Status.UP_TO_DATE:
-        return None
-    dest = manifest.folder / name
-    if state is Status.FOREIGN:
-        log.warning("%s: not written by charframe (or edited since); kept as %s", dest, backup_file(dest).name)
-    data, st = write_png(dest, img)
-    manifest.record(name, inputs=[src], params=params, data=data, stat=st)
-    return dest
+def _set_prefix(character: Character, kind: str, outfit: str) -> str:
+    """What every subset folder of this set starts with (`krnksf girl_`), for records made before sets were tagged."""
+    return character.subset(kind, 1, outfit).rsplit("_", 1)[0] + "_"
+
+
+def _ours(manifest: Manifest, name: str, tag: str, prefix: str) -> bool:
+    entry = manifest.outputs.get(name) or {}
+    return entry.get("set") == tag or ("set" not in entry and name.startswith(prefix))
+
+
+def _retire(manifest: Manifest, wanted: set[str], tag: str, prefix: str, recycler: Recycler) -> list[str]:
+    """Move this set's recorded images that are no longer wanted out of the dataset; returns their names."""
+    gone = []
+    for name in [n for n in manifest.names() if n not in wanted and _ours(manifest, n, tag, prefix)]:
+        path = manifest.folder / name
+        if path.is_file() and manifest.check(name).file == "ours":
+            recycler.recycle(path)
+            gone.append(name)
+            remove_empty_dirs(path.parent, manifest.folder)
+        manifest.forget(name)
+    return gone
+
+
+def missing_pick(work: Path, folder: str, code: str, index: int) -> str:
+    """The message for a pick whose cleaned file is not there: which candidates there are, or that the code has
+    none (then cleaning is what is missing)."""
+    found = candidates(work / folder).get(code, [])
+    if found:
+        return (f"{work / PICKS_FILE}: {code} = {index}, but {code} has candidate(s) {', '.join(map(str, found))} "
+                f"in {work / folder}; pick one of those (charframe pick, or edit {PICKS_FILE})")
+    return f"{work / PICKS_FILE}: {code} = {index}, but {work / folder} has no {code} candidates; run charframe clean again"
 
 
 def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | list[int] | None = None,
@@ -78,12 +109,18 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
     alpha_mask = character.export.alpha_mask if alpha_mask is None else alpha_mask
     dataset = dataset or (character.face_dataset() if kind == "f" else character.body_dataset(outfit))
     work = character.work_dir(set_name)
-    picks = read_picks(character, set_name)
-    root = character.root / INPUT_DIR / dataset
+    picks = {c: i for c, i in read_picks(character, set_name).items() if c not in character.export.exclude}
+    dirs = project_dirs(character.root)
+    root = contained(dirs.input, dataset, what="dataset")
     manifest = Manifest.load(root / MANIFEST)
+    recycler = dirs.recycler()
+    prefix = _set_prefix(character, kind, outfit)
+    tag = f"{character.keyword}/{set_name}"  # a group dataset holds the sets of several characters
     variants = [("clean", 3, "")] + ([("alpha", 4, ALPHA_MARKER)] if alpha_mask else [])
     written: list[Path] = []
-    skipped: dict[tuple[int, int], list[str]] = {}  # (size, source size) → codes
+    kept: list[str] = []
+    notes: dict[str, list[str]] = {"upscale": [], "small": []}
+    wanted: set[str] = set()
     try:
         for code, index in picks.items():
             if code[0] != kind:
@@ -91,36 +128,67 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
             for folder, channels, marker in variants:
                 src = work / folder / f"{code}-{index}.png"
                 if not src.is_file():
-                    raise CharframeError(f"{src}: picked for {code} but not there; run charframe clean again")
+                    raise CharframeError(missing_pick(work, folder, code, index))
                 img = read_image(src, channels)
                 for size in sizes:
                     out = resize_longer(img, size)
                     if out is None:
-                        skipped.setdefault((size, max(img.shape[:2])), []).append(code)
+                        notes["upscale"].append(f"{size}px (source {max(img.shape[:2])}px)|{code}")
+                        continue
+                    if min(out.shape[:2]) < MIN_SIDE:
+                        notes["small"].append(f"{size}px ({out.shape[1]}×{out.shape[0]})|{code}")
                         continue
                     subset = character.subset(kind, size, outfit)
-                    subset = with_marker(subset, marker) if marker else subset
-                    dest = _write(manifest, f"{subset}/{code}.png", out, src, {"size": size, "channels": channels})
-                    if dest:
-                        written.append(dest)
+                    name = f"{with_marker(subset, marker) if marker else subset}/{code}.png"
+                    wanted.add(name)
+                    params = {"size": size, "channels": channels}
+                    action = decide(manifest.check(name, inputs=[src], params=params), keep_deleted=True)
+                    if action == "keep":
+                        kept.append(name)
+                    if action in ("skip", "keep"):
+                        continue
+                    if action == "replace":
+                        recycler.recycle(root / name)
+                    data, st = write_png(root / name, out)
+                    manifest.record(name, inputs=[src], params=params, data=data, stat=st)
+                    manifest.outputs[name]["set"] = tag
+                    written.append(root / name)
+        gone = _retire(manifest, wanted, tag, prefix, recycler)
     finally:
         manifest.save()
-    what = f"{character.keyword} {set_name} → {root}"
-    if written:
-        log.info("%s: %d file(s) written for %d code(s) at %s px", what, len(written), len(picks),
-                 ", ".join(map(str, sizes)))
-        if skipped:
-            log.info("%s: never upscaled, so %s", what, skipped_text(skipped))
-    else:
-        log.info("%s: up to date (%d code(s) at %s px)", what, len(picks), ", ".join(map(str, sizes)))
+    _report(root, f"{character.keyword} {set_name}", picks, sizes, written, kept, gone, notes, recycler)
     return written
 
 
-def skipped_text(skipped: dict[tuple[int, int], list[str]]) -> str:
-    """`no 768 px copy of 15 codes (their pictures are 512 px)` — one clause per (size, picture size)."""
-    parts = []
-    for (size, source), codes in sorted(skipped.items()):
-        codes = list(dict.fromkeys(codes))
-        which = codes[0] if len(codes) == 1 else f"{len(codes)} codes"
-        parts.append(f"no {size} px copy of {which} (picture{'s are' if len(codes) > 1 else ' is'} {source} px)")
-    return "; ".join(parts)
+def _report(root: Path, set_name: str, picks: dict[str, int], sizes: tuple[int, ...], written: list[Path],
+            kept: list[str], gone: list[str], notes: dict[str, list[str]], recycler: Recycler) -> None:
+    """One line per kind of news, each naming the character and set (a body or group dataset holds several sets).
+    The sizes never upscaled are said when something was written, not again on every up-to-date export."""
+    where = f"{root.name} ({set_name})"
+    if notes["upscale"]:
+        log.log(logging.INFO if written else logging.DEBUG, "%s: not upscaled, skipped: %s", where,
+                _grouped(notes["upscale"]))
+    if notes["small"]:
+        log.warning("%s: skipped, shorter side under the %d px training bucket: %s", where, MIN_SIDE,
+                    _grouped(notes["small"]))
+    if kept:
+        log.info("%s: %d image(s) retouched or deleted by hand kept as they are: %s", where, len(kept), _short(kept))
+    if gone:
+        log.info("%s: %d image(s) no longer picked or asked for moved to %s", where, len(gone), recycler.folder())
+    log.info("%s: %d file(s) written for %d code(s) at %s px", where, len(written), len(picks),
+             ", ".join(map(str, sizes)))
+
+
+def _grouped(notes: list[str]) -> str:
+    """"512px (source 128px)|f00" notes → `512px (source 128px): f00, f02` per distinct reason."""
+    by: dict[str, list[str]] = {}
+    for note in notes:
+        what, _, code = note.partition("|")
+        by.setdefault(what, [])
+        if code not in by[what]:
+            by[what].append(code)
+    return "; ".join(f"{what}: {_short(codes)}" for what, codes in by.items())
+
+
+def _short(items: list[str], n: int = 6) -> str:
+    return ", ".join(items[:n]) + (f" … (+{len(items) - n})" if len(items) > n else "")

@@ -1,4 +1,5 @@
-"""Reading and writing the PNGs of the cleaning steps, with one clear error for an unreadable file."""
+"""Reading and writing the PNGs of the cleaning steps, with one clear error for an unreadable file (or one whose
+header asks for more pixels than charframe decodes: `dataset.imagesize.check_pixels`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from charframe.dataset.imagesize import check_pixels
 from charframe.errors import CharframeError
 from charframe.util.files import atomic_write_bytes
 
@@ -19,11 +21,16 @@ CANDIDATE_RE = re.compile(r"([fb][0-2][0-7])-([0-9]+)\.png")
 def read_image(path: str | os.PathLike, channels: int) -> np.ndarray:
     """(H, W, channels) uint8 RGB (3) or RGBA (4; opaque when the file has no alpha), or (H, W) for 1."""
     path = Path(path)
+    check_pixels(path)  # a 30000×30000 (or lying) header is refused before the decoder allocates for it
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as e:
         raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (cv2.error, MemoryError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[-1][:160]
+        raise CharframeError(f"{path}: cannot be decoded ({first}); delete or replace it and run again") from None
     if img is None or img.dtype != np.uint8:
         raise CharframeError(f"{path}: not a readable 8-bit image (corrupt or truncated?); "
                              "delete or replace it and run again")

@@ -7,6 +7,12 @@ template's soft-edge map). Azimuths 5-7 of an asymmetric character use the mirro
 own file is there. Hand picks (`f12:2`, or a selection file `f12 = 2`) override the automatic ones.
 Writes `picks.toml` and `contact-picked.png` (elevation rows × azimuth columns: template, candidates and their
 scores, the pick outlined with the reason it won; `draw_picked_sheet` redraws it after a hand edit).
+
+Hand picks are pinned: `picks.toml` has a `[pinned]` table (picks made by hand, kept by every later pick, whatever
+the scores say) and an `[auto]` table (what scoring chose). Editing a number in `[auto]` pins that code at the
+next pick (the pipeline runs pick again when the file was edited); deleting a line from `[pinned]` lets charframe
+choose again. A file charframe did not write (or an older flat `f12 = 2` file edited by hand) counts as pinned
+throughout, the safe side; it is kept as `picks.toml.bak` before it is rewritten.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from charframe.cleaning.images import candidates, read_image
 from charframe.dataset.naming import parse_code
 from charframe.dataset.sheets import Cell, SheetLayout, Tile, draw_sheet
 from charframe.errors import CharframeError
+from charframe.project import project_dirs
 from charframe.util import toml as tomlio
 from charframe.util.files import atomic_write_bytes, atomic_write_text, backup_file
 from charframe.util.manifest import Manifest, Status
@@ -46,7 +53,9 @@ class Score:
 
 
 def template_dir(character: Character, code: str) -> Path:
-    return character.root / ("FaceTemplate" if code[0] == "f" else "BodyTemplate") / "control"
+    """`<FaceTemplate|BodyTemplate>/control` of the project (`[paths]` of charframe.toml honoured)."""
+    dirs = project_dirs(character.root)
+    return (dirs.face_templates if code[0] == "f" else dirs.body_templates) / "control"
 
 
 def _template_file(folder: Path, code: str, channels: int) -> np.ndarray | None:
@@ -131,20 +140,34 @@ def parse_manual(items: list[str]) -> dict[str, int]:
     return picks
 
 
-def read_selection(path: Path) -> dict[str, int]:
-    """A selection file: `f12 = 2` lines (the format of picks.toml)."""
-    text = read_text_file(path, "selection file")
+PICK_TABLES = ("pinned", "auto")
+
+
+def _selection_tables(path: Path, text: str) -> dict[str, dict[str, int]]:
+    """{"pinned": …, "auto": …} of a picks/selection file; a flat file (`f12 = 2` lines) is one table "flat"."""
     try:
         data = tomlio.loads(text)
     except tomlio.TOMLDecodeError as e:
         raise CharframeError(f"{path}: not valid TOML ({e})") from None
-    out = {}
-    for key, value in data.items():
-        code = parse_code(key)
-        if code is None or code.code != key or not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise CharframeError(f"{path}: {key} = {value!r}: each line must be CODE = CANDIDATE, like f12 = 2")
-        out[key] = value
+    tables = {k: data.pop(k) for k in PICK_TABLES if isinstance(data.get(k), dict)}
+    if data:
+        tables["flat"] = data
+    out: dict[str, dict[str, int]] = {}
+    for table, entries in tables.items():
+        out[table] = {}
+        for key, value in entries.items():
+            code = parse_code(key)
+            if code is None or code.code != key or not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                where = f"[{table}] " if table != "flat" else ""
+                raise CharframeError(f"{path}: {where}{key} = {value!r}: each line must be CODE = CANDIDATE, like f12 = 2")
+            out[table][key] = value
     return out
+
+
+def read_selection(path: Path) -> dict[str, int]:
+    """A selection file: `f12 = 2` lines, or picks.toml's `[pinned]` and `[auto]` tables (pinned wins)."""
+    tables = _selection_tables(path, read_text_file(path, "selection file"))
+    return {**tables.get("auto", {}), **tables.get("flat", {}), **tables.get("pinned", {})}
 
 
 def _cleaned(character: Character, set_name: str) -> dict[str, list[int]]:
@@ -208,14 +231,14 @@ def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] |
                       scores: list[Score] | None = None) -> SheetLayout:
     """Draw `contact-picked.png` from the set's picks.toml and the candidates' scores, and return its layout.
 
-    Hand picks are the codes in `manual`; without it, the codes whose pick differs from what the scores
-    choose (so a hand edit of picks.toml shows as one). Call it again after picks.toml changed."""
+    Hand picks are the codes in `manual`; without it, picks.toml's pinned picks and the lines edited by hand since
+    charframe wrote it (`hand_picks`). Call it again after picks.toml changed."""
     work = character.work_dir(set_name)
     found = _cleaned(character, set_name)
     picks = read_picks(character, set_name)
     scores = _scores_for_sheet(character, set_name, list(found), scores or [])
     auto = best(scores)
-    hand = set(manual) if manual is not None else {c for c, i in picks.items() if c in auto and auto[c] != i}
+    hand = set(manual) if manual is not None else set(hand_picks(work))
     cells = []
     for code, indices in found.items():
         folder = template_dir(character, code).parent
@@ -238,39 +261,75 @@ def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] |
     return layout
 
 
-def picks_toml(picks: dict[str, int]) -> str:
-    return "# picked candidate per code (charframe pick); edit by hand or run charframe pick again\n" + \
-        "".join(f"{code} = {i}\n" for code, i in sorted(picks.items()))
+def picks_toml(auto: dict[str, int], pinned: dict[str, int]) -> str:
+    head = ("# charframe pick: one candidate per code (contact-picked.png shows them all).\n"
+            "# Change a number to pick by hand: the code is pinned and every later pick keeps it.\n"
+            "# Delete a line from [pinned] to let charframe choose that code again.\n")
+    lines = lambda picks: "".join(f"{code} = {i}\n" for code, i in sorted(picks.items()))  # noqa: E731
+    return f"{head}[pinned]\n{lines(pinned)}\n[auto]\n{lines(auto)}"
 
 
-def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | list[str] | None = None) -> dict[str, int]:
-    """Pick one candidate per code (hand picks first, the rest by pose fidelity); write picks.toml and the
-    marked contact sheet; return {code: candidate}."""
+def hand_picks(work: Path) -> dict[str, int]:
+    """The pinned picks of a set: the `[pinned]` table, and every other line edited by hand since charframe wrote
+    it (every line of a file charframe did not write)."""
+    path = work / PICKS_FILE
+    if not path.is_file():
+        return {}
+    tables = _selection_tables(path, read_text_file(path, "picks file"))
+    pinned = tables.get("pinned", {})
+    others = {**tables.get("flat", {}), **tables.get("auto", {})}
+    manifest = Manifest.load(work / PICK_MANIFEST)
+    status = manifest.status(PICKS_FILE)
+    written = (manifest.outputs.get(PICKS_FILE) or {}).get("auto")
+    if written is None and status is not Status.UP_TO_DATE:  # not charframe's file: every line is the user's
+        return {**others, **pinned}
+    if status is Status.FOREIGN:  # edited since charframe wrote it: the lines that differ are hand picks
+        return {**{c: i for c, i in others.items() if (written or {}).get(c) != i}, **pinned}
+    return pinned
+
+
+def save_picks(work: Path, auto: dict[str, int], pinned: dict[str, int]) -> Path:
+    """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
+    manifest = Manifest.load(work / PICK_MANIFEST)
+    if manifest.status(PICKS_FILE) is Status.FOREIGN:
+        log.info("%s: edited by hand; hand picks pinned, the file kept as %s", work / PICKS_FILE,
+                 backup_file(work / PICKS_FILE).name)
+    text = picks_toml(auto, pinned)
+    st = atomic_write_text(work / PICKS_FILE, text)
+    manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
+    manifest.outputs[PICKS_FILE]["auto"] = dict(sorted(auto.items()))
+    manifest.dirty = True
+    manifest.save()
+    return work / PICKS_FILE
+
+
+def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | list[str] | None = None,
+             unpin: list[str] | None = None) -> dict[str, int]:
+    """Pick one candidate per code: pinned hand picks first (those in picks.toml, then `manual`, which pins too;
+    `unpin` releases codes, "all" every one), the rest by pose fidelity. Write picks.toml and the marked contact
+    sheet; return {code: candidate}."""
     work = character.work_dir(set_name)
     found = _cleaned(character, set_name)
     manual = parse_manual(manual) if isinstance(manual, list) else dict(manual or {})
     check_manual(manual, found, work / "alpha")
-    auto_codes = [code for code in found if code not in manual]
+    pinned = hand_picks(work)
+    released = set(pinned) if unpin and "all" in unpin else set(unpin or ())
+    pinned = {c: i for c, i in pinned.items() if c not in released}
+    for code, i in list(pinned.items()):
+        if i not in found.get(code, ()):
+            log.warning("%s: pinned pick %s = %d has no cleaned candidate any more; %s is picked automatically",
+                        work / PICKS_FILE, code, i, code)
+            del pinned[code]
+    pinned |= manual
+    auto_codes = [code for code in found if code not in pinned]
     scores = score_set(character, set_name, auto_codes)
-    picks = {**best(scores), **manual}
-    picks = {code: picks[code] for code in found if code in picks}
-    log.info("%s", format_table(scores, picks, manual))
-    save_picks(work, picks)
-    draw_picked_sheet(character, set_name, manual=set(manual), scores=scores)
-    log.info("%s: %d picked → %s", work, len(picks), work / PICKS_FILE)
+    auto = best(scores)
+    picks = {code: {**auto, **pinned}[code] for code in found if code in auto or code in pinned}
+    log.info("%s", format_table(scores, picks, pinned))
+    save_picks(work, {c: i for c, i in auto.items() if c in picks}, {c: i for c, i in pinned.items() if c in picks})
+    draw_picked_sheet(character, set_name, manual=set(pinned), scores=scores)
+    log.info("%s: %d picked (%d pinned by hand) → %s", work, len(picks), len(pinned), work / PICKS_FILE)
     return picks
-
-
-def save_picks(work: Path, picks: dict[str, int]) -> Path:
-    """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
-    manifest = Manifest.load(work / PICK_MANIFEST)
-    if manifest.status(PICKS_FILE) is Status.FOREIGN:
-        log.warning("%s: edited by hand; kept as %s", work / PICKS_FILE, backup_file(work / PICKS_FILE).name)
-    text = picks_toml(picks)
-    st = atomic_write_text(work / PICKS_FILE, text)
-    manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
-    manifest.save()
-    return work / PICKS_FILE
 
 
 def read_picks(character: Character, set_name: str) -> dict[str, int]:

@@ -4,7 +4,8 @@ A model is a rembg model name (`isnet-anime` for anime pictures, `u2net`, …) o
 U²-Net's signature (one RGB input 1×3×320×320, first output 1×1×320×320). Named models are looked up where
 rembg keeps them (`$U2NET_HOME` or `~/.u2net`, and rembg's own `<home>/models/<name>/`); a missing file is
 one error naming the file and the folder. Nothing is ever downloaded: the session classes are given the file
-found here, so rembg's download step never runs.
+found here, so rembg's download step never runs. onnxruntime's telemetry (a device id written into
+`~/.cache/Microsoft/`) is switched off before rembg or onnxruntime is imported (`deps.no_dependency_telemetry`).
 
 rembg is imported only when a session is opened: `import rembg` imports pymatting, whose numba code compiles
 on first use (about 1.5-2.5 minutes on a 2-core machine, then cached); looking for a model file (`method =
@@ -23,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from charframe.deps import no_dependency_telemetry
 from charframe.errors import CharframeError
 
 log = logging.getLogger(__name__)
+no_dependency_telemetry()  # before anything here imports onnxruntime
 
 #: rembg model names charframe offers (each one ONNX file `<name>.onnx`); the first is the default
 MODEL_NAMES = ("isnet-anime", "u2net", "u2netp", "isnet-general-use", "silueta", "u2net_human_seg")

@@ -24,14 +24,16 @@ examples:
 """
 
 PICK_EPILOG = """\
-Without picks, every code gets the candidate whose silhouette best matches the template's mask (IoU;
-ties by agreement with the soft-edge map); the score table is printed. Picks by hand override that:
-CODE:CANDIDATE pairs or a selection file of `f12 = 2` lines. Writes picks.toml and contact-picked.png
-(the picks outlined) in LoRAWork/<keyword>/<set>/.
+Every code gets the candidate whose silhouette best matches the template's mask (IoU; ties by agreement
+with the soft-edge map); the score table is printed. Picks by hand are pinned: CODE:CANDIDATE pairs, a
+selection file of `f12 = 2` lines, or a number changed in picks.toml; every later pick (and every rerun) keeps
+them until they are unpinned. Writes picks.toml ([pinned] and [auto]) and contact-picked.png (the picks
+outlined) in LoRAWork/<keyword>/<set>/.
 
 examples:
-  charframe pick Characters/krnk.toml                        # all automatic
-  charframe pick Characters/krnk.toml f12:2 f03:1            # these by hand, the rest automatic
+  charframe pick Characters/krnk.toml                        # automatic, pinned picks kept
+  charframe pick Characters/krnk.toml f12:2 f03:1            # pin these, the rest automatic
+  charframe pick Characters/krnk.toml --unpin f12            # let charframe choose f12 again (--unpin all)
   charframe pick Characters/krnk.toml --set body --outfit sf my-picks.toml
 """
 
@@ -130,28 +132,34 @@ def clean_jobs(args: argparse.Namespace) -> list[tuple[object, str]]:
 
 def run_clean(args: argparse.Namespace) -> int:
     from charframe.cleaning.clean import clean_set
+    from charframe.pipeline.targets import character_session
 
-    for character, set_name in clean_jobs(args):
-        clean_set(character, set_name, method=args.method, model=args.model, progress=not args.quiet)
+    for character, set_name in clean_jobs(args):  # every file read before any work
+        with character_session(character):  # its run lock (no `run` of it at the same time); writes stay in its project
+            clean_set(character, set_name, method=args.method, model=args.model, progress=not args.quiet)
     return 0
 
 
 def run_pick(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.pick import parse_manual, pick_set
+    from charframe.pipeline.targets import character_session
 
     character = load_character(args.character)
     manual = parse_manual(args.picks)
-    pick_set(character, _set_name(args, character), manual=manual)
+    with character_session(character):
+        pick_set(character, _set_name(args, character), manual=manual, unpin=args.unpin)
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
     from charframe.character import load_character
     from charframe.cleaning.export import export_set
+    from charframe.pipeline.targets import character_session
 
     character = load_character(args.character)
-    export_set(character, _set_name(args, character), sizes=args.sizes, alpha_mask=args.alpha_mask or None)
+    with character_session(character):
+        export_set(character, _set_name(args, character), sizes=args.sizes, alpha_mask=args.alpha_mask or None)
     return 0
 
 
@@ -184,7 +192,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("pick", help="pick one candidate per code (by pose fidelity, or by hand)",
                        description="Pick one cleaned candidate per code.", epilog=PICK_EPILOG, formatter_class=fmt)
     _common(p)
-    p.add_argument("picks", nargs="*", metavar="CODE:N|FILE.toml", help="hand picks, e.g. f12:2 (default: none)")
+    p.add_argument("picks", nargs="*", metavar="CODE:N|FILE.toml", help="hand picks to pin, e.g. f12:2 (default: none)")
+    p.add_argument("--unpin", action="append", metavar="CODE", default=None,
+                   help="release a pinned pick (repeatable; `all` releases every one)")
     p.set_defaults(func=run_pick)
 
     p = sub.add_parser("export", help="export the picks at several sizes into LoRAInput/",

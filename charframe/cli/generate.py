@@ -67,6 +67,7 @@ def characters(arg: str) -> list:
 
 def run(args: argparse.Namespace) -> int:
     from charframe.generation.generate import generate_set
+    from charframe.pipeline.targets import character_session
 
     codes = [c for c in args.codes.split(",") if c.strip()] if args.codes else None
     for ch in [c for arg in args.character for c in characters(arg)]:
@@ -74,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
         outfits = [args.outfit] if kind == "f" or args.outfit else list(ch.outfits)
         if not outfits:
             raise CharframeError(f"{ch.path}: no [outfits] defined; the body set needs at least one (sf = \"sailor uniform\")")
-        for outfit in outfits:
-            res = generate_set(ch, kind, outfit=outfit if kind == "b" else "", codes=codes, candidates=args.candidates,
-                               face_lora=args.face_lora, control=args.control, device=args.device)
-            print(f"{ch.keyword} {ch.set_name(kind, outfit if kind == 'b' else '')}: {len(res.written)} new, "
-                  f"{len(res.skipped)} kept, {res.seconds:.1f} s ({res.images_per_second:.2f} img/s) → "
-                  f"{res.work_dir}/raw\ncontact sheet: {res.contact}")
+        with character_session(ch):  # its run lock (no `run` of it at the same time); writes stay in its project
+            for outfit in outfits:
+                res = generate_set(ch, kind, outfit=outfit if kind == "b" else "", codes=codes, candidates=args.candidates,
+                                   face_lora=args.face_lora, control=args.control, device=args.device)
+                print(f"{ch.keyword} {ch.set_name(kind, outfit if kind == 'b' else '')}: {len(res.written)} new, "
+                      f"{len(res.skipped)} kept, {res.seconds:.1f} s ({res.images_per_second:.2f} img/s) → "
+                      f"{res.work_dir}/raw\ncontact sheet: {res.contact}")
     return 0

@@ -11,8 +11,10 @@ RUN_EPILOG = f"""\
 steps: {STEPS_TEXT}
 stages: face (LoRAInput/4_krnk) → body per outfit (LoRAInput/2_krnksf_krnk, images made with the face LoRA)
         → group (from a group file Characters/<name>.group.toml: LoRAInput/1_krnksf_tyankkps_krnk_tyank)
-Only stale steps run: each step records what it read (file contents, rules, recipe, charframe version) in
-LoRAWork/<keyword>/pipeline/, and runs again when any of that changed, together with every step after it.
+Only stale steps run: each step records the content of what it read and wrote and its settings in
+LoRAWork/<keyword>/pipeline/steps.json, and runs again when any of that changed (an output deleted or
+truncated included). A step after one that ran reruns only if what it reads really changed. Before a LoRA,
+merge or compression is replaced, the previous set is kept in LoRAOutput/<out>/history/ (see `charframe history`).
 examples:
   charframe run krnk                        # Characters/krnk.toml, face then body stages
   charframe run Characters/krnk.toml --stage face --dry-run
@@ -25,12 +27,22 @@ what ran (all steps with -v; one line when nothing had to run).
 """
 
 RERUN_EPILOG = """\
-Reruns exactly the stale steps (and everything downstream of them) of every character file and group file in
-Characters/, goes on past a character that fails, then prints a summary table; exit 1 if anything failed.
+Reruns exactly the stale steps of every character file and group file in Characters/ (a step after one that
+ran reruns only if what it reads changed), goes on past a character that fails, then prints a summary table;
+exit 1 if anything failed.
 examples:
+  charframe rerun --all --dry-run           # what would run, and why
   charframe rerun --all                     # after editing a caption rule in charframe.toml
   charframe rerun --all D:/charframe        # the project of that folder (what bin/rerun-all does)
   charframe rerun krnk tyank --force        # redo everything of two characters
+"""
+
+HISTORY_EPILOG = """Every time a stage's LoRA, merge or compression is replaced (a retrain after a rule change), the previous set —
+LoRA, merged, compressed, preview and what they were made from — is kept in LoRAOutput/<out>/history/<time>/
+(the newest 5; `[history] keep = N` in charframe.toml). `restore` puts one back; the set it replaces is kept too.
+examples:
+  charframe history krnk                    # every stage's kept versions
+  charframe restore krnk 20261207-153012 --stage face
 """
 
 WATCH_EPILOG = """\
@@ -52,11 +64,16 @@ def _options(args: argparse.Namespace):
                    progress=inner_bars(getattr(args, "quiet", False)))
 
 
-def _observer(args: argparse.Namespace):
-    """One line per step and "step k of N" on stdout (plain lines when it is not a terminal); none with -q."""
-    from charframe.pipeline.progress import Progress
+def _progress(args: argparse.Namespace, plans):  # type: ignore[no-untyped-def]
+    """The runner's `on_step` printing one line per step and "step k of N" on stdout (plain lines when it is not
+    a terminal), told beforehand what the dry plans expect to run; None with -q."""
+    from charframe.pipeline.progress import Progress, steps_to_run
 
-    return None if getattr(args, "quiet", False) else Progress()
+    if getattr(args, "quiet", False):
+        return None
+    progress = Progress()
+    progress.expect(steps_to_run(plans))
+    return progress.on_step
 
 
 def _template_warnings(planned) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +120,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--project", metavar="DIR", help="project folder (default: found from the current folder)")
     r.add_argument("--stage", default="all", choices=("face", "body", "group", "all"), help="stage(s) (default all)")
     r.add_argument("--force", action="store_true", help="redo every step")
+    r.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
+    r.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
+    r.add_argument("--dry-run", action="store_true", help="print what would run and why; run nothing")
     r.set_defaults(func=run_rerun)
+
+    h = sub.add_parser("history", help="list the kept earlier versions of a character's LoRAs",
+                       description="List the earlier versions kept of each stage's finished LoRA set.",
+                       epilog=HISTORY_EPILOG, formatter_class=fmt)
+    h.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    h.add_argument("--stage", default=None, metavar="STAGE", help="one stage: face, body-<outfit> or group")
+    h.set_defaults(func=run_history)
+
+    h = sub.add_parser("restore", help="put an earlier version of a stage's LoRA set back",
+                       description="Restore a kept version of a stage's finished LoRA set (the current one is kept).",
+                       epilog=HISTORY_EPILOG, formatter_class=fmt)
+    h.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    h.add_argument("version", metavar="VERSION", help="the version's time stamp, as `charframe history` lists it")
+    h.add_argument("--stage", default=None, metavar="STAGE", help="face, body-<outfit> or group (needed when "
+                   "several stages have versions)")
+    h.set_defaults(func=run_restore)
 
     w = sub.add_parser("watch", help="watch dataset folders and character files; prepare (and train) on change",
                        description="Watch a project and keep its datasets prepared (and, with --train, trained).",
@@ -144,16 +180,16 @@ def run_run(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("\n".join(describe_plan(plan) for plan in plans))
         return 0
-    report, observer = RunReport(), _observer(args)
+    report, on_step = RunReport(), _progress(args, plans)
     for target in targets:
-        report.results += run_target(target, _options(args), observer=observer)[1].results
+        report.results += run_target(target, _options(args), on_step=on_step)[1].results
     print(summary_table(report, all_rows=args.all_rows or args.verbose > 0))
     return 1 if report.failed else 0
 
 
 def run_rerun(args: argparse.Namespace) -> int:
     from charframe.errors import CharframeError
-    from charframe.pipeline.runner import all_targets, rerun, summary_table
+    from charframe.pipeline.runner import all_targets, describe_targets, plan_targets, rerun, summary_table
     from charframe.pipeline.stages import resolve_target
 
     if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
@@ -168,9 +204,59 @@ def run_rerun(args: argparse.Namespace) -> int:
     targets = all_targets(root) if args.all else [resolve_target(c, root) for c in args.characters]
     if not targets:
         raise CharframeError(f"{root / 'Characters'}: no character files (<keyword>.toml) to run")
-    report = rerun(targets, _options(args), observer=_observer(args))
+    plans = plan_targets(targets, _options(args))
+    if args.dry_run:
+        print(describe_targets(plans))
+        return 0
+    report = rerun(targets, _options(args), on_step=_progress(args, [p for _, p in plans if not isinstance(p, str)]))
     print(summary_table(report))
     return 1 if report.failed else 0
+
+
+def _stage_jobs(args: argparse.Namespace):
+    from charframe.errors import CharframeError
+    from charframe.pipeline.stages import resolve_target, target_jobs
+    from charframe.project import find_project_root
+
+    target = resolve_target(args.character, find_project_root())
+    stage = "group" if target.name.endswith(".group.toml") else "all"
+    jobs = target_jobs(target, stage)
+    if args.stage is not None:
+        names = [j.name for j in jobs]
+        jobs = [j for j in jobs if j.name == args.stage]
+        if not jobs:
+            raise CharframeError(f"{target.name} has no stage {args.stage!r}; its stages: {', '.join(names)}",
+                                 param="stage")
+    return jobs
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from charframe.pipeline.history import versions
+
+    for job in _stage_jobs(args):
+        kept = versions(job)
+        print(f"{job.out} ({job.name}): {len(kept)} kept version(s) in {job.lora.parent / 'history'}")
+        for v in kept:
+            print(f"  {v.name}  {v.size / 1e6:8.2f} MB  " + ", ".join(f.name for f in v.files))
+    return 0
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    from charframe.errors import CharframeError
+    from charframe.pipeline.history import restore, versions
+    from charframe.pipeline.lock import run_lock
+    from charframe.pipeline.runner import Records
+
+    jobs = [j for j in _stage_jobs(args) if any(v.name == args.version for v in versions(j))]
+    if len(jobs) != 1:
+        what = "no stage has" if not jobs else f"several stages ({', '.join(j.name for j in jobs)}) have"
+        raise CharframeError(f"{args.character}: {what} a kept version {args.version}; name the stage with {{param}} "
+                             "or pick a version `charframe history` lists", param="stage")
+    job = jobs[0]
+    with run_lock(job.state_dir, job.owner):
+        replaced = restore(job, args.version, Records().of(job))
+    print(f"{job.out} ({job.name}): version {args.version} restored; the set it replaced is kept in {replaced}")
+    return 0
 
 
 def run_watch(args: argparse.Namespace) -> int:

@@ -3,6 +3,11 @@
 The dataset TOML needs the size of every image; decoding 20,000 images to learn two numbers is
 what made the original tool slow. Like sd-scripts' bucketing, the stored size counts (EXIF
 orientation is not applied). The format is sniffed from the bytes, not from the extension.
+
+`check_pixels` refuses, from the header alone, an image too large to decode safely (a 30000×30000 PNG, or a
+header that lies about a small file): every decode of a file the user may have placed asks it first, with the
+same limit as the trainer's decoder (Pillow's decompression-bomb limit), so clean, pick and export refuse what
+training would refuse, before a decoder allocates gigabytes.
 """
 
 from __future__ import annotations
@@ -101,3 +106,25 @@ def _jpeg(f, head: bytes) -> tuple[int, int]:
             h, w = struct.unpack(">HH", seg[3:7])
             return w, h
         pos += length
+
+
+def decode_limit() -> int:
+    """The most pixels charframe decodes: Pillow's decompression-bomb limit (2 × `Image.MAX_IMAGE_PIXELS`,
+    about 179 megapixels), the one the trainer's image check applies; 0 = no limit (Pillow's set to None)."""
+    from PIL import Image
+
+    return 2 * int(Image.MAX_IMAGE_PIXELS) if Image.MAX_IMAGE_PIXELS else 0
+
+
+def check_pixels(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The header's (width, height) when it is safe to decode; a header over `decode_limit` is one error naming
+    the file. None when the header is not one this module reads (the decoder then decides)."""
+    try:
+        w, h = image_size(path)
+    except CharframeError:
+        return None
+    limit = decode_limit()
+    if limit and w * h > limit:
+        raise CharframeError(f"{os.fspath(path)}: its header says {w}x{h} ({w * h / 1e6:.0f} megapixels), more than "
+                             f"charframe decodes ({limit / 1e6:.0f}); a damaged or hostile file: delete or replace it")
+    return w, h

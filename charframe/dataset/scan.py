@@ -38,6 +38,17 @@ def require_dirs(paths: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
+def check_utf8_name(folder: Path) -> None:
+    """A folder of images must have a UTF-8 name: it becomes caption tags and the dataset TOML's `image_dir`
+    and `class_tokens`, which are UTF-8 text (a name in another encoding reads as undecodable bytes here)."""
+    try:
+        os.fspath(folder).encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(folder).decode("utf-8", "backslashreplace")
+        raise CharframeError(f"{shown}: the folder's name is not valid UTF-8 text (the \\x.. bytes); captions and the "
+                             "dataset TOML are UTF-8: rename the folder") from None
+
+
 def image_folders(root: str | os.PathLike) -> list[ImageFolder]:
     """Every folder at or below `root` holding images, sorted by path; hidden folders are skipped."""
     found: list[ImageFolder] = []
@@ -64,6 +75,7 @@ def image_folders(root: str | os.PathLike) -> list[ImageFolder]:
                 files.append(entry.name)
         images = tuple(sorted(n for n in files if is_image_name(n)))
         if images:
+            check_utf8_name(folder)
             found.append(ImageFolder(folder, images, frozenset(files)))
     found.sort(key=lambda f: f.path.parts)
     return found

@@ -3,8 +3,15 @@
 For each code (f00 … f24, or b…), N candidates with seeds `seed + i` go to `LoRAWork/<kw>/<set>/raw/<code>-<i>.png`,
 each carrying WebUI's `parameters` chunk; `contact.png` beside `raw/` shows codes × candidates. Everything that
 can be wrong with the input (character file, sampler, templates, model files) is checked before the first image;
-each image is written atomically as it finishes, so an interrupted run keeps all finished images, and a rerun
-only makes the missing ones.
+each image is written atomically as it finishes, so an interrupted run keeps all finished images.
+
+Each candidate is recorded (`raw/.charframe-generate.json`, `util.manifest`) with exactly what it was made from:
+its prompt and seed, the generation settings, and the content of the model, VAE, ControlNet, face LoRA and
+control-map files it used. A rerun makes a candidate again when any of that changed (a new face LoRA regenerates
+every body candidate; a redrawn f12 map only f12's), never because a file of that name is missing or present:
+a candidate it made before and would now make differently is moved to `LoRAWork/replaced/` first, and the
+candidates of codes or numbers no longer asked for go there too. A picture placed or edited by hand is kept
+while its settings and inputs are unchanged. Without a model nothing is loaded when every candidate is current.
 """
 
 from __future__ import annotations
@@ -30,24 +37,31 @@ from charframe.generation.pnginfo import controlnet_field, parameters_text, writ
 from charframe.generation.prompt import encode_pair
 from charframe.generation.passes import PassSettings, Runner, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
 from charframe.models.load import load_sd
+from charframe.generation.pnginfo import read_parameters
 from charframe.project import project_dirs
 from charframe.util.files import atomic_write_bytes
+from charframe.util.manifest import Check, Manifest, decide
 
 log = logging.getLogger(__name__)
 
 RAW = "raw"
 CONTACT = "contact.png"
+MANIFEST = ".charframe-generate.json"
 KIND_NAMES = {"f": "face", "b": "body", "face": "f", "body": "b"}
 
 
 @dataclass
 class GenerateResult:
-    """What a run wrote: new images, existing ones it left alone, the contact sheet and the time taken."""
+    """What a run wrote: new images, current ones it left alone, hand-placed ones it kept, what it moved to the
+    recoverable `replaced/` folder, the contact sheet and the time taken."""
 
     written: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)
+    replaced: list[Path] = field(default_factory=list)
     seconds: float = 0.0
     load_seconds: float = 0.0  # of `seconds`: loading the models (the rest is per-image work)
     contact: Path | None = None
@@ -133,6 +147,7 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
     comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
     lora_tag = ""
     if face_lora is not None:
         apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)
@@ -163,6 +178,66 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
     for i, (unit, label) in enumerate(zip(units, labels)):
         fields[f"ControlNet {i}"] = controlnet_field(unit.map, label, unit.weight, unit.start, unit.end)
     return _Loaded(runner, comps, fields, hed, lora_tag)
+
+
+def _files_of(path: Path | None) -> list[Path]:
+    """A model given as a file, or every file of a diffusers folder (hidden ones aside)."""
+    if path is None:
+        return []
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
+                                                                             p.relative_to(path).parts))
+    return [path]
+
+
+def _map_file(set_dir: Path, code: ImageCode, map_name: str | None) -> Path:
+    """The file `template_image` reads for a code's map (or picture): its own, or the mirrored source of 5-7."""
+    folder = set_dir if map_name is None else set_dir / "control" / map_name
+    own = folder / f"{code.code}.png"
+    return own if own.is_file() or code.azimuth <= 4 else folder / f"{code.kind}{code.elevation}{8 - code.azimuth}.png"
+
+
+def _recipe(character: Character, units: Sequence[ControlUnit], face_lora: Path | None, kind: str) -> tuple[dict, list[Path]]:
+    """(settings, files) every candidate of the set depends on, besides its own prompt, seed and control maps."""
+    g = character.generation
+    settings = {
+        "negative": character.negative, "sampler": g.sampler, "steps": g.steps, "cfg": g.cfg, "size": g.size,
+        "hires": [g.hires_scale, g.hires_denoise, g.hires_steps] if g.hires_scale > 1 else None,
+        "clip_skip": g.clip_skip, "dtype": g.dtype, "model": "" if g.model else "tiny demo model",
+        "units": [[u.map, u.weight, u.start, u.end, "" if u.model else "tiny"] for u in units],
+        "face_lora_weight": g.face_lora_weight if face_lora is not None else None,
+    }
+    files = _files_of(character.resolve(g.model)) + _files_of(character.resolve(g.vae))
+    for u in units:
+        files += _files_of(character.resolve(u.model))
+    if any(u.map == HED for u in units):
+        files += _files_of(character.resolve(g.hed_model))
+    if face_lora is not None:
+        files.append(face_lora)
+    return settings, files
+
+
+def _ours(path: Path) -> bool:
+    """Whether an unrecorded candidate was made by charframe (its PNG parameters say so): then it is replaced."""
+    try:
+        return "Version: charframe" in read_parameters(path)
+    except (OSError, ValueError, CharframeError):
+        return False
+
+
+def _retire_unwanted(manifest: Manifest, work: Path, wanted: set[str], recycler, result: GenerateResult) -> None:
+    """Candidates charframe made that the set no longer asks for (a code gone, fewer candidates) → `replaced/`."""
+    for name in manifest.names():
+        if name in wanted:
+            continue
+        path = work / name
+        if path.is_file() and manifest.check(name, inputs=[], params=None).file == "ours":
+            result.replaced.append(recycler.recycle(path))
+        manifest.forget(name)
+    for path in sorted((work / RAW).glob("*.png")):
+        name = f"{RAW}/{path.name}"
+        if name not in wanted and name not in manifest.outputs and _ours(path):
+            result.replaced.append(recycler.recycle(path))
 
 
 def _write_contact(work: Path, title: str, subtitle: str, codes: list[ImageCode], n: int, set_dir: Path) -> Path:
@@ -209,14 +284,40 @@ def generate_set(
     _check_templates(set_dir, code_list, units)
     lora_path = Path(face_lora).expanduser() if face_lora else None
     result = GenerateResult(work_dir=work)
+    settings_common, files = _recipe(character, units, lora_path, kind)
+    manifest = Manifest.load(work / MANIFEST)
+    recycler = project_dirs(character.root).recycler()
     todo: list[tuple[ImageCode, int, Path]] = []
+    wanted: set[str] = set()
     for code in code_list:
+        prompt = code_prompt(character, code, outfit)
+        maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
         for i in range(n):
-            path = work / RAW / f"{code.code}-{i}.png"
-            if path.is_file():
+            name = f"{RAW}/{code.code}-{i}.png"
+            wanted.add(name)
+            path = work / name
+            params = {"prompt": prompt, "seed": g.seed + i, **settings_common}
+            check = manifest.check(name, inputs=files + maps, params=params)
+            if check.file == "unknown" and _ours(path):
+                check = Check("ours", False)  # made by an earlier charframe without a record: made again
+            action = decide(check)
+            if action == "skip":
                 result.skipped.append(path)
-            else:
-                todo.append((code, i, path))
+                continue
+            if action == "keep":
+                result.kept.append(path)
+                continue
+            if action == "replace":
+                result.replaced.append(recycler.recycle(path))
+            todo.append((code, i, path))
+    if codes is None and candidates is None:
+        _retire_unwanted(manifest, work, wanted, recycler, result)
+    manifest.save()
+    if result.kept:
+        log.info("%s: %d picture(s) placed or edited by hand kept (%s)", work / RAW, len(result.kept),
+                 ", ".join(p.name for p in result.kept[:4]) + (" …" if len(result.kept) > 4 else ""))
+    if result.replaced:
+        log.info("%s: %d earlier candidate(s) moved to %s", work / RAW, len(result.replaced), recycler.folder())
     title = f"{character.keyword} {character.set_name(kind, outfit)}: {len(code_list)} codes × {n} candidates"
     subtitle = (f"candidate #i has seed {g.seed} + i; {g.sampler}, {g.steps} steps, CFG {g.cfg:g}; "
                 f"template first in each cell. Next: charframe clean, then pick")
@@ -247,9 +348,14 @@ def generate_set(
             seed = g.seed + i
             image = loaded.runner.image(pos, neg, controls, seed, settings, hi_controls)
             write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size))
+            maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
+            manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
+                            params={"prompt": prompt, "seed": seed, **settings_common})
+            manifest.save()  # per image: a killed run keeps the record of every finished one
             result.written.append(path)
             bar.update(1)
     finally:
+        manifest.save()
         bar.close()
         result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
         result.seconds = time.perf_counter() - start

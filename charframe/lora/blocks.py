@@ -8,6 +8,7 @@ data (`charframe/data/block_presets.toml`) that users extend in charframe.toml o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import os
@@ -20,6 +21,7 @@ from charframe.lora.keys import block_of
 from charframe.project import PROJECT_FILE, load_project_config
 from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
+from charframe.util.paths import name_problem
 
 BLOCK_IDS: tuple[str, ...] = (
     "BASE",
@@ -69,7 +71,7 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
         raise CharframeError(f"{source}: [{PRESETS_TABLE}] must be a table of NAME = [weights]")
     out = {}
     for name, value in table.items():
-        if not PRESET_NAME.match(str(name)):
+        if not PRESET_NAME.match(str(name)) or name_problem(str(name)):
             raise CharframeError(
                 f"{source}: preset name '{name}' cannot be part of a file name; use letters, digits, '_', "
                 "'-', '.' or '+' (up to 64, starting with a letter or digit)"
@@ -84,11 +86,17 @@ def _presets_from(data: Mapping, source: str) -> dict[str, tuple[float, ...]]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped_presets() -> dict[str, tuple[float, ...]]:
+    """The presets charframe ships (read once: a rerun of fifty characters asks for them per stage)."""
+    return _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE))
+
+
 def load_presets(
     files: Iterable[str | os.PathLike] = (), project_config: Mapping | None = None, project_file: str = PROJECT_FILE
 ) -> dict[str, tuple[float, ...]]:
     """Shipped presets, then the project's `[block_presets]`, then each file's (later ones win)."""
-    presets = _presets_from(tomlio.load(PRESETS_FILE), str(PRESETS_FILE))
+    presets = dict(_shipped_presets())
     if project_config:
         presets.update(_presets_from(project_config, project_file))
     for f in files:

@@ -61,15 +61,29 @@ def _allowed_globals() -> list[Any]:
     return [_placeholder(q) for q in HARMLESS_CLASSES] + [core.multiarray.scalar, np.dtype, *dtypes]
 
 
-#: words of torch's weights-only refusals of a pickle that would import or run code (not damage)
-UNSAFE_PICKLE = ("Unsupported global", "Unsupported class", "unrecognized function")
+#: words (lower case) of torch's weights-only refusals of a pickle that would import or run code, not of damage;
+#: torch's wording changes between versions ("Unsupported global: GLOBAL x", "unsupported GLOBAL os.system
+#: whose module os is blocked", "unrecognized function", "allowlisted via add_safe_globals"), so it is matched
+#: loosely and in one place: `pickle_refusal`
+UNSAFE_PICKLE = ("unsupported global", "unsupported class", "unrecognized function", "is blocked", "safe_globals")
+
+
+def pickle_refusal(exc: BaseException) -> tuple[bool, str]:
+    """(unsafe, detail) of a failed weights-only `torch.load`: unsafe = the pickle would import or run code (so
+    it is refused, never "corrupt"); detail = torch's one telling line, without its long preamble."""
+    text = str(exc)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    unsafe = [line for line in lines if any(w in line.lower() for w in UNSAFE_PICKLE)]
+    if unsafe:
+        return True, unsafe[0][:200]
+    return False, (lines[0] if lines else type(exc).__name__)[:160]
 
 
 def read_pickle(path: Path) -> dict[str, Any]:
     """A torch pickle (.ckpt/.pt) loaded with `weights_only=True`: the name → tensor mapping inside,
     `state_dict` containers unwrapped. Shared by model and LoRA loading: no pickled code ever runs."""
-    import pickle
-
     import torch
 
     with torch.serialization.safe_globals(_allowed_globals()):
@@ -78,29 +92,23 @@ def read_pickle(path: Path) -> dict[str, Any]:
                 obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
             except RuntimeError:  # old (non-zip) torch serialization cannot be memory-mapped
                 obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-            if any(word in str(exc) for word in UNSAFE_PICKLE):
-                raise CharframeError(_refusal(path, exc)) from exc
-            raise CharframeError(f"{path}: {_corrupt(exc)}") from None
         except Exception as exc:  # noqa: BLE001 - the weights-only unpickler fails in many ways on garbage
-            raise CharframeError(f"{path}: {_corrupt(exc)}") from None
+            unsafe, detail = pickle_refusal(exc)
+            if unsafe:
+                raise CharframeError(_refusal(path, detail)) from None
+            raise CharframeError(f"{path}: {_corrupt(detail)}") from None
     return _unwrap(path, obj)
 
 
-def _corrupt(exc: BaseException) -> str:
+def _corrupt(detail: str) -> str:
     """A damaged file is called damaged: "unsafe" is only for a pickle that would import or run code."""
-    text = str(exc)
-    if "WeightsUnpickler error:" in text:  # the useful line after torch's long preamble
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    detail = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
-    return f"corrupt, truncated or not a PyTorch checkpoint ({detail[:160]}); re-download or re-save it"
+    return f"corrupt, truncated or not a PyTorch checkpoint ({detail}); re-download or re-save it"
 
 
-def _refusal(path: Path, exc: BaseException) -> str:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+def _refusal(path: Path, detail: str) -> str:
     return (
-        f"{path}: cannot be loaded safely with torch's weights-only loader ({first}). charframe never "
-        f"runs pickled code from model files; {CONVERT_HINT}"
+        f"{path}: unsafe: the pickle would import or run code, which torch's weights-only loader refuses ({detail}). "
+        f"charframe never runs pickled code from model files; {CONVERT_HINT}"
     )
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from charframe.character import CHARACTERS_DIR
 from charframe.dataset.naming import parse_code
 from charframe.errors import CharframeError
-from charframe.pipeline.manifest import FileSet
+from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.runner import Options, RunReport, run_target
 from charframe.pipeline.stages import StageJob, target_jobs
 from charframe.pipeline.steps import IMAGES, STEPS, RunContext, Step
@@ -87,7 +87,10 @@ def write_example_dataset(dest: str | os.PathLike, face_templates: str | os.Path
 DEMO_STEPS: tuple[Step, ...] = STEPS
 #: Generation and export settings for the tiny random model (small and quick; the pictures are noise anyway).
 TINY_GENERATION = {"size": 128, "steps": 4, "candidates": 2, "hires_scale": 1.0, "sampler": "Euler a", "cfg": 7.0}
+#: face 128×128 → 64 and 128 px; body 128×256 → 128 px (64 px would be 32×64, under the 64 px bucket: skipped)
 TINY_EXPORT = {"sizes": [64, 128]}
+#: the demo's outfit, so `charframe run demo --stage body` goes on to the body stage
+DEMO_OUTFIT = {"sf": "school uniform, pleated skirt"}
 #: The templates a checkout ships (copied into a demo project that has none).
 BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2]
 
@@ -97,20 +100,24 @@ def demo_character(model: str | None, vae: str | None, logic: str, dim: int, lr:
     generation = {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""}
     data = {
         "keyword": DEMO_KEYWORD, "class": "girl", "prompt": "1girl, solo, grey clay mannequin", "fill": "black",
+        "outfits": DEMO_OUTFIT,
         "generation": generation if model else generation | TINY_GENERATION,
         **({} if model else {"export": TINY_EXPORT}),
-        "training": {"face": {"logic": logic, "dim": dim, "lr": lr, "steps": steps, "preset": "FACE", "sv_ratio": 16.0}},
+        "training": {stage: {"logic": logic, "dim": dim, "lr": lr, "steps": steps, "preset": preset, "sv_ratio": 16.0}
+                     for stage, preset in (("face", "FACE"), ("body", "BODY"))},
     }
     return "# written by `charframe demo` (rewritten with its options; an edited copy is kept as .bak)\n" + tomlio.dumps(data)
 
 
 def ensure_templates(root: Path) -> None:
-    """A demo project without face templates gets a copy of the checkout's (`FaceTemplate/` with its maps)."""
-    target = project_dirs(root).face_templates
-    bundled = BUNDLED_TEMPLATES / target.name
-    if not target.is_dir() and bundled.is_dir() and bundled.resolve() != target.resolve():
-        shutil.copytree(bundled, target)
-        log.info("face templates copied to %s", target)
+    """A demo project without templates gets a copy of the checkout's (`FaceTemplate/` and `BodyTemplate/`, with
+    their control maps), so the face stage runs at once and the body stage can follow."""
+    dirs = project_dirs(root)
+    for target in (dirs.face_templates, dirs.body_templates):
+        bundled = BUNDLED_TEMPLATES / target.name
+        if not target.is_dir() and bundled.is_dir() and bundled.resolve() != target.resolve():
+            shutil.copytree(bundled, target)
+            log.info("templates copied to %s", target)
 
 
 def write_demo_character(root: Path, text: str) -> Path:
@@ -134,9 +141,11 @@ def run_demo(
     progress: bool = True,
 ) -> DemoResult:
     """`charframe run` of the demo character's face stage in the project at `project` (default: from the cwd)."""
-    if project is not None and not Path(project).is_dir():
-        what = "a file" if Path(project).exists() else "no such folder"
-        raise CharframeError(f"{project}: {what}; name an existing project folder for {{param}}", param="project")
+    if project is not None and Path(project).exists() and not Path(project).is_dir():
+        raise CharframeError(f"{project}: a file; name a project folder (or a new one) for {{param}}", param="project")
+    if project is not None and not Path(project).exists():
+        Path(project).mkdir(parents=True)  # `charframe demo --project ~/demo-project` starts a new project there
+        log.info("%s: new project folder", project)
     root = find_project_root(project)
     if project is not None and root != Path(project).absolute():
         root = Path(project).absolute()  # the folder the user named, even without LoRAInput/ yet

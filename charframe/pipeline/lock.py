@@ -2,13 +2,16 @@
 
 Two runs of one character would train over each other's files. The lock is created atomically (O_EXCL); a
 second run is refused with a message naming the PID holding it. A lock left by a process that no longer
-exists (a crash, a killed run) is taken over, so a killed run can simply be started again.
+exists (a crash, a killed run) is taken over, so a killed run can simply be started again; so is a lock file
+that is not a record charframe writes (damaged, emptied, edited by hand) once it is not being written any more.
+A folder, pipe, device or link in the lock's place is refused with one message (it was not made by charframe).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -16,6 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 from charframe.errors import CharframeError
+from charframe.util.files import check_parent, special_kind
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "run.lock"
 
@@ -41,11 +47,34 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+#: a lock file is one short JSON line; anything larger is not one of ours
+MAX_LOCK_BYTES = 4096
+
+
 def _holder(path: Path) -> dict | None:
+    """The lock's record {pid, host, since}; None when the file is unreadable or not a record charframe writes
+    (truncated, hand-edited, another tool's): such a file holds no live run once it is no longer being written.
+    A folder, pipe, device or link in its place is one error (reading a FIFO would block, /dev/zero never end)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        st = os.lstat(path)
+    except OSError:
+        return None
+    kind = special_kind(st.st_mode)
+    if kind:
+        raise CharframeError(f"{path}: is {kind}, not a run lock charframe wrote; remove it and start again")
+    if st.st_size > MAX_LOCK_BYTES:
+        return None
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
     except (OSError, ValueError):
         return None
+    if not isinstance(data, dict):
+        return None
+    pid, host, since = data.get("pid"), data.get("host", ""), data.get("since", 0)
+    if type(pid) is not int or not 0 < pid < 2**31 or not isinstance(host, str) \
+            or isinstance(since, bool) or not isinstance(since, (int, float)) or not 0 <= since < 1e11:
+        return None
+    return {"pid": pid, "host": host or socket.gethostname(), "since": float(since)}
 
 
 def _try_create(path: Path, body: str) -> bool:
@@ -61,8 +90,7 @@ def _try_create(path: Path, body: str) -> bool:
 @contextlib.contextmanager
 def run_lock(folder: Path, what: str) -> Iterator[Path]:
     """Hold the run lock of `folder` while the block runs; refuse when a live process holds it."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
+    path = check_parent(folder / LOCK_NAME, parents=True)  # inside the project (util.files.confine_writes)
     body = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()})
     for _ in range(3):
         if _try_create(path, body):
@@ -71,23 +99,24 @@ def run_lock(folder: Path, what: str) -> Iterator[Path]:
         if holder is None and time.time() - _mtime(path) < 2:
             time.sleep(0.1)  # being written right now
             continue
-        pid = int((holder or {}).get("pid", -1))
-        same_host = (holder or {}).get("host", socket.gethostname()) == socket.gethostname()
-        if holder is not None and (not same_host or pid_alive(pid)):
-            since = time.strftime("%H:%M:%S", time.localtime(float(holder.get("since", 0))))
+        if holder is not None and (holder["host"] != socket.gethostname() or pid_alive(holder["pid"])):
+            since = time.strftime("%H:%M:%S", time.localtime(holder["since"]))
             raise CharframeError(
-                f"{what} is already being run by process {pid} on {holder.get('host')} (since {since}); "
+                f"{what} is already being run by process {holder['pid']} on {holder['host']} (since {since}); "
                 f"wait for it to finish, or delete {path} if that process is gone"
             )
-        path.unlink(missing_ok=True)  # left by a dead process: take it over
+        if holder is None:
+            log.warning("%s: not a lock record charframe wrote (damaged or edited); taken over", path)
+        path.unlink(missing_ok=True)  # left by a dead process (or damaged): take it over
     else:
         raise CharframeError(f"{path}: could not take the run lock of {what}; delete the file and start again")
     try:
         yield path
     finally:
-        holder = _holder(path)
-        if holder is not None and holder.get("pid") == os.getpid():
-            path.unlink(missing_ok=True)
+        with contextlib.suppress(CharframeError):
+            holder = _holder(path)
+            if holder is not None and holder["pid"] == os.getpid():
+                path.unlink(missing_ok=True)
 
 
 def _mtime(path: Path) -> float:

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from charframe.errors import CharframeError
 from charframe.generation.face_lora import lora_applied
+from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
@@ -198,6 +199,7 @@ def preview_job(job: StageJob, *, progress: bool = True, previous: Path | None =
     texts = prompts(job.members, s)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
+    check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
     rows = [Row("base", None, []), Row("LoRA", job.lora, []), Row("merged", job.merged, []),

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from charframe.character import Character
-from charframe.project import PROJECT_FILE, load_project_config
+from charframe.project import PROJECT_FILE, SEEDS, load_project_config
 from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
 from charframe.util.schema import Source, limits, parse
@@ -17,8 +17,8 @@ DEFAULTS_FILE = DATA_DIR / "preview.toml"
 
 @dataclass(frozen=True)
 class PreviewSettings:
-    scenes: tuple[str, ...]
-    seeds: tuple[int, ...]
+    scenes: tuple[str, ...] = field(metadata=limits(min_items=1))
+    seeds: tuple[int, ...] = field(metadata=SEEDS)
     steps: int = field(default=20, metadata=limits(min=1, max=200))
     size: int = field(default=512, metadata=limits(min=32, max=2048))
     cfg: float = field(default=7.0, metadata=limits(min=1, max=30))

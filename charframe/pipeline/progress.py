@@ -12,16 +12,20 @@ not a per-image bar for every inner step. So:
   switch the steps' own tqdm bars off (their carriage-return refreshes would fill a log with thousands of
   partial lines).
 
-The runner only calls `expect`, `start` and `done`; it knows nothing about terminals.
+The runner knows nothing about terminals: it calls `on_step(planned step, result row)` as each step is decided,
+starts and ends (`run_target(…, on_step=progress.on_step)`); `expect(steps_to_run(plans))` announces what the
+dry plan says will (or may) run, with how long each took last time.
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
+
+from charframe.pipeline.runner import Records
 
 BAR_WIDTH = 20
 
@@ -38,6 +42,20 @@ def _isatty(stream: TextIO) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def steps_to_run(plans: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, float | None]]:
+    """(owner, stage, step, seconds it took last time) of each planned step that runs or may run (`PlannedStep`s
+    of `runner.plan_jobs`; the time comes from the step's record)."""
+    records = Records()
+    out = []
+    for plan in plans:
+        for p in plan:
+            if p.skipped or not (p.reason or p.after):
+                continue
+            entry = records.of(p.job).outputs.get(p.record) or {}
+            out.append((p.job.owner, p.job.name, p.step.name, entry.get("seconds") or None))
+    return out
 
 
 def duration(seconds: float) -> str:
@@ -104,6 +122,18 @@ class Progress:
             self._write(f"{bar} step {k} of {n}: {target} {stage} {step}{when}")
         else:
             self._write(f"step {k} of {n}: {target} {stage} {step}{when}")
+
+    def on_step(self, p: Any, row: Any) -> None:
+        """The runner's `on_step(planned step, result row)`: a step starting, ending, or found up to date when
+        reached (then it leaves the count)."""
+        key = (p.job.owner, p.job.name, p.step.name)
+        if row.status == "running":
+            self.start(*key)
+        elif row.status in ("ran", "failed"):
+            self.done(*key, row.status, row.seconds)
+        elif key in self._pending:  # it might have had to run (an upstream step ran), but did not
+            self._pending.remove(key)
+            self.total -= 1
 
     def done(self, target: str, stage: str, step: str, status: str, seconds: float) -> None:
         self.finished += 1

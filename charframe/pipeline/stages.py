@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from charframe.character import CHARACTERS_DIR, WORK_DIR, Character, StageRecipe, load_character
+from charframe.character import CHARACTERS_DIR, WORK_DIR, Character, StageRecipe, is_keyword, load_character
 from charframe.errors import CharframeError
 from charframe.lora.blocks import resolve_weights
 from charframe.project import load_project_config, project_dirs
@@ -76,7 +76,7 @@ class StageJob:
     @property
     def state_dir(self) -> Path:
         """Manifests and the run lock: `LoRAWork/<owner>/pipeline/`."""
-        return self.root / WORK_DIR / self.owner / "pipeline"
+        return state_dir(self.root, self.owner)
 
     @property
     def lora(self) -> Path:
@@ -100,6 +100,11 @@ class StageJob:
         if self.stage == "face":
             return [(self.character, "face")]
         return [pair for c, o in self.members for pair in ((c, c.set_name("b", o)), (c, "face"))]
+
+
+def state_dir(root: Path, owner: str) -> Path:
+    """`LoRAWork/<owner>/pipeline/`: the step manifests and the run lock of a character or group."""
+    return root / WORK_DIR / owner / "pipeline"
 
 
 def model_path(c: Character, key: str = "model") -> str | None:
@@ -142,8 +147,13 @@ def group_dataset(members: tuple[tuple[Character, str], ...], repeats: int) -> s
     return "_".join([str(repeats)] + [c.keyword + o for c, o in members] + [c.keyword for c, _ in members])
 
 
+def group_output(members: tuple[tuple[Character, str], ...]) -> str:
+    """`krnksf_tyankkps`: the output name of a group (CONVENTIONS §5)."""
+    return "_".join(c.keyword + o for c, o in members)
+
+
 def group_job(g: Group) -> StageJob:
-    out = "_".join(c.keyword + o for c, o in g.members)
+    out = group_output(g.members)
     return _job("group", "group", g.name, g.path, g.members, group_dataset(g.members, g.repeats), out, g.recipe)
 
 
@@ -158,6 +168,9 @@ def load_group(path: str | os.PathLike) -> Group:
     known = sorted(p.name[:-5] for p in folder.glob("*.toml") if not p.name.endswith(GROUP_SUFFIX))
     members = []
     for i, m in enumerate(g.member, 1):
+        if not is_keyword(m.character):
+            raise CharframeError(f"{path}: member {i}: character = {m.character!r} is not a keyword; name a character "
+                                 f"file of {folder} by its keyword (letters and digits; known: {', '.join(known) or 'none'})")
         file = folder / f"{m.character}.toml"
         if not file.is_file():
             raise CharframeError(f"{path}: member {i} names character {m.character!r}, but {file} does not exist "
@@ -184,13 +197,13 @@ def find_character_files(root: Path) -> list[Path]:
 def resolve_target(name: str | os.PathLike, root: Path | None = None) -> Path:
     """A character or group file from what the user typed: a path, or a keyword/group name in `Characters/`."""
     p = Path(name)
-    if p.is_file():
+    if p.is_file() or (p.exists() and not p.is_dir()):  # a pipe or device too: reading it names what it is
         return p.absolute()
     if p.is_dir():
         raise CharframeError(f"{p}: a folder; name a character file (Characters/<keyword>.toml) or a group file")
     base = (root or Path.cwd()) / CHARACTERS_DIR
     for candidate in (base / f"{name}.toml", base / f"{name}{GROUP_SUFFIX}"):
-        if candidate.is_file():
+        if candidate.exists() and not candidate.is_dir():
             return candidate.absolute()
     known = [f.name for f in find_character_files(base.parent) + find_groups(base.parent)]
     raise CharframeError(f"{name}: no such character or group file (looked in {base}; known: {', '.join(known) or 'none'})")

@@ -6,15 +6,20 @@ deciding what is stale (`charframe rerun --all`, `--dry-run`) must not import to
 start-up for fifty characters that need nothing), and the generation/cleaning steps are plug-ins that a
 checkout may not have yet — a missing one is a clear message when (and only when) it has to run.
 
-Inputs and outputs are `FileSet`s; a step is downstream of another when one of its inputs overlaps one of
-the other's outputs (`FileSet.overlaps`), which is how a change propagates (a new face LoRA → the body
-images → …). Steps in order: generate → clean → pick → export → prepare → train → merge → compress → preview
-(`clean` comes before `pick`: automatic picking scores the cleaned silhouettes).
+Inputs and outputs are `FileSet`s; the runner records, per step, the content of both and the step's
+parameters (`util.manifest`, one record file per character) and runs a step only when that record no longer
+matches: a parameter, an input's content, or a recorded output changed. `params` are exactly what the step's
+result depends on besides its input files (the export sizes are not a parameter of generate). Steps whose
+outputs a user may edit or delete (dataset images) say `protect_outputs`: such a change is the user's, it
+retrains, but it does not make the step redo its work. Steps in order: generate → clean → pick → export →
+prepare → train → merge → compress → preview (`clean` comes before `pick`: picking scores the cleaned
+silhouettes).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import logging
 import os
@@ -23,24 +28,31 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from charframe.character import Character
+from charframe.cleaning.rembg_method import model_available
 from charframe.dataset.captions import load_rules
 from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.errors import CharframeError
-from charframe.pipeline.manifest import FileSet
+from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
 from charframe.pipeline.stages import StageJob
 from charframe.project import project_dirs
+from charframe.util.files import check_confined
 from charframe.util.schema import dump
 
 log = logging.getLogger(__name__)
 
 IMAGES = tuple(f"**/*{ext}" for ext in IMAGE_EXTENSIONS)
-CAPTIONS = ("**/*.txt", "*.toml")
+CAPTION_FILES = ("**/*.txt",)
+CAPTIONS = CAPTION_FILES + ("*.toml",)
 
 
 @dataclass(frozen=True)
 class RunContext:
+    """What a step's adapter gets besides its job: progress bars on or off, and `keep_version(job)`, called before
+    a step replaces a finished LoRA, merge or compression (the runner archives the stage's set once per run)."""
+
     progress: bool = True
+    keep_version: Callable[[StageJob], None] = lambda job: None
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class Step:
     params: Callable[[StageJob], dict[str, Any]]
     run: Callable[[Callable[..., Any], StageJob, RunContext], None]
     help: str = ""
+    protect_outputs: bool = False   # outputs are the user's to edit or delete (see the module doc)
 
 
 def resolve(call: str, step: str = "") -> Callable[..., Any]:
@@ -141,12 +154,22 @@ def _prepare(fn, job: StageJob, ctx: RunContext) -> None:
 
 
 def _train(fn, job: StageJob, ctx: RunContext) -> None:
-    """A leftover resumable state (Ctrl-C, crash) is continued; an older LoRA of the same name is kept as
-    `<file>.prev` (the trainer never overwrites, and the pipeline needs the planned name)."""
-    state = resolve("charframe.training.outputs:find_state", "train")(job.plan.io, job.plan.output_name)
-    if state is None and job.lora.exists():
-        os.replace(job.lora, job.lora.with_name(job.lora.name + ".prev"))
-        log.info("%s: previous version kept as %s.prev", job.lora, job.lora.name)
+    """A leftover resumable state (Ctrl-C, crash) is continued only when it was saved from the same dataset,
+    captions and recipe; otherwise it is set aside and the run starts over. The finished set of this stage (LoRA,
+    merge, compression, preview) is kept in its history before the new LoRA replaces it."""
+    find_state = resolve("charframe.training.outputs:find_state", "train")
+    state_mismatch = resolve("charframe.training.outputs:state_mismatch", "train")
+    state = find_state(job.plan.io, job.plan.output_name)
+    if state is not None:
+        why = state_mismatch(job.plan, state)
+        if why:
+            log.warning("%s: not resumed, %s; starting over (the state is kept in %s)", state.name, why,
+                        project_dirs(job.root).recycler().recycle(state))
+            state = None
+    if state is None:
+        ctx.keep_version(job)  # the finished set, whatever recipe named it, goes to the history first
+        job.lora.unlink(missing_ok=True)
+    check_confined(job.lora.parent)  # made inside the project only (util.files.confine_writes)
     job.lora.parent.mkdir(parents=True, exist_ok=True)
     result = fn(job.plan, resume=state is not None)
     if result.output is not None and Path(result.output) != job.lora:
@@ -155,54 +178,88 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
 
 def _merge(fn, job: StageJob, ctx: RunContext) -> None:
     label, weights = job.merge
+    if job.merged.exists():
+        ctx.keep_version(job)
     fn(job.lora, weights, label, output=job.merged, overwrite=True)
 
 
 def _compress(fn, job: StageJob, ctx: RunContext) -> None:
     rule = resolve("charframe.lora.functional:RankRule", "compress")("sv_ratio", float(job.recipe.sv_ratio))
+    if job.compressed.exists():
+        ctx.keep_version(job)
     fn(job.merged, rule, output=job.compressed, overwrite=True)
 
 
 def _preview(fn, job: StageJob, ctx: RunContext) -> None:
-    fn(job, progress=ctx.progress)
+    """The grid, with the newest kept earlier version of the LoRA as a row when there is one."""
+    fn(job, progress=ctx.progress, previous=resolve("charframe.pipeline.history:previous_lora", "preview")(job))
 
 
-def _character_params(job: StageJob) -> dict[str, Any]:
-    """What a generated image depends on: the character without its training recipes and other outfits."""
-    return {c.keyword: {"character": dump(dataclasses.replace(c, training=type(c.training)(), outfits={})),
-                        "outfit": c.outfits[o] if o else ""} for c, o in job.members}
+def _generation_params(job: StageJob) -> dict[str, Any]:
+    """What the candidates of a set depend on besides files: who the character is in the prompt, the outfit, the
+    generation settings (not the export or training settings; generate_set records each candidate's own)."""
+    return {c.keyword: {"prompt": c.prompt, "negative": c.negative, "fill": c.fill, "asymmetric": c.asymmetric,
+                        "generation": dump(c.generation), "outfit": c.outfits[o] if o else ""}
+            for c, o in job.members}
+
+
+def _clean_params(job: StageJob) -> dict[str, Any]:
+    """The fill colour and which method `auto` resolves to here (a rembg model installed later cleans again)."""
+    return {c.keyword: {"fill": c.fill, "method": "rembg" if model_available(None) else "flood"}
+            for c, _ in job.members}
 
 
 def _rules(job: StageJob) -> dict[str, Any]:
-    return {"rules": repr(load_rules(job.root).rules)}
+    """The caption rules, and where the project is: the dataset TOML holds absolute `image_dir` paths (as
+    sd-scripts needs them), so a moved or copied project rewrites its TOMLs (digested: `params_text` would
+    otherwise write the location itself as `<project>`)."""
+    where = hashlib.blake2b(str(job.root).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+    return {"rules": repr(load_rules(job.root).rules), "location": where}
+
+
+def _train_params(job: StageJob) -> dict[str, Any]:
+    """The plan, and the dataset TOML as text with the project's location taken out: a moved project's rewritten
+    TOML (new absolute paths, same images) does not retrain."""
+    toml = Path(job.plan.io.dataset)
+    try:
+        text = toml.read_text(encoding="utf-8")
+    except OSError:
+        text = ""
+    for form in {str(job.root), job.root.as_posix()}:
+        text = text.replace(form, "<project>")
+    return {"plan": job.plan.to_dict(), "dataset": text}
+
+
+def _sets_work(j: StageJob, *parts: str) -> list[FileSet]:
+    return [_work(c, s, part) for c, _, _, s in _own_sets(j) for part in parts]
 
 
 STEPS: tuple[Step, ...] = (
     Step("generate", "charframe.generation.generate:generate_set", frozenset({"face", "body"}),
          lambda j: _templates(j) + _model_files(j) + _controlnets(j) + ([FileSet(j.face_lora)] if j.face_lora else []),
-         lambda j: [_work(c, s, "raw") for c, _, _, s in _own_sets(j)],
-         _character_params, _generate, "candidates per template code (ControlNet)"),
+         lambda j: _sets_work(j, "raw"),
+         _generation_params, _generate, "candidates per template code (ControlNet)"),
     Step("clean", "charframe.cleaning.clean:clean_set", frozenset({"face", "body"}),
-         lambda j: [_work(c, s, "raw") for c, _, _, s in _own_sets(j)],
-         lambda j: [fs for c, _, _, s in _own_sets(j) for fs in (_work(c, s, "clean"), _work(c, s, "alpha"))],
-         lambda j: {k: v["character"]["fill"] for k, v in _character_params(j).items()}, _clean,
-         "background removed and filled; transparent copies"),
+         lambda j: _sets_work(j, "raw"),
+         lambda j: _sets_work(j, "clean", "alpha"),
+         _clean_params, _clean, "background removed and filled; transparent copies"),
     Step("pick", "charframe.cleaning.pick:pick_set", frozenset({"face", "body"}),
-         lambda j: [fs for c, _, _, s in _own_sets(j) for fs in (_work(c, s, "clean"), _work(c, s, "alpha"))] + _templates(j),
-         lambda j: [_work(c, s, "picks.toml") for c, _, _, s in _own_sets(j)],
-         lambda j: {}, _pick, "best candidate per code (pose fidelity)"),
+         lambda j: _sets_work(j, "clean", "alpha") + _templates(j),
+         lambda j: _sets_work(j, "picks.toml"),
+         lambda j: {}, _pick, "best candidate per code (pose fidelity); hand picks pinned"),
     Step("export", "charframe.cleaning.export:export_set", frozenset({"face", "body", "group"}),
          lambda j: [fs for c, s in j.sets() for fs in (_work(c, s, "picks.toml"), _work(c, s, "clean"), _work(c, s, "alpha"))],
          lambda j: [FileSet(j.dataset, IMAGES)],
-         lambda j: {c.keyword: dump(c.export) for c, _ in j.members}, _export, "picked images at every size"),
+         lambda j: {c.keyword: dump(c.export) for c, _ in j.members},
+         _export, "picked images at every size", protect_outputs=True),
     Step("prepare", "charframe.dataset.prepare:prepare_dirs", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.dataset, IMAGES)],
          lambda j: [FileSet(j.dataset, CAPTIONS)],
          _rules, _prepare, "captions + dataset TOML"),
     Step("train", "charframe.training.engines:train_with", frozenset({"face", "body", "group"}),
-         lambda j: [FileSet(j.dataset, IMAGES + CAPTIONS)] + _model_files(j),
+         lambda j: [FileSet(j.dataset, IMAGES + CAPTION_FILES)] + _model_files(j),
          lambda j: [FileSet(j.lora)],
-         lambda j: {"plan": j.plan.to_dict()}, _train, "LoRA (built-in trainer)"),
+         _train_params, _train, "LoRA (built-in trainer)"),
     Step("merge", "charframe.lora.ops.merge:merge_file", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.lora)], lambda j: [FileSet(j.merged)],
          lambda j: {"label": j.merge[0], "weights": list(j.merge[1])}, _merge, "block-weight merge"),

@@ -9,13 +9,17 @@ the captions, TOMLs and manifests that preparing writes do not wake the watcher 
 
 With `train`, a changed character file, group file or dataset queues a `run` of the characters it belongs
 to. The queue is a file (`LoRAWork/watch-queue.json`): jobs run one at a time, a job leaves the queue only when
-it finished, so a watcher stopped by Ctrl-C (or a crash) continues it when started again.
+it finished, so a watcher stopped by Ctrl-C (or a crash) continues it when started again. A character file
+edited while its own job runs is queued again at once (it runs after the job, with the edit). Nothing is lost
+between watchers either: at start the watcher prepares every dataset folder whose captions or TOML are not
+current, and with `train` queues every target the pipeline's records say is stale (the dry run of `rerun --all`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 import time
@@ -23,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from charframe.character import CHARACTERS_DIR, WORK_DIR
+from charframe.character import CHARACTERS_DIR
+from charframe.project import WORK_DIR
 from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.dataset.prepare import prepare_dirs
 from charframe.errors import CharframeError
-from charframe.pipeline.runner import Options, all_targets, rerun, summary_table
+from charframe.pipeline.runner import Options, all_targets, plan_targets, rerun, summary_table
 from charframe.pipeline.stages import target_jobs
 from charframe.pipeline.steps import STEPS, Step
 from charframe.project import project_dirs
@@ -36,13 +41,19 @@ from charframe.util.files import atomic_write_text
 log = logging.getLogger(__name__)
 
 QUEUE_FILE = "watch-queue.json"
+#: a dataset folder's name: `N_name` (other folders of LoRAInput/, e.g. of models, are not prepared at start)
+_REPEATS = re.compile(r"^\d+_")
 
 
 class JobQueue:
-    """Targets (character or group files) waiting to run, oldest first, kept in a JSON file."""
+    """Targets (character or group files) waiting to run, oldest first, kept in a JSON file. The job running is
+    at the head until it finished; the same target added meanwhile waits once more behind it (an edit made
+    during its own run is not lost). Safe to use from the observer's thread and the main one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.running: str | None = None
+        self._lock = threading.Lock()
 
     def items(self) -> list[str]:
         try:
@@ -58,14 +69,21 @@ class JobQueue:
         atomic_write_text(self.path, json.dumps({"jobs": jobs}, indent=1))
 
     def add(self, target: str) -> bool:
-        jobs = self.items()
-        if target in jobs:
-            return False
-        self._write(jobs + [target])
-        return True
+        with self._lock:
+            jobs = self.items()
+            waiting = jobs[1:] if self.running is not None and jobs[:1] == [self.running] else jobs
+            if target in waiting:
+                return False
+            self._write(jobs + [target])
+            return True
 
     def done(self, target: str) -> None:
-        self._write([j for j in self.items() if j != target])
+        """The first entry of `target` (the one that ran) leaves the queue."""
+        with self._lock:
+            jobs = self.items()
+            if target in jobs:
+                jobs.remove(target)
+            self._write(jobs)
 
 
 @dataclass
@@ -125,9 +143,31 @@ class Watcher:
 
     def note(self, path: str | Path, is_dir: bool = False) -> None:
         key = self.key_for(Path(path), is_dir)
-        if key is not None:
-            with self._lock:
-                self.pending[key] = _Pending(time.monotonic())
+        if key is None:
+            return
+        if key.suffix == ".toml" and key.parent == self.characters:
+            if key.is_file():
+                self.enqueue([key], f"{key.name} changed")  # at once: even while a job runs, it is in the file
+            return
+        with self._lock:
+            self.pending[key] = _Pending(time.monotonic())
+
+    def catch_up(self) -> None:
+        """What changed while no watcher ran: prepare every dataset folder that is not current; with `train`,
+        queue every target the pipeline's records call stale."""
+        if self.dirs.input.is_dir():
+            for folder in sorted(p for p in self.dirs.input.iterdir() if p.is_dir() and _REPEATS.match(p.name)):
+                try:
+                    self.prepare([folder])
+                except (CharframeError, OSError) as e:
+                    log.error("%s: %s (still watching)", folder, e)
+        if not self.train:
+            return
+        for path, plan in plan_targets(all_targets(self.root), self.options, self.table):
+            if isinstance(plan, str):
+                log.error("%s", plan)
+            elif any(p.reason or p.after for p in plan if not p.skipped):
+                self.enqueue([path], "changed while not watched")
 
     def tick(self) -> None:
         """Act on every key that has been quiet and settled; then run queued jobs (one at a time)."""
@@ -159,8 +199,8 @@ class Watcher:
         try:
             self.prepare([key])
             log.info("%s: prepared (captions + TOML)", key)
-        except (CharframeError, OSError) as e:
-            log.error("%s: %s (still watching)", key, e)
+        except Exception as e:  # noqa: BLE001 - one bad folder never stops the watcher
+            log.error("%s: %s (still watching)", key, _said(e))
             return
         if self.train:
             self.enqueue(self.targets_of(key), f"{key.name} changed")
@@ -188,12 +228,30 @@ class Watcher:
         summary says why, and the next change queues it again)."""
         while jobs := self.queue.items():
             target = Path(jobs[0])
-            if target.is_file():
-                report = rerun([target], self.options, self.table)
-                log.info("%s\n%s", target.name, summary_table(report))
-            else:
-                log.warning("%s: queued, but the file is gone; dropped from the queue", target)
-            self.queue.done(jobs[0])
+            self.queue.running = jobs[0]
+            try:
+                if target.is_file():
+                    try:
+                        report = rerun([target], self.options, self.table)
+                        log.info("%s\n%s", target.name, summary_table(report))
+                    except Exception as e:  # noqa: BLE001 - a refused or failing job leaves the queue; watching goes on
+                        log.error("%s: %s (still watching)", target.name, _said(e))
+                else:
+                    log.warning("%s: queued, but the file is gone; dropped from the queue", target)
+                self.queue.done(jobs[0])
+            finally:
+                self.queue.running = None
+
+
+def _said(e: BaseException) -> str:
+    """The one-line message of an error a job raised: charframe's own as it is, anything else named by its type."""
+    if isinstance(e, CharframeError):
+        return str(e)
+    first = (str(e).strip().splitlines() or [""])[0][:300]
+    if not isinstance(e, OSError):
+        log.debug("unexpected error", exc_info=True)
+        return f"unexpected {type(e).__name__}: {first}"
+    return first
 
 
 def _handler(watcher: Watcher):
@@ -238,6 +296,7 @@ def watch(root: Path, *, train: bool = False, poll: bool = False, debounce: floa
              "polling" if poll else "OS events")
     try:
         busy.set()
+        watcher.catch_up()  # what changed while no watcher ran
         watcher.run_queue()  # what a previous watcher left
         while not stop.is_set():
             busy.clear()

@@ -16,6 +16,8 @@ this plan would train?" without loading a model; `charframe train --dry-run` pri
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -24,11 +26,11 @@ from typing import Any, Callable
 
 from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
-from charframe.util.files import name_max
+from charframe.util.files import check_confined, confine_writes, name_max
 from charframe.training import state as st
 from charframe.training.data import DatasetGroup, load_dataset
 from charframe.training.plan import TrainIO, TrainPlan
-from charframe.util.manifest import Manifest, Status
+from charframe.util.manifest import Manifest, Status, digest_file
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,38 @@ def output_status(plan: TrainPlan) -> tuple[Path, Status]:
     return out_file, Manifest.load(out_file.parent / TRAIN_MANIFEST).status(out_file.name, inputs=inputs, params=params)
 
 
+def inputs_digest(plan: TrainPlan, group: DatasetGroup | None = None) -> str:
+    """A digest of what `plan` trains on: every dataset file's content (named relative to the dataset TOML, so a
+    moved project keeps its states) and the model/VAE/continued LoRA by name, size and mtime (hashing gigabytes
+    at every start would cost seconds; a different model with the same size and time stamp is not a real case)."""
+    files, _ = trained_from(plan, group)
+    base = Path(plan.io.dataset).absolute().parent
+    h = hashlib.blake2b(digest_size=8)
+    for f in files:
+        try:
+            rel = f.absolute().relative_to(base).as_posix()
+            h.update(f"{rel}\0{digest_file(f)}\n".encode("utf-8", "surrogatepass"))
+        except ValueError:
+            stat = f.stat()
+            h.update(f"{f.name}\0{stat.st_size}:{stat.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def state_mismatch(plan: TrainPlan, state_dir: Path) -> str | None:
+    """Why the saved state in `state_dir` must not be continued by `plan` (other settings, or another dataset,
+    captions or model than it was saved from), or None when it may."""
+    run = st.read_run(state_dir)
+    if run is None:
+        return "its state.toml is unreadable"
+    try:
+        st.check_resumable(plan, run, state_dir)
+    except CharframeError:
+        return "the recipe changed since it was saved"
+    if run.inputs and run.inputs != inputs_digest(plan):
+        return f"the dataset, captions or model changed since it was saved at step {run.step}"
+    return None
+
+
 def find_state(io: TrainIO, output_name: str) -> Path | None:
     """The newest complete state folder of this output name, if any."""
     out, _ = output_paths(io, output_name)
@@ -104,7 +138,9 @@ def find_state(io: TrainIO, output_name: str) -> Path | None:
 
 
 def check_folder(folder: Path, param: str) -> Path:
-    """`folder` exists as a writable folder or can be created: returns its nearest existing ancestor."""
+    """`folder` exists as a writable folder or can be created (and, inside `confine_writes`, really lies in the
+    project): returns its nearest existing ancestor."""
+    check_confined(folder)
     existing = folder.absolute()
     missing: list[str] = []
     while not existing.exists():
@@ -169,7 +205,9 @@ def _save_fallback(tensors: dict[str, Any], metadata: dict[str, str], folder: Pa
     name = f"charframe-{session_id}.safetensors"
     for candidate in (folder / name, Path(tempfile.gettempdir()) / name):
         try:
-            save_lora_file(candidate, tensors, metadata)
+            # the rescue copy of hours of training may go to the temporary folder, outside the project
+            with contextlib.nullcontext() if candidate.parent == folder else confine_writes(()):
+                save_lora_file(candidate, tensors, metadata)
             return candidate
         except Exception:  # noqa: BLE001 - try the next place
             continue

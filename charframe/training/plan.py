@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from charframe.errors import CharframeError
+from charframe.util.paths import name_problem
 from charframe.util import toml as tomlio
 from charframe.util.schema import Source, dump, limits, parse, read_text_file
 
@@ -325,8 +326,9 @@ def make_plan(
             raise CharframeError(f"{{param}} must be a positive integer, got {value}", param=name)
     if int(lr) < 0:
         raise CharframeError(f"{{param}} must be a non-negative integer count of 1e-6, got {lr}", param="lr")
-    if not out or any(c in out for c in '/\\:*?"<>|'):
-        raise CharframeError(f"output name {out!r} must be a plain name (no path separators)", param="out")
+    problem = name_problem(out) if isinstance(out, str) else "is not text"
+    if problem:
+        raise CharframeError(f"output name {out!r} must be a plain name (no path separators): it {problem}", param="out")
     net, alpha_rule, opt = r["networks"][parts.network], r["alphas"][parts.alpha], r["optimizers"][parts.optimizer]
     dim, lr, steps = int(dim), int(lr), int(steps)
     alpha = _alpha(alpha_rule, dim)

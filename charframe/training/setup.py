@@ -20,6 +20,7 @@ import torch
 from charframe.deps import place
 from charframe.errors import CharframeError
 from charframe.lora.io import load_lora_file
+from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
@@ -88,14 +89,6 @@ def choose_precision(runtime: Runtime, cuda: bool, checkpointing: bool | None) -
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed, torch.float32)
     ckpt = runtime.gradient_checkpointing and cuda if checkpointing is None else checkpointing
     return Precision(mixed, dtype, ckpt)
-
-
-def check_clip_skip(clip_skip: int, text_encoder: Any) -> None:
-    """clip_skip counts text encoder layers from the end: it cannot exceed the model's layer count."""
-    layers = int(getattr(text_encoder.config, "num_hidden_layers", 0) or 0)
-    if layers and clip_skip > layers:
-        raise CharframeError(f"{{param}} {clip_skip} is beyond the text encoder's {layers} layers; use 1..{layers} "
-                             "(2 for most anime models)", param="clip_skip")
 
 
 def warn_long_captions(group: DatasetGroup, tokenizer: Any, max_token_length: int | None) -> None:

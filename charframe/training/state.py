@@ -17,6 +17,7 @@ import torch
 
 from charframe.util import toml as tomlio
 from charframe.errors import CharframeError
+from charframe.models.checkpoint import pickle_refusal
 from charframe.util.files import atomic_path
 from charframe.training.plan import TrainPlan
 
@@ -41,6 +42,8 @@ class RunState:
     started_at: float
     plan: dict[str, Any]
     losses: list[float] = field(default_factory=list)
+    #: digest of what is trained on (dataset images, captions, TOML, model files): a resume needs the same
+    inputs: str = ""
 
 
 def state_dir_for(output: Path) -> Path:
@@ -87,9 +90,12 @@ def _read(path: Path, reader: Any) -> Any:
     """A state file read by `reader`; a missing, truncated or foreign file is one message naming it."""
     try:
         return reader(path)
-    except Exception as e:  # noqa: BLE001 - safetensors, pickle (weights_only) and zip errors all mean "corrupt"
-        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
-        raise CharframeError(f"{path}: corrupt training state ({reason}); {START_OVER} "
+    except Exception as e:  # noqa: BLE001 - safetensors, pickle (weights_only) and zip errors: corrupt, or unsafe
+        unsafe, reason = pickle_refusal(e)
+        if unsafe:
+            raise CharframeError(f"{path}: unsafe: the pickle would import or run code ({reason}), which charframe "
+                                 f"never runs; not a state charframe saved: {START_OVER} ({path.parent})") from None
+        raise CharframeError(f"{path}: corrupt training state ({reason[:120]}); {START_OVER} "
                              f"({path.parent})") from None
 
 
@@ -102,6 +108,15 @@ def check_resumable(plan: TrainPlan, run: RunState, directory: Path) -> None:
         detail = "; ".join(f"{k}: saved {saved.get(k)!r}, now {now.get(k)!r}" for k in diff[:4])
         raise CharframeError(f"{directory}: {{param}} with different settings ({detail}); use the original command",
                              param="resume")
+
+
+def read_run(directory: Path) -> RunState | None:
+    """The run info of a saved state (no tensors read); None when unreadable."""
+    try:
+        data = tomlio.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+        return RunState(plan=dict(data["plan"]), **data["state"])
+    except (OSError, tomlio.TOMLDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        return None
 
 
 def remove_state(directory: Path) -> None:

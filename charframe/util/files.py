@@ -11,21 +11,27 @@ Every write goes through `atomic_path` (or `atomic_write_bytes`/`atomic_write_te
   still `True` because the trainer and the LoRA writers save into folders they expect to be made; every
   write of a path the user named passes `parents=False` (or calls `check_parent` before long work);
 - temporaries left by a killed write (older than `STALE_MINUTES`, matching only our own pattern) are removed
-  the first time a process writes into that folder.
+  the first time a process writes into that folder;
+- inside `confine_writes(roots)` (the pipeline and the per-character commands hold it for their project), a
+  write whose folder REALLY lies outside every root — a subset folder that is a link to a folder elsewhere —
+  is refused before any folder is made or byte written (`util.paths.check_inside`; checked once per folder).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from charframe.errors import CharframeError
+from charframe.util.paths import check_inside
 
 #: charframe's shipped data files (rules, presets, tables, configs): `charframe/data/`.
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
@@ -35,6 +41,50 @@ _TEMP_NAME = re.compile(r"\.cf-[0-9a-f]{8}\.tmp")
 #: A temporary older than this is left by a killed write (no write takes that long to finish).
 STALE_MINUTES = 60
 _cleaned: set[str] = set()  # folders already swept by this process
+_confined: tuple[Path, ...] = ()  # the roots writes must stay in (none: anywhere), see `confine_writes`
+_confined_ok: set[str] = set()  # folders checked against them
+
+
+#: Hand-written text files (character, group, project, rules, selection files) are small: a larger one is a
+#: mistake (or `/dev/zero` behind a link), refused before it is read.
+MAX_TEXT_BYTES = 16 * 2**20
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+def special_kind(mode: int) -> str | None:
+    """What a file of this `st_mode` is when it is not a regular file ("a named pipe (FIFO)"), else None."""
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_small_file(path: str | os.PathLike, what: str = "file", limit: int = MAX_TEXT_BYTES) -> bytes:
+    """The bytes of a hand-written file: missing, a folder, a pipe or device (which would block or never end)
+    or larger than `limit` is one `CharframeError` naming it, checked before a byte is read."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CharframeError(f"{path}: no such {what}") from None
+    except OSError as e:
+        raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
+    kind = special_kind(st.st_mode)
+    if kind == "a folder":
+        raise CharframeError(f"{path}: is a folder; pass the {what} itself")
+    if kind:
+        raise CharframeError(f"{path}: is {kind}, not a {what}; pass the {what} itself")
+    if st.st_size > limit:
+        raise CharframeError(f"{path}: {st.st_size:,} bytes, too large for a {what} (at most {limit // 2**20} MiB); "
+                             f"is it the right file?")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
+    if len(data) > limit:  # it grew after the check
+        raise CharframeError(f"{path}: too large for a {what} (at most {limit // 2**20} MiB); is it the right file?")
+    return data
 
 
 def temp_name() -> str:
@@ -85,10 +135,39 @@ def check_name_length(path: str | os.PathLike, why: str = "") -> Path:
     return path
 
 
+@contextlib.contextmanager
+def confine_writes(roots: Iterable[str | os.PathLike]) -> Iterator[tuple[Path, ...]]:
+    """While the block runs, every write made through this module must really land inside one of `roots`
+    (links followed): a folder that leads outside is one `CharframeError`, before anything is made there.
+
+    Process-wide (the worker threads of clean and prepare write too); nested blocks use the innermost roots.
+    """
+    global _confined
+    previous = _confined
+    _confined = tuple(Path(r) for r in roots)
+    _confined_ok.clear()
+    try:
+        yield _confined
+    finally:
+        _confined = previous
+        _confined_ok.clear()
+
+
+def check_confined(folder: str | os.PathLike) -> None:
+    """Inside `confine_writes`: `folder` (where a file is about to be written) must really lie in its roots."""
+    if not _confined:
+        return
+    key = os.fspath(folder)
+    if key not in _confined_ok:
+        check_inside(folder, _confined)
+        _confined_ok.add(key)
+
+
 def check_parent(path: str | os.PathLike, *, parents: bool = False) -> Path:
     """`path` as a Path whose folder exists (created with `parents=True`); else one clear error naming it."""
     path = Path(path)
     parent = path.parent
+    check_confined(parent)
     if parent.is_dir():
         return path
     if parents:
@@ -124,7 +203,8 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
     """Yield a temporary path in `path`'s folder; on success it replaces `path` in one rename.
 
     A crash or exception leaves `path` untouched and removes the temporary file. With `parents=False` the
-    folder must exist (else one error naming it).
+    folder must exist (else one error naming it). A library writer's failure to write the temporary file (a
+    full disk under safetensors or torch.save) is raised as the `OSError` it is (`write_error`).
     """
     path = check_writable_target(path, parents=parents)
     _sweep_once(str(path.parent))
@@ -132,10 +212,47 @@ def atomic_path(path: str | os.PathLike, *, parents: bool = True) -> Iterator[Pa
     try:
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and e.filename is not None and os.fspath(e.filename) == os.fspath(tmp_path):
+            raise OSError(e.errno, e.strerror, os.fspath(path)) from e  # name the file the user knows
+        err = write_error(e, path)
+        if err is not None:
+            raise err from e
         raise
+
+
+#: words of torch.save's failure to write its zip stream (a full disk gives "unexpected pos …")
+_TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "inline_container.cc", "file write failed")
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def write_error(exc: BaseException, path: str | os.PathLike) -> OSError | None:
+    """The `OSError` behind a library's failed write of `path`, for one handler to report (None: not one).
+
+    safetensors raises `SafetensorError("… No space left on device (os error 28)")` and torch.save a
+    `RuntimeError("[enforce fail at inline_container.cc…] unexpected pos …")`; neither is an OSError, so a
+    full disk would escape every `except OSError` (the pipeline's failed-step handler among them).
+    """
+    if isinstance(exc, OSError) or not isinstance(exc, Exception):
+        return None
+    text = str(exc)
+    m = _OS_ERROR.search(text)
+    if m and type(exc).__name__ == "SafetensorError":
+        n = int(m.group(1))
+        return OSError(n, os.strerror(n), os.fspath(path))
+    if isinstance(exc, RuntimeError) and any(w in text for w in _TORCH_WRITE_FAILED):
+        n = errno.ENOSPC if _nearly_full(path) else errno.EIO
+        return OSError(n, os.strerror(n), os.fspath(path))
+    return None
+
+
+def _nearly_full(path: str | os.PathLike) -> bool:
+    try:
+        return shutil.disk_usage(os.path.dirname(os.fspath(path)) or os.curdir).free < 64 * 2**20
+    except OSError:
+        return False
 
 
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
@@ -152,6 +269,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
     """
     target = os.fspath(path)
     folder = os.path.dirname(target) or os.curdir
+    if _confined and folder not in _confined_ok:
+        check_confined(folder)
     if folder not in _cleaned:
         check_writable_target(target, parents=parents)
         _sweep_once(folder)
@@ -177,6 +296,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, fsync: bool = Tr
             os.unlink(tmp)
         if isinstance(e, OSError):
             check_writable_target(target)  # a vanished folder or a target that is a folder: its one-line error
+            if e.filename is None and e.errno:  # os.write's ENOSPC names no file: name the one being written
+                raise OSError(e.errno, e.strerror or os.strerror(e.errno), target) from e
         raise
     return st
 
@@ -201,6 +322,7 @@ def backup_path(path: str | os.PathLike) -> Path:
 def backup_file(path: str | os.PathLike) -> Path:
     """Copy `path` to a fresh backup name (never overwriting an older backup); return it."""
     dest = check_name_length(backup_path(path), "the backup name is too long: shorten the file's name")
+    check_confined(dest.parent)
     shutil.copy2(path, dest)
     return dest
 

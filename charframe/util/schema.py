@@ -7,7 +7,7 @@ frozen dataclass and read through `parse`, so each gets the same checks and the 
 
 - types: `bool` accepts only true/false (never "no"), `int` never a bool, `float` ints too and must be
   finite, `str`, `Literal[...]` choices, `tuple[T, ...]`, `dict[str, T]`, nested dataclasses, `T | None`;
-- ranges: `field(metadata=limits(min=1, max=12))`; `metadata={"toml": "class"}` spells a key that is a
+- ranges: `field(metadata=limits(min=1, max=12))` (for a list: of each item, and `min_items`); `metadata={"toml": "class"}` spells a key that is a
   Python keyword; `metadata={"skip": True}` marks a field that is not read from the file;
 - unknown keys (a misspelt section or key) are errors that name the key and suggest the closest known one;
 - the line is found in the file's text, so the message points at it.
@@ -29,13 +29,15 @@ from pathlib import Path
 from typing import Any, Literal, Mapping, TypeVar, Union
 
 from charframe.errors import CharframeError
+from charframe.util.files import read_small_file
 
 T = TypeVar("T")
 
 
-def limits(*, min: float | None = None, max: float | None = None, help: str = "") -> dict[str, Any]:
-    """Field metadata: inclusive bounds and a short description used in messages."""
-    return {"min": min, "max": max, "help": help}
+def limits(*, min: float | None = None, max: float | None = None, help: str = "", min_items: int = 0) -> dict[str, Any]:
+    """Field metadata: inclusive bounds (of a number, or of each item of a list), a short description used in
+    messages, and for a list the fewest items it may have (`min_items=1`: an empty list is refused)."""
+    return {"min": min, "max": max, "help": help, "min_items": min_items}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +164,10 @@ def _convert(value: Any, tp: Any, section: tuple[str, ...], key: str, meta: Mapp
     if origin in (tuple, list):
         if not isinstance(value, list):
             raise bad()
+        if len(value) < meta.get("min_items", 0):
+            got = "an empty list" if not value else f"{len(value)}"
+            raise _Bad(f"expected at least {meta['min_items']} item{'s' if meta['min_items'] > 1 else ''}, got {got}",
+                       section, key)
         item = args[0]
         return tuple(_convert(v, item, section, f"{key}[{i}]", meta) for i, v in enumerate(value))
     if origin is dict:
@@ -197,7 +203,9 @@ def _layout(cls: type) -> tuple[dict[str, Any], dict[str, dataclasses.Field], di
     return hints, fields, names
 
 
-def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> T:
+def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...], base: Any = None) -> T:
+    """A `cls` from `data`; keys missing from `data` take `base`'s values when given (a nested table's default
+    record: `[training.body]` with only `steps` keeps the body stage's BODY preset), else the field defaults."""
     hints, fields, names = _layout(cls)
     for key in data:
         if key not in names:
@@ -208,7 +216,13 @@ def _record(cls: type[T], data: Mapping[str, Any], section: tuple[str, ...]) -> 
     for toml_key, name in names.items():
         f = fields[name]
         if toml_key in data:
-            kwargs[name] = _convert(data[toml_key], hints[name], section, toml_key, f.metadata)
+            value, default = data[toml_key], f.default
+            if isinstance(value, dict) and dataclasses.is_dataclass(default) and not isinstance(default, type):
+                kwargs[name] = _record(type(default), value, section + (toml_key,), base=default)
+            else:
+                kwargs[name] = _convert(value, hints[name], section, toml_key, f.metadata)
+        elif base is not None:
+            kwargs[name] = getattr(base, name)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise _Bad("required key is missing", section, toml_key)
     return cls(**kwargs)
@@ -245,16 +259,10 @@ def _plain(value: Any) -> Any:
 
 
 def read_text_file(path: str | Path, what: str = "file") -> str:
-    """A hand-written text file's contents: missing, a folder, binary or non-UTF-8 is one clear error."""
+    """A hand-written text file's contents: missing, a folder, a pipe or device, too large, binary or non-UTF-8
+    is one clear error (checked before reading: a FIFO would block, `/dev/zero` would never end)."""
     path = Path(path)
-    if path.is_dir():
-        raise CharframeError(f"{path}: is a folder; pass the {what} itself")
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CharframeError(f"{path}: no such {what}") from None
-    except OSError as e:
-        raise CharframeError(f"{path}: cannot read ({e.strerror})") from None
+    raw = read_small_file(path, what)
     if b"\x00" in raw[:8192]:
         raise CharframeError(f"{path}: a binary file, not a text {what}")
     try:

@@ -34,27 +34,74 @@ def test_export_sizes_area_downscaling_and_no_upscaling(picked, caplog) -> None:
     ds = picked.root / "LoRAInput" / "4_krnk"
     assert sorted(p.relative_to(ds).as_posix() for p in written) == [
         "krnk girl_f0064/f00.png", "krnk girl_f0064/f02.png", "krnk girl_f0128/f00.png", "krnk girl_f0128/f02.png"]
-    assert "krnk face → " in caplog.text and "4 file(s) written for 2 code(s) at 64, 128, 512 px" in caplog.text
-    assert "never upscaled, so no 512 px copy of 2 codes (pictures are 128 px)" in caplog.text
-    assert caplog.text.count("never upscaled") == 1
+    assert "4_krnk (krnk face): not upscaled, skipped: 512px (source 128px): f00, f02" in caplog.text
+    assert caplog.text.count("not upscaled") == 1
     caplog.clear()
     src = read_image(picked.work_dir("face") / "clean/f00-0.png", 3)
     assert np.array_equal(read_image(ds / "krnk girl_f0128/f00.png", 3), src)
     assert np.array_equal(read_image(ds / "krnk girl_f0064/f00.png", 3),
                           cv2.resize(src, (64, 64), interpolation=cv2.INTER_AREA))
-    assert export_set(picked, "face", sizes=[64, 128, 512]) == []  # up to date: one short line, no skip note
-    assert "up to date (2 code(s) at 64, 128, 512 px)" in caplog.text and "upscaled" not in caplog.text
+    assert export_set(picked, "face", sizes=[64, 128, 512]) == []  # up to date: the skip note is not said again
+    assert "0 file(s) written for 2 code(s) at 64, 128, 512 px" in caplog.text and "upscaled" not in caplog.text
 
 
-def test_hand_edited_file_is_backed_up(picked) -> None:
+def _replaced(root: Path, rel: str) -> list[Path]:
+    return sorted((root / "LoRAWork" / "replaced").glob(f"*/{rel}"))
+
+
+def test_a_retouch_is_kept_until_its_pick_changes_then_set_aside(picked) -> None:
     export_set(picked, "face", sizes=[64])
     target = picked.root / "LoRAInput/4_krnk/krnk girl_f0064/f02.png"
     cv2.imwrite(str(target), np.zeros((64, 64, 3), np.uint8))  # a hand edit
+    assert export_set(picked, "face", sizes=[64]) == []  # same pick, same settings: the retouch stays
+    assert read_image(target, 3).max() == 0
     pick_set(picked, "face", manual=["f00:0", "f02:0"])
     assert [p.name for p in export_set(picked, "face", sizes=[64])] == ["f02.png"]
-    backup = target.with_name("f02.png.bak")
-    assert read_image(backup, 3).max() == 0  # the edit is kept
+    [moved] = _replaced(picked.root, "LoRAInput/4_krnk/krnk girl_f0064/f02.png")
+    assert read_image(moved, 3).max() == 0  # the edit is recoverable
     assert read_image(target, 3).max() > 0
+
+
+def test_the_dataset_follows_picks_sizes_and_exclusions(picked) -> None:
+    """Issue 19 point 2: a size removed, a code excluded, a pick too small for every size: their images leave."""
+    import dataclasses
+
+    ds = picked.root / "LoRAInput/4_krnk"
+    export_set(picked, "face", sizes=[64, 128])
+    assert sorted(p.name for p in ds.iterdir() if p.is_dir()) == ["krnk girl_f0064", "krnk girl_f0128"]
+    export_set(picked, "face", sizes=[64])
+    assert sorted(p.name for p in ds.iterdir() if p.is_dir()) == ["krnk girl_f0064"]  # the 128 folder left
+    assert len(_replaced(picked.root, "LoRAInput/4_krnk/krnk girl_f0128/*.png")) == 2
+    excluded = dataclasses.replace(picked, export=dataclasses.replace(picked.export, exclude=("f02",)))
+    export_set(excluded, "face", sizes=[64])
+    assert sorted(p.name for p in (ds / "krnk girl_f0064").glob("*.png")) == ["f00.png"]
+    export_set(picked, "face", sizes=[64])  # exclusion lifted: back
+    assert sorted(p.name for p in (ds / "krnk girl_f0064").glob("*.png")) == ["f00.png", "f02.png"]
+    from charframe.cleaning.images import write_png
+
+    write_png(picked.work_dir("face") / "clean/f02-2.png", np.zeros((1, 1, 3), np.uint8))
+    write_png(picked.work_dir("face") / "alpha/f02-2.png", np.zeros((1, 1, 4), np.uint8))
+    pick_set(picked, "face", manual=["f02:2"])  # a 1×1 candidate picked by hand
+    export_set(picked, "face", sizes=[64])
+    assert sorted(p.name for p in (ds / "krnk girl_f0064").glob("*.png")) == ["f00.png"]
+
+
+def test_a_dataset_image_deleted_by_hand_stays_deleted(picked) -> None:
+    ds = picked.root / "LoRAInput/4_krnk/krnk girl_f0064"
+    export_set(picked, "face", sizes=[64])
+    (ds / "f02.png").unlink()
+    assert export_set(picked, "face", sizes=[64]) == []
+    assert not (ds / "f02.png").exists()
+    pick_set(picked, "face", manual=["f02:0"])  # a new pick: a new picture, exported again
+    assert [p.name for p in export_set(picked, "face", sizes=[64])] == ["f02.png"]
+
+
+def test_an_image_placed_by_hand_is_never_touched(picked) -> None:
+    ds = picked.root / "LoRAInput/4_krnk/krnk girl_f0064"
+    ds.mkdir(parents=True)
+    cv2.imwrite(str(ds / "f00.png"), np.zeros((64, 64, 3), np.uint8))
+    assert [p.name for p in export_set(picked, "face", sizes=[64])] == ["f02.png"]
+    assert read_image(ds / "f00.png", 3).max() == 0
 
 
 def test_alpha_mask_subsets_and_dataset_toml(picked) -> None:
@@ -92,6 +139,6 @@ def test_body_set_goes_to_the_body_dataset(tmp_path: Path) -> None:
     write_png(c.work_dir("body-sf") / "raw/b03-0.png", compose_figure(cover))
     clean_set(c, "body-sf", method="flood", progress=False)
     assert pick_set(c, "body-sf") == {"b03": 0}
-    written = export_set(c, "body-sf", sizes=[64])
-    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["LoRAInput/2_krnksf_krnk/krnksf girl_b0064/b03.png"]
-    assert read_image(written[0], 3).shape == (64, 32, 3)  # the longer side is the size
+    written = export_set(c, "body-sf", sizes=[64, 128])  # 64 px would be 32×64: under the 64 px bucket, skipped
+    assert [p.relative_to(tmp_path).as_posix() for p in written] == ["LoRAInput/2_krnksf_krnk/krnksf girl_b0128/b03.png"]
+    assert read_image(written[0], 3).shape == (128, 64, 3)  # the longer side is the size

@@ -10,8 +10,8 @@ import pytest
 from charframe.character import load_character
 from charframe.cleaning.clean import clean_set
 from charframe.cleaning.images import read_image
-from charframe.cleaning.pick import (Score, best, draw_picked_sheet, parse_manual, pick_set, read_picks, score_candidate,
-                                    template_map)
+from charframe.cleaning.pick import (Score, best, draw_picked_sheet, parse_manual, pick_set, read_picks, read_selection,
+                                    score_candidate, template_map)
 from charframe.dataset.sheets import HAND, PICK
 from charframe.errors import CharframeError
 from charframe.testing.figures import figure_mask, make_project, write_template_mask
@@ -29,7 +29,8 @@ def test_auto_pick_takes_the_matching_pose(cleaned, caplog) -> None:
     picks = pick_set(cleaned, "face")
     assert picks == {"f00": 1, "f02": 1}  # candidate 1 is the template's pose in make_project
     work = cleaned.work_dir("face")
-    assert (work / "picks.toml").read_text(encoding="utf-8").splitlines()[1:] == ["f00 = 1", "f02 = 1"]
+    text = (work / "picks.toml").read_text(encoding="utf-8")
+    assert text.split("[pinned]\n")[1] == "\n[auto]\nf00 = 1\nf02 = 1\n"
     layout = draw_picked_sheet(cleaned, "face")
     sheet = read_image(work / "contact-picked.png", 3)
     assert sheet.shape == (layout.image.size[1], layout.image.size[0], 3)
@@ -79,21 +80,39 @@ def test_mirrored_templates_and_tie_break(tmp_path: Path) -> None:
     assert best([Score("f00", 0, 0.95, 0.2), Score("f00", 1, 0.948, 0.6), Score("f00", 2, 0.90, 0.9)]) == {"f00": 1}
 
 
-def test_hand_edited_picks_file_is_backed_up(cleaned) -> None:
+def test_hand_edited_picks_are_pinned_and_the_file_backed_up(cleaned) -> None:
+    """Issue 19: a number edited in picks.toml pins that code for every later pick; unpinning releases it."""
     work = cleaned.work_dir("face")
     pick_set(cleaned, "face")
     pick_set(cleaned, "face")
     assert not (work / "picks.toml.bak").exists()  # charframe's own file: replaced silently
-    (work / "picks.toml").write_text("f00 = 2\nf02 = 2\n", encoding="utf-8")
-    assert pick_set(cleaned, "face") == {"f00": 1, "f02": 1}
-    assert (work / "picks.toml.bak").read_text(encoding="utf-8") == "f00 = 2\nf02 = 2\n"
+    text = (work / "picks.toml").read_text(encoding="utf-8")
+    edited = text.replace("[auto]\nf00 = 1", "[auto]\nf00 = 2")
+    (work / "picks.toml").write_text(edited, encoding="utf-8")
+    assert pick_set(cleaned, "face") == {"f00": 2, "f02": 1}
+    assert (work / "picks.toml.bak").read_text(encoding="utf-8") == edited
+    assert read_selection(work / "picks.toml") == {"f00": 2, "f02": 1}
+    assert "[pinned]\nf00 = 2\n" in (work / "picks.toml").read_text(encoding="utf-8")
+    assert pick_set(cleaned, "face") == {"f00": 2, "f02": 1}  # still pinned on the next pick
+    assert pick_set(cleaned, "face", manual=["f02:0"]) == {"f00": 2, "f02": 0}  # a CLI pick pins too
+    assert pick_set(cleaned, "face", unpin=["f00"]) == {"f00": 1, "f02": 0}
+    assert pick_set(cleaned, "face", unpin=["all"]) == {"f00": 1, "f02": 1}
+
+
+def test_a_flat_picks_file_written_by_hand_is_pinned_whole(cleaned) -> None:
+    work = cleaned.work_dir("face")
+    work.joinpath("picks.toml").write_text("f00 = 2\nf02 = 0\n", encoding="utf-8")
+    assert pick_set(cleaned, "face") == {"f00": 2, "f02": 0}
+    assert (work / "picks.toml.bak").read_text(encoding="utf-8") == "f00 = 2\nf02 = 0\n"
 
 
 def test_picked_sheet_is_redrawn_after_a_hand_edit(cleaned) -> None:
     work = cleaned.work_dir("face")
     pick_set(cleaned, "face")
     before = (work / "contact-picked.png").read_bytes()
-    (work / "picks.toml").write_text("f00 = 1\nf02 = 0\n", encoding="utf-8")  # a hand edit: f02 → candidate 0
+    text = (work / "picks.toml").read_text(encoding="utf-8")
+    (work / "picks.toml").write_text(text.replace("[auto]\nf00 = 1\nf02 = 1", "[auto]\nf00 = 1\nf02 = 0"),
+                                     encoding="utf-8")  # a hand edit: f02 → candidate 0
     layout = draw_picked_sheet(cleaned, "face")
     assert read_picks(cleaned, "face") == {"f00": 1, "f02": 0}
     assert (work / "contact-picked.png").read_bytes() != before

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from charframe.cleaning.pick import read_selection
 from charframe.util import toml as tomlio
 from charframe.cli import main
 from charframe.pipeline.demo import EXAMPLE_NAME, EXAMPLE_SIZES, EXAMPLES_DIR, write_example_dataset
@@ -47,7 +48,7 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[s
     with Image.open(work / "raw" / "f12-1.png") as im:
         assert im.size == (128, 128) and "Seed: 1235" in im.info["parameters"] and "ControlNet 0" in im.info["parameters"]
     assert sorted(p.name for p in (work / "alpha").glob("*.png")) == raw
-    picks = tomlio.load(work / "picks.toml")
+    picks = read_selection(work / "picks.toml")
     assert set(picks) == {p.split("-")[0] for p in raw} and set(picks.values()) <= {0, 1}
     for size in (64, 128):
         subset = dataset / f"demo girl_f{size:04d}"
@@ -80,16 +81,28 @@ def test_demo_runs_the_whole_flow(tmp_path: Path, capfd: pytest.CaptureFixture[s
     assert '"compress"' in cmeta["charframe_history"] and '"merge"' in cmeta["charframe_history"]
 
 
-@pytest.mark.parametrize("kind", ["missing", "file"])
-def test_demo_refuses_a_missing_project_or_a_file(tmp_path: Path, kind: str, capfd: pytest.CaptureFixture[str]) -> None:
-    target = tmp_path / "nowhere"
-    if kind == "file":
-        target.write_text("x")
+def test_demo_refuses_a_file_as_project(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    target = tmp_path / "afile"
+    target.write_text("x")
     assert main(["demo", "--project", str(target)]) == 2
     err = capfd.readouterr().err
-    assert f"{target}: {'no such folder' if kind == 'missing' else 'a file'}; name an existing project folder for --project" in err
-    assert not (Path.cwd() / "Characters" / "demo.toml").exists() or kind  # nothing was run in the current folder
+    assert f"{target}: a file; name a project folder (or a new one) for --project" in err
     assert not (tmp_path / "LoRAInput").exists()
+
+
+def test_demo_makes_a_new_project_folder_that_can_go_on_to_the_body_stage(tmp_path: Path) -> None:
+    from charframe.pipeline.demo import run_demo
+    from charframe.pipeline.runner import Options, run_target
+
+    project = tmp_path / "new" / "demo-project"
+    run_demo(project, steps=1, dim=2, progress=False)
+    assert (project / "Characters" / "demo.toml").is_file() and (project / "BodyTemplate" / "control").is_dir()
+    _, report = run_target(project / "Characters" / "demo.toml", Options(stage="body", progress=False))
+    assert not report.failed, [(r.step, r.message) for r in report.failed]
+    body = project / "LoRAInput" / "2_demosf_demo"
+    assert sorted(p.name for p in body.iterdir() if p.is_dir()) == [
+        "demo girl_f0064", "demo girl_f0128", "demosf girl_b0128"]  # 64 px body pictures would be 32×64: skipped
+    assert list((project / "LoRAOutput" / "demosf").glob("*-BODY-SvR16.safetensors"))
 
 
 def test_demo_again_runs_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:

@@ -1,8 +1,10 @@
-"""`charframe run` / `rerun`: a full run through face → body → group on the tiny model, then reruns that redo
-exactly what changed. Generation-side steps are the small real stand-ins of `pipeline_stand_ins`."""
+"""`charframe run` / `rerun` on the REAL steps and tiny models: a full face → body → group run, then reruns that
+redo exactly what changed (by content, not by assumption), never lose a finished LoRA, never resume a state saved
+from other data, and lock, fail and recover clearly. Issue 19."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -18,91 +20,29 @@ from PIL import Image
 from charframe.cli import main
 from charframe.errors import CharframeError
 from charframe.lora.io import load_lora_file
+from charframe.pipeline import history
 from charframe.pipeline.lock import run_lock
-from charframe.pipeline.runner import Options, all_targets, rerun, run_target
-from charframe.pipeline.steps import STEPS, with_calls
-from charframe.util import toml as tomlio
-from pipeline_stand_ins import CALLS
+from charframe.pipeline.runner import Options, Records, all_targets, rerun, run_target
+from charframe.pipeline.stages import target_jobs
+from charframe.util.manifest import digest_file
+from project_builder import REPO, STEPS_ALL, character_toml, copy_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
 
-REPO = Path(__file__).resolve().parents[2]
-TABLE = with_calls(STEPS, CALLS)
-RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 1\n'
 AFTER_PREPARE = ["prepare", "train", "merge", "compress", "preview"]
-ALL = ["generate", "clean", "pick", "export"] + AFTER_PREPARE
-
-
-def character_toml(kw: str, outfit: str, outfit_prompt: str, model: str = "") -> str:
-    stages = "".join(f"[training.{s}]\n{RECIPE}" + ('preset = "BODY"\n' if s != "face" else "") for s in ("face", "body", "group"))
-    return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "1girl, {kw}"\nfill = "black"\n'
-            f'[outfits]\n{outfit} = "{outfit_prompt}"\n[generation]\nmodel = "{model}"\n[export]\nsizes = [64, 128]\n{stages}')
-
-
-def make_project(root: Path) -> Path:
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest", "in the snow"]\nseeds = [1]\n'
-                                         'tiny_size = 32\ntiny_steps = 1\n')
-    (root / "Characters" / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform"))
-    (root / "Characters" / "tyank.toml").write_text(character_toml("tyank", "kps", "kimono"))
-    (root / "Characters" / "pair.group.toml").write_text(
-        '[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "tyank"\noutfit = "kps"\n')
-    return root
+QUIET = Options(progress=False)
 
 
 def ran(report) -> list[tuple[str, str, str]]:
     return [(r.target, r.stage, r.step) for r in report.results if r.status == "ran"]
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory):
-    root = make_project(tmp_path_factory.mktemp("full") / "proj")
-    _, report = run_target(root / "Characters" / "pair.group.toml", Options(progress=False), TABLE)
-    return root, report
-
-
 @pytest.fixture
 def project(built, tmp_path: Path) -> Path:
-    """A copy of the built project (mtimes kept: a moved project stays up to date)."""
-    dest = tmp_path / "copy"
-    shutil.copytree(built[0], dest)
-    return dest
-
-
-def test_full_run_through_face_body_and_group(built) -> None:
-    root, report = built
-    assert not report.failed
-    stages = [(r.stage, r.step) for r in report.results if r.status == "ran"]
-    assert stages == ([("face", s) for s in ALL] + [("body-sf", s) for s in ALL]
-                      + [("face", s) for s in ALL] + [("body-kps", s) for s in ALL] + [("group", s) for s in ["export"] + AFTER_PREPARE])
-    inp = root / "LoRAInput"
-    assert sorted(p.name for p in (inp / "4_krnk").iterdir() if p.is_dir()) == ["krnk girl_f0064", "krnk girl_f0128"]
-    assert sorted(p.name for p in (inp / "2_krnksf_krnk").iterdir() if p.is_dir()) == [
-        "krnk girl_f0064", "krnk girl_f0128", "krnksf girl_b0064", "krnksf girl_b0128"]
-    group = inp / "1_krnksf_tyankkps_krnk_tyank"
-    assert len([p for p in group.iterdir() if p.is_dir()]) == 8
-    assert (group / "1_krnksf_tyankkps_krnk_tyank.toml").is_file()
-    assert (group / "tyankkps girl_b0064" / "b00.txt").read_text().startswith("tyankkps, white background")
-    # body images were generated with the face stage's compressed LoRA
-    assert (root / "LoRAWork" / "krnk" / "body-sf" / "raw" / ".face_lora").read_text() == \
-        "krnk-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16.safetensors"
-    out = root / "LoRAOutput"
-    for name, preset in (("krnk", "FACE"), ("krnksf", "BODY"), ("tyankkps", "BODY"), ("krnksf_tyankkps", "BODY")):
-        tensors, _ = load_lora_file(out / name / f"{name}-Lora1x1A1-AdamW8-2-100-1-{preset}-SvR16.safetensors")
-        assert tensors
-    grid = Image.open(out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png")
-    # 2 scenes × 1 seed, then the 3 strengths of the sweep; base, LoRA, merged, compressed; gaps; a title block
-    assert grid.size[0] >= 112 + 5 * (128 + 8) + 28 and grid.size[1] >= 4 * (128 + 8) + 5 * 19
-    assert list((root / "LoRALog" / "krnk-preview").glob("events.out.tfevents.*"))
-
-
-def test_rerun_after_no_change_runs_nothing(project: Path, capfd) -> None:
-    report = rerun(all_targets(project), Options(progress=False), TABLE)
-    assert not report.failed and ran(report) == []
-    assert {r.status for r in report.results} == {"up to date"}
-    # the CLI (the real table: generate is not in this checkout, but nothing needs to run)
-    assert main(["rerun", "--all", "--project", str(project)]) == 0
-    assert "nothing to do: 3 target(s) up to date" in capfd.readouterr().out
+    """A copy of the built project, brought up to date (a copy only rewrites its dataset TOMLs' paths)."""
+    root = copy_project(built[0], tmp_path / "copy")
+    report = rerun(all_targets(root), QUIET)
+    assert not report.failed and {r.step for r in report.results if r.status == "ran"} == {"prepare"}
+    return root
 
 
 def _repaint(path: Path) -> None:
@@ -111,91 +51,209 @@ def _repaint(path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def test_touching_one_image_reruns_only_its_dataset_and_downstream(project: Path) -> None:
-    _repaint(project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0064" / "b01.png")  # a hand retouch
-    report = rerun(all_targets(project), Options(progress=False), TABLE)
+def test_full_run_through_face_body_and_group(built) -> None:
+    root, report = built
+    assert not report.failed, [(r.stage, r.step, r.message) for r in report.failed]
+    stages = [(r.stage, r.step) for r in report.results if r.status == "ran"]
+    assert stages == ([("face", s) for s in STEPS_ALL] + [("body-sf", s) for s in STEPS_ALL]
+                      + [("face", s) for s in STEPS_ALL] + [("body-kps", s) for s in STEPS_ALL]
+                      + [("group", s) for s in ["export"] + AFTER_PREPARE])
+    inp = root / "LoRAInput"
+    assert sorted(p.name for p in (inp / "4_krnk").iterdir() if p.is_dir()) == ["krnk girl_f0064"]  # 128: no upscale
+    assert sorted(p.name for p in (inp / "2_krnksf_krnk").iterdir() if p.is_dir()) == [
+        "krnk girl_f0064", "krnksf girl_b0128"]  # body 64 px would be 32×64: under the 64 px bucket
+    group = inp / "1_krnksf_tyankkps_krnk_tyank"
+    assert len([p for p in group.iterdir() if p.is_dir()]) == 4
+    assert (group / "1_krnksf_tyankkps_krnk_tyank.toml").is_file()
+    assert (group / "tyankkps girl_b0128" / "b00.txt").read_text().startswith("tyankkps, white background")
+    # body images were generated with the face stage's compressed LoRA (named in their WebUI parameters)
+    with Image.open(root / "LoRAWork" / "krnk" / "body-sf" / "raw" / "b12-0.png") as im:
+        assert "<lora:krnk-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16:0.8>" in im.info["parameters"]
+    out = root / "LoRAOutput"
+    for name, preset in (("krnk", "FACE"), ("krnksf", "BODY"), ("tyankkps", "BODY"), ("krnksf_tyankkps", "BODY")):
+        tensors, _ = load_lora_file(out / name / f"{name}-Lora1x1A1-AdamW8-2-100-1-{preset}-SvR16.safetensors")
+        assert tensors
+    assert (out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png").is_file()
+    assert list((root / "LoRALog" / "krnk-preview").glob("events.out.tfevents.*"))
+
+
+def test_rerun_after_no_change_runs_nothing(project: Path, capfd) -> None:
+    report = rerun(all_targets(project), QUIET)
+    assert not report.failed and ran(report) == []
+    assert {r.status for r in report.results} == {"up to date"}
+    assert main(["rerun", "--all", "--project", str(project)]) == 0
+    assert "nothing to do: 3 target(s) up to date" in capfd.readouterr().out
+
+
+def test_a_retouched_dataset_image_retrains_without_being_overwritten(project: Path) -> None:
+    target = project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b01.png"
+    _repaint(target)  # a hand retouch
+    report = rerun([project / "Characters" / "krnk.toml"], QUIET)
     assert ran(report) == [("krnk.toml", "body-sf", s) for s in AFTER_PREPARE]
-    img = np.asarray(Image.open(project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0064" / "b01.png"))
-    assert img[0, 0].tolist() == [255, 255, 255]  # the retouched image was not overwritten by export
-
-    _repaint(project / "LoRAWork" / "tyank" / "face" / "raw" / "f02-0.png")  # a new candidate image
-    report = rerun(all_targets(project), Options(progress=False), TABLE)
-    assert ran(report) == ([("tyank.toml", "face", s) for s in ["clean", "pick", "export"] + AFTER_PREPARE]
-                           + [("tyank.toml", "body-kps", s) for s in ALL]  # new face LoRA → new body images
-                           + [("pair.group.toml", "group", s) for s in ["export"] + AFTER_PREPARE])
+    assert np.asarray(Image.open(target))[0, 0].tolist() == [255, 255, 255]  # the retouch stays
 
 
-def test_changing_one_caption_rule_recaptions_and_retrains(project: Path) -> None:
+def test_a_caption_rule_touching_three_datasets_retrains_exactly_those_three_loras(project: Path) -> None:
+    """Issue 19 acceptance: staleness by content, not by an upstream step having run."""
     with open(project / "charframe.toml", "a") as f:
-        f.write('[[captions.rule]]\nname = "background"\ntags = ["black background"]\n')
-    report = rerun([project / "Characters" / "tyank.toml"], Options(stage="face", progress=False), TABLE)
-    assert ran(report) == [("tyank.toml", "face", s) for s in AFTER_PREPARE]
-    caption = (project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f00.txt").read_text()
-    assert caption.startswith("tyank, black background, from horizontal")
+        f.write('[[captions.rule]]\nname = "outfit shown"\nkind = "b"\ntags = ["outfit focus"]\n')
+    report = rerun(all_targets(project), QUIET)
+    trained = {(r.target, r.stage) for r in report.results if r.step == "train" and r.status == "ran"}
+    assert trained == {("krnk.toml", "body-sf"), ("tyank.toml", "body-kps"), ("pair.group.toml", "group")}
+    assert {(r.stage, r.step) for r in report.results if r.status == "ran" and r.step == "prepare"} == {
+        ("face", "prepare"), ("body-sf", "prepare"), ("body-kps", "prepare"), ("group", "prepare")}
+    caption = (project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b00.txt").read_text()
+    assert caption.endswith("outfit focus")
 
 
-def test_dry_run_lists_steps_inputs_outputs_and_state(project: Path, capfd) -> None:
-    (project / "Characters" / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform, red scarf"))
+def test_dry_run_lists_steps_inputs_outputs_and_what_waits(project: Path, capfd) -> None:
+    (project / "Characters" / "krnk.toml").write_text(
+        character_toml("krnk", "sf", "sailor uniform, red scarf", candidates=2))
     assert main(["run", str(project / "Characters" / "krnk.toml"), "--dry-run"]) == 0
     out = capfd.readouterr().out
     assert "krnk         face       train     up to date" in out
     assert "krnk         body-sf    generate  RUN (settings changed)" in out
-    assert "krnk         body-sf    train     RUN (upstream output" in out
-    assert "    in   LoRAInput/2_krnksf_krnk/{**/*.png,**/*.jpg,**/*.jpeg,**/*.webp} (12 files)" in out
+    assert "krnk         body-sf    clean     decided after body-sf generate" in out
+    assert "    in   LoRAInput/2_krnksf_krnk/{**/*.png,**/*.jpg,**/*.jpeg,**/*.webp} (30 files)" in out
     assert "    out  LoRAOutput/krnk/krnk-Lora1x1A1-AdamW8-2-100-1.safetensors" in out
     assert not list((project / "LoRAWork" / "krnk" / "pipeline").glob("*.lock"))  # a dry run takes no lock
+    assert main(["rerun", "--all", "--project", str(project), "--dry-run"]) == 0
+    out = capfd.readouterr().out
+    assert "krnk.toml: 9 step(s) to run" in out and "tyank.toml: up to date" in out
 
 
 def test_from_and_until_select_steps(project: Path) -> None:
-    _, report = run_target(project / "Characters" / "tyank.toml", Options(stage="face", from_step="merge", until_step="compress",
-                                                                         progress=False), TABLE)
+    tyank = project / "Characters" / "tyank.toml"
+    _, report = run_target(tyank, Options(stage="face", from_step="merge", until_step="compress", progress=False))
     assert ran(report) == [("tyank.toml", "face", "merge"), ("tyank.toml", "face", "compress")]
     with pytest.raises(CharframeError, match="unknown step 'trian'"):
-        run_target(project / "Characters" / "tyank.toml", Options(from_step="trian"), TABLE)
+        run_target(tyank, Options(from_step="trian"))
+    with pytest.raises(CharframeError, match="train comes after the last step to run \\(export\\)"):
+        run_target(tyank, Options(from_step="train", until_step="export"))
+
+
+def test_from_step_still_runs_stale_earlier_steps_first(project: Path) -> None:
+    """A copied project's TOMLs point at the original's images: `--from train` must not train on those."""
+    copy = copy_project(project, project.parent / "moved")
+    shutil.rmtree(project)  # the original is gone: its absolute paths lead nowhere
+    _, report = run_target(copy / "Characters" / "tyank.toml", Options(stage="face", from_step="train", progress=False))
+    assert ran(report) == [("tyank.toml", "face", s) for s in AFTER_PREPARE]  # prepare first: the TOML follows
+    text = (copy / "LoRAInput" / "4_tyank" / "4_tyank.toml").read_text()
+    assert str(copy) in text and "/copy/" not in text
+
+
+def test_a_moved_project_stays_up_to_date_and_writes_its_own_paths(project: Path) -> None:
+    moved = copy_project(project, project.parent / "moved")
+    report = rerun(all_targets(moved), QUIET)
+    assert not report.failed and ran(report) == [
+        ("krnk.toml", "face", "prepare"), ("krnk.toml", "body-sf", "prepare"), ("tyank.toml", "face", "prepare"),
+        ("tyank.toml", "body-kps", "prepare"), ("pair.group.toml", "group", "prepare")]  # new paths, no retraining
+    text = (moved / "LoRAInput" / "4_tyank" / "4_tyank.toml").read_text()
+    assert str(moved) in text and str(project) + "/" not in text
+
+
+def test_a_truncated_lora_is_made_again(project: Path) -> None:
+    [job] = target_jobs(project / "Characters" / "tyank.toml", "face")
+    before = digest_file(job.compressed)
+    job.compressed.write_bytes(job.compressed.read_bytes()[:1000])
+    report = rerun([project / "Characters" / "tyank.toml"], QUIET)
+    assert ran(report) == [("tyank.toml", "face", "compress")]  # same content again: nothing downstream reruns
+    assert digest_file(job.compressed) == before
+
+
+def test_two_retrains_keep_both_earlier_loras_restorable(project: Path, capfd) -> None:
+    tyank = project / "Characters" / "tyank.toml"
+    [job] = target_jobs(tyank, "face")
+    first = digest_file(job.lora)
+    for lr in (200, 300):
+        text = tyank.read_text().replace("lr = 100", f"lr = {lr}", 1) if lr == 200 else \
+            tyank.read_text().replace("lr = 200", "lr = 300", 1)
+        tyank.write_text(text)
+        _, report = run_target(tyank, Options(stage="face", progress=False))
+        assert ("tyank.toml", "face", "train") in ran(report)
+    [job] = target_jobs(tyank, "face")
+    kept = history.versions(job)
+    assert len(kept) == 2 and all(any(f.name.endswith("-FACE-SvR16.safetensors") for f in v.files) for v in kept)
+    assert digest_file(history.previous_lora(job)) != first  # the newest kept is the lr 200 LoRA
+    oldest = kept[0]
+    assert main(["history", str(tyank), "--stage", "face"]) == 0
+    assert oldest.name in capfd.readouterr().out
+    assert main(["restore", str(tyank), oldest.name, "--stage", "face"]) == 0
+    restored = next(p for p in job.lora.parent.glob("*.safetensors") if p.name.endswith("-100-1.safetensors"))
+    assert digest_file(restored) == first
+    assert len(history.versions(job)) == 3  # the set it replaced was archived too
+
+
+def test_a_state_saved_from_other_data_is_not_resumed(project: Path, caplog) -> None:
+    from charframe.training.outputs import inputs_digest, output_paths
+    from charframe.training.state import RunState, STATE_FILE
+    from charframe.util import toml as tomlio
+
+    tyank = project / "Characters" / "tyank.toml"
+    [job] = target_jobs(tyank, "face")
+    _, state_dir = output_paths(job.plan.io, job.plan.output_name)
+    state_dir.mkdir()
+    run = RunState(0, str(job.lora), str(project / "LoRALog" / "x"), 1, time.time(), job.plan.to_dict(),
+                   inputs=inputs_digest(job.plan))
+    tomlio.write(state_dir / STATE_FILE, {"state": {k: v for k, v in run.__dict__.items() if k != "plan"},
+                                         "plan": run.plan})
+    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")  # the dataset changes
+    caplog.set_level("WARNING")
+    _, report = run_target(tyank, Options(stage="face", progress=False))
+    assert ("tyank.toml", "face", "train") in ran(report)
+    assert "not resumed, the dataset, captions or model changed since it was saved at step 0; starting over" in caplog.text
+    assert not state_dir.exists()
 
 
 def test_second_concurrent_run_is_refused_and_dead_locks_are_taken_over(project: Path) -> None:
     state = project / "LoRAWork" / "tyank" / "pipeline"
+    tyank = project / "Characters" / "tyank.toml"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (state / "run.lock").write_text(f'{{"pid": {sleeper.pid}, "host": "{os.uname().nodename}", "since": {time.time()}}}')
         with pytest.raises(CharframeError, match=f"tyank is already being run by process {sleeper.pid}"):
-            run_target(project / "Characters" / "tyank.toml", Options(progress=False), TABLE)
+            run_target(tyank, QUIET)
     finally:
         sleeper.kill()
         sleeper.wait()
-    _, report = run_target(project / "Characters" / "tyank.toml", Options(progress=False), TABLE)  # dead PID: taken over
+    _, report = run_target(tyank, QUIET)  # dead PID: taken over
     assert not report.failed and not (state / "run.lock").exists()
     with run_lock(state, "tyank"):
         with pytest.raises(CharframeError, match="already being run"):
-            run_target(project / "Characters" / "tyank.toml", Options(progress=False), TABLE)
+            run_target(tyank, QUIET)
 
 
-def test_killed_run_resumes_at_the_step_it_died_in(tmp_path: Path) -> None:
-    root = make_project(tmp_path / "proj")
+def test_killed_run_resumes_at_the_step_it_died_in(project: Path) -> None:
+    tyank = project / "Characters" / "tyank.toml"
+    (project / "charframe.toml").write_text((project / "charframe.toml").read_text().replace("in a forest", "at sea"))
+    _repaint(project / "LoRAWork" / "tyank" / "face" / "raw" / "f02-0.png")
     script = textwrap.dedent(f"""
+        import os, signal
+        from charframe.cleaning import pick
         from charframe.pipeline.runner import Options, run_target
-        from charframe.pipeline.steps import STEPS, with_calls
-        from pipeline_stand_ins import CALLS
-        run_target({str(root / "Characters" / "krnk.toml")!r}, Options(stage="face", until_step="export", progress=False),
-                   with_calls(STEPS, CALLS))
+        real = pick.pick_set
+        def pick_then_die(*a, **k):  # the real step, then a power cut before its record is written
+            real(*a, **k)
+            os.kill(os.getpid(), signal.SIGKILL)
+        pick.pick_set = pick_then_die
+        run_target({str(tyank)!r}, Options(stage="face", progress=False))
     """)
-    env = dict(os.environ, PIPELINE_TEST_KILL_IN="pick",
-               PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr
-    state = root / "LoRAWork" / "krnk" / "pipeline"
+    state = project / "LoRAWork" / "tyank" / "pipeline"
     assert (state / "run.lock").is_file()  # left behind by the killed process
-    assert sorted(p.name for p in state.glob("*.json")) == ["face.clean.json", "face.generate.json"]
-    _, report = run_target(root / "Characters" / "krnk.toml", Options(stage="face", until_step="export", progress=False), TABLE)
-    assert [(r.step, r.status) for r in report.results] == [
-        ("generate", "up to date"), ("clean", "up to date"), ("pick", "ran"), ("export", "ran"),
-        ("prepare", "skipped"), ("train", "skipped"), ("merge", "skipped"), ("compress", "skipped"), ("preview", "skipped")]
+    records = json.loads((state / "steps.json").read_text())["outputs"]
+    assert "face.pick" not in records and "face.clean" in records
+    _, report = run_target(tyank, Options(stage="face", progress=False))
+    assert [(r.step, r.status) for r in report.results][:4] == [
+        ("generate", "up to date"), ("clean", "up to date"), ("pick", "ran"), ("export", "ran")]
 
 
 def test_rerun_goes_on_past_failures_with_clear_messages(project: Path, capfd) -> None:
     chars = project / "Characters"
-    (chars / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform", model="LoRAInput/missing.safetensors"))
+    (chars / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform", candidates=2,
+                                                    model="LoRAInput/missing.safetensors"))
     (chars / "trio.group.toml").write_text('[[member]]\ncharacter = "tyank"\noutfit = "kps"\n'
                                            '[[member]]\ncharacter = "nobody"\noutfit = "x"\n')
     _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")
@@ -206,28 +264,49 @@ def test_rerun_goes_on_past_failures_with_clear_messages(project: Path, capfd) -
     assert "generation.model: " in out and "missing.safetensors does not exist" in out
     assert "trio.group.toml: member 2 names character 'nobody', but" in out and "(known: krnk, tyank)" in out
     assert "Traceback" not in out + err
-    # tyank still ran (its face dataset changed) although krnk failed before it
-    assert ["tyank", "face", "train", "ran"] in rows  # rows name whose step it is
+    assert ["tyank", "face", "train", "ran"] in rows  # tyank ran although krnk failed before it (rows name whose step)
+
+
+def test_a_failed_outfit_does_not_block_its_sibling(project: Path) -> None:
+    krnk = project / "Characters" / "krnk.toml"
+    krnk.write_text(krnk.read_text().replace('[outfits]\n', '[outfits]\naa = "apron"\n'))
+    (project / "LoRAWork" / "krnk" / "body-aa").write_text("a file where the outfit's folder goes")
+    _repaint(project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b01.png")
+    _, report = run_target(krnk, QUIET)
+    status = {(r.stage, r.step): r.status for r in report.results}
+    assert status[("body-aa", "generate")] == "failed"
+    assert status[("body-aa", "clean")] == "blocked" and status[("body-aa", "train")] == "blocked"
+    assert status[("body-sf", "train")] == "ran" and status[("face", "preview")] == "up to date"
 
 
 def test_unwritable_output_folder_fails_clearly_and_keeps_finished_work(project: Path) -> None:
+    tyank = project / "Characters" / "tyank.toml"
     _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")
     out_dir = project / "LoRAOutput" / "tyank"
-    shutil.rmtree(out_dir)
+    shutil.move(str(out_dir), str(project / "kept"))
     out_dir.write_text("not a folder")  # a full or read-only disk: the trainer cannot write its output
-    _, report = run_target(project / "Characters" / "tyank.toml", Options(stage="face", progress=False), TABLE)
+    _, report = run_target(tyank, Options(stage="face", progress=False))
     rows = {r.step: r for r in report.results}
     assert rows["prepare"].status == "ran" and rows["train"].status == "failed"
-    assert "cannot write the output" in rows["train"].message or "not a folder" in rows["train"].message.lower()
+    assert "not a folder" in rows["train"].message.lower() or "cannot write" in rows["train"].message
     assert [rows[s].status for s in ("merge", "compress", "preview")] == ["blocked"] * 3
     out_dir.unlink()
-    _, report = run_target(project / "Characters" / "tyank.toml", Options(stage="face", progress=False), TABLE)
-    assert ran(report) == [("tyank.toml", "face", s) for s in ["train", "merge", "compress", "preview"]]
+    _, report = run_target(tyank, Options(stage="face", progress=False))
+    assert ran(report)[:4] == [("tyank.toml", "face", s) for s in ["train", "merge", "compress", "preview"]]
+
+
+def test_records_are_one_file_per_character_with_project_relative_keys(project: Path) -> None:
+    records = Records()
+    [job] = target_jobs(project / "Characters" / "tyank.toml", "face")
+    m = records.of(job)
+    assert m.path == project / "LoRAWork" / "tyank" / "pipeline" / "steps.json"
+    entry = m.outputs["face.train"]
+    assert list(entry["files"]) == ["LoRAOutput/tyank/tyank-Lora1x1A1-AdamW8-2-100-1.safetensors"]
+    assert all(not k.startswith("/") for k in entry["inputs"])
 
 
 def test_preview_draws_the_previous_version_as_a_row(project: Path) -> None:
     from charframe.pipeline.preview import preview_job
-    from charframe.pipeline.stages import target_jobs
 
     job = target_jobs(project / "Characters" / "krnk.toml", "face")[0]
     with Image.open(job.preview) as im:
@@ -246,14 +325,15 @@ def test_run_twice_prints_one_line_the_second_time(project: Path, capfd, monkeyp
     (project / "LoRAInput" / "4_krnk" / "krnk girl_f0064" / "f01.txt").write_text("changed")  # a caption edited by hand
     assert main(["run", "krnk", "--stage", "face"]) == 0
     first = capfd.readouterr().out.splitlines()
-    # a changed caption: train, merge, compress, preview; how long each took last time gives the time left
-    assert first[0].startswith("step 1 of 4: krnk face train, about ") and first[0].endswith(" left")
-    assert first[1].startswith("krnk face train: ran in ") and first[8].startswith("character")  # then the table
-    assert [line.split(":")[0] for line in first[1:8:2]] == [f"krnk face {s}" for s in ("train", "merge", "compress", "preview")]
+    # one line when a step starts (with the time left, from how long it took last time) and one when it ends
+    assert first[0].startswith("step 1 of ") and ": krnk face " in first[0] and first[0].endswith(" left")
+    ends = [line for line in first if ": ran in " in line]
+    assert ends and ends[-1].startswith("krnk face preview: ran in ")
+    assert first[first.index(ends[-1]) + 1].startswith("character")  # then the table of what ran
     assert main(["run", "krnk", "--stage", "face"]) == 0
-    out, err = capfd.readouterr()
+    out = capfd.readouterr().out
     assert out.splitlines() == ["nothing to do: 1 target(s) up to date (krnk: 9 steps)"]
-    assert main(["-q", "run", "krnk", "--stage", "face", "-v"]) == 0  # -v: every row, group rows name the member
+    assert main(["-q", "run", "krnk", "--stage", "face", "-v"]) == 0  # -v: every row
     rows = [line.split()[:4] for line in capfd.readouterr().out.splitlines()[2:]]
     assert rows[0] == ["krnk", "face", "generate", "up"] and len(rows) == 9
 
@@ -267,8 +347,10 @@ def test_run_takes_several_files_and_group_rows_name_the_member(project: Path, c
 
 
 def test_run_says_when_the_templates_are_missing(tmp_path: Path, capfd, monkeypatch) -> None:
-    root = make_project(tmp_path / "proj")
-    monkeypatch.chdir(root)
+    (tmp_path / "Characters").mkdir()
+    (tmp_path / "LoRAInput").mkdir()
+    (tmp_path / "Characters" / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform"))
+    monkeypatch.chdir(tmp_path)
     assert main(["run", "krnk", "--stage", "face", "--dry-run"]) == 0
     err = capfd.readouterr().err
     assert "FaceTemplate has 0 template files" in err and "charframe templates" in err and "BodyTemplate" not in err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from charframe.cleaning.pick import read_selection
 from charframe.generation.pnginfo import read_parameters
 from charframe.lora.io import load_lora_file
 from charframe.pipeline.runner import Options, rerun, run_target
@@ -53,7 +54,7 @@ def test_full_run_with_real_generation_on_tiny_models(tmp_path: Path) -> None:
     assert "sailor uniform" in params and "full body" in params and "<lora:krnk-" in params  # the face LoRA, applied
     with Image.open(body / "raw" / "b12-0.png") as im:
         assert im.size == (128, 256)
-    assert set(tomlio.load(body / "picks.toml")) == {n.split("-")[0] for n in raw}
+    assert set(read_selection(body / "picks.toml")) == {n.split("-")[0] for n in raw}
     inp = root / "LoRAInput"
     assert sorted(p.name for p in (inp / "2_krnksf_krnk").iterdir() if p.is_dir()) == [
         "krnk girl_f0128", "krnksf girl_b0128", "krnksf girl_b0256"]  # face 256 > 128 px source: skipped

@@ -19,10 +19,8 @@ from PIL import Image
 
 from charframe.dataset.prepare import prepare_dirs
 from charframe.pipeline.runner import Options
-from charframe.pipeline.steps import STEPS, with_calls
 from charframe.pipeline.watch import JobQueue, Watcher, watch
-from pipeline_stand_ins import CALLS
-from test_run import character_toml
+from project_builder import character_toml, copy_project
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -124,26 +122,54 @@ def test_a_file_still_growing_is_not_prepared_until_it_settles(tmp_path: Path) -
     assert _wait(lambda: (w.tick(), rec.calls == ["4_krnk"])[1], 5)
 
 
-def test_train_queues_runs_in_a_file_and_a_restart_continues(tmp_path: Path) -> None:
-    root = tmp_path / "proj"
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    char = root / "Characters" / "krnk.toml"
-    char.write_text(character_toml("krnk", "sf", "sailor uniform"))
+def test_train_queues_runs_in_a_file_and_a_restart_continues(built, tmp_path: Path) -> None:
+    root = copy_project(built[0], tmp_path / "proj")
+    char = root / "Characters" / "tyank.toml"
+    char.write_text(character_toml("tyank", "kps", "kimono", prompt="1girl, tyank, red eyes"))
     queue = JobQueue(root / "LoRAWork" / "watch-queue.json")
     queue.add(str(char))  # left by a watcher that was stopped
-    table = with_calls(STEPS, CALLS)
-    w = Watcher(root, train=True, debounce=0.0, settle=0.0, table=table,
+    w = Watcher(root, train=True, debounce=0.0, settle=0.0,
                 options=Options(stage="face", until_step="prepare", progress=False))
-    w.run_queue()
+    w.run_queue()  # the real steps: generate → clean → pick → export → prepare of tyank's face set
     assert queue.items() == []
-    assert (root / "LoRAInput" / "4_krnk" / "4_krnk.toml").is_file()  # the run went up to prepare
+    with Image.open(root / "LoRAWork" / "tyank" / "face" / "raw" / "f00-0.png") as im:
+        assert "red eyes" in im.info["parameters"]
     # a changed character file queues its run again; a changed dataset queues the characters that use it
     w.dispatch(char)
     assert queue.items() == [str(char)]
     queue.done(str(char))
-    w.dispatch(root / "LoRAInput" / "4_krnk")
-    assert queue.items() == [str(char)]
+    w.dispatch(root / "LoRAInput" / "4_tyank")
+    assert queue.items() == [str(char), str(root / "Characters" / "pair.group.toml")]
+
+
+def test_an_edit_during_its_own_job_is_queued_at_once_and_survives_a_stop(tmp_path: Path) -> None:
+    """Issue 19 point 10: the edit is in the queue file while the job still runs (a stop then keeps it)."""
+    root = tmp_path / "proj"
+    (root / "Characters").mkdir(parents=True)
+    char = root / "Characters" / "krnk.toml"
+    char.write_text(character_toml("krnk", "sf", "sailor uniform"))
+    w = Watcher(root, train=True, debounce=5.0, settle=5.0)
+    w.queue.add(str(char))
+    w.queue.running = str(char)  # krnk's job runs …
+    w.note(char)  # … and the user saves krnk.toml again: no debounce wait, straight into the file
+    w.note(char)  # a second save while it waits adds nothing more
+    assert JobQueue(w.queue.path).items() == [str(char), str(char)]
+    w.queue.done(str(char))  # the job that was running ends
+    w.queue.running = None
+    assert JobQueue(w.queue.path).items() == [str(char)]  # the edit still runs, in this watcher or the next
+
+
+def test_a_restarted_watcher_catches_up_on_what_changed_while_it_was_stopped(built, tmp_path: Path) -> None:
+    root = copy_project(built[0], tmp_path / "proj")
+    (root / "Characters" / "tyank.toml").write_text(character_toml("tyank", "kps", "kimono, obi"))
+    caption = root / "LoRAInput" / "4_krnk" / "krnk girl_f0064" / "f00.txt"
+    caption.unlink()
+    rec = Recorder()
+    w = Watcher(root, train=True, prepare=rec, options=Options(progress=False))
+    w.catch_up()
+    assert caption.is_file() and "4_krnk" in rec.calls  # prepared again without any event
+    # krnk is current again once prepared; tyank's outfit changed, and the group reads what tyank will rewrite
+    assert w.queue.items() == [str(root / "Characters" / "tyank.toml"), str(root / "Characters" / "pair.group.toml")]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])

@@ -106,3 +106,25 @@ def test_nothing_to_do_for_50_characters_x_40_images_under_a_second(tmp_path: Pa
     elapsed = time.perf_counter() - start
     assert stale == 0
     assert elapsed < 1.0, f"{elapsed:.2f} s for 2000 checks"
+
+
+def test_a_safetensors_file_is_identified_by_its_tensors_not_its_metadata(tmp_path) -> None:
+    """A LoRA made again from the same inputs (a new provenance time stamp) is the same file; other tensors or a
+    truncated file are not."""
+    import torch
+    from safetensors.torch import save_file
+
+    from charframe.util.manifest import digest_file
+
+    path = tmp_path / "x.safetensors"
+    tensors = {"a": torch.arange(6.0).reshape(2, 3)}
+    save_file(tensors, str(path), {"charframe_history": "[{\"time\": \"1\"}]"})
+    first = digest_file(path)
+    save_file(tensors, str(path), {"charframe_history": "[{\"time\": \"2\"}]"})
+    assert digest_file(path) == first
+    save_file({"a": torch.ones(2, 3)}, str(path), {})
+    assert digest_file(path) != first
+    path.write_bytes(path.read_bytes()[:40])
+    assert digest_file(path) not in (first,)
+    (tmp_path / "y.safetensors").write_bytes(b"not a safetensors file at all")
+    assert digest_file(tmp_path / "y.safetensors")  # plain bytes then

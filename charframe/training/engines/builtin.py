@@ -19,6 +19,7 @@ import torch
 
 from charframe.errors import CharframeError
 from charframe.training import state as st
+from charframe.training.state import START_OVER
 from charframe.training.adapters import network_state_dict, remove_network
 from charframe.training.data import load_dataset
 from charframe.training.imagecheck import check_images
@@ -27,7 +28,7 @@ from charframe.training.loop import (
     train_steps,
 )
 from charframe.training.metadata import step_metadata
-from charframe.training.outputs import check_output_locations, plan_path_for, record_output, save_final
+from charframe.training.outputs import check_output_locations, inputs_digest, plan_path_for, record_output, save_final
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainingInterrupted, TrainResult
 from charframe.training.setup import Session, begin_run, build_session
@@ -58,6 +59,11 @@ def train(
     start = begin_run(plan, resume)
     check_output_locations(plan.io, start.out_file, samples=plan.sampling.enabled)
     group = load_dataset(plan.io.dataset)
+    digest = inputs_digest(plan, group)
+    if start.run.inputs and start.run.inputs != digest:
+        raise CharframeError(f"{start.state_dir}: {{param}}: the dataset, captions or model changed since this state "
+                             f"was saved at step {start.run.step}; {START_OVER}", param="resume")
+    start.run.inputs = digest
     if check_image_files:
         check_images(group)
     s = build_session(plan, group, start, components=components, checkpointing=checkpointing)
