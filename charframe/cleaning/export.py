@@ -17,6 +17,7 @@ deletion is honoured; `exclude` makes it permanent); one placed there by hand is
 
 from __future__ import annotations
 
+import glob
 import logging
 from pathlib import Path
 
@@ -80,14 +81,23 @@ def _ours(manifest: Manifest, name: str, tag: str, prefix: str) -> bool:
 
 def _retire(manifest: Manifest, wanted: set[str], tag: str, prefix: str, recycler: Recycler) -> list[str]:
     """Move this set's recorded images that are no longer wanted out of the dataset; returns their names."""
-    gone = []
+    gone, folders = [], set()
     for name in [n for n in manifest.names() if n not in wanted and _ours(manifest, n, tag, prefix)]:
         path = manifest.folder / name
         if path.is_file() and manifest.check(name).file == "ours":
             recycler.recycle(path)
+            for caption in path.parent.glob(glob.escape(path.stem) + ".*"):  # its caption goes with it
+                if caption.suffix.lower() == ".txt":
+                    recycler.recycle(caption)
             gone.append(name)
-            remove_empty_dirs(path.parent, manifest.folder)
+            folders.add(path.parent)
         manifest.forget(name)
+    for folder in folders:  # a subset folder left with only bookkeeping (.charframe-captions.json) goes too
+        rest = list(folder.iterdir()) if folder.is_dir() else []
+        if rest and all(p.name.startswith(".") and p.is_file() for p in rest):
+            for p in rest:
+                p.unlink()
+        remove_empty_dirs(folder, manifest.folder)
     return gone
 
 

@@ -69,8 +69,11 @@ def test_the_dataset_follows_picks_sizes_and_exclusions(picked) -> None:
     ds = picked.root / "LoRAInput/4_krnk"
     export_set(picked, "face", sizes=[64, 128])
     assert sorted(p.name for p in ds.iterdir() if p.is_dir()) == ["krnk girl_f0064", "krnk girl_f0128"]
+    (ds / "krnk girl_f0128" / "f00.txt").write_text("krnk, a caption prepare wrote")
+    (ds / "krnk girl_f0128" / ".charframe-captions.json").write_text("{}")
     export_set(picked, "face", sizes=[64])
     assert sorted(p.name for p in ds.iterdir() if p.is_dir()) == ["krnk girl_f0064"]  # the 128 folder left
+    assert _replaced(picked.root, "LoRAInput/4_krnk/krnk girl_f0128/f00.txt")  # with its captions
     assert len(_replaced(picked.root, "LoRAInput/4_krnk/krnk girl_f0128/*.png")) == 2
     excluded = dataclasses.replace(picked, export=dataclasses.replace(picked.export, exclude=("f02",)))
     export_set(excluded, "face", sizes=[64])
@@ -142,3 +145,18 @@ def test_body_set_goes_to_the_body_dataset(tmp_path: Path) -> None:
     written = export_set(c, "body-sf", sizes=[64, 128])  # 64 px would be 32×64: under the 64 px bucket, skipped
     assert [p.relative_to(tmp_path).as_posix() for p in written] == ["LoRAInput/2_krnksf_krnk/krnksf girl_b0128/b03.png"]
     assert read_image(written[0], 3).shape == (128, 64, 3)  # the longer side is the size
+
+
+def test_two_characters_face_sets_share_a_group_dataset(picked) -> None:
+    """Each set retires only its own images: exporting krnk's face set again never removes tyank's."""
+    import dataclasses
+    import shutil
+
+    tyank = dataclasses.replace(picked, keyword="tyank")
+    shutil.copytree(picked.work_dir("face"), tyank.work_dir("face"))
+    export_set(picked, "face", sizes=[64], dataset="1_pair")
+    export_set(tyank, "face", sizes=[64], dataset="1_pair")
+    export_set(picked, "face", sizes=[64], dataset="1_pair")
+    ds = picked.root / "LoRAInput" / "1_pair"
+    assert sorted(p.name for p in ds.iterdir() if p.is_dir()) == ["krnk girl_f0064", "tyank girl_f0064"]
+    assert len(list((ds / "tyank girl_f0064").glob("*.png"))) == 2
