@@ -145,7 +145,7 @@ CASES: dict[str, Case] = {
     "watch": _file_case(lambda c, k: ["watch", _st(c, k)], kinds=("missing", "empty", "random", "long_name")),
     "demo --project": _file_case(
         lambda c, k: ["demo", "--project", _st(c, k), "--steps", "1", "--dim", "4"],
-        kinds=("missing", "empty", "random", "long_name"),
+        kinds=("empty", "random", "long_name"),  # a missing folder is made: a new demo project
         numbers={k: (lambda c, k: ["demo", "--project", str(c["folder.toml"]), "--steps", "1", "--lr", k]) for k in ("nan", "inf")},
     ),
 }

@@ -144,7 +144,11 @@ def run_demo(
     if project is not None and Path(project).exists() and not Path(project).is_dir():
         raise CharframeError(f"{project}: a file; name a project folder (or a new one) for {{param}}", param="project")
     if project is not None and not Path(project).exists():
-        Path(project).mkdir(parents=True)  # `charframe demo --project ~/demo-project` starts a new project there
+        try:
+            Path(project).mkdir(parents=True)  # `charframe demo --project ~/demo-project` starts a new project there
+        except OSError as e:
+            raise CharframeError(f"{project}: cannot make the project folder ({e.strerror or e}); name another "
+                                 "folder for {param}", param="project") from None
         log.info("%s: new project folder", project)
     root = find_project_root(project)
     if project is not None and root != Path(project).absolute():

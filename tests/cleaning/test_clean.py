@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import cv2
@@ -9,7 +10,9 @@ import numpy as np
 import pytest
 
 from charframe.character import load_character
+from charframe.cleaning import clean as clean_module
 from charframe.cleaning.clean import choose_fill, clean_set, hair_lightness
+from charframe.cleaning.flood import ALGORITHM_VERSION, FloodSettings
 from charframe.cleaning.images import read_image
 from charframe.errors import CharframeError
 from charframe.testing.figures import compose_figure, figure_mask, make_project
@@ -44,6 +47,18 @@ def test_clean_set_writes_filled_and_transparent_copies(tmp_path: Path) -> None:
     assert clean_set(c, "face", method="flood", progress=False) == []
     (work / "raw/f00-0.png").write_bytes((work / "raw/f00-1.png").read_bytes())
     assert [p.name for p in clean_set(c, "face", method="flood", progress=False)] == ["f00-0.png", "f00-0.png"]
+
+
+def test_a_new_flood_rule_redoes_cleaned_files(tmp_path: Path, monkeypatch) -> None:
+    """The manifest records the flood settings with the rule's version: files cleaned by an older rule are
+    stale, the others are not."""
+    c = load_character(make_project(tmp_path, ("f00",), candidates=2))
+    assert len(clean_set(c, "face", method="flood", progress=False)) == 4
+    assert clean_set(c, "face", method="flood", progress=False) == []
+    newer = functools.partial(FloodSettings, version=ALGORITHM_VERSION + 1)
+    monkeypatch.setattr(clean_module, "FloodSettings", newer)
+    assert len(clean_set(c, "face", method="flood", progress=False)) == 4
+    assert clean_set(c, "face", method="flood", progress=False) == []
 
 
 def test_corrupt_candidate_is_one_error_and_the_rest_is_cleaned(tmp_path: Path) -> None:

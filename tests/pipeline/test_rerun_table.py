@@ -57,7 +57,7 @@ def _replace(path: Path, old: str, new: str, count: int = 1) -> None:
 
 def _repaint(path: Path) -> None:
     img = np.asarray(Image.open(path)).copy()
-    img[:4, :4] = 255
+    img[:16, :16] = 255  # a visible retouch: it reaches the LoRA
     Image.fromarray(img).save(path)
 
 
@@ -107,11 +107,11 @@ def _sizes_followed(root: Path, before: dict) -> None:
 
 
 def _deletion_honoured(root: Path, before: dict) -> None:
-    assert not (root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png").exists()
+    assert not (root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png").exists()
 
 
 def _same_lora_again(root: Path, before: dict) -> None:
-    out = root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16.safetensors"
+    out = root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-6-FACE-SvR16.safetensors"
     assert digest_file(out) == before["compressed"]
 
 
@@ -141,11 +141,11 @@ EDITS: tuple[Edit, ...] = (
          steps(KF, STEPS_ALL[2:]) | steps(KB, STEPS_ALL) | steps(G, FROM_EXPORT), _hand_pick_kept),
     Edit("a dataset image retouched by hand", "prepare and train onwards for that dataset (the retouch is kept, "
          "never exported over); for a face set, the body sets and groups follow",
-         lambda root: _repaint(root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png"),
+         lambda root: _repaint(root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png"),
          steps(TF, STEPS_ALL[4:]) | steps(TB, STEPS_ALL) | steps(G, FROM_EXPORT)),
     Edit("a dataset image deleted by hand", "the same as a retouch; the image stays deleted (list the code in "
          "`[export] exclude` to make that permanent)",
-         lambda root: (root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png").unlink(),
+         lambda root: (root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png").unlink(),
          steps(TF, STEPS_ALL[4:]) | steps(TB, STEPS_ALL) | steps(G, FROM_EXPORT), _deletion_honoured),
     Edit("a stage's recipe (`[training.face]` steps, lr, dim, logic)", "train, merge, compress, preview of that "
          "stage; for the face stage, the body sets and groups follow",
@@ -161,7 +161,7 @@ EDITS: tuple[Edit, ...] = (
     Edit("an output damaged or deleted (a truncated LoRA)", "the step that made it; nothing after it when it comes "
          "out the same",
          lambda root: (lambda p: p.write_bytes(p.read_bytes()[:1000]))(
-             root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16.safetensors"),
+             root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-6-FACE-SvR16.safetensors"),
          steps(TF, ["compress"]), _same_lora_again),
 )
 
@@ -169,7 +169,7 @@ EDITS: tuple[Edit, ...] = (
 def _fingerprints(root: Path) -> dict:
     raw = root / "LoRAWork" / "krnk" / "body-sf" / "raw"
     out = {p.name: digest_file(p) for p in raw.glob("*.png")}
-    out["compressed"] = digest_file(root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16.safetensors")
+    out["compressed"] = digest_file(root / "LoRAOutput" / "tyank" / "tyank-Lora1x1A1-AdamW8-2-100-6-FACE-SvR16.safetensors")
     return out
 
 

@@ -47,7 +47,7 @@ def project(built, tmp_path: Path) -> Path:
 
 def _repaint(path: Path) -> None:
     img = np.asarray(Image.open(path)).copy()
-    img[:4, :4] = 255
+    img[:16, :16] = 255  # a visible retouch: it reaches the LoRA
     Image.fromarray(img).save(path)
 
 
@@ -68,10 +68,10 @@ def test_full_run_through_face_body_and_group(built) -> None:
     assert (group / "tyankkps girl_b0128" / "b00.txt").read_text().startswith("tyankkps, white background")
     # body images were generated with the face stage's compressed LoRA (named in their WebUI parameters)
     with Image.open(root / "LoRAWork" / "krnk" / "body-sf" / "raw" / "b12-0.png") as im:
-        assert "<lora:krnk-Lora1x1A1-AdamW8-2-100-1-FACE-SvR16:0.8>" in im.info["parameters"]
+        assert "<lora:krnk-Lora1x1A1-AdamW8-2-100-6-FACE-SvR16:0.8>" in im.info["parameters"]
     out = root / "LoRAOutput"
     for name, preset in (("krnk", "FACE"), ("krnksf", "BODY"), ("tyankkps", "BODY"), ("krnksf_tyankkps", "BODY")):
-        tensors, _ = load_lora_file(out / name / f"{name}-Lora1x1A1-AdamW8-2-100-1-{preset}-SvR16.safetensors")
+        tensors, _ = load_lora_file(out / name / f"{name}-Lora1x1A1-AdamW8-2-100-6-{preset}-SvR16.safetensors")
         assert tensors
     assert (out / "krnksf_tyankkps" / "krnksf_tyankkps-group-preview.png").is_file()
     assert list((root / "LoRALog" / "krnk-preview").glob("events.out.tfevents.*"))
@@ -86,7 +86,7 @@ def test_rerun_after_no_change_runs_nothing(project: Path, capfd) -> None:
 
 
 def test_a_retouched_dataset_image_retrains_without_being_overwritten(project: Path) -> None:
-    target = project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b01.png"
+    target = project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b02.png"
     _repaint(target)  # a hand retouch
     report = rerun([project / "Characters" / "krnk.toml"], QUIET)
     assert ran(report) == [("krnk.toml", "body-sf", s) for s in AFTER_PREPARE]
@@ -114,8 +114,8 @@ def test_dry_run_lists_steps_inputs_outputs_and_what_waits(project: Path, capfd)
     assert "krnk         face       train     up to date" in out
     assert "krnk         body-sf    generate  RUN (settings changed)" in out
     assert "krnk         body-sf    clean     decided after body-sf generate" in out
-    assert "    in   LoRAInput/2_krnksf_krnk/{**/*.png,**/*.jpg,**/*.jpeg,**/*.webp} (30 files)" in out
-    assert "    out  LoRAOutput/krnk/krnk-Lora1x1A1-AdamW8-2-100-1.safetensors" in out
+    assert "    in   LoRAInput/2_krnksf_krnk/{**/*.png,**/*.jpg,**/*.jpeg,**/*.webp} (6 files)" in out
+    assert "    out  LoRAOutput/krnk/krnk-Lora1x1A1-AdamW8-2-100-6.safetensors" in out
     assert not list((project / "LoRAWork" / "krnk" / "pipeline").glob("*.lock"))  # a dry run takes no lock
     assert main(["rerun", "--all", "--project", str(project), "--dry-run"]) == 0
     out = capfd.readouterr().out
@@ -197,7 +197,7 @@ def test_a_state_saved_from_other_data_is_not_resumed(project: Path, caplog) -> 
                    inputs=inputs_digest(job.plan))
     tomlio.write(state_dir / STATE_FILE, {"state": {k: v for k, v in run.__dict__.items() if k != "plan"},
                                          "plan": run.plan})
-    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")  # the dataset changes
+    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png")  # the dataset changes
     caplog.set_level("WARNING")
     _, report = run_target(tyank, Options(stage="face", progress=False))
     assert ("tyank.toml", "face", "train") in ran(report)
@@ -256,7 +256,7 @@ def test_rerun_goes_on_past_failures_with_clear_messages(project: Path, capfd) -
                                                     model="LoRAInput/missing.safetensors"))
     (chars / "trio.group.toml").write_text('[[member]]\ncharacter = "tyank"\noutfit = "kps"\n'
                                            '[[member]]\ncharacter = "nobody"\noutfit = "x"\n')
-    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")
+    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png")
     assert main(["rerun", "--all", "--project", str(project)]) == 1
     out, err = capfd.readouterr()
     rows = [line.split()[:4] for line in out.splitlines()]
@@ -271,7 +271,7 @@ def test_a_failed_outfit_does_not_block_its_sibling(project: Path) -> None:
     krnk = project / "Characters" / "krnk.toml"
     krnk.write_text(krnk.read_text().replace('[outfits]\n', '[outfits]\naa = "apron"\n'))
     (project / "LoRAWork" / "krnk" / "body-aa").write_text("a file where the outfit's folder goes")
-    _repaint(project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b01.png")
+    _repaint(project / "LoRAInput" / "2_krnksf_krnk" / "krnksf girl_b0128" / "b02.png")
     _, report = run_target(krnk, QUIET)
     status = {(r.stage, r.step): r.status for r in report.results}
     assert status[("body-aa", "generate")] == "failed"
@@ -281,7 +281,7 @@ def test_a_failed_outfit_does_not_block_its_sibling(project: Path) -> None:
 
 def test_unwritable_output_folder_fails_clearly_and_keeps_finished_work(project: Path) -> None:
     tyank = project / "Characters" / "tyank.toml"
-    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f01.png")
+    _repaint(project / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png")
     out_dir = project / "LoRAOutput" / "tyank"
     shutil.move(str(out_dir), str(project / "kept"))
     out_dir.write_text("not a folder")  # a full or read-only disk: the trainer cannot write its output
@@ -301,7 +301,7 @@ def test_records_are_one_file_per_character_with_project_relative_keys(project: 
     m = records.of(job)
     assert m.path == project / "LoRAWork" / "tyank" / "pipeline" / "steps.json"
     entry = m.outputs["face.train"]
-    assert list(entry["files"]) == ["LoRAOutput/tyank/tyank-Lora1x1A1-AdamW8-2-100-1.safetensors"]
+    assert list(entry["files"]) == ["LoRAOutput/tyank/tyank-Lora1x1A1-AdamW8-2-100-6.safetensors"]
     assert all(not k.startswith("/") for k in entry["inputs"])
 
 
