@@ -328,7 +328,7 @@ def test_run_twice_prints_one_line_the_second_time(project: Path, capfd, monkeyp
     # one line when a step starts (with the time left, from how long it took last time) and one when it ends
     assert first[0].startswith("step 1 of ") and ": krnk face " in first[0] and first[0].endswith(" left")
     ends = [line for line in first if ": ran in " in line]
-    assert ends and ends[-1].startswith("krnk face preview: ran in ")
+    assert ends and all(line.startswith("krnk face ") for line in ends)
     assert first[first.index(ends[-1]) + 1].startswith("character")  # then the table of what ran
     assert main(["run", "krnk", "--stage", "face"]) == 0
     out = capfd.readouterr().out
