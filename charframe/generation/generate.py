@@ -23,13 +23,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
+
 from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
+from charframe.dataset.sheets import Cell, Tile, draw_sheet
 from charframe.errors import CharframeError
 from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
-from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
 from charframe.generation.batch import batch_size
 from charframe.generation.conditioning import TextEncoder, conditioning
@@ -270,14 +272,18 @@ def _retire_unwanted(manifest: Manifest, work: Path, wanted: set[str], recycler,
             result.replaced.append(recycler.recycle(path))
 
 
-def _write_contact(work: Path, title: str, codes: list[ImageCode], n: int) -> Path:
-    import io
+def _write_contact(work: Path, title: str, subtitle: str, codes: list[ImageCode], n: int, set_dir: Path) -> Path:
+    """contact.png: elevation rows × azimuth columns, in each cell the template then candidates #0 … #n-1."""
+    def template(code: ImageCode) -> np.ndarray | None:
+        try:
+            return template_image(set_dir, code, None)
+        except CharframeError:
+            return None
 
-    cells = {c.code: [p if p.is_file() else None for p in (work / RAW / f"{c.code}-{i}.png" for i in range(n))]
-             for c in codes}
-    buf = io.BytesIO()
-    contact_sheet(title, cells).save(buf, format="PNG")
-    atomic_write_bytes(work / CONTACT, buf.getvalue())
+    cells = [Cell(c.code, (Tile(template(c), "template", missing="no template"),
+                           *(Tile(work / RAW / f"{c.code}-{i}.png", f"#{i}", missing="not generated") for i in range(n))))
+             for c in codes]
+    atomic_write_bytes(work / CONTACT, draw_sheet(title, cells, subtitle=subtitle, kind=codes[0].kind if codes else None).png())
     return work / CONTACT
 
 
@@ -355,9 +361,11 @@ def generate_set(
                  ", ".join(p.name for p in result.kept[:4]) + (" …" if len(result.kept) > 4 else ""))
     if result.replaced:
         log.info("%s: %d earlier candidate(s) moved to %s", work / RAW, len(result.replaced), recycler.folder())
-    title = f"{character.keyword} {character.set_name(kind, outfit)}: codes × candidates (seed {g.seed} + #)"
+    title = f"{character.keyword} {character.set_name(kind, outfit)}: {len(code_list)} codes × {n} candidates"
+    subtitle = (f"candidate #i has seed {g.seed} + i; {g.sampler}, {g.steps} steps, CFG {g.cfg:g}; "
+                f"template first in each cell. Next: charframe clean, then pick")
     if not todo:
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
@@ -396,7 +404,7 @@ def generate_set(
     finally:
         manifest.save()
         bar.close()
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
         result.seconds = time.perf_counter() - start
     return result
 

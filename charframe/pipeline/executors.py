@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 from charframe.errors import CharframeError
 from charframe.pipeline import executor_ray, executor_slurm
 from charframe.pipeline.graph import Graph, Lost, Outcomes, PartResult, assemble, describe, plan_graph, run_part
-from charframe.pipeline.runner import Options, RunReport, rerun, run_target
+from charframe.pipeline.runner import Options, PlannedStep, RunReport, StepResult, rerun, run_target
 from charframe.pipeline.steps import STEPS, Step
 from charframe.pipeline.targets import project_of
 from charframe.project import EXECUTORS, ClusterTable, load_project
@@ -67,12 +67,14 @@ def cluster_of(targets: Sequence[Path]) -> ClusterTable:
 
 def execute(targets: Sequence[Path], options: Options = Options(), table: Sequence[Step] = STEPS, *,
             executor: str | None = None, address: str | None = None, whole_targets: bool = False,
-            cluster: ClusterTable | None = None) -> RunReport:
+            cluster: ClusterTable | None = None,
+            on_step: Callable[[PlannedStep, StepResult], None] | None = None) -> RunReport:
     """Run the stale steps of `targets` on `executor` (None: `[cluster] executor` of the project, else local).
 
     `whole_targets`: each target runs every stage `options.stage` names, a group its members' too (`run`);
     otherwise a group file runs its group stage only (`rerun`, where the members are targets of their own).
-    `address`: Ray's cluster (None: `[cluster] address`; "" starts a Ray instance on this machine)."""
+    `address`: Ray's cluster (None: `[cluster] address`; "" starts a Ray instance on this machine).
+    `on_step`: called after each step the local executor runs (progress lines); remote jobs report at the end."""
     cluster = cluster or cluster_of(targets)
     name = executor or cluster.executor
     if name not in RUNNERS and name != "local":
@@ -82,9 +84,9 @@ def execute(targets: Sequence[Path], options: Options = Options(), table: Sequen
         PRECHECKS[name](where)  # a missing install, an unreachable cluster: one line, before anything is planned
     if name == "local":
         if whole_targets:
-            reports = [run_target(t, options, table)[1] for t in targets]
+            reports = [run_target(t, options, table, on_step=on_step)[1] for t in targets]
             return RunReport([r for rep in reports for r in rep.results])
-        return rerun(targets, options, table)
+        return rerun(targets, options, table, on_step=on_step)
     remote = Options(options.stage, options.from_step, options.until_step, options.force, progress=False)
     graph = plan_graph(targets, remote, table, per_target_stage=not whole_targets, strict=whole_targets)
     sent = sum(len(n.parts) for n in graph.nodes)

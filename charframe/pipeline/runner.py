@@ -80,6 +80,7 @@ class StepResult:
     status: str                 # ran | up to date | skipped | failed | blocked
     seconds: float = 0.0
     message: str = ""
+    owner: str = ""             # whose step: the character's keyword or the group's name (a group file's rows)
 
 
 @dataclass
@@ -250,7 +251,7 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
     ctx = RunContext(progress=options.progress, keep_version=_Versions(records, archived))
     broken = [] if broken is None else broken  # outputs of failed or blocked steps
     for p in planned:
-        row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date")
+        row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date", owner=p.job.owner)
         report.results.append(row)
         if p.skipped:
             continue
@@ -420,15 +421,18 @@ def describe_targets(plans: Sequence[tuple[Path, list[PlannedStep] | str]]) -> s
 
 
 def summary_table(report: RunReport, *, all_rows: bool = False) -> str:
-    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`)."""
+    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`); one line
+    when nothing ran. Rows name whose step it is (a group file's rows name the member or the group)."""
     rows = [r for r in report.results if all_rows or r.status not in ("up to date", "skipped")]
     if not rows:
         n = len({r.target for r in report.results})
-        return f"nothing to do: {n} target(s) up to date"
+        names = ", ".join(dict.fromkeys(r.owner or r.target for r in report.results))
+        steps = sum(r.status == "up to date" for r in report.results)
+        return f"nothing to do: {n} target(s) up to date ({names}: {steps} steps)"
     head = ("character", "stage", "step", "status", "time")
-    body = [(r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
+    body = [(r.owner or r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
     fmt = lambda row: "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(b) for b in body]
-    lines += [f"  {r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
+    lines += [f"  {r.owner or r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
     return "\n".join(lines)
