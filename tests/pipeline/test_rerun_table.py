@@ -1,4 +1,5 @@
-"""What reruns after each kind of edit: the table README prints (Real use, step 5: "Change a rule, rerun what changed"), checked on the real steps and tiny models.
+"""What reruns after each kind of edit: the table the README prints (Real use, step 5, "Change a rule, rerun
+what changed"), checked on the real steps and tiny models.
 
 Each row edits a copy of the built two-character + group project the way a user would, runs `rerun --all`
 and asserts exactly which steps ran (and, where it matters, which files changed). `python
