@@ -19,6 +19,7 @@ charframe and its models installed and the project folder mounted at the same pa
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 from dataclasses import replace
 from typing import Any
@@ -100,6 +101,7 @@ def _lost(e: BaseException) -> Lost:
 def run_ray(graph: Graph, cluster: ClusterTable, address: str | None = None) -> Outcomes:
     """Submit every part of the graph as a Ray task, wait for all, and give each node's outcomes."""
     ray = need("ray")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     started = connect(ray, address)
     try:
         max_gpu, max_cpu = _limits(ray)
@@ -125,6 +127,8 @@ def run_ray(graph: Graph, cluster: ClusterTable, address: str | None = None) -> 
     finally:
         if started:
             ray.shutdown()
+            for sig, handler in handlers.items():  # ray.init installs its own; training's Ctrl-C/SIGTERM save needs ours
+                signal.signal(sig, handler)
 
 
 def _wait(ray: Any, labels: dict[Any, str]) -> None:
