@@ -122,12 +122,12 @@ def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop:
 
 
 class ProgressBar:
-    """tqdm bar with the current and the epoch-average loss."""
+    """tqdm bar with the current and the epoch-average loss; only on a terminal (a log file gets no bar lines)."""
 
     def __init__(self, total: int, initial: int, desc: str) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=None)
 
     def on_step(self, info: StepInfo) -> None:
         self.bar.set_postfix(loss=f"{info.loss:.4f}", avg=f"{info.average:.4f}")
