@@ -32,14 +32,15 @@ from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
 from charframe.generation.face_lora import apply_lora
+from charframe.generation.families import encode_prompts, first_pass_sizes, make_runner
 from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
-from charframe.generation.prompt import encode_pair
-from charframe.generation.passes import PassSettings, Runner, hires_size
+from charframe.generation.passes import PassSettings, hires_size
 from charframe.generation.samplers import find_sampler, make_scheduler
 from charframe.models.checkpoint import SAFETENSORS_SUFFIXES
 from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
-from charframe.models.detect import family_of_model
+from charframe.models.controlnet_names import map_mismatch, name_hints
+from charframe.models.detect import character_family, family_of_model
 from charframe.models.load import load_sd
 from charframe.generation.pnginfo import read_parameters
 from charframe.project import project_dirs
@@ -137,11 +138,27 @@ def _device_dtype(character: Character, device: str | None) -> tuple[str, Any]:
 
 @dataclass
 class _Loaded:
-    runner: Runner
+    runner: Any  # passes.Runner or sdxl.SDXLRunner (generation.families.make_runner)
     comps: Any
     fields: dict[str, object]
     hed: Any
     lora_tag: str
+    sizes: list[tuple[int, int]] | None = None  # the family's first-pass sizes (SDXL's buckets), None = SD1.x's rule
+
+
+def _check_controlnet_name(path: Path | None, unit: ControlUnit, prediction: str, where: str) -> None:
+    """Warn when a ControlNet's name says it was trained on another kind of map, or for the other prediction type
+    (NoobAI-XL's `eps-…`/`v-…` releases)."""
+    if path is None:
+        return
+    hints = name_hints(path.name)
+    if map_mismatch(hints, unit.map):
+        log.warning("%s: %s; the unit gives it %s maps (%s)", path.name,
+                    f"a {hints.preprocessor} ControlNet" if hints.map else f"a {hints.preprocessor} ControlNet, "
+                    "which no template map matches", unit.map, where)
+    if hints.prediction and hints.prediction != prediction:
+        log.warning("%s: made for %s models, the base model is %s; use the ControlNet of its own release",
+                    path.name, hints.prediction.replace("_", "-"), prediction.replace("_", "-"))
 
 
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
@@ -158,17 +175,26 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
     check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
     lora_tag = ""
     if face_lora is not None:
-        apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)
+        encoders = comps.text_encoders if len(comps.text_encoders) > 1 else comps.text_encoder
+        apply_lora(comps.unet, encoders, face_lora, g.face_lora_weight)
         lora_tag = f"<lora:{face_lora.stem}:{g.face_lora_weight:g}>"
     elif kind == "b":
         log.warning("body set without the face LoRA: train the face set first and pass its LoRA for consistent faces")
-    controlnets, labels = [], []
-    for unit in units:
-        model, info = load_controlnet(character.resolve(unit.model), dict(comps.unet.config), dtype=dtype, device=device)
+    controlnets, labels, wheres = [], [], []
+    loaded: dict[Path | None, tuple[Any, Any]] = {}
+    for i, unit in enumerate(units):
+        path = character.resolve(unit.model)
+        wheres.append(str(path) if path is not None else f"{character.path}: generation.controlnet {i + 1}")
+        if path is None or path not in loaded:  # a file two units share is loaded once (a union model)
+            loaded[path] = load_controlnet(path, dict(comps.unet.config), dtype=dtype, device=device)
+        model, info = loaded[path]
+        _check_controlnet_name(path, unit, comps.noise_scheduler.config.prediction_type,
+                               f"{character.path}: generation.controlnet {i + 1}")
         controlnets.append(model)
         labels.append(info.label())
     where = f"{character.path}: generation.sampler"
-    runner = Runner(comps, controlnets, make_scheduler(g.sampler, comps.noise_scheduler.config, where))
+    runner = make_runner(comps, controlnets, make_scheduler(g.sampler, comps.noise_scheduler.config, where),
+                         [u.map for u in units], wheres)
     hed = None
     if any(u.map == HED for u in units):
         hed_path = character.resolve(g.hed_model)
@@ -185,7 +211,7 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
     }
     for i, (unit, label) in enumerate(zip(units, labels)):
         fields[f"ControlNet {i}"] = controlnet_field(unit.map, label, unit.weight, unit.start, unit.end)
-    return _Loaded(runner, comps, fields, hed, lora_tag)
+    return _Loaded(runner, comps, fields, hed, lora_tag, first_pass_sizes(comps.family, g.size))
 
 
 def _files_of(path: Path | None) -> list[Path]:
@@ -276,6 +302,7 @@ def generate_set(
 
     start = time.perf_counter()
     kind = _kind(kind)
+    character = character.for_family(character_family(character))  # SDXL's sizes, sampler … where the file is silent
     g = character.generation
     n = g.candidates if candidates is None else candidates
     if n < 1:
@@ -340,13 +367,13 @@ def generate_set(
             if code != current:
                 current = code
                 prompt = code_prompt(character, code, outfit)
-                pos, neg = encode_pair(prompt, character.negative, loaded.comps.tokenizer, loaded.comps.text_encoder,
-                                       g.clip_skip)
-                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
+                pos, neg = encode_prompts(loaded.comps, prompt, character.negative, g.clip_skip)
+                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed, loaded.sizes) for u in units]
                 hi_controls = None
                 if g.hires_scale > 1:
                     w, h = hires_size(*controls[0].size, g.hires_scale)
-                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
+                    exact = [(w, h)] if loaded.sizes else None
+                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed, exact) for u in units]
             seed = g.seed + i
             image = loaded.runner.image(pos, neg, controls, seed, settings, hi_controls)
             write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size))

@@ -1,0 +1,71 @@
+"""The seam between generation and the model family: which prompt encoding and which pipelines draw a family's
+images, picked by its data (`[generation] conditioning` of `data/families/<id>.toml`), and the first-pass sizes
+its data lists.
+
+- "clip" (SD1.x): `generation.prompt.encode_pair` (one CLIP, A1111 weighting, clip skip) and `passes.Runner`
+  (diffusers' StableDiffusionControlNet pipelines);
+- "sdxl": `generation.sdxl.encode_pair_xl` (both encoders, pooled, WebUI's SDXL semantics) and
+  `sdxl.SDXLRunner` (the SDXL ControlNet pipelines, union ones for union ControlNets).
+`generate_set`, the preview grid and the training samples ask here; a new family adds one entry per table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+from charframe.errors import CharframeError
+from charframe.families.family import Family, get_family
+from charframe.generation.passes import Runner
+from charframe.generation.prompt import encode_pair
+from charframe.generation.sdxl import SDXLRunner, encode_pair_xl
+from charframe.models.controlnet_union import control_mode
+
+
+def _encode_clip(prompt: str, negative: str, comps: Any, clip_skip: int = 1) -> tuple[Any, Any]:
+    return encode_pair(prompt, negative, comps.tokenizer, comps.text_encoder, clip_skip)
+
+
+#: conditioning name → (prompt, negative, components, clip skip) → (positive, negative) conditioning
+ENCODERS: dict[str, Callable[..., tuple[Any, Any]]] = {"clip": _encode_clip, "sdxl": encode_pair_xl}
+
+
+def conditioning(family: str | Family) -> str:
+    """A family's generation conditioning ("clip", "sdxl")."""
+    return get_family(family).data.get("generation", {}).get("conditioning", "clip")
+
+
+def encode_prompts(comps: Any, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Any, Any]:
+    """(positive, negative) conditioning of a prompt pair for the model's family, as WebUI computes it."""
+    return ENCODERS[conditioning(comps.family)](prompt, negative, comps, clip_skip)
+
+
+def make_runner(comps: Any, controlnets: Sequence[Any], scheduler: Any, maps: Sequence[str] = (),
+                where: Sequence[str] = ()) -> Any:
+    """The family's two-pass runner over loaded ControlNets (one per unit; `maps` their units' control maps).
+
+    Union ControlNets (SDXL) get each unit's control type from its map; a union ControlNet and a single-type one
+    cannot share a pipeline in diffusers, so mixing them is refused naming the units' files (`where`)."""
+    unions = [type(c).__name__ == "ControlNetUnionModel" for c in controlnets]
+    if conditioning(comps.family) == "clip":
+        return Runner(comps, list(controlnets), scheduler)
+    modes = None
+    if any(unions):
+        if not all(unions):
+            plain = next(w for w, u in zip(where, unions) if not u)
+            union = next(w for w, u in zip(where, unions) if u)
+            raise CharframeError(f"{plain}: a single-type ControlNet beside the union ControlNet {union}; diffusers "
+                                 "draws a union ControlNet only with other union ones: give every unit the union "
+                                 "model (each with its own map) or none")
+        modes = [control_mode(m, c, w) for m, c, w in zip(maps, controlnets, where)]
+    return SDXLRunner(comps, list(controlnets), scheduler, modes)
+
+
+def first_pass_sizes(family: str | Family, size: int) -> list[tuple[int, int]] | None:
+    """The family's first-pass sizes scaled to `size` (SDXL: its buckets at 1024 → `size`, multiples of 8), or
+    None when the family draws at the template's own aspect ratio with the shorter side `size` (SD1.x)."""
+    fam = get_family(family)
+    buckets = fam.data.get("generation", {}).get("buckets")
+    if not buckets:
+        return None
+    scale = size / fam.resolution
+    return [(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)) for w, h in buckets]
