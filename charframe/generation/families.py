@@ -17,7 +17,7 @@ from charframe.errors import CharframeError
 from charframe.families.family import Family, get_family
 from charframe.generation.passes import Runner
 from charframe.generation.prompt import encode_pair
-from charframe.generation.sdxl import SDXLRunner, encode_pair_xl
+from charframe.generation.sdxl import SDXLRunner, XLConditioning, encode_pair_xl
 from charframe.models.controlnet_union import control_mode
 
 
@@ -69,3 +69,14 @@ def first_pass_sizes(family: str | Family, size: int) -> list[tuple[int, int]] |
         return None
     scale = size / fam.resolution
     return [(max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)) for w, h in buckets]
+
+
+def pipeline_args(pos: Any, neg: Any, dtype: Any = None) -> dict[str, Any]:
+    """The diffusers pipeline arguments that carry a prompt pair's conditioning (`encode_prompts`' result): the
+    embeddings, and for SDXL the pooled ones (a text-to-image pipeline adds the size ids from its own size)."""
+    if isinstance(pos, XLConditioning):
+        args = dict(prompt_embeds=pos.states, negative_prompt_embeds=neg.states, pooled_prompt_embeds=pos.pooled,
+                    negative_pooled_prompt_embeds=neg.pooled)
+    else:
+        args = dict(prompt_embeds=pos, negative_prompt_embeds=neg)
+    return {k: v.to(dtype) for k, v in args.items()} if dtype is not None else args

@@ -103,6 +103,7 @@ class SDXLRunner:
     def __init__(self, comps: SDComponents, controlnets: list[Any], scheduler: Any,
                  modes: Sequence[int] | None = None) -> None:
         import diffusers
+        import torch
         from diffusers.models import controlnets as multi  # MultiControlNetUnionModel is not exported at the top
 
         self.multi = len(controlnets) > 1
@@ -117,6 +118,10 @@ class SDXLRunner:
         self.img2img = getattr(diffusers, f"StableDiffusionXLControlNet{union}Img2ImgPipeline")(**parts)
         for pipe in (self.txt2img, self.img2img):
             pipe.set_progress_bar_config(disable=True)
+        if comps.vae.dtype == torch.float32 and comps.vae.config.get("force_upcast"):
+            # the img2img pass would "upcast" an fp32 VAE to fp32 around every encode (and diffusers warns about
+            # each cast); the switch only matters for a half-precision VAE
+            comps.vae.register_to_config(force_upcast=False)
         self.device = comps.unet.device
 
     def _control_args(self, s: PassSettings, images: list[Image.Image], key: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from charframe.errors import CharframeError
 from charframe.generation.face_lora import lora_applied
+from charframe.generation.families import conditioning, encode_prompts, pipeline_args
 from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
@@ -47,22 +48,29 @@ def _font(size: int) -> Any:
 
 
 def render_row(pipe: Any, texts: Sequence[str], negative: str, s: PreviewSettings, clip_skip: int,
-               bar: Any = None) -> list[Image.Image]:
+               bar: Any = None, comps: Any = None) -> list[Image.Image]:
     """One image per (prompt, seed), each from its own seeded generator; prompts are encoded with the clip
-    skip of training (`training.text.encode`, as sd-scripts and the WebUI do)."""
+    skip of training (`training.text.encode`, as sd-scripts and the WebUI do). With `comps` of a family that
+    generation encodes its own way (SDXL: both encoders, pooled), prompts go through `generation.families`."""
     import torch
 
     def embed(text: str) -> Any:
         with torch.no_grad():
             return encode(pipe.text_encoder, tokenize(pipe.tokenizer, [text]), clip_skip).to(pipe.unet.dtype)
 
+    def pair(text: str) -> dict[str, Any]:
+        if comps is not None and conditioning(comps.family) != "clip":
+            with torch.no_grad():
+                return pipeline_args(*encode_prompts(comps, text, negative, clip_skip), pipe.unet.dtype)
+        return dict(prompt_embeds=embed(text), negative_prompt_embeds=negative_embeds)
+
     images = []
-    negative_embeds = embed(negative)
+    negative_embeds = embed(negative) if comps is None or conditioning(comps.family) == "clip" else None
     for text in texts:
-        prompt_embeds = embed(text)
+        prompt_args = pair(text)
         for seed in s.seeds:
             g = torch.Generator(device=pipe.device).manual_seed(int(seed))
-            out = pipe(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds, num_inference_steps=s.steps,
+            out = pipe(**prompt_args, num_inference_steps=s.steps,
                        guidance_scale=s.cfg, height=s.size, width=s.size, generator=g, output_type="pil")
             images.append(out.images[0].convert("RGB"))
             if bar is not None:
@@ -113,10 +121,11 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     """Draw the grid of one stage (base, LoRA, merged, compressed) and log it to TensorBoard."""
     import torch
 
-    s = preview_settings(job.root, job.plan.io.model is None)
+    s = preview_settings(job.root, job.plan.io.model is None, job.family)
     texts = prompts(job.members, s)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device)
+    comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device,
+                    family=job.plan.io.family, prediction=job.plan.io.prediction)
     check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
@@ -126,8 +135,10 @@ def preview_job(job: StageJob, *, progress: bool = True) -> Path:
     with tqdm(total=total, desc=f"preview {job.out}", unit="img", disable=not progress, leave=False) as bar:
         for label, lora in variants:
             try:
-                with lora_applied(pipe.unet, pipe.text_encoder, lora) if lora is not None else contextlib.nullcontext():
-                    rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar)))
+                encoders = comps.text_encoders if len(comps.text_encoders) > 1 else comps.text_encoder
+                with lora_applied(pipe.unet, encoders, lora) if lora is not None else contextlib.nullcontext():
+                    rows.append((label, render_row(pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar,
+                                                   comps)))
             except CharframeError as e:
                 log.warning("%s; its preview row is left grey", e)
                 rows.append((label, [_tile(f"{label}:\ndoes not fit\nthis model", s.size)] * (len(texts) * len(s.seeds))))
