@@ -35,6 +35,7 @@ from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
 from charframe.families.family import Family, get_family
 from charframe.project import WORK_DIR
+from charframe.prompt_syntax import check_prompt
 from charframe.util import toml as tomlio
 from charframe.util.paths import name_problem
 from charframe.util.schema import Source, dump, limits, parse, read_toml_file
@@ -87,6 +88,9 @@ class Generation:
     hed_model: str = ""
     #: "" = charframe's default (float16 on a GPU, float32 on CPU); or "float32", "float16", "bfloat16"
     dtype: Literal["", "float32", "float16", "bfloat16"] = ""
+    #: WebUI's "Pad prompt/negative prompt": pad the shorter with empty chunks so both run as one UNet batch
+    #: (faster when their lengths differ, changes the picture; written as `Pad conds: True`). Off = WebUI's default.
+    pad_conds: bool = False
 
 
 @dataclass(frozen=True)
@@ -250,6 +254,12 @@ def _check(c: Character, src: Source) -> Character:
     for name in c.outfits:
         if not is_keyword(name):
             fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
+    for key, section, text in (("prompt", (), c.prompt), ("negative", (), c.negative),
+                               *((name, ("outfits",), text) for name, text in c.outfits.items())):
+        try:
+            check_prompt(text, "")
+        except CharframeError as exc:
+            fail(key, section, str(exc).removeprefix(": "))
     g = c.generation
     if g.family:
         try:

@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "deps", "layers"),
     ("util",),
     ("families",),
-    ("project",),
+    ("project", "prompt_syntax"),
     ("dataset",),
     ("character",),
     ("models",),

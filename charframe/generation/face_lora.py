@@ -17,8 +17,9 @@ from charframe.errors import CharframeError
 from charframe.families.family import get_family
 from charframe.lora.file_family import check_same_family
 from charframe.lora.functional import module_delta
-from charframe.lora.io import read_network
+from charframe.lora.io import MODEL_HASH_KEY, lora_file_hashes, read_network
 from charframe.lora.targets import kohya_targets, model_family
+from charframe.models.checkpoint import model_file_hashes
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +78,16 @@ def lora_applied(unet: Any, text_encoder: Any, path: Path, weight: float = 1.0) 
         with torch.no_grad():
             for layer, original in backup.items():
                 layer.weight.copy_(original)
+
+
+def lora_short_hash(path: Path) -> str:
+    """The 12-hex-digit hash WebUI's Lora extension writes into `Lora hashes:` (and looks LoRAs up by): the
+    file's `sshs_model_hash` metadata when it has one, else the SHA-256 of its tensor data (safetensors) or of
+    the whole file."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get(MODEL_HASH_KEY, "")
+        return (stored or lora_file_hashes(path)[0])[:12]
+    return model_file_hashes(path)[1][:12]

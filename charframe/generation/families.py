@@ -2,10 +2,11 @@
 images, picked by its data (`[generation] conditioning` of `data/families/<id>.toml`), and the first-pass sizes
 its data lists.
 
-- "clip" (SD1.x): `generation.prompt.encode_pair` (one CLIP, A1111 weighting, clip skip) and `passes.Runner`
-  (diffusers' StableDiffusionControlNet pipelines);
-- "sdxl": `generation.sdxl.encode_pair_xl` (both encoders, pooled, WebUI's SDXL semantics) and
-  `sdxl.SDXLRunner` (the SDXL ControlNet pipelines, union ones for union ControlNets).
+- "clip" (SD1.x): `generation.prompt.encode_prompt` (one CLIP, A1111 weighting, clip skip) and `passes.Runner`
+  (WebUI's sampling loop over the UNet and ControlNets);
+- "sdxl": `generation.sdxl.encode_xl` (both encoders, pooled, WebUI's SDXL semantics) and `sdxl.SDXLRunner`
+  (the same loop with the pooled embedding, size ids and union ControlNets).
+`encode_prompts` (a padded prompt/negative pair) is what diffusers' pipelines take (previews, training samples).
 `generate_set`, the preview grid and the training samples ask here; a new family adds one entry per table.
 """
 
@@ -15,9 +16,11 @@ from typing import Any, Callable, Sequence
 
 from charframe.errors import CharframeError
 from charframe.families.family import Family, get_family
-from charframe.generation.passes import Runner
-from charframe.generation.prompt import encode_pair
-from charframe.generation.sdxl import SDXLRunner, XLConditioning, encode_pair_xl
+from charframe.generation.conditioning import conditioning as schedule_conditioning
+from charframe.generation.passes import Conds, Runner
+from charframe.generation.prompt import encode_pair, encode_prompt
+from charframe.generation.samplers import Choice
+from charframe.generation.sdxl import SDXLRunner, XLConditioning, encode_pair_xl, encode_xl, zero_negative
 from charframe.models.controlnet_union import control_mode
 
 
@@ -27,6 +30,31 @@ def _encode_clip(prompt: str, negative: str, comps: Any, clip_skip: int = 1) -> 
 
 #: conditioning name → (prompt, negative, components, clip skip) → (positive, negative) conditioning
 ENCODERS: dict[str, Callable[..., tuple[Any, Any]]] = {"clip": _encode_clip, "sdxl": encode_pair_xl}
+
+
+def _text_clip(comps: Any, clip_skip: int) -> Callable[[str], Any]:
+    return lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, clip_skip)
+
+
+def _text_xl(comps: Any, clip_skip: int) -> Callable[[str], Any]:
+    return lambda text: encode_xl(text, comps)
+
+
+#: conditioning name → (components, clip skip) → one text's conditioning (what the sampling loop schedules)
+TEXT_ENCODERS: dict[str, Callable[[Any, int], Callable[[str], Any]]] = {"clip": _text_clip, "sdxl": _text_xl}
+
+
+def text_encoder(comps: Any, clip_skip: int = 1) -> Callable[[str], Any]:
+    """`encode(text)` for the model's family, as generation conditions one text."""
+    return TEXT_ENCODERS[conditioning(comps.family)](comps, clip_skip)
+
+
+def both_passes(comps: Any, prompt: str, negative: str, choice: Choice, steps: int, hires_steps: int,
+                encode: Callable[[str], Any]) -> Conds:
+    """Both passes' conditioning (`generation.conditioning`), with the family's rule for an empty negative (SDXL:
+    all zeros, as WebUI)."""
+    conds = schedule_conditioning(prompt, negative, choice, steps, hires_steps, encode)
+    return zero_negative(conds, negative) if conditioning(comps.family) == "sdxl" else conds
 
 
 def conditioning(family: str | Family) -> str:
@@ -39,7 +67,7 @@ def encode_prompts(comps: Any, prompt: str, negative: str, clip_skip: int = 1) -
     return ENCODERS[conditioning(comps.family)](prompt, negative, comps, clip_skip)
 
 
-def make_runner(comps: Any, controlnets: Sequence[Any], scheduler: Any, maps: Sequence[str] = (),
+def make_runner(comps: Any, controlnets: Sequence[Any], sampler: Choice | str, maps: Sequence[str] = (),
                 where: Sequence[str] = ()) -> Any:
     """The family's two-pass runner over loaded ControlNets (one per unit; `maps` their units' control maps).
 
@@ -47,7 +75,7 @@ def make_runner(comps: Any, controlnets: Sequence[Any], scheduler: Any, maps: Se
     cannot share a pipeline in diffusers, so mixing them is refused naming the units' files (`where`)."""
     unions = [type(c).__name__ == "ControlNetUnionModel" for c in controlnets]
     if conditioning(comps.family) == "clip":
-        return Runner(comps, list(controlnets), scheduler)
+        return Runner(comps, list(controlnets), sampler)
     modes = None
     if any(unions):
         if not all(unions):
@@ -57,7 +85,7 @@ def make_runner(comps: Any, controlnets: Sequence[Any], scheduler: Any, maps: Se
                                  "draws a union ControlNet only with other union ones: give every unit the union "
                                  "model (each with its own map) or none")
         modes = [control_mode(m, c, w) for m, c, w in zip(maps, controlnets, where)]
-    return SDXLRunner(comps, list(controlnets), scheduler, modes)
+    return SDXLRunner(comps, list(controlnets), sampler, modes)
 
 
 def first_pass_sizes(family: str | Family, size: int) -> list[tuple[int, int]] | None:

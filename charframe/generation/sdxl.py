@@ -1,5 +1,6 @@
-"""SDXL generation as WebUI draws it: A1111 weighting on both text encoders, the pooled embedding, size ids, and
-diffusers' SDXL ControlNet pipelines (plain, or union for xinsir's union ControlNets) for both passes.
+"""SDXL generation as WebUI draws it: A1111 weighting on both text encoders, the pooled embedding, size ids, drawn
+by charframe's WebUI sampling loop (`generation.passes`: the same samplers, schedules and seeds as SD1.x) over the
+SDXL UNet and its ControlNets (plain, or union for xinsir's union ControlNets).
 
 What WebUI computes for an SDXL prompt (`sd_hijack_clip`, `sd_models_xl`), step by step:
 1. Each encoder reads the prompt as WebUI's 77-token chunks with their weights (`generation.prompt`, the same
@@ -14,6 +15,10 @@ What WebUI computes for an SDXL prompt (`sd_hijack_clip`, `sd_models_xl`), step 
 5. An empty negative prompt is all zeros, states and pooled (WebUI's `force_zero_embeddings`).
 6. The size ids are original size = target size = the image being drawn, crop (0, 0): the first pass's size for
    the first pass, the hires size for the hires pass (WebUI conditions the hires pass on its own size).
+7. v-prediction models (NoobAI-XL v-pred) predict v; the denoiser turns it into the noise the samplers expect
+   (eps = √ᾱ·v + √(1-ᾱ)·x), over the zero-terminal-SNR schedule where the model has one (`schedules`).
+Prompt editing and alternation work as for SD1.x (each scheduled text is one `XLConditioning`); "pad prompt/
+negative prompt" does not apply (prompt and negative of different lengths run as two UNet calls, WebUI's default).
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from charframe.generation.passes import PassSettings, hires_size
-from charframe.generation.prompt import encode_pair
+from charframe.generation.denoiser import CFGDenoiser, CondSchedule, ControlRun
+from charframe.generation.passes import Conds, PassSettings, Runner
+from charframe.generation.prompt import encode_pair, encode_prompt
+from charframe.generation.samplers import Choice
 from charframe.models.components import SDComponents
 
 
@@ -93,76 +100,111 @@ def encode_pair_xl(prompt: str, negative: str, comps: SDComponents, clip_skip: i
     return pos, neg
 
 
-class SDXLRunner:
-    """The SDXL pipelines over one loaded model, its ControlNet(s) and scheduler (built once, reused per image).
+def encode_xl(text: str, comps: SDComponents) -> XLConditioning:
+    """One text's SDXL conditioning (steps 1-4 of the module docstring; no padding to another text's length)."""
+    import torch
 
-    `modes`: each unit's union control type (diffusers' `control_mode`) when the ControlNets are union ones, else
-    None. A union model given to several units runs once per unit with that unit's type, weight and guidance
-    range, as WebUI's ControlNet extension runs each unit."""
+    second = PenultimateStates(comps.text_encoder_2, comps.tokenizer_2, pooled=True)
+    states1 = encode_prompt(text, comps.tokenizer, PenultimateStates(comps.text_encoder, comps.tokenizer))
+    states2 = encode_prompt(text, comps.tokenizer_2, second)
+    return XLConditioning(torch.cat([states1, states2.to(states1.device)], dim=-1), second.pooled[0])
 
-    def __init__(self, comps: SDComponents, controlnets: list[Any], scheduler: Any,
-                 modes: Sequence[int] | None = None) -> None:
-        import diffusers
+
+def zero_negative(conds: Conds, negative: str) -> Conds:
+    """An empty negative prompt as WebUI's SDXL conditions it: all zeros (states and pooled), both passes."""
+    if negative != "":
+        return conds
+    import torch
+
+    def zeros(s: CondSchedule) -> CondSchedule:
+        return CondSchedule(tuple((end, XLConditioning(torch.zeros_like(c.states), torch.zeros_like(c.pooled)))
+                                  for end, c in s.entries))
+
+    return Conds((conds.first[0], zeros(conds.first[1])), (conds.hires[0], zeros(conds.hires[1])))
+
+
+def time_ids(width: int, height: int) -> tuple[int, ...]:
+    """SDXL's size/crop ids of an image drawn at width × height: original size, crop (0, 0), target size."""
+    return (height, width, 0, 0, height, width)
+
+
+class XLDenoiser(CFGDenoiser):
+    """WebUI's CFG denoiser (`generation.denoiser`) for SDXL: its UNet and ControlNets also read the pooled
+    embedding and the size ids; union ControlNets get their unit's control type; v-prediction output becomes
+    noise. `modes[i]` is unit i's union control type (None for a single-type ControlNet)."""
+
+    def __init__(self, *args: Any, ids: tuple[int, ...], modes: Sequence[int | None], v_pred: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ids, self.modes, self.v_pred = ids, list(modes), v_pred
+
+    def _unet_xl(self, x: Any, t: Any, cond: XLConditioning) -> Any:
         import torch
-        from diffusers.models import controlnets as multi  # MultiControlNetUnionModel is not exported at the top
 
-        self.multi = len(controlnets) > 1
-        self.modes = list(modes) if modes is not None else None
-        union = "Union" if self.modes is not None else ""
-        multi_cls = getattr(multi, f"MultiControlNet{union}Model")
-        controlnet = multi_cls(controlnets) if self.multi else controlnets[0]
-        parts = dict(vae=comps.vae, text_encoder=comps.text_encoder, text_encoder_2=comps.text_encoder_2,
-                     tokenizer=comps.tokenizer, tokenizer_2=comps.tokenizer_2, unet=comps.unet, controlnet=controlnet,
-                     scheduler=scheduler, add_watermarker=False)
-        self.txt2img = getattr(diffusers, f"StableDiffusionXLControlNet{union}Pipeline")(**parts)
-        self.img2img = getattr(diffusers, f"StableDiffusionXLControlNet{union}Img2ImgPipeline")(**parts)
-        for pipe in (self.txt2img, self.img2img):
-            pipe.set_progress_bar_config(disable=True)
-        if comps.vae.dtype == torch.float32 and comps.vae.config.get("force_upcast"):
-            # the img2img pass would "upcast" an fp32 VAE to fp32 around every encode (and diffusers warns about
-            # each cast); the switch only matters for a half-precision VAE
-            comps.vae.register_to_config(force_upcast=False)
-        self.device = comps.unet.device
+        batch = x.shape[0]
+        extra = {"text_embeds": cond.pooled, "time_ids": torch.tensor([self.ids] * batch, dtype=cond.pooled.dtype,
+                                                                        device=x.device)}
+        context = cond.states
+        down = mid = None
+        active = set(map(id, self._active()))
+        for unit, mode in zip(self.controls, self.modes):
+            if id(unit) not in active:
+                continue
+            dt = unit.model.dtype
+            image = unit.image.to(dt).expand(batch, -1, -1, -1)
+            args = dict(encoder_hidden_states=context.to(dt), conditioning_scale=unit.weight, return_dict=False,
+                        added_cond_kwargs={k: v.to(dt) for k, v in extra.items()})
+            if mode is None:
+                d, m = unit.model(x.to(dt), t, controlnet_cond=image, **args)
+            else:
+                onehot = torch.zeros(batch, unit.model.config.num_control_type, dtype=dt, device=x.device)
+                onehot[:, mode] = 1
+                d, m = unit.model(x.to(dt), t, controlnet_cond=[image], control_type=onehot, control_type_idx=[mode],
+                                  **args)
+            down = d if down is None else [a + b for a, b in zip(down, d)]
+            mid = m if mid is None else mid + m
+        dtype = self.unet.dtype
+        self.unet_calls += 1
+        out = self.unet(x.to(dtype), t, encoder_hidden_states=context.to(dtype),
+                        added_cond_kwargs={k: v.to(dtype) for k, v in extra.items()},
+                        down_block_additional_residuals=None if down is None else [r.to(dtype) for r in down],
+                        mid_block_additional_residual=None if mid is None else mid.to(dtype), return_dict=False)[0]
+        out = out.to(torch.float32)
+        if self.v_pred:  # x is the VP latent √ᾱ·x0 + √(1-ᾱ)·ε; v = √ᾱ·ε - √(1-ᾱ)·x0  →  ε = √ᾱ·v + √(1-ᾱ)·x
+            sigma = float(self.schedule.t_to_sigma(float(t.flatten()[0])))
+            a = 1.0 / (sigma ** 2 + 1.0)
+            out = a ** 0.5 * out + (1.0 - a) ** 0.5 * x.to(torch.float32)
+        return out
 
-    def _control_args(self, s: PassSettings, images: list[Image.Image], key: str) -> dict[str, Any]:
-        args: dict[str, Any]
-        if self.multi:
-            args = dict(controlnet_conditioning_scale=list(s.weights), control_guidance_start=list(s.starts),
-                        control_guidance_end=list(s.ends))
+    def eps(self, x_in: Any, t: float) -> Any:
+        import torch
+
+        cond, uncond = self.cond.at(self.step), self.uncond.at(self.step)
+        self.step += 1
+        tt = torch.full((1,), float(t), device=x_in.device, dtype=torch.float32)
+        if cond.states.shape[1] == uncond.states.shape[1]:
+            both = XLConditioning(torch.cat([cond.states, uncond.states]), torch.cat([cond.pooled, uncond.pooled]))
+            out = self._unet_xl(torch.cat([x_in, x_in]), tt.expand(2), both)
+            e_cond, e_uncond = out[:1], out[1:]
         else:
-            args = dict(controlnet_conditioning_scale=s.weights[0], control_guidance_start=s.starts[0],
-                        control_guidance_end=s.ends[0])
-        if self.modes is not None:
-            return args | {"control_image": list(images), "control_mode": list(self.modes)}
-        return args | {key: images if self.multi else images[0]}
+            e_cond = self._unet_xl(x_in, tt, cond)
+            e_uncond = self._unet_xl(x_in, tt, uncond)
+        return e_uncond + (e_cond - e_uncond) * self.cfg
 
-    @staticmethod
-    def _generator(seed: int) -> Any:
-        import torch
 
-        return torch.Generator("cpu").manual_seed(int(seed))
+class SDXLRunner(Runner):
+    """`passes.Runner` over an SDXL model: WebUI's samplers and seeds, each pass conditioned on its own size.
 
-    def image(self, pos: XLConditioning, neg: XLConditioning, controls: list[Image.Image], seed: int,
-              s: PassSettings, hires_controls: list[Image.Image] | None = None) -> Image.Image:
-        """One finished image (first pass, then the hires pass when `hires_scale` > 1); each pass is conditioned
-        on its own size (original = target = the pass's height and width, crop 0, 0)."""
-        import torch
+    `modes`: each unit's union control type when the ControlNets are union ones, else None. A union model given
+    to several units runs once per unit with that unit's type, weight and guidance range, as WebUI's ControlNet
+    extension runs each unit."""
 
-        width, height = controls[0].size
-        embeds = dict(prompt_embeds=pos.states, negative_prompt_embeds=neg.states, pooled_prompt_embeds=pos.pooled,
-                      negative_pooled_prompt_embeds=neg.pooled, guidance_scale=s.cfg, output_type="pil")
-        with torch.inference_mode():
-            first = self.txt2img(
-                **embeds, width=width, height=height, original_size=(height, width), target_size=(height, width),
-                num_inference_steps=s.steps, generator=self._generator(seed), **self._control_args(s, controls, "image"),
-            ).images[0]
-            if s.hires_scale <= 1:
-                return first
-            size = hires_size(width, height, s.hires_scale)
-            hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
-            return self.img2img(
-                **embeds, image=first.resize(size, Image.LANCZOS), width=size[0], height=size[1],
-                original_size=(size[1], size[0]), target_size=(size[1], size[0]), strength=s.hires_denoise,
-                num_inference_steps=s.hires_steps or s.steps, generator=self._generator(seed),
-                **self._control_args(s, hi, "control_image"),
-            ).images[0]
+    def __init__(self, comps: SDComponents, controlnets: list[Any], sampler: Choice | str,
+                 modes: Sequence[int] | None = None) -> None:
+        super().__init__(comps, controlnets, sampler)
+        self.modes: list[int | None] = list(modes) if modes is not None else [None] * len(controlnets)
+        self.v_pred = comps.noise_scheduler.config.get("prediction_type") == "v_prediction"
+
+    def _denoiser(self, units: list[ControlRun], conds: tuple[CondSchedule, CondSchedule], s: PassSettings,
+                  steps: int, size: tuple[int, int]) -> Any:
+        return XLDenoiser(self.comps.unet, units, conds[0], conds[1], s.cfg, self.schedule, steps,
+                          ids=time_ids(*size), modes=self.modes, v_pred=self.v_pred)

@@ -110,11 +110,12 @@ class ControlNetInfo:
     """What the PNG parameters and messages say about a loaded ControlNet."""
 
     name: str
-    hash: str = ""  # first 8 hex digits of the file's sha256 ("" for folders and the tiny model)
+    hash: str = ""  # WebUI's legacy model hash: the file's 64 KiB at 1 MiB, sha256, 8 hex ("" for folders, tiny)
     source: str = "tiny"  # "tiny", "single_file", "diffusers"
 
     def label(self) -> str:
-        """`control_v11p_sd15_softedge [a8575a2a]`, as WebUI's ControlNet extension writes it."""
+        """`control_v11p_sd15_softedge [a8575a2a]`, as WebUI's ControlNet extension lists and writes it (its model
+        list is keyed by WebUI's legacy hash, so pasted PNG info selects this model)."""
         return f"{self.name} [{self.hash}]" if self.hash else self.name
 
 
@@ -222,7 +223,7 @@ def identify(path: Path, shapes: dict[str, tuple[int, ...]], unet_config: dict[s
     cross_attention_dim = int(unet_config.get("cross_attention_dim", 768))
     added_embedding = bool(unet_config.get("addition_embed_type"))
     control, _ = _strip_prefix(shapes)
-    if "input_hint_block.0.weight" in control and "zero_convs.0.0.weight" in control:
+    if "input_hint_block.0.weight" in control or "zero_convs.0.0.weight" in control:
         layout = "ldm"
     elif "controlnet_cond_embedding.conv_in.weight" in control:
         layout = "diffusers"
@@ -245,10 +246,15 @@ def identify(path: Path, shapes: dict[str, tuple[int, ...]], unet_config: dict[s
     return layout
 
 
-def _hint_channels(control: dict[str, tuple[int, ...]], layout: str) -> tuple[tuple[int, ...], int]:
+def _hint_channels(path: Path, control: dict[str, tuple[int, ...]], layout: str,
+                   fix: str = HINT) -> tuple[tuple[int, ...], int]:
     """Hint encoder widths and conditioning channels read from the shapes."""
     if layout == "ldm":
         convs = sorted(int(k.split(".")[1]) for k in control if re.fullmatch(r"input_hint_block\.\d+\.weight", k))
+        if len(convs) < 2 or convs != list(range(0, 2 * len(convs), 2)):
+            found = ", ".join(f"input_hint_block.{i}" for i in convs)
+            raise CharframeError(f"{path}: incomplete ControlNet: its hint encoder has only {found} (a full one has "
+                                 f"8 convolutions, input_hint_block.0 … .14); re-download the file; {fix}")
         outs = [control[f"input_hint_block.{i}.weight"][0] for i in convs[:-1]]
         first = control["input_hint_block.0.weight"]
     else:
@@ -279,9 +285,10 @@ def transformer_depths(control: dict[str, tuple[int, ...]], layout: str, config:
     return [found.get(i, d) for i, d in enumerate(depths)]
 
 
-def _file_config(control: dict[str, tuple[int, ...]], layout: str, unet_config: dict[str, Any]) -> dict[str, Any]:
+def _file_config(path: Path, control: dict[str, tuple[int, ...]], layout: str,
+                 unet_config: dict[str, Any]) -> dict[str, Any]:
     """The diffusers config of a ControlNet file for a base UNet: the UNet's, plus what the shapes say."""
-    hint_widths, channels = _hint_channels(control, layout)
+    hint_widths, channels = _hint_channels(path, control, layout, hint(of_unet_config(unet_config)))
     config = controlnet_config(unet_config, hint_widths, channels)
     depths = transformer_depths(control, layout, config)
     if depths is not None:
@@ -297,7 +304,7 @@ def load_controlnet_file(path: Path, unet_config: dict[str, Any], dtype: Any) ->
     fam = of_unet_config(unet_config)
     layout = identify(path, shapes, unet_config)
     control, prefix = _strip_prefix(shapes)
-    config = _file_config(control, layout, unet_config)
+    config = _file_config(path, control, layout, unet_config)
     union = layout == "diffusers" and is_union(control)
     if union:
         config = union_config(config, control)
@@ -337,10 +344,28 @@ def load_controlnet_folder(path: Path, unet_config: dict[str, Any], dtype: Any) 
             f"{want}: it is an {fam.name} model); {hint(fam)}"
         )
     cls = ControlNetUnionModel if union else ControlNetModel
+    variant = _weights_variant(path, fam)
     try:
-        return cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype).eval()
+        return cls.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype, variant=variant).eval()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CharframeError(f"{path}: cannot load this ControlNet folder: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CharframeError(f"{path}: cannot load this ControlNet folder ({first}); {hint(fam)}") from exc
+
+
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _weights_variant(path: Path, fam: Family) -> str | None:
+    """None when the folder has plain weights, "fp16" (or another variant) when it has only
+    `diffusion_pytorch_model.<variant>.safetensors`, as many downloaded ControlNet folders do."""
+    if any((path / name).is_file() for name in WEIGHT_NAMES):
+        return None
+    variants = sorted(p.name.split(".")[1] for p in path.glob("diffusion_pytorch_model.*.safetensors")
+                      if len(p.name.split(".")) == 3)
+    if not variants:
+        raise CharframeError(f"{path}: no ControlNet weights in this folder (diffusion_pytorch_model.safetensors or "
+                             f"diffusion_pytorch_model.fp16.safetensors); {hint(fam)}")
+    return "fp16" if "fp16" in variants else variants[0]
 
 
 def load_controlnet(path: str | Path | None, unet_config: dict[str, Any] | None = None, *,
@@ -360,5 +385,5 @@ def load_controlnet(path: str | Path | None, unet_config: dict[str, Any] | None 
             model, info = load_controlnet_folder(path, unet_config, dtype), ControlNetInfo(path.name, "", "diffusers")
         else:
             model = load_controlnet_file(path, unet_config, dtype)
-            info = ControlNetInfo(path.stem, model_file_hashes(path)[1][:8], "single_file")
+            info = ControlNetInfo(path.stem, model_file_hashes(path)[0], "single_file")
     return place(model, device, dtype).eval(), info

@@ -63,7 +63,7 @@ def test_sdxl_set_with_one_controlnet(tmp_path: Path) -> None:
     prompt, negative, fields = parse_parameters(read_parameters(face.written[0]))
     assert prompt.startswith("1girl, solo") and negative.startswith("lowres")
     assert fields["Size"] == "64x64" and fields["Seed"] == "7" and fields["Model"] == "charframe-tiny-sdxl"
-    assert fields["Sampler"] == "Euler a" and fields["ControlNet 0"].startswith('"Module: softedge')
+    assert fields["Sampler"] == "Euler a" and fields["ControlNet 0"].startswith("Module: none, Model: charframe-tiny-controlnet")
     assert not np.array_equal(pixels(face.written[0]), pixels(face.written[1]))  # seeds 7 and 8
     again = gen.generate_set(c, "face", codes=["f00"], candidates=1, progress=False)
     assert again.skipped == [face.written[0]]
@@ -96,7 +96,7 @@ def test_sdxl_two_union_units_with_hires(tmp_path: Path, monkeypatch) -> None:
         assert im.size == (96, 96)
     fields = parse_parameters(read_parameters(result.written[0]))[2]
     assert fields["Hires upscale"] == "1.5" and "controlnet-union-sdxl-promax [" in fields["ControlNet 1"]
-    assert "Module: depth" in fields["ControlNet 1"] and "Weight: 0.4" in fields["ControlNet 1"]
+    assert "Weight: 0.4" in fields["ControlNet 1"] and "Guidance End: 0.5" in fields["ControlNet 1"]
 
 
 def test_sdxl_union_refusals(tmp_path: Path) -> None:
