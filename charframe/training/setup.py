@@ -27,6 +27,7 @@ from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
 from charframe.training.conditioning import TextCache
+from charframe.training.latent_cache import LatentCache
 from charframe.training.data import DatasetGroup
 from charframe.training.distributed import accelerator as make_accelerator, broadcast_parameters
 from charframe.training.images import StepData, unbatched
@@ -167,6 +168,7 @@ class Session:
     epochs: int
     base_metadata: dict[str, str]
     text_cache: Any = None  # frozen text encoders' outputs by caption (training.conditioning.TextCache)
+    latent_cache: Any = None  # the frozen VAE's latent distributions by pixels (training.latent_cache)
 
     device = property(lambda self: self.accelerator.device)
     rank = property(lambda self: self.accelerator.process_index)
@@ -239,4 +241,4 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     lr_names = ("textencoder", "unet") if len(groups) == 2 else ("unet",)
     cache = TextCache(plan.recipe.text_cache) if not train_te and plan.recipe.text_cache else None
     return Session(plan, start, comps, acc, precision, net, [p for p in net.parameters() if p.requires_grad],
-                   lr_names, optimizer, scheduler, data, loader, epochs, base, cache)
+                   lr_names, optimizer, scheduler, data, loader, epochs, base, cache, LatentCache())
