@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--family", choices=[f.id for f in families()],
                    help="model family of the tiny demo model (default: sd15; with --model: the model's own)")
     p.add_argument("--vae", help="optional VAE file or folder")
-    p.add_argument("--logic", default="Lora3x3A50p-AdamW8", help="training recipe (default: %(default)s)")
+    p.add_argument("--logic", help="training recipe (default: Lora3x3A50p-AdamW8; SDXL: Lora1x1A50p-AdamW8)")
     p.add_argument("--dim", type=int, default=8, help="network dim (default: %(default)s)")
     p.add_argument("--lr", type=int, default=100, help="learning rate in 1e-6 (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="training steps (default: %(default)s)")

@@ -98,10 +98,21 @@ DEMO_OUTFIT = {"sf": "school uniform, pleated skirt"}
 BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2]
 
 
-def demo_character(model: str | None, vae: str | None, logic: str, dim: int, lr: int, steps: int,
+#: the demo's training logic where the model family's data names none (SD1.x: the original batch file's)
+DEMO_LOGIC = "Lora3x3A50p-AdamW8"
+
+
+def demo_logic(family: str | None) -> str:
+    """The family's face recipe logic (SDXL: Lora1x1A50p, attention and linear layers), else `DEMO_LOGIC`."""
+    face = get_family(family).data.get("defaults", {}).get("training", {}).get("face", {})
+    return str(face.get("logic", DEMO_LOGIC))
+
+
+def demo_character(model: str | None, vae: str | None, logic: str | None, dim: int, lr: int, steps: int,
                    family: str | None = None) -> str:
     """The demo character file: the mannequin, trained with the given recipe (`family`: the model family it names,
-    for the tiny demo model; None = SD1.x, or the model file's)."""
+    for the tiny demo model; None = SD1.x, or the model file's; `logic` None = the family's)."""
+    logic = logic or demo_logic(family)
     generation = {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""}
     if family:
         generation["family"] = get_family(family).id
@@ -141,7 +152,7 @@ def run_demo(
     *,
     model: str | None = None,
     vae: str | None = None,
-    logic: str = "Lora3x3A50p-AdamW8",
+    logic: str | None = None,
     dim: int = 8,
     lr: int = 100,
     steps: int = 20,

@@ -20,9 +20,10 @@ KEEP = ("f00", "b02")
 EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
 
 
-def character(kw: str, outfit: str) -> str:
+def character(kw: str) -> str:
     # the face stage names only its steps: its logic and dim come from SDXL's [defaults] (Lora1x1A50p, dim 32)
-    return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "1girl, {kw}"\nfill = "black"\n[outfits]\n{outfit} = "kimono"\n'
+    return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "1girl, {kw}"\nfill = "black"\n[outfits]\nsf = "kimono"\n'
+            'kps = "maid"\n'
             '[generation]\nfamily = "sdxl"\nsize = 64\nsteps = 1\nhires_scale = 1.0\ncandidates = 1\n'
             f'[export]\nsizes = [64]\nexclude = {EXCLUDE!r}\n'.replace("'", '"')
             + '[training.face]\nsteps = 2\n'
@@ -36,10 +37,9 @@ def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
     for folder in ("FaceTemplate", "BodyTemplate"):
         shutil.copytree(REPO / folder, root / folder)
     (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\ntiny_steps = 1\n')
-    (root / "Characters" / "krnk.toml").write_text(character("krnk", "sf"))
-    (root / "Characters" / "tyank.toml").write_text(character("tyank", "kps"))
-    group = root / "Characters" / "pair.group.toml"
-    group.write_text('[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "tyank"\noutfit = "kps"\n')
+    (root / "Characters" / "krnk.toml").write_text(character("krnk"))
+    group = root / "Characters" / "pair.group.toml"  # one character in two outfits: face, 2 bodies, the group
+    group.write_text('[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "krnk"\noutfit = "kps"\n')
 
     jobs = target_jobs(group)
     assert {j.family for j in jobs} == {"sdxl"}
@@ -62,5 +62,5 @@ def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
     prefixes = {k.split(".")[0].split("_")[1] for k in tensors}
     assert prefixes == {"unet"}  # UNet only: SDXL's default
     assert any(k.startswith("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q") for k in tensors)
-    assert Path(group_lora := next(j for j in jobs if j.stage == "group").lora).name.startswith("krnksf_tyankkps-")
+    assert Path(group_lora := next(j for j in jobs if j.stage == "group").lora).name.startswith("krnksf_krnkkps-")
     assert group_lora.is_file()
