@@ -354,3 +354,18 @@ def test_run_kohya_on_sdxl_writes_both_tokenizers_and_needs_the_script(tmp_path:
     assert (first.pad_token, second.pad_token, second.pad_token_id) == ("<|endoftext|>", "!", 0)
     text = "krnk girl, white background"
     assert first(text).input_ids == second(text).input_ids
+
+
+def test_kohya_refuses_a_model_of_another_family_or_without_its_text_encoders(tmp_path: Path) -> None:
+    """Nothing loads the model before sd-scripts does, so its header is checked here: an SD1.x file for a plan
+    (character file) that says SDXL, and a Pony file shared without its OpenCLIP encoder → one line naming it."""
+    from charframe.testing.tiny_files import save_tiny_sdxl_single_file, save_tiny_single_file
+
+    sd = save_tiny_single_file(tmp_path / "anything-v5.safetensors")
+    with pytest.raises(CharframeError, match=r"anything-v5.safetensors: is an SD1.x checkpoint but family says "
+                                             r"SDXL; give an SDXL model or set the family to sd15"):
+        kohya.kohya_args(make_plan("Lora1x1A1-AdamW8", 4, 1, 1, out="k", dataset="d.toml", model=str(sd), family="sdxl"))
+    pony = save_tiny_sdxl_single_file(tmp_path / "ponyDiffusionV6XL.safetensors", drop=("conditioner.embedders.1.",))
+    with pytest.raises(CharframeError, match=r"ponyDiffusionV6XL.safetensors: SDXL UNet found but no OpenCLIP ViT-bigG "
+                                             r"text encoder weights"):
+        kohya.kohya_args(_xl_plan(pony))

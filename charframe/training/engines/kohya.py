@@ -34,7 +34,7 @@ from charframe.dataset.schema import read_dataset_file
 from charframe.errors import CharframeError
 from charframe.families.family import Family, get_family
 from charframe.models.checkpoint import SAFETENSORS_SUFFIXES, key_shapes
-from charframe.models.detect import run_family
+from charframe.models.detect import check_single_file, run_family
 from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
 from charframe.training.adapters import lycoris_preset_path
 from charframe.training.data import resolve_image_dir
@@ -84,8 +84,18 @@ def find_kohya(directory: str | os.PathLike | None = None, python: str | os.Path
 
 
 def plan_family(plan: TrainPlan) -> Family:
-    """The family of the plan's base model (its file's or folder's, else the plan's `family`, else SD1.x)."""
-    return run_family(Path(plan.io.model) if plan.io.model else None, plan.io.family)
+    """The family of the plan's base model (its file's or folder's, else the plan's `family`, else SD1.x). A
+    `.safetensors` file is checked as loading would check it (nothing loads it here before sd-scripts does): of
+    the plan's family, with every text encoder its family has."""
+    model = Path(plan.io.model) if plan.io.model else None
+    if model is not None and model.is_file() and model.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return get_family(check_single_file(model, key_shapes(model), plan.io.family).family)
+    fam = run_family(model, plan.io.family)
+    if plan.io.family and get_family(plan.io.family).id != fam.id:
+        raise CharframeError(f"{model}: is an {fam.name} model folder but {{param}} says {get_family(plan.io.family).name}; "
+                             f"give an {get_family(plan.io.family).name} model or set the family to {fam.id}",
+                             param="family")
+    return fam
 
 
 def kohya_table(fam: Family) -> dict[str, Any]:
