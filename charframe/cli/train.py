@@ -61,6 +61,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-state-every", type=int, default=0, metavar="N",
                    help="also save a resumable state every N steps (Ctrl-C and crashes always save one)")
     g.add_argument("--recipes", type=Path, help="your own recipes.toml instead of the shipped one")
+    g.add_argument("--pivotal-trigger", metavar="WORD",
+                   help="pivotal tuning: train this caption word (the keyword) as an embedding with the LoRA")
+    g.add_argument("--pivotal-vectors", type=int, metavar="N", help="vectors of the trigger (default 4)")
+    g.add_argument("--pivotal-init-text", metavar="TEXT", help="the trigger's starting text (default: the class word)")
+    g.add_argument("--pivotal-lr", type=float, metavar="LR", help="the trigger's learning rate (default 0.03)")
+    g.add_argument("--pivotal-stop-at", type=float, metavar="F", help="train the trigger for this fraction of the "
+                   "steps (default 0.5)")
+    g.add_argument("--pivotal-reuse", action="append", type=Path, metavar="FILE",
+                   help="LoRA (with bundled embeddings) or embedding file the captions also call (repeatable)")
     g.add_argument("--kohya-dir", type=Path, help="sd-scripts checkout (default: <project>/sd-scripts)")
     g.add_argument("--kohya-python", type=Path, help="python of that checkout (default: its venv)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (and the kohya command) and stop")
@@ -114,7 +123,17 @@ def _options(args: argparse.Namespace) -> dict:
         min_snr_gamma=args.min_snr_gamma, debiased_estimation=args.debiased_estimation,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
+        **_pivotal(args),
     )
+
+
+def _pivotal(args: argparse.Namespace) -> dict:
+    """The `[plan.pivotal]` options given (none: the plan has no pivotal table, as before)."""
+    out = {k: getattr(args, k) for k in ("pivotal_trigger", "pivotal_vectors", "pivotal_init_text", "pivotal_lr",
+                                         "pivotal_stop_at") if getattr(args, k, None) is not None}
+    if getattr(args, "pivotal_reuse", None):
+        out["pivotal_reuse"] = [str(p.absolute()) for p in args.pivotal_reuse]
+    return out
 
 
 def _seeds(text: str) -> list[int]:

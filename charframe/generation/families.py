@@ -24,29 +24,34 @@ from charframe.generation.sdxl import SDXLRunner, XLConditioning, encode_pair_xl
 from charframe.models.controlnet_union import control_mode
 
 
-def _encode_clip(prompt: str, negative: str, comps: Any, clip_skip: int = 1) -> tuple[Any, Any]:
-    return encode_pair(prompt, negative, comps.tokenizer, comps.text_encoder, clip_skip)
+def _encode_clip(prompt: str, negative: str, comps: Any, clip_skip: int = 1, embeddings: Any = None) -> tuple[Any, Any]:
+    return encode_pair(prompt, negative, comps.tokenizer, comps.text_encoder, clip_skip, embeddings)
+
+
+def _encode_xl(prompt: str, negative: str, comps: Any, clip_skip: int = 1, embeddings: Any = None) -> tuple[Any, Any]:
+    return encode_pair_xl(prompt, negative, comps, clip_skip)  # textual-inversion embeddings are SD1.x's only
 
 
 #: conditioning name → (prompt, negative, components, clip skip) → (positive, negative) conditioning
-ENCODERS: dict[str, Callable[..., tuple[Any, Any]]] = {"clip": _encode_clip, "sdxl": encode_pair_xl}
+ENCODERS: dict[str, Callable[..., tuple[Any, Any]]] = {"clip": _encode_clip, "sdxl": _encode_xl}
 
 
-def _text_clip(comps: Any, clip_skip: int) -> Callable[[str], Any]:
-    return lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, clip_skip)
+def _text_clip(comps: Any, clip_skip: int, embeddings: Any) -> Callable[[str], Any]:
+    return lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, clip_skip, embeddings)
 
 
-def _text_xl(comps: Any, clip_skip: int) -> Callable[[str], Any]:
-    return lambda text: encode_xl(text, comps)
+def _text_xl(comps: Any, clip_skip: int, embeddings: Any) -> Callable[[str], Any]:
+    return lambda text: encode_xl(text, comps)  # clip skip does not apply; textual inversion is SD1.x's
 
 
-#: conditioning name → (components, clip skip) → one text's conditioning (what the sampling loop schedules)
-TEXT_ENCODERS: dict[str, Callable[[Any, int], Callable[[str], Any]]] = {"clip": _text_clip, "sdxl": _text_xl}
+#: conditioning name → (components, clip skip, embeddings) → one text's conditioning (what the loop schedules)
+TEXT_ENCODERS: dict[str, Callable[[Any, int, Any], Callable[[str], Any]]] = {"clip": _text_clip, "sdxl": _text_xl}
 
 
-def text_encoder(comps: Any, clip_skip: int = 1) -> Callable[[str], Any]:
-    """`encode(text)` for the model's family, as generation conditions one text."""
-    return TEXT_ENCODERS[conditioning(comps.family)](comps, clip_skip)
+def text_encoder(comps: Any, clip_skip: int = 1, embeddings: Any = None) -> Callable[[str], Any]:
+    """`encode(text)` for the model's family, as generation conditions one text (SD1.x with the textual-inversion
+    `embeddings` lookup its prompts may name)."""
+    return TEXT_ENCODERS[conditioning(comps.family)](comps, clip_skip, embeddings)
 
 
 def both_passes(comps: Any, prompt: str, negative: str, choice: Choice, steps: int, hires_steps: int,
@@ -62,9 +67,10 @@ def conditioning(family: str | Family) -> str:
     return get_family(family).data.get("generation", {}).get("conditioning", "clip")
 
 
-def encode_prompts(comps: Any, prompt: str, negative: str, clip_skip: int = 1) -> tuple[Any, Any]:
-    """(positive, negative) conditioning of a prompt pair for the model's family, as WebUI computes it."""
-    return ENCODERS[conditioning(comps.family)](prompt, negative, comps, clip_skip)
+def encode_prompts(comps: Any, prompt: str, negative: str, clip_skip: int = 1, embeddings: Any = None) -> tuple[Any, Any]:
+    """(positive, negative) conditioning of a prompt pair for the model's family, as WebUI computes it (SD1.x with
+    the textual-inversion `embeddings` its prompts name)."""
+    return ENCODERS[conditioning(comps.family)](prompt, negative, comps, clip_skip, embeddings)
 
 
 def make_runner(comps: Any, controlnets: Sequence[Any], sampler: Choice | str, maps: Sequence[str] = (),

@@ -180,14 +180,16 @@ class XLDenoiser(CFGDenoiser):
 
         cond, uncond = self.cond.at(self.step), self.uncond.at(self.step)
         self.step += 1
+        n = x_in.shape[0]  # a batch of seeds (passes.Runner.images) shares the conditioning
+        cond, uncond = (XLConditioning(c.states.expand(n, -1, -1), c.pooled.expand(n, -1)) for c in (cond, uncond))
         tt = torch.full((1,), float(t), device=x_in.device, dtype=torch.float32)
         if cond.states.shape[1] == uncond.states.shape[1]:
             both = XLConditioning(torch.cat([cond.states, uncond.states]), torch.cat([cond.pooled, uncond.pooled]))
-            out = self._unet_xl(torch.cat([x_in, x_in]), tt.expand(2), both)
-            e_cond, e_uncond = out[:1], out[1:]
+            out = self._unet_xl(torch.cat([x_in, x_in]), tt.expand(2 * n), both)
+            e_cond, e_uncond = out[:n], out[n:]
         else:
-            e_cond = self._unet_xl(x_in, tt, cond)
-            e_uncond = self._unet_xl(x_in, tt, uncond)
+            e_cond = self._unet_xl(x_in, tt.expand(n), cond)
+            e_uncond = self._unet_xl(x_in, tt.expand(n), uncond)
         return e_uncond + (e_cond - e_uncond) * self.cfg
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from charframe.models.embeddings import EmbeddingSet
 from charframe.training.conditioning import TextCache, condition
 from charframe.training.latent_cache import LatentCache, sample_latents
 from charframe.training.plan import Recipe
@@ -42,11 +43,12 @@ def denoise_loss(
     sizes: Any = (),
     text_cache: TextCache | None = None,
     latent_cache: LatentCache | None = None,
+    embeddings: EmbeddingSet | None = None,
 ) -> torch.Tensor:
     """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
     optionally weighted per pixel by alpha `masks` (B,H,W). `sizes` (file w, h, flipped per image) give SDXL's
     time ids; `text_cache` keeps frozen text encoders' outputs, `latent_cache` the VAE's latent distributions (both
-    give the same loss as without them)."""
+    give the same loss as without them); captions call `embeddings` (pivotal tuning)."""
     sched = comps.noise_scheduler
     latents = sample_latents(comps.vae, pixels, gen, device, weight_dtype, latent_cache)
     noise = torch.randn(latents.shape, generator=gen).to(device)
@@ -59,7 +61,8 @@ def denoise_loss(
     target = sched.get_velocity(latents, noise, timesteps) if sched.config.prediction_type == "v_prediction" else noise
     bucket = (int(pixels.shape[-1]), int(pixels.shape[-2]))
     with autocast():
-        states, added = condition(comps, captions, recipe, sizes=sizes, bucket=bucket, cache=text_cache)
+        states, added = condition(comps, captions, recipe, sizes=sizes, bucket=bucket, cache=text_cache,
+                                  embeddings=embeddings)
         if added is not None:
             added = {k: v.to(weight_dtype) for k, v in added.items()}
         pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype), added_cond_kwargs=added).sample

@@ -28,9 +28,10 @@ def sample_images(
     stem: str,
     clip_skip: int = 1,
     autocast: Callable[[], Any] = nullcontext,
+    embeddings: Any = None,
 ) -> list[Path]:
     """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode
-    is restored."""
+    is restored. `embeddings` (an `EmbeddingSet`: a pivotal run's trigger as it is now) are called by the prompts."""
     from diffusers import DDIMScheduler
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -43,7 +44,7 @@ def sample_images(
     try:
         with torch.no_grad(), autocast():
             for i, prompt in enumerate(prompts):
-                prompt_args = pipeline_args(*encode_prompts(comps, prompt, "", clip_skip))
+                prompt_args = pipeline_args(*encode_prompts(comps, prompt, "", clip_skip, embeddings))
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))
                     image = pipe(**prompt_args, num_inference_steps=steps, height=size, width=size,
