@@ -4,7 +4,6 @@ LoRAs in sd-scripts' layout (UNet only), merge, compression and previews."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from PIL import Image
@@ -13,9 +12,9 @@ from charframe.lora.io import load_lora_file
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.stages import target_jobs
 from charframe.util import toml as tomlio
+from project_builder import templated_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
 
-REPO = Path(__file__).resolve().parents[2]
 KEEP = ("f00", "b02")
 EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
 
@@ -31,12 +30,7 @@ def character(kw: str) -> str:
 
 
 def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
-    root = tmp_path / "proj"
-    (root / "Characters").mkdir(parents=True)
-    (root / "LoRAInput").mkdir()
-    for folder in ("FaceTemplate", "BodyTemplate"):
-        shutil.copytree(REPO / folder, root / folder)
-    (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\ntiny_steps = 1\n')
+    root = templated_project(tmp_path / "proj")
     (root / "Characters" / "krnk.toml").write_text(character("krnk"))
     group = root / "Characters" / "pair.group.toml"  # one character in two outfits: face, 2 bodies, the group
     group.write_text('[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "krnk"\noutfit = "kps"\n')
