@@ -235,3 +235,30 @@ def test_first_pass_sizes_follow_the_family_buckets() -> None:
     arr = np.asarray(out)
     assert out.size == (100, 200) and tuple(arr[0, 0]) == (9, 9, 9) and tuple(arr[100, 50]) == (255, 0, 0)
     assert np.array_equal(np.asarray(fit(img, (50, 50), Image.NEAREST)), np.asarray(img.resize((50, 50), Image.NEAREST)))
+
+
+def test_v_prediction_sdxl_set_runs_on_the_zero_terminal_snr_schedule(tmp_path: Path, monkeypatch) -> None:
+    """A NoobAI-XL v-pred model (its diffusers folder's scheduler: v-prediction, zero terminal SNR; a single file
+    says so with its `v_pred`/`ztsnr` keys): the runner converts v to noise on the
+    zero-terminal-SNR schedule (last ᾱ WebUI's 4.9e-8, so the first sigma is finite) and draws a real picture (no
+    NaN, not the eps file's); `prediction = "v_prediction"` in the character file alone makes v-pred on the plain
+    schedule."""
+    from charframe.generation.schedules import ZTSNR_LAST
+    from charframe.generation.sdxl import SDXLRunner
+
+    runners = []
+    real_init = SDXLRunner.__init__
+    monkeypatch.setattr(SDXLRunner, "__init__", lambda self, *a, **k: runners.append(self) or real_init(self, *a, **k))
+    written = []
+    from charframe.testing.tiny_files import save_tiny_sdxl
+
+    for name, vpred, extra in (("e", False, ""), ("v", True, ""), ("o", False, 'prediction = "v_prediction"\n')):
+        model = save_tiny_sdxl(tmp_path / f"noobai-{name}", prediction_type="v_prediction" if vpred else "epsilon")
+        c = xl_project(tmp_path / name, extra=f'model = "{model}"\n' + extra)
+        written.append(gen.generate_set(c, "face", codes=["f00"], candidates=1, progress=False).written[0])
+    assert [r.v_pred for r in runners] == [False, True, True]
+    last = [float(r.schedule.alphas_cumprod[-1]) for r in runners]
+    assert last[1] == float(np.float32(ZTSNR_LAST)) and last[0] == last[2] > 1e-3
+    assert np.isfinite(runners[1].schedule.sigma_max)
+    eps, vp = pixels(written[0]), pixels(written[1])
+    assert not np.array_equal(eps, vp) and vp.std() > 0
