@@ -15,6 +15,8 @@ Timing skips the first `--warmup` steps (allocator and kernel warm-up).
   augmentation, VAE encode, TensorBoard, progress bar included). On CUDA: fp16 autocast with fp16
   frozen weights, gradient checkpointing, 8-bit AdamW, SDPA; on CPU: fp32, AdamW, no checkpointing.
 - charframe+ckpt / charframe-no-ckpt: the same with gradient checkpointing switched.
+- charframe-no-latent-cache: the same without the VAE latent cache (`training.latent_cache`: every step encodes
+  its images again; the loss is the same), to show what the cache saves.
 - naive: the textbook diffusers LoRA loop — peft adapters on the same layers (rank, alpha),
   torch AdamW, pre-loaded pixels, no checkpointing; fp16 autocast on CUDA with fp32 weights.
   SDXL (`--family sdxl`): UNet-only adapters on both sides (charframe's SDXL default), the naive loop runs
@@ -132,7 +134,7 @@ def _rss_mb() -> float:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
 
 
-def run_charframe(args: argparse.Namespace, checkpointing: bool | None) -> dict:
+def run_charframe(args: argparse.Namespace, checkpointing: bool | None, latent_cache: bool = True) -> dict:
     import torch
 
     from charframe.training.plan import make_plan
@@ -149,6 +151,10 @@ def run_charframe(args: argparse.Namespace, checkpointing: bool | None) -> dict:
         rss0 = _rss_mb()
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        if not latent_cache:  # this worker's own interpreter: the session gets no cache
+            import charframe.training.setup as setup
+
+            setup.LatentCache = lambda: None
         train(plan, components=comps, checkpointing=checkpointing, on_step=lambda s, l: stamps.append(time.perf_counter()))
     timed = stamps[args.warmup - 1 :] if args.warmup else stamps
     return {"steps_per_s": (len(timed) - 1) / (timed[-1] - timed[0]), "rss_before_mb": rss0, **_memory(device)}
@@ -246,6 +252,7 @@ CONFIGS = {
     "charframe": lambda a: run_charframe(a, None),
     "charframe+ckpt": lambda a: run_charframe(a, True),
     "charframe-no-ckpt": lambda a: run_charframe(a, False),
+    "charframe-no-latent-cache": lambda a: run_charframe(a, None, latent_cache=False),
     "naive": run_naive,
 }
 
@@ -289,7 +296,7 @@ def main() -> int:
         names = ["charframe", "charframe-no-ckpt", "naive"]
     else:
         shape, size, batch, dim, steps = "tiny", 64, 2, 8, 20
-        names = ["charframe", "charframe+ckpt", "naive"]
+        names = ["charframe", "charframe+ckpt", "charframe-no-latent-cache", "naive"]
     steps = args.steps or steps
     names = args.configs.split(",") if args.configs else names
     print(f"model {args.family} {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed), "
@@ -306,14 +313,17 @@ def main() -> int:
             return 1
         rows.append((name, json.loads(line[7:])))
     keys = [k for k in ("steps_per_s", "rss_before_mb", "peak_rss_mb", "peak_vram_alloc_gb", "peak_vram_reserved_gb") if k in rows[0][1]]
-    print(f"{'config':<20}" + "".join(f"{k:>22}" for k in keys))
+    print(f"{'config':<27}" + "".join(f"{k:>22}" for k in keys))
     for name, r in rows:
-        print(f"{name:<20}" + "".join(f"{r[k]:>22.3f}" for k in keys))
+        print(f"{name:<27}" + "".join(f"{r[k]:>22.3f}" for k in keys))
     base = dict(rows).get("naive")
     if base:
         for name, r in rows:
             if name != "naive":
                 print(f"{name}: {r['steps_per_s'] / base['steps_per_s']:.2f}x the naive loop's steps/s")
+    uncached, cached = dict(rows).get("charframe-no-latent-cache"), dict(rows).get("charframe")
+    if uncached and cached:
+        print(f"latent cache: {cached['steps_per_s'] / uncached['steps_per_s']:.2f}x the steps/s without it")
     if args.gpu and not args.small and "peak_vram_reserved_gb" in rows[0][1]:
         limit = 12 if args.family == "sdxl" else 8
         ok = rows[0][1]["peak_vram_reserved_gb"] <= limit

@@ -33,7 +33,7 @@ from typing import Literal
 
 from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
-from charframe.families.family import get_family
+from charframe.families.family import Family, get_family
 from charframe.project import WORK_DIR
 from charframe.prompt_syntax import check_prompt
 from charframe.util import toml as tomlio
@@ -154,6 +154,8 @@ class Character:
     training: Training = Training()
     #: where it was read from (not a TOML key); relative paths inside resolve against `root`
     path: Path | None = field(default=None, compare=False, metadata={"skip": True})
+    #: the dotted keys the file sets (`generation.size`, `training.face.steps`); None for a record made in code
+    given: frozenset[str] | None = field(default=None, compare=False, metadata={"skip": True})
 
     @property
     def root(self) -> Path:
@@ -200,11 +202,50 @@ class Character:
         `picks.toml`, contact sheets."""
         return self.root / WORK_DIR / self.keyword / set_name
 
+    def for_family(self, fam: Family) -> "Character":
+        """The character with its model family's defaults (`[defaults]` of `data/families/<id>.toml`: SDXL's
+        1024 px, sampler, recipes …) for every setting the file leaves out; what the file sets is kept. A record
+        made in code counts the settings that differ from charframe's defaults as set."""
+        defaults = fam.data.get("defaults", {})
+        if not defaults:
+            return self
+        data = dump(self)
+        given = self.given if self.given is not None else _differing(_flat(data), _flat(dump(Character(self.keyword))))
+        merged = _merge(data, defaults, given)
+        resolved = parse(Character, merged, f"{self.path or self.keyword} (with the {fam.name} defaults)")
+        return replace(resolved, path=self.path, given=given)
+
     def outfit_prompt(self, outfit: str) -> str:
         if outfit not in self.outfits:
             known = ", ".join(self.outfits) or "none defined"
             raise CharframeError(f"{self.path or self.keyword}: no outfit {outfit!r} in [outfits] (known: {known})")
         return self.outfits[outfit]
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, object]:
+    """Nested tables as dotted keys (`{"generation": {"size": 512}}` → `{"generation.size": 512}`)."""
+    out: dict[str, object] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _differing(values: dict[str, object], defaults: dict[str, object]) -> frozenset[str]:
+    return frozenset(k for k, v in values.items() if defaults.get(k) != v)
+
+
+def _merge(data: dict, defaults: dict, given: frozenset[str], prefix: str = "") -> dict:
+    """`data` with `defaults`' values wherever the dotted key is not in `given` (nested tables merged)."""
+    out = dict(data)
+    for key, value in defaults.items():
+        if isinstance(value, dict):
+            out[key] = _merge(dict(out.get(key, {})), value, given, f"{prefix}{key}.")
+        elif f"{prefix}{key}" not in given:
+            out[key] = value
+    return out
 
 
 def is_keyword(name: str) -> bool:
@@ -259,7 +300,7 @@ def load_character(path: str | os.PathLike) -> Character:
     path = Path(path)
     data, src = read_toml_file(path, "character file")
     character = parse(Character, data, src)
-    return _check(replace(character, path=path.absolute()), src)
+    return _check(replace(character, path=path.absolute(), given=frozenset(_flat(data))), src)
 
 
 def character_toml(c: Character) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from charframe.families.family import families
+
 EPILOG = """\
 what it does (in the project found from the current folder; the repo itself by default): writes the demo
 character file Characters/demo.toml and runs `charframe run demo --stage face` on it:
@@ -17,9 +19,14 @@ character file Characters/demo.toml and runs `charframe run demo --stage face` o
 Run it again and nothing runs (every step is up to date); change an option and only what it affects reruns.
 
 Without --model the tiny random demo model is used: the run is real, the pictures it would make are noise.
+Model families: SD1.x and SDXL (Illustrious-XL, NoobAI-XL eps/v-pred, Pony). --family sdxl runs the whole flow
+on the tiny SDXL model (its ControlNet, SDXL's conditioning and LoRA layout); with --model the family is the
+model file's.
 examples:
   charframe demo
+  charframe demo --family sdxl
   charframe demo --model LoRAInput/anything-v5.safetensors --vae LoRAInput/kl-f8-anime2.ckpt --dim 32 --steps 300
+  charframe demo --model LoRAInput/illustriousXL_v01.safetensors --dim 16 --steps 300
 """
 
 
@@ -32,9 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--project", metavar="DIR", help="project folder (default: found from the current folder)")
-    p.add_argument("--model", help="SD1.x checkpoint or diffusers folder (default: tiny demo model)")
+    p.add_argument("--model", help="SD1.x or SDXL checkpoint or diffusers folder (default: tiny demo model)")
+    p.add_argument("--family", choices=[f.id for f in families()],
+                   help="model family of the tiny demo model (default: sd15; with --model: the model's own)")
     p.add_argument("--vae", help="optional VAE file or folder")
-    p.add_argument("--logic", default="Lora3x3A50p-AdamW8", help="training recipe (default: %(default)s)")
+    p.add_argument("--logic", help="training recipe (default: Lora3x3A50p-AdamW8; SDXL: Lora1x1A50p-AdamW8)")
     p.add_argument("--dim", type=int, default=8, help="network dim (default: %(default)s)")
     p.add_argument("--lr", type=int, default=100, help="learning rate in 1e-6 (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="training steps (default: %(default)s)")
@@ -46,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from charframe.pipeline.progress import inner_bars
 
     result = run_demo(args.project, model=args.model, vae=args.vae, logic=args.logic,
-                      dim=args.dim, lr=args.lr, steps=args.steps, progress=inner_bars(args.quiet))
+                      dim=args.dim, lr=args.lr, steps=args.steps, progress=inner_bars(args.quiet), family=args.family)
     print(f"dataset     {result.dataset}\ntoml        {result.toml}\nlora        {result.lora}\n"
           f"merged      {result.merged}\ncompressed  {result.compressed}\npreview     {result.preview}")
     return 0

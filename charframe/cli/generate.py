@@ -18,6 +18,8 @@ Every PNG carries WebUI's parameters (PNG Info shows prompt, seed, sampler, Cont
 candidates are kept: rerunning only makes the missing ones, so an interrupted run (Ctrl-C) just continues.
 CHARACTER is a character file, a keyword (Characters/<keyword>.toml of the project found from the current
 folder) or a project folder (every character in its Characters/).
+families: SD1.x and SDXL (Illustrious-XL, NoobAI-XL eps/v-pred, Pony) with ControlNets of the same family
+(SDXL: xinsir's union ControlNet, NoobAI-XL's); the family comes from the model file or `family` in the file.
 
 examples:
   charframe generate Characters/krnk.toml                         # the face set, every code

@@ -34,6 +34,8 @@ num_repeats comes from the N_ prefix, one [[datasets]] per size class (each side
 <=768 MID, else HIGH -> 512/768/1024), one subset per image folder. `_noflip_` in a folder name
 turns flip_aug off, `_reg_` marks a regularisation subset. VRAM profiles: default, 8gb, 12gb, 16gb,
 24gb, or your own [vram_profiles.NAME] in charframe.toml.
+families: SD1.x (default) and SDXL (--family sdxl: SDXL's bucketing and batch sizes; `charframe run` passes
+the character's family itself).
 """
 
 PREPARE_EPILOG = """\
@@ -65,6 +67,8 @@ def _add_tag_options(p: argparse.ArgumentParser) -> None:
 def _add_toml_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vram", default="default", metavar="PROFILE", help="batch-size profile: default, 8gb, 12gb, 16gb, 24gb (default: default)")
     p.add_argument("--relative-to", metavar="DIR", type=Path, help="write image_dir relative to DIR (e.g. your sd-scripts checkout) instead of absolute")
+    p.add_argument("--family", help="model family the dataset trains: sd15 (default) or sdxl (its buckets up to 2048 px "
+                                    "in steps of 64 and its batch sizes per VRAM profile)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -124,7 +128,8 @@ def cmd_toml(args: argparse.Namespace) -> int:
     from charframe.dataset.toml_writer import dataset_dirs, write_dataset_tomls
     from charframe.dataset.scan import require_dirs
 
-    write_dataset_tomls(dataset_dirs(require_dirs(args.dirs)), vram=args.vram, relative_to=args.relative_to)
+    write_dataset_tomls(dataset_dirs(require_dirs(args.dirs)), vram=args.vram, relative_to=args.relative_to,
+                        family=args.family)
     return 0
 
 
@@ -133,7 +138,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from charframe.dataset.scan import require_dirs
 
     roots = require_dirs(args.dirs)
-    report = prepare_dirs(roots, rules=_rules(args, roots[0]), force=args.force, vram=args.vram, relative_to=args.relative_to, progress=sys.stderr.isatty())
+    report = prepare_dirs(roots, rules=_rules(args, roots[0]), force=args.force, vram=args.vram, relative_to=args.relative_to, progress=sys.stderr.isatty(),
+                          family=args.family)
     return _kept_exit(report.tag)
 
 

@@ -15,6 +15,8 @@ Only stale steps run: each step records the content of what it read and wrote an
 LoRAWork/<keyword>/pipeline/steps.json, and runs again when any of that changed (an output deleted or
 truncated included). A step after one that ran reruns only if what it reads really changed. Before a LoRA,
 merge or compression is replaced, the previous set is kept in LoRAOutput/<out>/history/ (see `charframe history`).
+families: SD1.x and SDXL; an SDXL character (its model, or `family = "sdxl"`) gets SDXL's generation settings,
+buckets and recipes where its file is silent (data/families/sdxl.toml); a group's members share one family.
 examples:
   charframe run krnk                        # Characters/krnk.toml, face then body stages
   charframe run Characters/krnk.toml --stage face --dry-run

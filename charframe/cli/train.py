@@ -22,7 +22,8 @@ examples:
       # SDXL (Illustrious, NoobAI, Pony): UNet only by default, time ids from each image's size and bucket
 
 logic = (Lora3x3|Lora1x1|Locon|Loha)(A1|A50p)-(AdamW8|AdaFactor); lr is a count of 1e-6 (100 = 1e-4).
-families: SD1.x and SDXL models train with the built-in engine; --engine kohya drives SD1.x runs only.
+families: SD1.x and SDXL models train with both engines (--engine kohya: train_network.py for SD1.x,
+  sdxl_train_network.py for SDXL, UNet only with cached text-encoder outputs, v-pred flags from the model).
 writes LoRAOutput/<out>/<out>-<logic>-<dim>-<lr>-<steps>.safetensors (+ .train.toml with the plan),
 TensorBoard logs to LoRALog/<out>-<logic>-<dim>-<lr>-<steps><time>/.
 """

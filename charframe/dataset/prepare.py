@@ -195,12 +195,14 @@ def prepare_dirs(
     vram: str = "default",
     relative_to: str | os.PathLike | None = None,
     progress: bool = False,
+    family: str | None = None,
 ) -> PrepareReport:
-    """Tag, then write the dataset TOML of each dataset folder. Every TOML is checked (sizes,
+    """Tag, then write the dataset TOML of each dataset folder (for the model `family`, SD1.x by default). Every
+    TOML is checked (sizes,
     classes) before the first caption is written, so a bad folder leaves the disk as it was."""
     roots = require_dirs(dirs)
     datasets = dataset_dirs(roots)
     scans = {d: image_folders(d) for d in datasets}
-    texts = [(d, render_dataset_toml(build_dataset_config(d, vram=vram, relative_to=relative_to, folders=scans[d]))) for d in datasets]
+    texts = [(d, render_dataset_toml(build_dataset_config(d, vram=vram, relative_to=relative_to, folders=scans[d], family=family))) for d in datasets]
     report = _run(_jobs(roots, rules, scans), force, progress)
     return PrepareReport(report, [save_dataset_toml(d, t) for d, t in texts])

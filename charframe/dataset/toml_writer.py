@@ -21,6 +21,7 @@ import tomli_w
 
 from charframe.dataset.schema import Dataset, DatasetFile, General, Subset, parse_dataset_file, resolution_pair
 from charframe.errors import CharframeError
+from charframe.families.family import Family, get_family
 from charframe.util import toml as tomlio
 from charframe.util.schema import dump
 from charframe.util.files import DATA_DIR, atomic_write_text, backup_file, check_name_length
@@ -33,6 +34,7 @@ from charframe.dataset.scan import ImageFolder, image_folders
 log = logging.getLogger(__name__)
 
 VRAM_FILE = DATA_DIR / "vram_profiles.toml"
+FAMILIES_FILE_HINT = str(DATA_DIR / "families") + "/"
 VRAM_SECTION = "vram_profiles"
 #: Size classes: (name, largest side in px, training resolution). A side above every limit is HIGH.
 SIZE_CLASSES = (("LOW", 512, 512), ("MID", 768, 768), ("HIGH", None, 1024))
@@ -42,16 +44,19 @@ _MAX_LISTED = 10
 
 #: The keys `charframe toml` writes, per level, in the order it writes them.
 WRITTEN_KEYS = {
-    "general": ("color_aug", "enable_bucket", "bucket_no_upscale", "caption_extension", "num_repeats"),
+    "general": ("color_aug", "enable_bucket", "bucket_no_upscale", "caption_extension", "num_repeats",
+                "min_bucket_reso", "max_bucket_reso", "bucket_reso_steps"),
     "datasets": ("resolution", "batch_size", "subsets"),
     "subsets": ("image_dir", "class_tokens", "flip_aug", "is_reg", "alpha_mask"),
 }
 
 
-def conventional_general(repeats: int) -> General:
-    """`[general]` as the convention writes it (§4)."""
+def conventional_general(repeats: int, family: str | Family | None = None) -> General:
+    """`[general]` as the convention writes it (§4), plus the model family's bucketing (`[dataset.general]` of
+    `data/families/<id>.toml`: SDXL's buckets reach 2048 px on their longer side; SD1.x adds nothing)."""
+    extra = get_family(family).data.get("dataset", {}).get("general", {})
     return General(color_aug=True, enable_bucket=True, bucket_no_upscale=True, caption_extension=".txt",
-                   num_repeats=repeats)
+                   num_repeats=repeats, **extra)
 
 
 @dataclass(frozen=True)
@@ -132,17 +137,25 @@ def resolution_of(class_name: str) -> tuple[int, int]:
     return res[w], res[h]
 
 
-def load_vram_profiles(project_root: str | os.PathLike | None = None) -> dict[str, VramProfile]:
-    """Shipped profiles plus `[vram_profiles.NAME]` tables of the project's charframe.toml (validated there)."""
-    data, text = tomlio.read(VRAM_FILE)
-    shipped = parse_project_config({VRAM_SECTION: data}, Source(str(VRAM_FILE), text)).vram_profiles
+def load_vram_profiles(project_root: str | os.PathLike | None = None,
+                       family: str | Family | None = None) -> dict[str, VramProfile]:
+    """Shipped profiles (the model family's own `[vram_profiles]` where it has them: SDXL needs more memory per
+    pixel) plus `[vram_profiles.NAME]` tables of the project's charframe.toml (validated there)."""
+    fam = get_family(family)
+    if "vram_profiles" in fam.data:
+        source, data = f"{FAMILIES_FILE_HINT}{fam.id}.toml", fam.data["vram_profiles"]
+        shipped = parse_project_config({VRAM_SECTION: data}, Source(source)).vram_profiles
+    else:
+        data, text = tomlio.read(VRAM_FILE)
+        shipped = parse_project_config({VRAM_SECTION: data}, Source(str(VRAM_FILE), text)).vram_profiles
     extra = load_project(project_root).vram_profiles if project_root is not None else {}
     return {**shipped, **extra}
 
 
-def batch_sizes(vram: str, project_root: str | os.PathLike | None = None) -> dict[str, int]:
+def batch_sizes(vram: str, project_root: str | os.PathLike | None = None,
+                family: str | Family | None = None) -> dict[str, int]:
     """Batch size per class for a profile name (`default`, `12gb`; `12` and `12GB` work too)."""
-    profiles = load_vram_profiles(project_root)
+    profiles = load_vram_profiles(project_root, family)
     key = vram.strip().lower()
     key = f"{key}gb" if key.isdigit() else key
     if key not in profiles:
@@ -180,15 +193,17 @@ def build_dataset_config(
     vram: str = "default",
     relative_to: str | os.PathLike | None = None,
     folders: list[ImageFolder] | None = None,
+    family: str | Family | None = None,
 ) -> DatasetConfig:
-    """The config of one dataset folder; every problem found is reported in one CharframeError."""
+    """The config of one dataset folder for a model family (SD1.x by default: its batch sizes and bucketing);
+    every problem found is reported in one CharframeError."""
     root = Path(dataset_dir)
     check_relative_to(relative_to)
     check_name_length(toml_path(root), "its TOML is named after the dataset folder: shorten the folder's name")
     dataset = parse_dataset_name(root.absolute())
     if not dataset.has_repeats:
         log.warning("%s: the folder name has no repeats prefix (N_name, e.g. 4_krnk); num_repeats = 1", root)
-    batches = batch_sizes(vram, find_project_root(root))
+    batches = batch_sizes(vram, find_project_root(root), family)
     folders = image_folders(root) if folders is None else folders
     subsets = [f for f in folders if f.path != root]
     if len(subsets) < len(folders):
@@ -217,7 +232,7 @@ def build_dataset_config(
     if problems:
         raise CharframeError("\n".join(problems) + f"\nno TOML written for {root}")
     datasets = tuple(Dataset(resolution_of(c), batches[c], tuple(by_class[c])) for c in CLASS_NAMES if c in by_class)
-    return DatasetConfig(conventional_general(dataset.repeats), datasets)
+    return DatasetConfig(conventional_general(dataset.repeats, family), datasets)
 
 
 def check_relative_to(relative_to: str | os.PathLike | None) -> None:
@@ -267,9 +282,10 @@ def save_dataset_toml(dataset_dir: str | os.PathLike, text: str) -> Path:
     return path
 
 
-def write_dataset_toml(dataset_dir: str | os.PathLike, *, vram: str = "default", relative_to: str | os.PathLike | None = None) -> Path:
+def write_dataset_toml(dataset_dir: str | os.PathLike, *, vram: str = "default", relative_to: str | os.PathLike | None = None,
+                       family: str | Family | None = None) -> Path:
     """Build and write `<dataset_dir>/<name>.toml`; on any error nothing is written."""
-    config = build_dataset_config(dataset_dir, vram=vram, relative_to=relative_to)
+    config = build_dataset_config(dataset_dir, vram=vram, relative_to=relative_to, family=family)
     return save_dataset_toml(dataset_dir, render_dataset_toml(config))
 
 
@@ -289,7 +305,8 @@ def dataset_dirs(dirs: list[str | os.PathLike]) -> list[Path]:
     return out
 
 
-def write_dataset_tomls(dirs: list[str | os.PathLike], *, vram: str = "default", relative_to: str | os.PathLike | None = None) -> list[Path]:
+def write_dataset_tomls(dirs: list[str | os.PathLike], *, vram: str = "default", relative_to: str | os.PathLike | None = None,
+                        family: str | Family | None = None) -> list[Path]:
     """Several datasets: all are checked before the first file is written."""
-    texts = [(d, render_dataset_toml(build_dataset_config(d, vram=vram, relative_to=relative_to))) for d in dirs]
+    texts = [(d, render_dataset_toml(build_dataset_config(d, vram=vram, relative_to=relative_to, family=family))) for d in dirs]
     return [save_dataset_toml(d, t) for d, t in texts]

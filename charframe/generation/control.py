@@ -5,10 +5,16 @@ Exact maps come from `FaceTemplate/control/<map>/f12.png` (`BodyTemplate/…` fo
 one, else the mirror of azimuth 3/2/1 (CONVENTIONS §2; a normal map's red channel flips with it). `hed` runs
 controlnet-aux's HED network on the template picture itself (for templates a user drew), with weights read
 weights-only from a local `ControlNetHED.pth`.
+
+A family that lists first-pass sizes (SDXL's aspect buckets, `generation.families.first_pass_sizes`) draws each
+code at the listed size nearest its template's aspect ratio; the map is fitted inside it whole (scaled, then
+padded with its own border colour, which is the "nothing here" of every map kind), never cropped or stretched.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +30,28 @@ HED_HINT = ("download ControlNetHED.pth from the lllyasviel/Annotators repositor
             "in the character file to its path")
 
 
-def output_size(template: tuple[int, int], size: int) -> tuple[int, int]:
-    """(width, height) with the shorter side `size`, the template's aspect kept, both multiples of 8."""
+def output_size(template: tuple[int, int], size: int, sizes: Sequence[tuple[int, int]] | None = None) -> tuple[int, int]:
+    """(width, height) with the shorter side `size`, the template's aspect kept, both multiples of 8; with `sizes`
+    (a family's first-pass sizes), the one whose aspect ratio is nearest the template's."""
     w, h = template
+    if sizes:
+        return min(sizes, key=lambda s: abs(math.log((s[0] / s[1]) / (w / h))))
     scale = size / min(w, h)
     return max(8, round(w * scale / 8) * 8), max(8, round(h * scale / 8) * 8)
+
+
+def fit(image: Image.Image, size: tuple[int, int], resample: int, pad: bool = True) -> Image.Image:
+    """`image` at `size`: resized when the aspect ratios agree (to the pixel) or `pad` is False, else scaled to fit
+    inside and padded evenly with the colour of its top-left pixel (a map's background)."""
+    w, h = size
+    iw, ih = image.size
+    if not pad or round(iw * h / ih) == w or round(ih * w / iw) == h:
+        return image.resize(size, resample)
+    scale = min(w / iw, h / ih)
+    inner = image.resize((max(1, round(iw * scale)), max(1, round(ih * scale))), resample)
+    out = Image.new(image.mode, size, image.getpixel((0, 0)))
+    out.paste(inner, ((w - inner.width) // 2, (h - inner.height) // 2))
+    return out
 
 
 def mirror(img: np.ndarray, map_name: str) -> np.ndarray:
@@ -86,15 +109,16 @@ def hed_detector(hed_model: Path | None, *, seed: int = 0) -> Any:
     return HEDdetector(net.float().eval())
 
 
-def control_image(set_dir: Path, code: ImageCode, map_name: str, size: int, hed: Any = None) -> Image.Image:
-    """The control image of one code at generation size (shorter side `size`), RGB."""
+def control_image(set_dir: Path, code: ImageCode, map_name: str, size: int, hed: Any = None,
+                  sizes: Sequence[tuple[int, int]] | None = None) -> Image.Image:
+    """The control image of one code at generation size (shorter side `size`, or the nearest of `sizes`), RGB."""
     if map_name == HED:
         if hed is None:
             raise CharframeError(f"map 'hed' needs the HED annotator; {HED_HINT}")
         picture = template_image(set_dir, code, None)
-        w, h = output_size((picture.shape[1], picture.shape[0]), size)
+        w, h = output_size((picture.shape[1], picture.shape[0]), size, sizes)
         edges = hed(picture, detect_resolution=min(w, h), image_resolution=min(w, h), output_type="np")
-        return Image.fromarray(np.asarray(edges)).convert("RGB").resize((w, h), Image.BILINEAR)
+        return fit(Image.fromarray(np.asarray(edges)).convert("RGB"), (w, h), Image.BILINEAR, pad=sizes is not None)
     pixels = template_image(set_dir, code, map_name)
-    w, h = output_size((pixels.shape[1], pixels.shape[0]), size)
-    return Image.fromarray(pixels).resize((w, h), Image.LANCZOS)
+    w, h = output_size((pixels.shape[1], pixels.shape[0]), size, sizes)
+    return fit(Image.fromarray(pixels), (w, h), Image.LANCZOS, pad=sizes is not None)

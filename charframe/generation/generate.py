@@ -34,17 +34,20 @@ from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.control import HED, control_image, hed_detector, template_image
 from charframe.generation.batch import batch_size
-from charframe.generation.conditioning import TextEncoder, conditioning
+from charframe.generation.conditioning import TextEncoder
 from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings, ti_field, with_triggers
 from charframe.generation.face_lora import apply_lora, lora_short_hash
+from charframe.generation.families import (
+    both_passes, conditioning as family_conditioning, first_pass_sizes, make_runner, text_encoder,
+)
 from charframe.generation.pnginfo import controlnet_field, parameters_text, webui_module, write_png
-from charframe.generation.prompt import encode_prompt
-from charframe.generation.passes import PassSettings, Runner, hires_size
+from charframe.generation.passes import PassSettings, hires_size
 from charframe.generation.samplers import Choice, check_available, find_sampler
 from charframe.models.checkpoint import SAFETENSORS_SUFFIXES
 from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
-from charframe.models.detect import family_of_model
+from charframe.models.controlnet_names import map_mismatch, name_hints
+from charframe.models.detect import character_family, family_of_model
 from charframe.models.load import load_sd
 from charframe.generation.pnginfo import read_parameters
 from charframe.project import project_dirs
@@ -143,13 +146,29 @@ def _device_dtype(character: Character, device: str | None) -> tuple[str, Any]:
 
 @dataclass
 class _Loaded:
-    runner: Runner
+    runner: Any  # passes.Runner or sdxl.SDXLRunner (generation.families.make_runner)
     comps: Any
     fields: dict[str, object]
     hed: Any
     lora_tag: str
     encode: TextEncoder
     embeddings: Any = None  # the EmbeddingSet prompts are encoded with (folder + the face LoRA's bundle)
+    sizes: list[tuple[int, int]] | None = None  # the family's first-pass sizes (SDXL's buckets), None = SD1.x's rule
+
+
+def _check_controlnet_name(path: Path | None, unit: ControlUnit, prediction: str, where: str) -> None:
+    """Warn when a ControlNet's name says it was trained on another kind of map, or for the other prediction type
+    (NoobAI-XL's `eps-…`/`v-…` releases)."""
+    if path is None:
+        return
+    hints = name_hints(path.name)
+    if map_mismatch(hints, unit.map):
+        log.warning("%s: %s; the unit gives it %s maps (%s)", path.name,
+                    f"a {hints.preprocessor} ControlNet" if hints.map else f"a {hints.preprocessor} ControlNet, "
+                    "which no template map matches", unit.map, where)
+    if hints.prediction and hints.prediction != prediction:
+        log.warning("%s: made for %s models, the base model is %s; use the ControlNet of its own release",
+                    path.name, hints.prediction.replace("_", "-"), prediction.replace("_", "-"))
 
 
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
@@ -166,21 +185,30 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
     check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
     lora_tag, lora_hashes = "", ""
     if face_lora is not None:
-        apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)
+        encoders = comps.text_encoders if len(comps.text_encoders) > 1 else comps.text_encoder
+        apply_lora(comps.unet, encoders, face_lora, g.face_lora_weight)
         lora_tag = f"<lora:{face_lora.stem}:{g.face_lora_weight:g}>"
         lora_hashes = f"{face_lora.stem.translate(str.maketrans('', '', ':,'))}: {lora_short_hash(face_lora)}"
     elif kind == "b":
         log.warning("body set without the face LoRA: train the face set first and pass its LoRA for consistent faces")
-    controlnets, labels = [], []
-    for unit in units:
-        model, info = load_controlnet(character.resolve(unit.model), dict(comps.unet.config), dtype=dtype, device=device)
+    controlnets, labels, wheres = [], [], []
+    loaded: dict[Path | None, tuple[Any, Any]] = {}
+    for i, unit in enumerate(units):
+        path = character.resolve(unit.model)
+        wheres.append(str(path) if path is not None else f"{character.path}: generation.controlnet {i + 1}")
+        if path is None or path not in loaded:  # a file two units share is loaded once (a union model)
+            loaded[path] = load_controlnet(path, dict(comps.unet.config), dtype=dtype, device=device)
+        model, info = loaded[path]
+        _check_controlnet_name(path, unit, comps.noise_scheduler.config.prediction_type,
+                               f"{character.path}: generation.controlnet {i + 1}")
         controlnets.append(model)
         labels.append(info.label())
     choice = _sampler(character)
-    runner = Runner(comps, controlnets, choice)
-    lookup = embeddings.lookup(comps.tokenizer, comps.text_encoder) if embeddings is not None else None
-    encode = TextEncoder(lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, g.clip_skip, lookup))
-    if g.pad_conds:
+    runner = make_runner(comps, controlnets, choice, [u.map for u in units], wheres)
+    clip = family_conditioning(comps.family) == "clip"  # textual inversion and padding: SD1.x's (SDXL: apart)
+    lookup = embeddings.lookup(comps.tokenizer, comps.text_encoder) if embeddings is not None and clip else None
+    encode = TextEncoder(text_encoder(comps, g.clip_skip, lookup))
+    if g.pad_conds and clip:
         runner.empty = encode("")
     hed = None
     if any(u.map == HED for u in units):
@@ -201,7 +229,7 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
         fields[f"ControlNet {i}"] = controlnet_field(module, label, unit.weight, unit.start, unit.end,
                                                      g.size if module != "none" else -1)
     fields["Lora hashes"] = lora_hashes
-    return _Loaded(runner, comps, fields, hed, lora_tag, encode, lookup)
+    return _Loaded(runner, comps, fields, hed, lora_tag, encode, lookup, first_pass_sizes(comps.family, g.size))
 
 
 def _sampler(character: Character) -> Choice:
@@ -307,6 +335,7 @@ def generate_set(
 
     start = time.perf_counter()
     kind = _kind(kind)
+    character = character.for_family(character_family(character))  # SDXL's sizes, sampler … where the file is silent
     g = character.generation
     n = g.candidates if candidates is None else candidates
     if n < 1:
@@ -379,14 +408,16 @@ def generate_set(
     try:
         for code, chunk in _batches(todo, batch, loaded.runner, device, g, kind):
             prompt = prompts[code]
-            conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
+            conds = both_passes(loaded.comps, prompt, character.negative, loaded.runner.choice, g.steps, hires,
+                                loaded.encode)
             ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
                           loaded.runner.choice.sampler.total_steps(g.steps))
-            controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
+            controls = [control_image(set_dir, code, u.map, g.size, loaded.hed, loaded.sizes) for u in units]
             hi_controls = None
             if g.hires_scale > 1:
                 w, h = hires_size(*controls[0].size, g.hires_scale)
-                hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
+                exact = [(w, h)] if loaded.sizes else None
+                hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed, exact) for u in units]
             seeds = [g.seed + i for i, _ in chunk]
             if len(chunk) == 1:
                 images = [loaded.runner.image(conds, None, controls, seeds[0], settings, hi_controls)]

@@ -142,6 +142,12 @@ class Runner:
             dist = vae.encode((to_tensor(image, self.device) * 2 - 1).to(vae.dtype)).latent_dist
         return dist.mean.float() * vae.config.scaling_factor
 
+    def _denoiser(self, units: list[ControlRun], conds: tuple[CondSchedule, CondSchedule], s: PassSettings,
+                  steps: int, size: tuple[int, int]) -> Any:
+        """The CFG denoiser of one pass at `size` (width, height); a family's runner gives its own."""
+        return CFGDenoiser(self.comps.unet, units, conds[0], conds[1], s.cfg, self.schedule, steps, pad=s.pad_conds,
+                           empty=self.empty)
+
     def _pass(self, conds: tuple[CondSchedule, CondSchedule], controls: list[Image.Image], seed: int | Sequence[int],
               s: PassSettings, steps: int, init: Any = None) -> Any:
         """One pass of one image, or of a batch (`seed` a list: the latents of several seeds at once, each drawing
@@ -152,8 +158,7 @@ class Runner:
         width, height = controls[0].size
         units = [ControlRun(model, to_tensor(img, self.device), w, a, b)
                  for model, img, w, a, b in zip(self.controlnets, controls, s.weights, s.starts, s.ends)]
-        den = CFGDenoiser(self.comps.unet, units, conds[0], conds[1], s.cfg, self.schedule, steps, pad=s.pad_conds,
-                          empty=self.empty)
+        den = self._denoiser(units, conds, s, steps, (width, height))
         generators = [torch.Generator("cpu").manual_seed(x) for x in seeds]
         shape = (1, LATENT_CHANNELS, height // 8, width // 8)
         randn = lambda: torch.cat([torch.randn(shape, generator=g) for g in generators]).to(self.device)  # noqa: E731
@@ -161,7 +166,7 @@ class Runner:
             latent = sample_latent(self.choice, steps, self.schedule, den, randn(), randn, seeds[0], init,
                                    s.hires_denoise if init is not None else 1.0)
         self.last_unet_calls.append(den.unet_calls)
-        self.last_padded = self.last_padded or den.padded
+        self.last_padded = self.last_padded or getattr(den, "padded", False)
         return latent
 
     def image(self, conds: Conds | Any, neg: Any = None, controls: list[Image.Image] | None = None, seed: int = 0,

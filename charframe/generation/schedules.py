@@ -40,7 +40,25 @@ def alphas_cumprod(config: Any) -> np.ndarray:
         betas = np.linspace(start, end, n, dtype=np.float64)
     else:
         raise ValueError(f"unsupported beta_schedule {kind!r}")
-    return np.cumprod(1.0 - betas).astype(np.float32)
+    abar = np.cumprod(1.0 - betas)
+    if cfg.get("rescale_betas_zero_snr"):
+        abar = zero_terminal_snr(abar)
+    return abar.astype(np.float32)
+
+
+#: ᾱ of the last timestep after the zero-terminal-SNR rescale: WebUI's value (exactly 0 would make sigma_max
+#: infinite), as it runs NoobAI-XL v-pred and other ztsnr models
+ZTSNR_LAST = 4.8973451890853435e-08
+
+
+def zero_terminal_snr(abar: np.ndarray) -> np.ndarray:
+    """ᾱ rescaled to zero terminal SNR (Lin et al. 2023, algorithm 1: √ᾱ shifted so its last value is 0 and scaled
+    so its first is unchanged), the last value then set to `ZTSNR_LAST` as WebUI does."""
+    root = np.sqrt(abar)
+    first, last = root[0], root[-1]
+    out = ((root - last) * (first / (first - last))) ** 2
+    out[-1] = ZTSNR_LAST
+    return out
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,16 @@ import json
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from charframe.errors import CharframeError
 from charframe.families.family import Family, families, get_family, names, of_unet_config
 from charframe.families.signature import Signature, signature
-from charframe.models.checkpoint import key_shapes
+from charframe.models.checkpoint import SAFETENSORS_SUFFIXES, key_shapes
 from charframe.util import toml as tomlio
 
 __all__ = ["Signature", "signatures", "detect", "check_single_file", "check_diffusers_folder", "supported_hint",
-           "family_of_model"]
+           "family_of_model", "run_family", "character_family"]
 
 
 def supported_hint() -> str:
@@ -123,3 +124,18 @@ def family_of_model(path: Path) -> Family:
     if path.is_dir():
         return check_diffusers_folder(path)
     return get_family(check_single_file(path, key_shapes(path)).family)
+
+
+def run_family(model: Path | None, named: str | None = None) -> Family:
+    """The family a run uses: a `.safetensors` file's or a diffusers folder's (from its header or configs, cheaply;
+    a `named` family must agree, as loading checks), else the `named` one, else SD1.x (the tiny demo model's
+    default). A weights-only `.ckpt` is only known once loaded: its named family (or SD1.x) is assumed until then."""
+    if model is not None and model.exists() and (model.is_dir() or model.suffix.lower() in SAFETENSORS_SUFFIXES):
+        return family_of_model(model)
+    return get_family(named or None)
+
+
+def character_family(character: Any) -> Family:
+    """The family of a character's base model (`generation.model`, `generation.family`)."""
+    g = character.generation
+    return run_family(character.resolve(g.model), g.family or None)

@@ -6,7 +6,9 @@ bundled face templates → background removal → pick by pose fidelity → mult
 TOML → built-in trainer → FACE block-weight merge → SvR16 compression → preview grid. With the tiny model the
 generation settings are small (128 px, 4 steps, 2 candidates, no hires pass, export at 64 and 128 px) so the
 whole run stays a few minutes on two CPU cores; with a real `--model` the character file's defaults
-(CONVENTIONS §9) apply. Rerunning the demo redoes only what changed. `examples/4_demo/` (clay renders of the
+(CONVENTIONS §9, or the model family's: SDXL's 1024 px, sampler and recipes) apply. `family` picks the tiny demo
+model's family (`sdxl`: the tiny SDXL model, its tiny SDXL ControlNet, SDXL's conditioning and LoRA layout).
+Rerunning the demo redoes only what changed. `examples/4_demo/` (clay renders of the
 templates) stays as a ready-made dataset for `charframe prepare`/`train` experiments.
 """
 
@@ -21,6 +23,7 @@ from pathlib import Path
 from charframe.character import CHARACTERS_DIR
 from charframe.dataset.naming import parse_code
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.runner import Options, RunReport, run_target
 from charframe.pipeline.stages import StageJob, target_jobs
@@ -95,9 +98,24 @@ DEMO_OUTFIT = {"sf": "school uniform, pleated skirt"}
 BUNDLED_TEMPLATES = Path(__file__).resolve().parents[2]
 
 
-def demo_character(model: str | None, vae: str | None, logic: str, dim: int, lr: int, steps: int) -> str:
-    """The demo character file: the mannequin, trained with the given recipe."""
+#: the demo's training logic where the model family's data names none (SD1.x: the original batch file's)
+DEMO_LOGIC = "Lora3x3A50p-AdamW8"
+
+
+def demo_logic(family: str | None) -> str:
+    """The family's face recipe logic (SDXL: Lora1x1A50p, attention and linear layers), else `DEMO_LOGIC`."""
+    face = get_family(family).data.get("defaults", {}).get("training", {}).get("face", {})
+    return str(face.get("logic", DEMO_LOGIC))
+
+
+def demo_character(model: str | None, vae: str | None, logic: str | None, dim: int, lr: int, steps: int,
+                   family: str | None = None) -> str:
+    """The demo character file: the mannequin, trained with the given recipe (`family`: the model family it names,
+    for the tiny demo model; None = SD1.x, or the model file's; `logic` None = the family's)."""
+    logic = logic or demo_logic(family)
     generation = {"model": str(Path(model).absolute()) if model else "", "vae": str(Path(vae).absolute()) if vae else ""}
+    if family:
+        generation["family"] = get_family(family).id
     data = {
         "keyword": DEMO_KEYWORD, "class": "girl", "prompt": "1girl, solo, grey clay mannequin", "fill": "black",
         "outfits": DEMO_OUTFIT,
@@ -134,11 +152,12 @@ def run_demo(
     *,
     model: str | None = None,
     vae: str | None = None,
-    logic: str = "Lora3x3A50p-AdamW8",
+    logic: str | None = None,
     dim: int = 8,
     lr: int = 100,
     steps: int = 20,
     progress: bool = True,
+    family: str | None = None,
 ) -> DemoResult:
     """`charframe run` of the demo character's face stage in the project at `project` (default: from the cwd)."""
     if project is not None and Path(project).exists() and not Path(project).is_dir():
@@ -155,7 +174,7 @@ def run_demo(
         root = Path(project).absolute()  # the folder the user named, even without LoRAInput/ yet
     project_dirs(root).input.mkdir(parents=True, exist_ok=True)
     ensure_templates(root)
-    character = write_demo_character(root, demo_character(model, vae, logic, dim, lr, steps))
+    character = write_demo_character(root, demo_character(model, vae, logic, dim, lr, steps, family))
     _, report = run_target(character, Options(stage="face", progress=progress), DEMO_STEPS)
     if report.failed:
         first = report.failed[0]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from charframe.character import Character
+from charframe.families.family import get_family
 from charframe.project import PROJECT_FILE, SEEDS, load_project_config
 from charframe.util import toml as tomlio
 from charframe.util.files import DATA_DIR
@@ -28,9 +29,11 @@ class PreviewSettings:
     strengths: tuple[float, ...] = field(default=(0.6, 0.8, 1.0), metadata=limits(min=-4, max=4))
 
 
-def preview_settings(root: Path, tiny: bool) -> PreviewSettings:
-    """Shipped defaults, then `[preview]` of the project's charframe.toml; with the tiny model, its small size."""
-    data = tomlio.load(DEFAULTS_FILE) | dict(load_project_config(root).get("preview", {}))
+def preview_settings(root: Path, tiny: bool, family: str | None = None) -> PreviewSettings:
+    """Shipped defaults, the model family's (`[preview]` of data/families/<id>.toml: SDXL draws at 1024), then
+    `[preview]` of the project's charframe.toml; with the tiny model, its small size."""
+    own = get_family(family).data.get("preview", {})
+    data = tomlio.load(DEFAULTS_FILE) | dict(own) | dict(load_project_config(root).get("preview", {}))
     s = parse(PreviewSettings, data, Source(str(root / PROJECT_FILE)), ("preview",))
     return replace(s, steps=s.tiny_steps, size=s.tiny_size) if tiny else s
 

@@ -7,7 +7,9 @@
   `LoRAInput/1_krnksf_tyankkps_krnk_tyank/` = every member's body and face images, output `krnksf_tyankkps`.
 
 Each job carries everything its steps need (characters, dataset folder, recipe, model, the training plan's
-file names), so the step table stays a plain table.
+file names, the model family), so the step table stays a plain table. Its characters carry their model family's
+defaults (`Character.for_family`: an SDXL character's recipes, export sizes and generation settings where its file
+is silent); a group's members must share one family.
 
 Pivotal tuning (`[training.pivotal] enabled = true` in the character file; off by default) goes into the plans:
 face trains the keyword's embedding; body trains `<keyword><outfit>` and reuses the face LoRA's bundle (its
@@ -23,7 +25,9 @@ from typing import Any
 
 from charframe.character import CHARACTERS_DIR, WORK_DIR, Character, StageRecipe, is_keyword, load_character
 from charframe.errors import CharframeError
+from charframe.families.family import DEFAULT
 from charframe.lora.blocks import resolve_weights
+from charframe.models.detect import character_family
 from charframe.project import load_project_config, project_dirs
 from charframe.training.plan import TrainPlan, make_plan
 from charframe.util.schema import limits, parse, read_toml_file
@@ -73,6 +77,7 @@ class StageJob:
     plan: TrainPlan
     merge: tuple[str, tuple[float, ...]]        # (label, 26 block weights) of the recipe's preset
     face_lora: Path | None = None               # body: the compressed face LoRA the images are generated with
+    family: str = DEFAULT                       # the base model's family (charframe.families): sd15, sdxl
 
     @property
     def character(self) -> Character:
@@ -137,6 +142,7 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
          dataset: str, out: str, recipe: StageRecipe, face_lora: Path | None = None,
          pivotal: dict[str, Any] | None = None) -> StageJob:
     c = members[0][0]
+    family = character_family(c).id
     config = load_project_config(c.root)
     dirs = project_dirs(c.root, config)
     merge = resolve_weights(recipe.preset, c.root)
@@ -144,11 +150,13 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
                      out=out, model=model_path(c), vae=model_path(c, "vae"), clip_skip=c.generation.clip_skip,
                      family=c.generation.family or None, prediction=c.generation.prediction or None,
                      output_dir=str(dirs.output), logging_dir=str(dirs.log), **(pivotal or {}))
-    return StageJob(stage, name, owner, source, dirs.root, members, dirs.input / dataset, out, recipe, plan, merge, face_lora)
+    return StageJob(stage, name, owner, source, dirs.root, members, dirs.input / dataset, out, recipe, plan, merge,
+                    face_lora, family)
 
 
 def character_jobs(c: Character, stage: str = "all") -> list[StageJob]:
-    """face, then body for each outfit (in file order)."""
+    """face, then body for each outfit (in file order), with the character's model-family defaults."""
+    c = c.for_family(character_family(c))
     src = c.path or Path(f"{c.keyword}.toml")
     face = _job("face", "face", c.keyword, src, ((c, ""),), c.face_dataset(), c.keyword, c.training.face,
                 pivotal=pivotal_options(c, c.keyword))
@@ -199,8 +207,13 @@ def load_group(path: str | os.PathLike) -> Group:
             raise CharframeError(f"{path}: member {i} names character {m.character!r}, but {file} does not exist "
                                  f"(known: {', '.join(known) or 'none'})")
         c = load_character(file)
+        c = c.for_family(character_family(c))
         c.outfit_prompt(m.outfit)  # unknown outfit → message naming the character file
         members.append((c, m.outfit))
+    families = {character_family(c).id for c, _ in members}
+    if len(families) > 1:
+        raise CharframeError(f"{path}: its members' models are of different families ({', '.join(sorted(families))}); "
+                             "a group LoRA is trained on one base model: give every member a model of one family")
     name = path.name[: -len(GROUP_SUFFIX)] if path.name.endswith(GROUP_SUFFIX) else path.stem
     recipe = g.training or members[0][0].training.group
     return Group(name, path, tuple(members), g.repeats, recipe)

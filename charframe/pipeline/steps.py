@@ -32,6 +32,7 @@ from charframe.cleaning.rembg_method import model_available
 from charframe.dataset.captions import load_rules
 from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.errors import CharframeError
+from charframe.families.family import DEFAULT
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
 from charframe.pipeline.stages import StageJob
@@ -150,7 +151,7 @@ def _export(fn, job: StageJob, ctx: RunContext) -> None:
 def _prepare(fn, job: StageJob, ctx: RunContext) -> None:
     if not job.dataset.is_dir():
         raise CharframeError(f"{job.dataset}: the dataset folder does not exist; run the export step first")
-    fn([job.dataset], progress=ctx.progress)
+    fn([job.dataset], progress=ctx.progress, **({"family": job.family} if job.family != DEFAULT else {}))
 
 
 def _train(fn, job: StageJob, ctx: RunContext) -> None:
@@ -214,7 +215,8 @@ def _rules(job: StageJob) -> dict[str, Any]:
     sd-scripts needs them), so a moved or copied project rewrites its TOMLs (digested: `params_text` would
     otherwise write the location itself as `<project>`)."""
     where = hashlib.blake2b(str(job.root).encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
-    return {"rules": repr(load_rules(job.root).rules), "location": where}
+    family = {"family": job.family} if job.family != DEFAULT else {}  # SDXL's bucketing and batch sizes
+    return {"rules": repr(load_rules(job.root).rules), "location": where, **family}
 
 
 def _train_params(job: StageJob) -> dict[str, Any]:
@@ -269,7 +271,7 @@ STEPS: tuple[Step, ...] = (
     Step("preview", "charframe.pipeline.preview:preview_job", frozenset({"face", "body", "group"}),
          lambda j: _model_files(j) + [FileSet(j.lora), FileSet(j.merged), FileSet(j.compressed)],
          lambda j: [FileSet(j.preview)],
-         lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.io.model is None)),
+         lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.io.model is None, j.family)),
                     "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in j.members}},
          _preview, "labelled grid: base vs LoRA vs merged vs compressed"),
 )

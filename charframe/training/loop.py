@@ -93,7 +93,7 @@ def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop:
         loss = denoise_loss(s.comps, batch.pixels, batch.captions, batch.loss_weights, gen, recipe=recipe,
                             device=s.device, weight_dtype=s.weight_dtype, autocast=s.accelerator.autocast,
                             masks=batch.masks, sizes=batch.sizes, text_cache=s.text_cache,
-                            embeddings=pivotal.lookup if pivotal else None)
+                            latent_cache=s.latent_cache, embeddings=pivotal.lookup if pivotal else None)
         s.accelerator.backward(loss)
         progress.updating = True
         if pivotal:

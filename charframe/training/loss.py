@@ -1,6 +1,6 @@
 """One batch's loss, as sd-scripts computes it for LoRA training, from generators that depend on (seed, step, rank).
 
-VAE latents × scaling factor, noise (plus the optional offset) added at a uniform random timestep of the
+VAE latents × scaling factor (drawn from the VAE's distribution, kept by `training.latent_cache`), noise (plus the optional offset) added at a uniform random timestep of the
 base model's DDPM schedule (zero terminal SNR when the model says so), the UNet predicts the noise (or the
 velocity for v-prediction models) from the caption's conditioning for the model's family
 (`training.conditioning`), per-item MSE weighted (reg images by prior_loss_weight; min-SNR or debiased
@@ -17,6 +17,7 @@ import torch
 
 from charframe.models.embeddings import EmbeddingSet
 from charframe.training.conditioning import TextCache, condition
+from charframe.training.latent_cache import LatentCache, sample_latents
 from charframe.training.plan import Recipe
 
 
@@ -41,15 +42,15 @@ def denoise_loss(
     masks: torch.Tensor | None = None,
     sizes: Any = (),
     text_cache: TextCache | None = None,
+    latent_cache: LatentCache | None = None,
     embeddings: EmbeddingSet | None = None,
 ) -> torch.Tensor:
     """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
     optionally weighted per pixel by alpha `masks` (B,H,W). `sizes` (file w, h, flipped per image) give SDXL's
-    time ids; `text_cache` keeps frozen text encoders' outputs; captions call `embeddings` (pivotal tuning)."""
+    time ids; `text_cache` keeps frozen text encoders' outputs, `latent_cache` the VAE's latent distributions (both
+    give the same loss as without them); captions call `embeddings` (pivotal tuning)."""
     sched = comps.noise_scheduler
-    with torch.no_grad():
-        pixels = pixels.to(device, weight_dtype, non_blocking=True)
-        latents = comps.vae.encode(pixels).latent_dist.sample(generator=gen).float() * comps.vae.config.scaling_factor
+    latents = sample_latents(comps.vae, pixels, gen, device, weight_dtype, latent_cache)
     noise = torch.randn(latents.shape, generator=gen).to(device)
     if recipe.noise_offset:
         noise += recipe.noise_offset * torch.randn((*latents.shape[:2], 1, 1), generator=gen).to(device)

@@ -1,9 +1,9 @@
 """Sample images at fixed seeds from the current model state, to watch a LoRA grow during training.
 
-Prompts are encoded the way generated images are (`generation.prompt.encode_pair`: A1111 weighting, 75-token
-chunks, the run's clip skip), so a sample shows what the LoRA does under the conditioning it is trained with.
-Families with more than one text encoder (SDXL) have their prompts encoded by their diffusers pipeline (its
-penultimate-layer states and pooled embedding, no A1111 weighting) until generation supports them.
+Prompts are encoded the way generated images are (`generation.families.encode_prompts`: A1111 weighting, 75-token
+chunks, the run's clip skip for SD1.x; for SDXL both encoders' penultimate states with WebUI's weighting, the pooled
+embedding, and the sample's size as its size ids), so a sample shows what the LoRA does under the conditioning it
+is trained with, as WebUI would draw it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from charframe.generation.prompt import encode_pair
+from charframe.generation.families import encode_prompts, pipeline_args
 
 
 def sample_images(
@@ -44,11 +44,7 @@ def sample_images(
     try:
         with torch.no_grad(), autocast():
             for i, prompt in enumerate(prompts):
-                if len(comps.text_encoders) > 1:
-                    prompt_args = {"prompt": prompt, "negative_prompt": ""}
-                else:
-                    pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip, embeddings)
-                    prompt_args = {"prompt_embeds": pos, "negative_prompt_embeds": neg}
+                prompt_args = pipeline_args(*encode_prompts(comps, prompt, "", clip_skip, embeddings))
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))
                     image = pipe(**prompt_args, num_inference_steps=steps, height=size, width=size,

@@ -28,6 +28,7 @@ from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
 from charframe.training.conditioning import TextCache
+from charframe.training.latent_cache import LatentCache
 from charframe.training.data import DatasetGroup
 from charframe.training.distributed import accelerator as make_accelerator, broadcast_parameters
 from charframe.training.images import StepData, unbatched
@@ -170,6 +171,7 @@ class Session:
     base_metadata: dict[str, str]
     text_cache: Any = None  # frozen text encoders' outputs by caption (training.conditioning.TextCache)
     pivotal: PivotalRun | None = None  # the trigger embedding and the reused ones (pivotal tuning)
+    latent_cache: Any = None  # the frozen VAE's latent distributions by pixels (training.latent_cache)
 
     device = property(lambda self: self.accelerator.device)
     rank = property(lambda self: self.accelerator.process_index)
@@ -256,4 +258,5 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     cache = TextCache(plan.recipe.text_cache) if not train_te and plan.recipe.text_cache and not trained else None
     params = [p for p in net.parameters() if p.requires_grad] + ([pivotal.parameter] if trained else [])
     return Session(plan, start, comps, acc, precision, net, params, lr_names, optimizer, scheduler, data, loader,
-                   epochs, base, text_cache=cache, pivotal=pivotal)
+                   epochs, base, text_cache=cache, pivotal=pivotal,
+                   latent_cache=LatentCache())

@@ -205,3 +205,20 @@ def test_relative_to_must_be_an_existing_folder(tmp_path: Path, capsys: pytest.C
         expected = "no such folder (image_dir paths would lead nowhere)" if what == "missing" else "is a file, but a folder is expected"
         assert rc == 2 and err.strip() == f"error: --relative-to {target}: {expected}"
         assert files_under(tmp_path) == before
+
+
+def test_toml_and_prepare_take_the_model_family(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--family sdxl`: SDXL's bucketing (longer side up to 2048 in steps of 64) and its batch sizes (a 16 GB card
+    trains 512² SDXL images 7 at a time, SD1.x's default profile 2); without it SD1.x's TOML, unchanged."""
+    ds = tmp_path / "LoRAInput" / "4_krnk"
+    put_images(ds / "krnk girl_f0512", ["f00.png", "f01.png"], (512, 512))
+    assert run(capsys, "toml", ds)[0] == 0
+    plain = tomlio.load(ds / "4_krnk.toml")
+    assert "max_bucket_reso" not in plain["general"] and plain["datasets"][0]["batch_size"] == 2
+    assert run(capsys, "prepare", ds, "--family", "sdxl", "--vram", "16gb")[0] == 0
+    xl = tomlio.load(ds / "4_krnk.toml")
+    assert (xl["general"]["min_bucket_reso"], xl["general"]["max_bucket_reso"], xl["general"]["bucket_reso_steps"]) == (
+        256, 2048, 64)
+    assert xl["datasets"][0]["batch_size"] == 7 and xl["datasets"][0]["resolution"] == [512, 512]
+    rc, _, err = run(capsys, "toml", ds, "--family", "sd3")
+    assert rc == 2 and "sd3" in err

@@ -152,7 +152,7 @@ def test_sdxl_layout_without_label_emb_is_named_sdxl(tmp_path: Path) -> None:
     width of any cross-attention layer still says SDXL."""
     state = ldm_state(build_tiny_controlnet(0, dict(TINY_UNET, cross_attention_dim=2048)))
     state = {k: v for k, v in state.items() if ".input_blocks.1.1." not in k and "label_emb" not in k}
-    with pytest.raises(CharframeError, match=r"looks like SDXL ControlNet \(text context 2048 wide"):
+    with pytest.raises(CharframeError, match=r"looks like an SDXL ControlNet \(text context 2048 wide"):
         load_controlnet(_save(tmp_path / "xl.safetensors", state), TINY_UNET)
 
 

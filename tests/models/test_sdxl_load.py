@@ -183,12 +183,19 @@ def test_refiner_and_inpainting_files_are_named(tmp_path: Path) -> None:
         load_sd(inpaint)
 
 
-def test_support_table_grants_training_and_not_yet_generation() -> None:
+def test_support_table_grants_generation_and_training_and_refuses_what_it_lacks() -> None:
+    """SD1.x and SDXL are granted both uses; a family whose `[support]` table lacks one is refused naming the file
+    and the families that have it (the next family, before its generation lands)."""
+    import dataclasses
+
     from charframe.families.family import require
 
-    with pytest.raises(CharframeError, match=r"x.safetensors: is an SDXL model; generating images with SDXL models is not "
-                                             r"yet supported \(it works with SD1.x models"):
-        require(get_family("sdxl"), "generate", "x.safetensors")
-    require(get_family("sdxl"), "train", "x.safetensors")
-    require(get_family("sd15"), "generate", "x.safetensors")
+    for fam in ("sd15", "sdxl"):
+        for use in ("generate", "train"):
+            require(get_family(fam), use, "x.safetensors")
+    base = get_family("sdxl")
+    newer = dataclasses.replace(base, name="SD3.5", data={**base.data, "support": {"train": True}})
+    with pytest.raises(CharframeError, match=r"x.safetensors: is an SD3.5 model; generating images with SD3.5 models is "
+                                             r"not yet supported \(it works with SDXL and SD1.x models"):
+        require(newer, "generate", "x.safetensors")
 

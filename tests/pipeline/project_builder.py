@@ -32,12 +32,18 @@ def character_toml(kw: str, outfit: str, outfit_prompt: str, *, candidates: int 
             f'[export]\nsizes = {sizes}\nexclude = {EXCLUDE!r}\n{stages}'.replace("'", '"'))
 
 
-def make_project(root: Path) -> Path:
+def templated_project(root: Path) -> Path:
+    """A project with the bundled templates, no characters yet, and the smallest preview grid."""
     (root / "Characters").mkdir(parents=True)
     (root / "LoRAInput").mkdir()
     for folder in ("FaceTemplate", "BodyTemplate"):
         shutil.copytree(REPO / folder, root / folder)
     (root / "charframe.toml").write_text('[preview]\nscenes = ["in a forest"]\nseeds = [1]\ntiny_size = 32\ntiny_steps = 1\n')
+    return root
+
+
+def make_project(root: Path) -> Path:
+    templated_project(root)
     (root / "Characters" / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform", candidates=2))
     (root / "Characters" / "tyank.toml").write_text(character_toml("tyank", "kps", "kimono"))
     (root / "Characters" / "pair.group.toml").write_text(

@@ -113,3 +113,26 @@ def test_demo_again_runs_nothing(tmp_path: Path, capfd: pytest.CaptureFixture[st
     result = run_demo(tmp_path, steps=1, dim=2, progress=False)
     assert {r.status for r in result.report.results} == {"up to date"}
     assert result.preview.is_file()
+
+
+def test_demo_on_the_tiny_sdxl_model(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    """`charframe demo --family sdxl`: the same flow on the tiny SDXL model and its tiny SDXL ControlNet: face
+    pictures at SDXL's square bucket with the model named in their PNG info, SDXL's bucketing in the dataset TOML,
+    an SDXL LoRA with sd-scripts' UNet-only SDXL keys (the family's Lora1x1A50p recipe), merged, compressed and
+    previewed."""
+    assert main(["demo", "--family", "sdxl", "--project", str(tmp_path), "--steps", "1", "--dim", "2"]) == 0
+    printed = dict(line.split(None, 1) for line in capfd.readouterr().out.splitlines())
+    assert tomlio.load(tmp_path / "Characters" / "demo.toml")["generation"]["family"] == "sdxl"
+    with Image.open(tmp_path / "LoRAWork" / "demo" / "face" / "raw" / "f12-1.png") as im:
+        assert im.size == (128, 128) and "Model: charframe-tiny-sdxl," in im.info["parameters"]
+    toml = tomlio.load(printed["toml"])
+    assert (toml["general"]["max_bucket_reso"], toml["general"]["bucket_reso_steps"]) == (2048, 64)
+    lora = Path(printed["lora"])
+    assert lora.name == "demo-Lora1x1A50p-AdamW8-2-100-1.safetensors"
+    tensors, meta = load_lora_file(lora)
+    assert meta["ss_base_model_version"].startswith("sdxl_") and meta["ss_network_dim"] == "2"
+    assert {k.split("_")[1] for k in tensors} == {"unet"}
+    assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight" in tensors
+    compressed, _ = load_lora_file(printed["compressed"])
+    assert compressed and set(compressed) <= set(tensors)
+    assert Path(printed["preview"]).is_file()

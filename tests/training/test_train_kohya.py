@@ -253,3 +253,119 @@ def test_sd_scripts_gets_charframes_tokenizer_offline(tmp_path: Path, monkeypatc
     (folder / "vocab.json").write_text("{}")
     kohya.run_kohya(_plan(tmp_path), setup, runner=fake)
     assert (folder / "vocab.json").read_text() == "{}"
+
+
+# `Lora1x1A50p-AdamW8 32 100 1000` on an SDXL file (Illustrious-XL), as sdxl_train_network.py gets it: no clip skip,
+# the fp16 VAE kept in fp32, the UNet only with the text encoders' outputs cached.
+SDXL_ARGS = [
+    "--network_module=networks.lora",
+    "--optimizer_type=AdamW8bit",
+    "--learning_rate=100e-6",
+    "--text_encoder_lr=44e-6",
+    "--lr_scheduler=cosine_with_restarts",
+    "--network_dim=32",
+    "--network_alpha=16",
+    "--dataset_config=LoRAInput/4_krnk/4_krnk.toml",
+    "--max_train_steps=1000",
+    "--output_dir=LoRAOutput/krnk",
+    "--output_name=krnk-Lora1x1A50p-AdamW8-32-100-1000",
+    "--pretrained_model_name_or_path={model}",
+    "--logging_dir=LoRALog",
+    "--log_prefix=krnk-Lora1x1A50p-AdamW8-32-100-1000",
+    "--sdpa",
+    "--save_model_as=safetensors",
+    "--mixed_precision=fp16",
+    "--save_precision=fp16",
+    "--no_half_vae",
+    "--gradient_checkpointing",
+    "--persistent_data_loader_workers",
+    "--seed=31337",
+    "--network_train_unet_only",
+    "--cache_text_encoder_outputs",
+]
+
+
+def _xl_plan(model: Path, **kw):
+    return make_plan("Lora1x1A50p-AdamW8", 32, 100, 1000, out="krnk", dataset="LoRAInput/4_krnk/4_krnk.toml",
+                     output_dir="LoRAOutput", logging_dir="LoRALog", model=str(model), **kw)
+
+
+def test_sdxl_plan_drives_sdxl_train_network_exactly(tmp_path: Path) -> None:
+    """The family comes from the model file: SDXL runs sdxl_train_network.py with SDXL's arguments; a v-pred file
+    (NoobAI's `v_pred` key) or a plan naming v-prediction adds --v_parameterization --zero_terminal_snr; a plan
+    that trains the text encoders drops the UNet-only caching; bf16 still keeps the VAE in fp32."""
+    from charframe.testing.tiny_files import save_tiny_sdxl_single_file
+
+    model = save_tiny_sdxl_single_file(tmp_path / "illustriousXL_v01.safetensors")
+    plan = _xl_plan(model)
+    assert kohya.kohya_args(plan) == [a.format(model=model) for a in SDXL_ARGS]
+    assert kohya.kohya_command(plan, kohya.KohyaSetup(tmp_path, Path(sys.executable)))[5] == "sdxl_train_network.py"
+    vpred = save_tiny_sdxl_single_file(tmp_path / "noobaiXLVpred10.safetensors", v_pred=True)
+    assert kohya.kohya_args(_xl_plan(vpred))[-2:] == ["--v_parameterization", "--zero_terminal_snr"]
+    assert kohya.kohya_args(_xl_plan(model, prediction="v_prediction"))[-2:] == ["--v_parameterization",
+                                                                                 "--zero_terminal_snr"]
+    assert kohya.kohya_args(_xl_plan(vpred, prediction="epsilon"))[-1] == "--cache_text_encoder_outputs"
+    with_te = kohya.kohya_args(_xl_plan(model, train_text_encoder=True))
+    assert "--network_train_unet_only" not in with_te and "--cache_text_encoder_outputs" not in with_te
+    bf16 = kohya.kohya_args(_xl_plan(model, mixed_precision="bf16"))
+    assert "--mixed_precision=bf16" in bf16 and "--no_half_vae" in bf16
+    # a plan naming the family (the pipeline's, for a .ckpt not read yet) without a readable file
+    named = make_plan("Lora1x1A50p-AdamW8", 32, 100, 1000, out="krnk", dataset="d.toml", model="x.ckpt", family="sdxl")
+    assert "--clip_skip=2" not in kohya.kohya_args(named) and kohya.kohya_script(named) == "sdxl_train_network.py"
+    # SD1.x keeps its command, and names its UNet-only runs too
+    sd = _parse(kohya.kohya_args(make_plan("Lora1x1A1-AdamW8", 8, 10, 5, out="k", train_text_encoder=False,
+                                           **SEED_PATHS)))
+    assert sd["clip_skip"] == "2" and "network_train_unet_only" in sd and "cache_text_encoder_outputs" not in sd
+
+
+def test_run_kohya_on_sdxl_writes_both_tokenizers_and_needs_the_script(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """sd-scripts' SDXL loads `openai/clip-vit-large-patch14` and `laion/CLIP-ViT-bigG-14-laion2B-39B-b160k` from
+    the cache folder: both are written (the second padding with "!", OpenCLIP's pad, id 0); a checkout without
+    sdxl_train_network.py is refused naming it."""
+    from transformers import CLIPTokenizer
+
+    from charframe.testing.tiny_files import save_tiny_sdxl_single_file
+    from train_data import charframe_dataset
+
+    monkeypatch.setenv(ENV_CACHE, str(tmp_path / "cache"))
+    setup = _checkout(tmp_path)
+    model = save_tiny_sdxl_single_file(tmp_path / "ponyDiffusionV6XL.safetensors")
+    plan = make_plan("Lora1x1A50p-AdamW8", 4, 100, 10, dataset=charframe_dataset(tmp_path / "proj"), out="krnk",
+                     model=str(model), output_dir=str(tmp_path / "out"), logging_dir=str(tmp_path / "log"))
+    with pytest.raises(CharframeError, match=r"sd-scripts: this sd-scripts checkout has no sdxl_train_network.py "
+                                             r"\(SDXL models need it\)"):
+        kohya.run_kohya(plan, setup)
+    (setup.dir / "sdxl_train_network.py").write_text("pass\n")
+    seen = []
+
+    def fake(cmd, cwd):
+        seen.append(cmd)
+        a = _parse(cmd[cmd.index("sdxl_train_network.py") + 1 :])
+        Path(a["output_dir"], a["output_name"] + ".safetensors").write_bytes(b"x")
+        return SimpleNamespace(returncode=0)
+
+    out = kohya.run_kohya(plan, setup, runner=fake)
+    assert out.name == "krnk-Lora1x1A50p-AdamW8-4-100-10.safetensors"
+    cache = tmp_path / "cache" / "tokenizers"
+    assert f"--tokenizer_cache_dir={cache}" in seen[0]
+    first = CLIPTokenizer.from_pretrained(str(cache / "openai_clip-vit-large-patch14"))
+    second = CLIPTokenizer.from_pretrained(str(cache / "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k"))
+    assert (first.pad_token, second.pad_token, second.pad_token_id) == ("<|endoftext|>", "!", 0)
+    text = "krnk girl, white background"
+    assert first(text).input_ids == second(text).input_ids
+
+
+def test_kohya_refuses_a_model_of_another_family_or_without_its_text_encoders(tmp_path: Path) -> None:
+    """Nothing loads the model before sd-scripts does, so its header is checked here: an SD1.x file for a plan
+    (character file) that says SDXL, and a Pony file shared without its OpenCLIP encoder → one line naming it."""
+    from charframe.testing.tiny_files import save_tiny_sdxl_single_file, save_tiny_single_file
+
+    sd = save_tiny_single_file(tmp_path / "anything-v5.safetensors")
+    with pytest.raises(CharframeError, match=r"anything-v5.safetensors: is an SD1.x checkpoint but family says "
+                                             r"SDXL; give an SDXL model or set the family to sd15"):
+        kohya.kohya_args(make_plan("Lora1x1A1-AdamW8", 4, 1, 1, out="k", dataset="d.toml", model=str(sd), family="sdxl"))
+    pony = save_tiny_sdxl_single_file(tmp_path / "ponyDiffusionV6XL.safetensors", drop=("conditioner.embedders.1.",))
+    with pytest.raises(CharframeError, match=r"ponyDiffusionV6XL.safetensors: SDXL UNet found but no OpenCLIP ViT-bigG "
+                                             r"text encoder weights"):
+        kohya.kohya_args(_xl_plan(pony))

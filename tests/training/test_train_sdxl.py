@@ -85,6 +85,49 @@ def test_text_cache_encodes_each_caption_variant_once(tiny) -> None:
     torch.testing.assert_close(third[0][1], plain[0][0])
 
 
+def test_cached_latents_and_text_give_the_uncached_loss_and_gradients(tiny) -> None:
+    """Three steps over the same image — plain, flipped with a shuffled-caption variant, plain again — with both
+    caches and without: every loss and every LoRA gradient is the same (each step still draws its own VAE sample
+    and noise); the VAE ran once per distinct picture (2, not 3) and the text encoders once per caption variant;
+    the caches held what they were given."""
+    from charframe.training.adapters import NetworkSpec, create_network
+    from charframe.training.latent_cache import LatentCache
+
+    recipe = make_plan("Lora1x1A50p-AdamW8", 4, 100, 1, dataset="d.toml", out="x").recipe
+    base = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    steps = [(base, "krnk, 1girl, smile", False), (base.flip(-1), "krnk, smile, 1girl", True),
+             (base, "krnk, 1girl, smile", False)]
+    comps = copy.deepcopy(tiny)
+    net = create_network(NetworkSpec(4, 2.0), comps.unet, None, "sdxl")
+    for p in net.parameters():  # a LoRA that already does something, so its gradients are not trivially 0
+        torch.nn.init.normal_(p, std=0.02)
+
+    def run(text_cache, latent_cache):
+        out = []
+        for i, (image, caption, flipped) in enumerate(steps):
+            net.zero_grad()
+            loss = denoise_loss(comps, torch.stack([image, image * 0.5]), [caption, "krnk"], torch.ones(2),
+                                torch.Generator().manual_seed(i), recipe=recipe, device=torch.device("cpu"),
+                                sizes=[(64, 64, flipped)] * 2, text_cache=text_cache, latent_cache=latent_cache)
+            loss.backward()
+            out.append((float(loss.detach()), [p.grad.clone() for p in net.parameters()]))
+        return out
+
+    plain = run(None, None)
+    texts, latents = TextCache(), LatentCache()
+    cached = run(texts, latents)
+    for (loss, grads), (cached_loss, cached_grads) in zip(plain, cached):
+        assert cached_loss == pytest.approx(loss, rel=1e-6, abs=1e-7)
+        for a, b in zip(grads, cached_grads):
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
+    assert latents.encoded == 4 and len(latents.entries) == 4  # (base, base/2) and their mirror images
+    assert texts.encoded == 3 and set(texts.entries) == {"krnk, 1girl, smile", "krnk, smile, 1girl", "krnk"}
+    assert len({round(loss, 6) for loss, _ in plain}) == 3  # steps differ: own VAE samples and noise
+    small = LatentCache(limit_bytes=next(iter(latents.entries.values())).numel() * 4)
+    run(None, small)
+    assert len(small.entries) == 1 and small.encoded == 5  # full: only the first picture is kept, the rest re-encoded
+
+
 def test_snr_weights_are_sd_scripts_formulas() -> None:
     recipe = make_plan("Lora1x1A50p-AdamW8", 4, 100, 1, dataset="d.toml", out="x", min_snr_gamma=5).recipe
     eps = build_tiny_sdxl(0).noise_scheduler

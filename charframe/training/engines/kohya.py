@@ -1,4 +1,6 @@
-"""The external engine: the same plan run by a kohya sd-scripts checkout (`train_network.py`).
+"""The external engine: the same plan run by a kohya sd-scripts checkout (`train_network.py` for SD1.x,
+`sdxl_train_network.py` for SDXL: the script and the family's own arguments come from `[kohya]` of
+`data/families/<id>.toml`).
 
 `kohya_args` turns a `TrainPlan` into exactly the `train_network.py` arguments the original batch file
 passed (CONVENTIONS §6), in the same order; `--sdpa` replaces `--xformers` by default because current
@@ -7,13 +9,19 @@ Locon/Loha add the LyCORIS preset charframe ships, so both engines train the sam
 `setup_kohya` performs sd-scripts' documented installation (clone, venv, torch, requirements,
 lycoris-lora, a default accelerate config).
 
-sd-scripts downloads its CLIP tokenizer from the Hugging Face hub on every SD1.x run; `run_kohya` points
-its `--tokenizer_cache_dir` at a copy of charframe's shipped tokenizer (same token ids), so the external
-engine runs offline too.
+sd-scripts downloads its CLIP tokenizer(s) from the Hugging Face hub on every run; `run_kohya` points its
+`--tokenizer_cache_dir` at copies of charframe's shipped tokenizer (same token ids; SDXL's second one with
+OpenCLIP's pad token), so the external engine runs offline too.
+
+SDXL runs add what sd-scripts' SDXL runs use: no `--clip_skip` (it does not apply), `--no_half_vae` in half
+precision (the original SDXL VAE overflows in fp16), `--network_train_unet_only --cache_text_encoder_outputs` when
+the text encoders are not trained (the family's default), and `--v_parameterization --zero_terminal_snr` for a
+v-prediction model (NoobAI-XL v-pred: the file's `v_pred` key, or the plan's `prediction`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -24,8 +32,9 @@ from typing import Any, Callable
 
 from charframe.dataset.schema import read_dataset_file
 from charframe.errors import CharframeError
-from charframe.families.family import get_family
-from charframe.models.detect import family_of_model
+from charframe.families.family import Family, get_family
+from charframe.models.checkpoint import SAFETENSORS_SUFFIXES, key_shapes
+from charframe.models.detect import check_single_file, run_family
 from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
 from charframe.training.adapters import lycoris_preset_path
 from charframe.training.data import resolve_image_dir
@@ -74,10 +83,68 @@ def find_kohya(directory: str | os.PathLike | None = None, python: str | os.Path
     return KohyaSetup(chosen.resolve(), py)
 
 
+def plan_family(plan: TrainPlan) -> Family:
+    """The family of the plan's base model (its file's or folder's, else the plan's `family`, else SD1.x). A
+    `.safetensors` file is checked as loading would check it (nothing loads it here before sd-scripts does): of
+    the plan's family, with every text encoder its family has."""
+    model = Path(plan.io.model) if plan.io.model else None
+    if model is not None and model.is_file() and model.suffix.lower() in SAFETENSORS_SUFFIXES:
+        return get_family(check_single_file(model, key_shapes(model), plan.io.family).family)
+    fam = run_family(model, plan.io.family)
+    if plan.io.family and get_family(plan.io.family).id != fam.id:
+        raise CharframeError(f"{model}: is an {fam.name} model folder but {{param}} says {get_family(plan.io.family).name}; "
+                             f"give an {get_family(plan.io.family).name} model or set the family to {fam.id}",
+                             param="family")
+    return fam
+
+
+def kohya_table(fam: Family) -> dict[str, Any]:
+    """`[kohya]` of the family's data file: its script and the arguments its runs add."""
+    table = fam.data.get("kohya")
+    if not table:
+        raise CharframeError(f"{fam.name} models: the kohya engine does not drive sd-scripts for them yet; "
+                             "train with the built-in engine")
+    return dict(table)
+
+
+def plan_prediction(plan: TrainPlan) -> str:
+    """"v_prediction" or "epsilon": the plan's `prediction`, else the model's (a single file's v-pred key, a
+    diffusers folder's scheduler config)."""
+    if plan.io.prediction:
+        return plan.io.prediction
+    model = Path(plan.io.model) if plan.io.model else None
+    if model is None or not model.exists():
+        return "epsilon"
+    fam = plan_family(plan)
+    if model.is_dir():
+        config = model / "scheduler" / "scheduler_config.json"
+        data = _read_json(config)
+        return str(data.get("prediction_type", fam.prediction_type))
+    if model.suffix.lower() in SAFETENSORS_SUFFIXES and any(k in fam.v_pred_keys for k in key_shapes(model)):
+        return "v_prediction"
+    return fam.prediction_type
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def train_text_encoder(plan: TrainPlan, fam: Family) -> bool:
+    """Whether the run trains the text encoders: the plan's choice, else the family's default."""
+    if plan.recipe.train_text_encoder is not None:
+        return plan.recipe.train_text_encoder
+    return bool(fam.data.get("training", {}).get("train_text_encoder", True))
+
+
 def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_name: str | None = None,
                tokenizer_cache_dir: str | None = None) -> list[str]:
-    """`train_network.py` arguments for `plan` (paths used exactly as the plan holds them)."""
+    """The sd-scripts script's arguments for `plan` (paths used exactly as the plan holds them)."""
     net, opt, recipe, io, rt = plan.network, plan.optimizer, plan.recipe, plan.io, plan.runtime
+    fam = plan_family(plan)
+    table = kohya_table(fam)
     a: list[str] = [f"--network_module={net.module}"]
     net_args = [f"{k}={v}" for k, v in net.args.items()]
     if net.module.startswith("lycoris"):
@@ -104,13 +171,16 @@ def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_nam
     a.append(f"--pretrained_model_name_or_path={io.model}")
     if io.vae:
         a.append(f"--vae={io.vae}")
-    a.append(f"--clip_skip={recipe.clip_skip}")
+    if table.get("clip_skip", True):
+        a.append(f"--clip_skip={recipe.clip_skip}")
     if io.continue_from:
         a.append(f"--network_weights={io.continue_from}")
     a += [f"--logging_dir={io.logging_dir}", f"--log_prefix={name}"]
     a.append("--xformers" if rt.attention == "xformers" else "--sdpa")
     a += [f"--save_model_as={io.save_model_as}", f"--mixed_precision={rt.mixed_precision}",
           f"--save_precision={io.save_precision}"]
+    if table.get("no_half_vae") and rt.mixed_precision != "no":
+        a.append("--no_half_vae")
     if rt.gradient_checkpointing:
         a.append("--gradient_checkpointing")
     if rt.persistent_data_loader_workers:
@@ -124,6 +194,12 @@ def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_nam
         a.append(f"--prior_loss_weight={recipe.prior_loss_weight}")
     if opt.max_grad_norm != 1.0:
         a.append(f"--max_grad_norm={opt.max_grad_norm}")
+    if not train_text_encoder(plan, fam):
+        a.append("--network_train_unet_only")
+        if table.get("cache_text_encoder_outputs"):
+            a.append("--cache_text_encoder_outputs")
+    if plan_prediction(plan) == "v_prediction":
+        a += ["--v_parameterization", "--zero_terminal_snr"]
     if tokenizer_cache_dir:
         a.append(f"--tokenizer_cache_dir={tokenizer_cache_dir}")
     if plan.sampling.enabled:
@@ -142,22 +218,30 @@ def _py(value: Any) -> str:
     return repr(value)
 
 
+def kohya_script(plan: TrainPlan) -> str:
+    """The sd-scripts script that trains the plan's family (`train_network.py`, `sdxl_train_network.py`)."""
+    return str(kohya_table(plan_family(plan))["script"])
+
+
 def kohya_command(plan: TrainPlan, setup: KohyaSetup, **kw: Any) -> list[str]:
-    """The full command: `accelerate launch --num_cpu_threads_per_process 1 train_network.py …` in the venv."""
+    """The full command: `accelerate launch --num_cpu_threads_per_process 1 <script> …` in the venv."""
     return [str(setup.python), "-m", "accelerate.commands.launch", "--num_cpu_threads_per_process", "1",
-            "train_network.py", *kohya_args(plan, **kw)]
+            kohya_script(plan), *kohya_args(plan, **kw)]
 
 
-def tokenizer_cache(write: bool = True) -> Path:
-    """A `--tokenizer_cache_dir` holding SD1.x's CLIP tokenizer where sd-scripts looks for it
-    (`<dir>/openai_clip-vit-large-patch14`), written from the shipped data once; an existing one is kept.
+def tokenizer_cache(write: bool = True, fam: Family | None = None) -> Path:
+    """A `--tokenizer_cache_dir` holding the family's tokenizers where sd-scripts looks for them
+    (`<dir>/openai_clip-vit-large-patch14`, and for SDXL `<dir>/laion_CLIP-ViT-bigG-14-laion2B-39B-b160k`: the
+    same vocabulary, its own pad token), written from the shipped data once; an existing one is kept.
     `write=False` only names the folder (for --dry-run)."""
-
+    fam = fam or get_family()
     root = user_cache_dir() / "tokenizers"
-    folder = root / HUB_ID.replace("/", "_")
-    if write and not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
-        write_tokenizer_files(folder)
-        log.info("wrote the CLIP tokenizer for sd-scripts to %s", folder)
+    hub_ids = fam.data.get("kohya", {}).get("tokenizers", [HUB_ID])
+    for hub_id, te in zip(hub_ids, fam.text_encoders):
+        folder = root / hub_id.replace("/", "_")
+        if write and not (folder / "vocab.json").is_file() and not (folder / "tokenizer.json").is_file():
+            write_tokenizer_files(folder, pad_token=te.pad_token)
+            log.info("wrote the %s tokenizer for sd-scripts to %s", te.describe, folder)
     return root
 
 
@@ -184,12 +268,11 @@ def kohya_dataset_config(dataset: str | os.PathLike, cwd: Path, out_dir: Path, n
 def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] = subprocess.run) -> Path:
     """Run sd-scripts on `plan` with its live output; return the LoRA file it wrote."""
 
-    if plan.io.model is not None and Path(plan.io.model).exists():
-        family = family_of_model(Path(plan.io.model))
-        if family.id != get_family().id:
-            raise CharframeError(f"{plan.io.model}: is an {family.name} model; the kohya engine runs train_network.py "
-                                 f"for {get_family().name} models only (sdxl_train_network.py is not yet driven); "
-                                 "train it with the built-in engine")
+    fam = plan_family(plan)
+    script = kohya_script(plan)
+    if not (setup.dir / script).is_file():
+        raise CharframeError(f"{setup.dir}: this sd-scripts checkout has no {script} ({fam.name} models need it); "
+                             "update it (git pull) or run `charframe setup-kohya` again")
     out_dir = (Path(plan.io.output_dir) / plan.io.out).absolute()
     target = free_output_path(out_dir / f"{plan.output_name}.{plan.io.save_model_as}")
     check_output_locations(plan.io, target, samples=plan.sampling.enabled)
@@ -203,7 +286,7 @@ def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] 
         (out_dir / "sample_prompts.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     dataset = kohya_dataset_config(plan.io.dataset, setup.dir, out_dir, target.stem)
     cmd = kohya_command(plan, setup, dataset_config=dataset, output_name=target.stem,
-                        tokenizer_cache_dir=str(tokenizer_cache()))
+                        tokenizer_cache_dir=str(tokenizer_cache(fam=fam)))
     log.info("running sd-scripts in %s:\n  %s", setup.dir, subprocess.list2cmdline(cmd))
     proc = runner(cmd, cwd=str(setup.dir))
     if proc.returncode != 0:
@@ -234,7 +317,7 @@ class KohyaEngine:
     def describe(self, plan: TrainPlan) -> str:
         """What a dry run prints: the sd-scripts command line (nothing is written)."""
         read_dataset_file(plan.io.dataset)
-        cache = str(tokenizer_cache(write=False))
+        cache = str(tokenizer_cache(write=False, fam=plan_family(plan)))
         return subprocess.list2cmdline(kohya_command(plan, self.setup, tokenizer_cache_dir=cache))
 
 
