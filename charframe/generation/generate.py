@@ -260,8 +260,12 @@ def generate_set(
     control: str | None = None,
     progress: bool = True,
     device: str | None = None,
+    first: int = 0,
 ) -> GenerateResult:
-    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`)."""
+    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`).
+
+    `first`: the number (and seed offset) of the first candidate: a pick retry asks for `candidates` more with the
+    next seeds (`codes=[...], first=4`). Such candidates stay, while current, when the whole set is generated."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -270,6 +274,8 @@ def generate_set(
     n = g.candidates if candidates is None else candidates
     if n < 1:
         raise CharframeError("{param} must be at least 1", param="candidates")
+    if first < 0:
+        raise CharframeError("{param} must be 0 or more", param="first")
     work = character.work_dir(character.set_name(kind, outfit))
     code_list = set_codes(character, kind, codes)
     units = control_units(character, control)
@@ -283,10 +289,11 @@ def generate_set(
     recycler = project_dirs(character.root).recycler()
     todo: list[tuple[ImageCode, int, Path]] = []
     wanted: set[str] = set()
+    retried = _retry_numbers(manifest, n) if first == 0 else {}
     for code in code_list:
         prompt = code_prompt(character, code, outfit)
         maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
-        for i in range(n):
+        for i in range(first, first + n):
             name = f"{RAW}/{code.code}-{i}.png"
             wanted.add(name)
             path = work / name
@@ -304,6 +311,12 @@ def generate_set(
             if action == "replace":
                 result.replaced.append(recycler.recycle(path))
             todo.append((code, i, path))
+        for i in retried.get(code.code, ()):  # a pick retry's candidates: kept while current, else retired
+            name = f"{RAW}/{code.code}-{i}.png"
+            params = {"prompt": prompt, "seed": g.seed + i, **settings_common}
+            if manifest.check(name, inputs=files + maps, params=params) == Check("ours", True):
+                wanted.add(name)
+                result.skipped.append(work / name)
     if codes is None and candidates is None:
         _retire_unwanted(manifest, work, wanted, recycler, result)
     manifest.save()
@@ -313,8 +326,9 @@ def generate_set(
     if result.replaced:
         log.info("%s: %d earlier candidate(s) moved to %s", work / RAW, len(result.replaced), recycler.folder())
     title = f"{character.keyword} {character.set_name(kind, outfit)}: codes × candidates (seed {g.seed} + #)"
+    shown = first + n
     if not todo:
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, code_list, shown)
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
@@ -349,9 +363,20 @@ def generate_set(
     finally:
         manifest.save()
         bar.close()
-        result.contact = _write_contact(work, title, code_list, n)
+        result.contact = _write_contact(work, title, code_list, shown)
         result.seconds = time.perf_counter() - start
     return result
+
+
+def _retry_numbers(manifest: Manifest, n: int) -> dict[str, list[int]]:
+    """{code: candidate numbers ≥ n} recorded in the set's manifest: the candidates pick retries made."""
+    out: dict[str, list[int]] = {}
+    for name in manifest.names():
+        stem = name[len(RAW) + 1:-4] if name.startswith(f"{RAW}/") and name.endswith(".png") else ""
+        code, _, number = stem.partition("-")
+        if number.isdigit() and int(number) >= n:
+            out.setdefault(code, []).append(int(number))
+    return {code: sorted(ix) for code, ix in out.items()}
 
 
 def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int]) -> str:

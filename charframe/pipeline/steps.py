@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from charframe.character import Character
+from charframe.cleaning.identity import identity_setting, reference_files
 from charframe.cleaning.rembg_method import model_available
 from charframe.dataset.captions import load_rules
 from charframe.dataset.naming import IMAGE_EXTENSIONS
@@ -68,6 +69,7 @@ class Step:
     run: Callable[[Callable[..., Any], StageJob, RunContext], None]
     help: str = ""
     protect_outputs: bool = False   # outputs are the user's to edit or delete (see the module doc)
+    refreshes: tuple[str, ...] = ()  # earlier steps whose outputs this one may add to (pick's retries): re-recorded
 
 
 def resolve(call: str, step: str = "") -> Callable[..., Any]:
@@ -139,7 +141,7 @@ def _clean(fn, job: StageJob, ctx: RunContext) -> None:
 
 def _pick(fn, job: StageJob, ctx: RunContext) -> None:
     for c, _, _, set_name in _own_sets(job):
-        fn(c, set_name)
+        fn(c, set_name, face_lora=job.face_lora, progress=ctx.progress)
 
 
 def _export(fn, job: StageJob, ctx: RunContext) -> None:
@@ -198,8 +200,27 @@ def _generation_params(job: StageJob) -> dict[str, Any]:
     """What the candidates of a set depend on besides files: who the character is in the prompt, the outfit, the
     generation settings (not the export or training settings; generate_set records each candidate's own)."""
     return {c.keyword: {"prompt": c.prompt, "negative": c.negative, "fill": c.fill, "asymmetric": c.asymmetric,
-                        "generation": dump(c.generation), "outfit": c.outfits[o] if o else ""}
+                        "generation": _generation_dump(c), "outfit": c.outfits[o] if o else ""}
             for c, o in job.members}
+
+
+def _generation_dump(c: Character) -> dict[str, Any]:
+    """The generation settings that make the candidates (`retries` only matters to pick)."""
+    return {k: v for k, v in dump(c.generation).items() if k != "retries"}
+
+
+def _pick_inputs(job: StageJob) -> list[FileSet]:
+    """The cleaned candidates and templates, the identity model's files and the reference pictures."""
+    extra = [FileSet(p) for p in identity_setting(job.root).files()]
+    extra += [FileSet(p) for c, _, _, _ in _own_sets(job) for p in reference_files(c)]
+    return _sets_work(job, "clean", "alpha") + _templates(job) + extra
+
+
+def _pick_params(job: StageJob) -> dict[str, Any]:
+    """Which identity model and threshold (or none), and per character its references and retries."""
+    return {**identity_setting(job.root).params(),
+            **{c.keyword: {"reference": list(c.reference), "retries": c.generation.retries,
+                           "candidates": c.generation.candidates} for c, _, _, _ in _own_sets(job)}}
 
 
 def _clean_params(job: StageJob) -> dict[str, Any]:
@@ -242,10 +263,11 @@ STEPS: tuple[Step, ...] = (
          lambda j: _sets_work(j, "raw"),
          lambda j: _sets_work(j, "clean", "alpha"),
          _clean_params, _clean, "background removed and filled; transparent copies"),
-    Step("pick", "charframe.cleaning.pick:pick_set", frozenset({"face", "body"}),
-         lambda j: _sets_work(j, "clean", "alpha") + _templates(j),
+    Step("pick", "charframe.cleaning.retry:pick_with_retries", frozenset({"face", "body"}),
+         _pick_inputs,
          lambda j: _sets_work(j, "picks.toml"),
-         lambda j: {}, _pick, "best candidate per code (pose fidelity); hand picks pinned"),
+         _pick_params, _pick, "best candidate per code (pose and identity; new candidates for a code with none); "
+         "hand picks pinned", refreshes=("generate", "clean")),
     Step("export", "charframe.cleaning.export:export_set", frozenset({"face", "body", "group"}),
          lambda j: [fs for c, s in j.sets() for fs in (_work(c, s, "picks.toml"), _work(c, s, "clean"), _work(c, s, "alpha"))],
          lambda j: [FileSet(j.dataset, IMAGES)],
