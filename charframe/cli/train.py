@@ -48,6 +48,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample-seeds", default="1,2", help="comma-separated sample seeds (default 1,2)")
     g.add_argument("--save-state-every", type=int, default=0, metavar="N",
                    help="also save a resumable state every N steps (Ctrl-C and crashes always save one)")
+    g.add_argument("--save-every", type=int, metavar="N",
+                   help="also save the LoRA of every N-th step as <name>-step00000500.safetensors (with its state)")
     g.add_argument("--recipes", type=Path, help="your own recipes.toml instead of the shipped one")
     g.add_argument("--kohya-dir", type=Path, help="sd-scripts checkout (default: <project>/sd-scripts)")
     g.add_argument("--kohya-python", type=Path, help="python of that checkout (default: its venv)")
@@ -100,6 +102,7 @@ def _options(args: argparse.Namespace) -> dict:
         max_token_length=args.max_token_length, noise_offset=args.noise_offset, prior_loss_weight=args.prior_loss_weight,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
+        **({"save_every_n_steps": args.save_every} if args.save_every is not None else {}),
     )
 
 

@@ -184,6 +184,20 @@ class PeriodicState:
         pass
 
 
+class Checkpoints:
+    """The LoRA of every `every`-th step (`save(step)`), not at the last step: the final LoRA is that one."""
+
+    def __init__(self, every: int, last: int, save: Callable[[int], Any]) -> None:
+        self.every, self.last, self.save = every, last, save
+
+    def on_step(self, info: StepInfo) -> None:
+        if info.step % self.every == 0 and info.step < self.last:
+            self.save(info.step)
+
+    def close(self) -> None:
+        pass
+
+
 class StepHook:
     """The caller's `on_step(step, loss)` (tests use it to interrupt; benchmarks to time steps)."""
 

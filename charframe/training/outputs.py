@@ -17,9 +17,11 @@ this plan would train?" without loading a model; `charframe train --dry-run` pri
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -45,6 +47,26 @@ def output_paths(io: TrainIO, output_name: str) -> tuple[Path, Path]:
     """(planned LoRA file, its state folder): `<output_dir>/<out>/<output_name>.safetensors`."""
     out = Path(io.output_dir) / io.out / f"{output_name}.{io.save_model_as}"
     return out, st.state_dir_for(out)
+
+
+#: sd-scripts' name of a step checkpoint: `<output name>-step00000500` (train_util's STEP_FILE_NAME)
+STEP_SUFFIX = "-step{:08d}"
+_STEP_RE = re.compile(r"-step(\d{8})$")
+
+
+def checkpoint_path(output: Path, step: int) -> Path:
+    """`<stem>-step00000500.safetensors` beside the LoRA `output`."""
+    return output.with_name(output.stem + STEP_SUFFIX.format(step) + output.suffix)
+
+
+def checkpoints(output: Path) -> list[tuple[int, Path]]:
+    """(step, file) of the step checkpoints saved beside `output`, by step (the final LoRA itself not included)."""
+    found = []
+    for p in output.parent.glob(f"{glob.escape(output.stem)}-step{'[0-9]' * 8}{output.suffix}"):
+        m = _STEP_RE.search(p.stem)
+        if m and p.is_file():
+            found.append((int(m.group(1)), p))
+    return sorted(found)
 
 
 def plan_path_for(output: Path) -> Path:
@@ -166,7 +188,8 @@ def check_output_locations(io: TrainIO, output_file: Path, *, samples: bool) -> 
     anchor = check_folder(out_dir, "out" if Path(io.output_dir).is_dir() else "output_dir")
     log_anchor = check_folder(Path(io.logging_dir), "logging_dir")
     stem = output_file.stem
-    names = [output_file.name, plan_path_for(output_file).name, st.state_dir_for(output_file).name]
+    names = [output_file.name, plan_path_for(output_file).name, st.state_dir_for(output_file).name,
+             checkpoint_path(output_file, 0).name]
     longest = max(len(os.fsencode(n)) for n in names) + TEMP_NAME_EXTRA
     if samples:
         longest = max(longest, len(os.fsencode(stem)) + _SAMPLE_SUFFIX_LEN + TEMP_NAME_EXTRA)
