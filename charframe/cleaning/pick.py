@@ -292,7 +292,7 @@ def contact_sheet(work: Path, found: dict[str, list[int]], picks: dict[str, int]
 
 
 def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str] | None = None,
-               scores: list[Score] | None = None) -> str:
+               scores: list[Score] | None = None, threshold: float | None = None) -> str:
     head = ("# charframe pick: one candidate per code (contact-picked.png shows them all).\n"
             "# Change a number to pick by hand: the code is pinned and every later pick keeps it.\n"
             "# Delete a line from [pinned] to let charframe choose that code again.\n")
@@ -303,6 +303,8 @@ def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str]
     if scores:
         info += ("[scores]  # per candidate: IoU and edge agreement with the template (higher = closer pose), "
                  "identity = CCIP difference to the character (lower = more alike)\n")
+        if threshold is not None:
+            info += f"threshold = {threshold:.4f}\n"
         for code in dict.fromkeys(s.code for s in scores):
             cells = ", ".join("{" + f"n = {s.candidate}, iou = {s.iou:.4f}, edge = {s.edge:.4f}"
                               + (f", identity = {s.identity:.4f}" if s.identity is not None else "") + "}"
@@ -336,13 +338,13 @@ def hand_picks(work: Path) -> dict[str, int]:
 
 
 def save_picks(work: Path, auto: dict[str, int], pinned: dict[str, int], why: dict[str, str] | None = None,
-               scores: list[Score] | None = None) -> Path:
+               scores: list[Score] | None = None, threshold: float | None = None) -> Path:
     """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
     manifest = Manifest.load(work / PICK_MANIFEST)
     if manifest.status(PICKS_FILE) is Status.FOREIGN:
         log.info("%s: edited by hand; hand picks pinned, the file kept as %s", work / PICKS_FILE,
                  backup_file(work / PICKS_FILE).name)
-    text = picks_toml(auto, pinned, why, scores)
+    text = picks_toml(auto, pinned, why, scores, threshold)
     st = atomic_write_text(work / PICKS_FILE, text)
     manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
     manifest.outputs[PICKS_FILE]["auto"] = dict(sorted(auto.items()))
@@ -395,12 +397,23 @@ def pick_outcome(character: Character, set_name: str, *, manual: dict[str, int] 
     rejected = [code for code in auto_codes if code not in auto]
     log.info("%s", format_table(scores, picks, pinned, threshold))
     save_picks(work, {c: i for c, i in auto.items() if c in picks}, {c: i for c, i in pinned.items() if c in picks},
-               why, scores)
+               why, scores, threshold)
     write_png(work / CONTACT_FILE, contact_sheet(work, found, picks, scores))
     log.info("%s: %d picked (%d pinned by hand) → %s", work, len(picks), len(pinned), work / PICKS_FILE)
     for code in rejected:
         log.warning("%s %s: %s", work, code, why[code])
     return PickOutcome(picks, rejected, why, scores, threshold)
+
+
+def read_info(path: Path) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]], float | None]:
+    """(why, scores per code, identity threshold) of a picks.toml (empty when it has none or is unreadable)."""
+    try:
+        data = tomlio.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError):
+        return {}, {}, None
+    scores = dict(data.get("scores") or {})
+    threshold = scores.pop("threshold", None)
+    return dict(data.get("why") or {}), {k: v for k, v in scores.items() if isinstance(v, list)}, threshold
 
 
 def read_picks(character: Character, set_name: str) -> dict[str, int]:

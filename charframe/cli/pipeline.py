@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-STEPS_TEXT = "generate → clean → pick → export → prepare → train → merge → compress → preview"
+STEPS_TEXT = "generate → clean → pick → export → prepare → train → score → merge → compress → preview"
 
 RUN_EPILOG = f"""\
 steps: {STEPS_TEXT}
@@ -20,6 +20,7 @@ examples:
   charframe run Characters/krnk.toml --stage face --dry-run
   charframe run krnk --from train           # retrain (and merge, compress, preview) even if up to date
   charframe run krnk_tyank                  # Characters/krnk_tyank.group.toml: members, then the group
+  charframe run krnk --stage face --step 600    # merge the checkpoint of step 600 instead of the score's choice
 """
 
 RERUN_EPILOG = """\
@@ -70,7 +71,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
+    p.add_argument("--step", type=int, metavar="N", help="use the checkpoint of step N (pinned in the stage's score "
+                   "file until --step 0) instead of the one the score step chooses; needs one stage (--stage)")
     p.set_defaults(func=run_run)
+
+    rp = sub.add_parser("report", help="write and print the path of each stage's HTML report (scores, previews)",
+                        description="Write the report page of each stage of a character or group (the score step "
+                        "writes it too) and print where it is.", formatter_class=fmt,
+                        epilog="examples:\n  charframe report krnk\n  charframe report krnk --stage face --open\n")
+    rp.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    rp.add_argument("--stage", default=None, metavar="STAGE", help="one stage: face, body-<outfit> or group")
+    rp.add_argument("--open", action="store_true", help="open the page(s) in the web browser")
+    rp.set_defaults(func=run_report)
 
     r = sub.add_parser("rerun", help="rerun what changed, for many characters; summary table at the end",
                        description="Rerun the stale steps of characters and groups.", epilog=RERUN_EPILOG,
@@ -134,6 +146,8 @@ def run_run(args: argparse.Namespace) -> int:
     from charframe.project import find_project_root
 
     target = resolve_target(args.character, find_project_root())
+    if args.step is not None:
+        _pin_step(target, args)
     planned, report = run_target(target, _options(args), dry_run=args.dry_run)
     if args.dry_run:
         print(describe_plan(planned))
@@ -206,6 +220,37 @@ def run_restore(args: argparse.Namespace) -> int:
     with run_lock(job.state_dir, job.owner):
         replaced = restore(job, args.version, Records().of(job))
     print(f"{job.out} ({job.name}): version {args.version} restored; the set it replaced is kept in {replaced}")
+    return 0
+
+
+def _pin_step(target: Path, args: argparse.Namespace) -> None:
+    from charframe.errors import CharframeError
+    from charframe.pipeline.lock import run_lock
+    from charframe.pipeline.score_file import pin_step
+    from charframe.pipeline.stages import target_jobs
+
+    stage = "group" if target.name.endswith(".group.toml") and args.stage == "all" else args.stage
+    jobs = target_jobs(target, stage)
+    if len(jobs) != 1:
+        raise CharframeError(f"{target.name}: {{param}} names a checkpoint of one stage, and this runs "
+                             f"{len(jobs)} ({', '.join(j.name for j in jobs)}); add --stage", param="step")
+    job = jobs[0]
+    with run_lock(job.state_dir, job.owner):
+        path = pin_step(job, args.step)
+    print(f"{job.out} ({job.name}): " + (f"step {args.step} pinned in {path}" if args.step else
+                                           f"the score chooses the step again ({path})"))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from charframe.pipeline.report import write_report
+
+    for job in _stage_jobs(args):
+        path = write_report(job)
+        print(f"{job.out} ({job.name}): {path}")
+        if args.open:
+            webbrowser.open(path.as_uri())
     return 0
 
 

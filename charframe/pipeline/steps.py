@@ -12,8 +12,8 @@ matches: a parameter, an input's content, or a recorded output changed. `params`
 result depends on besides its input files (the export sizes are not a parameter of generate). Steps whose
 outputs a user may edit or delete (dataset images) say `protect_outputs`: such a change is the user's, it
 retrains, but it does not make the step redo its work. Steps in order: generate → clean → pick → export →
-prepare → train → merge → compress → preview (`clean` comes before `pick`: picking scores the cleaned
-silhouettes).
+prepare → train → score → merge → compress → preview (`clean` comes before `pick`: picking scores the cleaned
+silhouettes; `score` chooses the checkpoint that merge reads, `pipeline.score`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from charframe.dataset.naming import IMAGE_EXTENSIONS
 from charframe.errors import CharframeError
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
+from charframe.pipeline.score_file import chosen_lora, previews_dir, report_path, score_path
 from charframe.pipeline.stages import StageJob
-from charframe.project import project_dirs
+from charframe.project import load_project, project_dirs
+from charframe.training.checkpoints import checkpoints
 from charframe.util.files import check_confined
 from charframe.util.schema import dump
 
@@ -171,6 +173,10 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
     if state is None:
         ctx.keep_version(job)  # the finished set, whatever recipe named it, goes to the history first
         job.lora.unlink(missing_ok=True)
+        recycler = None
+        for _, old in checkpoints(job.lora):  # an earlier run's step checkpoints go to LoRAWork/replaced/
+            recycler = recycler or project_dirs(job.root).recycler()
+            recycler.recycle(old)
     check_confined(job.lora.parent)  # made inside the project only (util.files.confine_writes)
     job.lora.parent.mkdir(parents=True, exist_ok=True)
     result = fn(job.plan, resume=state is not None)
@@ -178,11 +184,15 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
         raise CharframeError(f"{job.lora}: the trainer wrote {result.output} instead; move it away and rerun")
 
 
+def _score(fn, job: StageJob, ctx: RunContext) -> None:
+    fn(job, progress=ctx.progress)
+
+
 def _merge(fn, job: StageJob, ctx: RunContext) -> None:
     label, weights = job.merge
     if job.merged.exists():
         ctx.keep_version(job)
-    fn(job.lora, weights, label, output=job.merged, overwrite=True)
+    fn(chosen_lora(job), weights, label, output=job.merged, overwrite=True)
 
 
 def _compress(fn, job: StageJob, ctx: RunContext) -> None:
@@ -250,6 +260,30 @@ def _train_params(job: StageJob) -> dict[str, Any]:
     return {"plan": job.plan.to_dict(), "dataset": text}
 
 
+def _checkpoints(job: StageJob) -> list[FileSet]:
+    """The final LoRA and its step checkpoints (`<stem>-step00000500.safetensors`)."""
+    return [FileSet(job.lora), FileSet(job.lora.parent, (f"{job.lora.stem}-step*.safetensors",))]
+
+
+def _score_inputs(job: StageJob) -> list[FileSet]:
+    """The checkpoints and, when identity is scored, the training images, the identity model and base model."""
+    setting = identity_setting(job.root)
+    if setting.model is None:
+        return _checkpoints(job)
+    return (_checkpoints(job) + [FileSet(job.dataset, IMAGES)] + [FileSet(p) for p in setting.files()]
+            + _model_files(job) + [FileSet(p) for c, _ in job.members for p in reference_files(c)])
+
+
+def _score_params(job: StageJob) -> dict[str, Any]:
+    """Without identity only that (nothing is rendered); with it the model, what is rendered and the rule."""
+    setting = identity_setting(job.root)
+    if setting.model is None:
+        return setting.params()
+    config = load_project(job.root)
+    return {**setting.params(), "preview": dataclasses.asdict(preview_settings(job.root, job.plan.io.model is None)),
+            "score": dump(config.score), "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in job.members}}
+
+
 def _sets_work(j: StageJob, *parts: str) -> list[FileSet]:
     return [_work(c, s, part) for c, _, _, s in _own_sets(j) for part in parts]
 
@@ -281,14 +315,18 @@ STEPS: tuple[Step, ...] = (
          lambda j: [FileSet(j.dataset, IMAGES + CAPTION_FILES)] + _model_files(j),
          lambda j: [FileSet(j.lora)],
          _train_params, _train, "LoRA (built-in trainer)"),
+    Step("score", "charframe.pipeline.score:score_job", frozenset({"face", "body", "group"}),
+         _score_inputs,
+         lambda j: [FileSet(score_path(j)), FileSet(previews_dir(j), ("**/*.png",)), FileSet(report_path(j))],
+         _score_params, _score, "checkpoints scored (identity), the best step chosen; the report"),
     Step("merge", "charframe.lora.ops.merge:merge_file", frozenset({"face", "body", "group"}),
-         lambda j: [FileSet(j.lora)], lambda j: [FileSet(j.merged)],
+         lambda j: [FileSet(score_path(j)), FileSet(chosen_lora(j))], lambda j: [FileSet(j.merged)],
          lambda j: {"label": j.merge[0], "weights": list(j.merge[1])}, _merge, "block-weight merge"),
     Step("compress", "charframe.lora.ops.compress:compress_file", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.merged)], lambda j: [FileSet(j.compressed)],
          lambda j: {"sv_ratio": j.recipe.sv_ratio}, _compress, "SVD compression"),
     Step("preview", "charframe.pipeline.preview:preview_job", frozenset({"face", "body", "group"}),
-         lambda j: _model_files(j) + [FileSet(j.lora), FileSet(j.merged), FileSet(j.compressed)],
+         lambda j: _model_files(j) + [FileSet(chosen_lora(j)), FileSet(j.merged), FileSet(j.compressed)],
          lambda j: [FileSet(j.preview)],
          lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.io.model is None)),
                     "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in j.members}},

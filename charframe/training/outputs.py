@@ -17,11 +17,9 @@ this plan would train?" without loading a model; `charframe train --dry-run` pri
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import logging
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +28,7 @@ from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
 from charframe.util.files import check_confined, confine_writes, name_max
 from charframe.training import state as st
+from charframe.training.checkpoints import checkpoint_path, checkpoints  # noqa: F401 (re-exported)
 from charframe.training.data import DatasetGroup, load_dataset
 from charframe.training.plan import TrainIO, TrainPlan
 from charframe.util.manifest import Manifest, Status, digest_file
@@ -47,26 +46,6 @@ def output_paths(io: TrainIO, output_name: str) -> tuple[Path, Path]:
     """(planned LoRA file, its state folder): `<output_dir>/<out>/<output_name>.safetensors`."""
     out = Path(io.output_dir) / io.out / f"{output_name}.{io.save_model_as}"
     return out, st.state_dir_for(out)
-
-
-#: sd-scripts' name of a step checkpoint: `<output name>-step00000500` (train_util's STEP_FILE_NAME)
-STEP_SUFFIX = "-step{:08d}"
-_STEP_RE = re.compile(r"-step(\d{8})$")
-
-
-def checkpoint_path(output: Path, step: int) -> Path:
-    """`<stem>-step00000500.safetensors` beside the LoRA `output`."""
-    return output.with_name(output.stem + STEP_SUFFIX.format(step) + output.suffix)
-
-
-def checkpoints(output: Path) -> list[tuple[int, Path]]:
-    """(step, file) of the step checkpoints saved beside `output`, by step (the final LoRA itself not included)."""
-    found = []
-    for p in output.parent.glob(f"{glob.escape(output.stem)}-step{'[0-9]' * 8}{output.suffix}"):
-        m = _STEP_RE.search(p.stem)
-        if m and p.is_file():
-            found.append((int(m.group(1)), p))
-    return sorted(found)
 
 
 def plan_path_for(output: Path) -> Path:

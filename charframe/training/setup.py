@@ -29,7 +29,8 @@ from charframe.training.distributed import accelerator as make_accelerator, broa
 from charframe.training.images import StepData, unbatched
 from charframe.training.metadata import optimizer_description, training_metadata
 from charframe.training.optim import build_optimizer, build_scheduler
-from charframe.training.outputs import LOG_STAMP, checkpoints, find_state, output_paths
+from charframe.training.checkpoints import checkpoints
+from charframe.training.outputs import LOG_STAMP, find_state, output_paths
 from charframe.training.plan import Runtime, TrainPlan
 from charframe.training.text import token_count
 from charframe.util.files import free_output_path

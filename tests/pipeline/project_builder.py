@@ -17,7 +17,7 @@ RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 6\n'
 KEEP = ("f00", "f02", "f12", "b00", "b02", "b12")
 EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
 GENERATION = 'size = 64\nsteps = 1\nhires_scale = 1.0\nsampler = "Euler a"\n'
-STEPS_ALL = ("generate", "clean", "pick", "export", "prepare", "train", "merge", "compress", "preview")
+STEPS_ALL = ("generate", "clean", "pick", "export", "prepare", "train", "score", "merge", "compress", "preview")
 FACE_STAGES = {"krnk": "krnk.toml", "tyank": "tyank.toml"}
 
 

@@ -29,9 +29,8 @@ from charframe.training.loop import (
 )
 from charframe.training.metadata import step_metadata
 from charframe.lora.io import save_lora_file
-from charframe.training.outputs import (
-    check_output_locations, checkpoint_path, inputs_digest, plan_path_for, record_output, save_final,
-)
+from charframe.training.checkpoints import checkpoint_path
+from charframe.training.outputs import check_output_locations, inputs_digest, plan_path_for, record_output, save_final
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainingInterrupted, TrainResult
 from charframe.training.setup import Session, begin_run, build_session
