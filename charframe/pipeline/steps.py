@@ -313,7 +313,7 @@ STEPS: tuple[Step, ...] = (
          _rules, _prepare, "captions + dataset TOML"),
     Step("train", "charframe.training.engines:train_with", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.dataset, IMAGES + CAPTION_FILES)] + _model_files(j),
-         lambda j: [FileSet(j.lora)],
+         _checkpoints,
          _train_params, _train, "LoRA (built-in trainer)"),
     Step("score", "charframe.pipeline.score:score_job", frozenset({"face", "body", "group"}),
          _score_inputs,
