@@ -171,7 +171,8 @@ class SampleImages:
 
 
 class PeriodicState:
-    """A resumable state every `every` steps (not at the last step: the LoRA itself is written then)."""
+    """`snapshot(step)` every `every` steps, not at the last step (the LoRA itself is written then): a resumable
+    state, or a step checkpoint with its state."""
 
     def __init__(self, every: int, last: int, snapshot: Callable[[int], Any]) -> None:
         self.every, self.last, self.snapshot = every, last, snapshot
@@ -179,20 +180,6 @@ class PeriodicState:
     def on_step(self, info: StepInfo) -> None:
         if info.step % self.every == 0 and info.step < self.last:
             self.snapshot(info.step)
-
-    def close(self) -> None:
-        pass
-
-
-class Checkpoints:
-    """The LoRA of every `every`-th step (`save(step)`), not at the last step: the final LoRA is that one."""
-
-    def __init__(self, every: int, last: int, save: Callable[[int], Any]) -> None:
-        self.every, self.last, self.save = every, last, save
-
-    def on_step(self, info: StepInfo) -> None:
-        if info.step % self.every == 0 and info.step < self.last:
-            self.save(info.step)
 
     def close(self) -> None:
         pass

@@ -24,7 +24,7 @@ from charframe.training.adapters import network_state_dict, remove_network
 from charframe.training.data import load_dataset
 from charframe.training.imagecheck import check_images
 from charframe.training.loop import (
-    BadImageError, Callback, Checkpoints, PeriodicState, Progress, ProgressBar, SampleImages, StepHook, StopFlag, TensorBoardLog,
+    BadImageError, Callback, PeriodicState, Progress, ProgressBar, SampleImages, StepHook, StopFlag, TensorBoardLog,
     train_steps,
 )
 from charframe.training.metadata import step_metadata
@@ -105,8 +105,8 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
             callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
                                            lambda step: s.snapshot(step, progress.losses)))
         if plan.state.checkpoint_every:
-            callbacks.append(Checkpoints(plan.state.checkpoint_every, plan.recipe.steps,
-                                         lambda step: _save_checkpoint(s, step, progress)))
+            callbacks.append(PeriodicState(plan.state.checkpoint_every, plan.recipe.steps,
+                                           lambda step: _save_checkpoint(s, step, progress)))
     if on_step is not None:
         callbacks.append(StepHook(on_step))
     return callbacks
