@@ -163,12 +163,9 @@ class ScoreTable:
 
     Previews of each checkpoint: the `[preview]` scenes and seeds, plus the character at the angle `codes` (elevation
     and azimuth digits, taken with the stage's set letter: "02" → f02 or b02). The best step is the one with the lowest
-    mean identity difference among the steps whose adherence (the share of the scene tags a tagger finds; needs
-    `tagger`) is at least `adherence_floor`; ties within `tie` → the earlier step."""
+    mean identity difference; steps within `tie` of it count as equal and the earliest of them wins."""
 
     codes: tuple[str, ...] = ("00", "02", "12")
-    tagger: str = ""
-    adherence_floor: float = field(default=0.0, metadata=limits(min=0, max=1))
     tie: float = field(default=0.005, metadata=limits(min=0, max=1))
 
 

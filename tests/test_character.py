@@ -88,3 +88,20 @@ def test_a_partial_stage_recipe_keeps_the_stage_defaults(tmp_path) -> None:
     assert t.body == StageRecipe(steps=20, preset="BODY")
     assert t.group == StageRecipe(steps=1600, preset="BODY", dim=64)
     assert t.face == StageRecipe()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", r"training.face.save_every: expected an integer from 1 to 1000000, got 0"),
+    ("20", r"training.face.save_every: 20 is more than the 10 steps: no checkpoint would be saved before the last "
+           r"step; use a smaller number, or leave it out"),
+])
+def test_save_every_outside_the_steps_is_one_line(tmp_path, value: str, message: str) -> None:
+    """Issue 22: a checkpoint interval of 0 or over the stage's steps is one line naming file, line and key."""
+    path = tmp_path / "Characters" / "a.toml"
+    path.parent.mkdir()
+    path.write_text(f'keyword = "a"\n[training.face]\nsteps = 10\nsave_every = {value}\n', encoding="utf-8")
+    with pytest.raises(CharframeError, match=r"a.toml:4: " + message) as e:
+        load_character(path)
+    assert "\n" not in str(e.value)
+    path.write_text('keyword = "a"\n[training.face]\nsteps = 10\nsave_every = 5\n', encoding="utf-8")
+    assert load_character(path).training.face.save_every == 5

@@ -8,9 +8,9 @@ stage's training images (lower = more like the character). The dataset's own ima
 the dataset's medoid, or the character file's reference pictures): the report's per-code table.
 
 **The rule** (`choose`): the checkpoint with the lowest identity; checkpoints within `[score] tie` (0.005) of it
-count as equal and the earliest of them wins (less training, less overfitting). With an adherence score (a tagger's
-share of the scene tags, when one is configured) the steps under `[score] adherence_floor` are left out first.
-Without an identity model nothing is rendered and the last step is chosen. `pinned = N` in the score file (what
+count as equal and the earliest of them wins (less training, less overfitting). (`choose` also takes an adherence
+floor for steps that carry an adherence score; no tagger fills one in yet.) Without an identity model nothing is
+rendered and the last step is chosen. `pinned = N` in the score file (what
 `charframe run … --step N` writes) overrides the rule; `pinned = 0` (or `--step 0`) lets it choose again.
 
 Everything is written to `<name>.score.toml` beside the LoRA: per checkpoint its file's digest, its scores and its
@@ -165,7 +165,7 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
             entry.grid = grid.relative_to(job.lora.parent).as_posix()
             rescored += 1
         steps.append(entry)
-    chosen, reason = choose(steps, pinned=pinned, tie=table.tie, adherence_floor=table.adherence_floor)
+    chosen, reason = choose(steps, pinned=pinned, tie=table.tie)
     per_code: dict[str, float] = {}
     if scorer is not None and dataset:
         refs = [p for c, _ in job.members for p in reference_files(c)]
