@@ -8,7 +8,10 @@ Default mode: the tiny random model (charframe.models.tiny) and tiny ControlNet.
 a scratch project (template checks, code prompt, A1111 weighted embeddings, control maps, PNG with parameters,
 contact sheet); bare = `StableDiffusionControlNetPipeline(prompt=…, image=…)` with the same model objects,
 scheduler, size, steps, CFG, ControlNet weight and guidance range. Per-image time excludes model loading for
-both (generate_set reports its load time). Target (issue 9): charframe ≤ 5 % over bare.
+both (generate_set reports its load time). Target (issue 9): charframe ≤ 5 % over bare. A third path in the same
+interleaved rounds: generate_set with prompt editing and alternation in the character prompt
+(`[short:long:0.5] hair, [cat|dog] ears`: a different conditioning per step); target (issue 21): ≤ 5 % per image
+over the plain prompt.
 
 --gpu: SD1.5-shaped random weights built from charframe/data/models/sd15 + controlnet_sd15 configs (no files),
 one and two ControlNets; charframe = the per-image path generate_set runs (weighted embeddings + Runner + PNG
@@ -88,19 +91,22 @@ def tiny_mode(args) -> list[dict]:
             d.mkdir(parents=True, exist_ok=True)
             rng = np.random.default_rng(int(code[1:]))
             Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8)).save(d / f"{code}.png")
-        (root / "Characters" / "bench.toml").write_text(
-            f'keyword = "bench"\nprompt = "1girl, solo, short black hair, cat ears"\nfill = "black"\n'
-            f'[generation]\nsteps = {args.steps}\nsize = {args.size}\nhires_scale = 1.0\ncandidates = {args.candidates}\n'
-            f'sampler = "DPM++ 2M Karras"\nclip_skip = 1\n', encoding="utf-8")
+        for keyword, prompt in (("bench", "1girl, solo, short black hair, cat ears"),
+                                ("benchedit", "1girl, solo, [short:long:0.5] black hair, [cat|dog] ears")):
+            (root / "Characters" / f"{keyword}.toml").write_text(
+                f'keyword = "{keyword}"\nprompt = "{prompt}"\nnegative = "{NEGATIVE}"\nfill = "black"\n'
+                f'[generation]\nsteps = {args.steps}\nsize = {args.size}\nhires_scale = 1.0\n'
+                f'candidates = {args.candidates}\nsampler = "DPM++ 2M Karras"\nclip_skip = 1\n', encoding="utf-8")
         ch = load_character(root / "Characters" / "bench.toml")
+        edit = load_character(root / "Characters" / "benchedit.toml")
         comps = load_sd(None)
         cn, _ = load_controlnet(None, dict(comps.unet.config))
         pipe = bare_pipeline(comps, [cn], scheduler_for(comps.noise_scheduler.config))
         controls = [Image.open(root / "FaceTemplate" / "control" / "softedge" / f"{c}.png").convert("RGB") for c in codes]
         n = len(codes) * args.candidates
         bare_call(pipe, [controls[0]], (args.size, args.size), args.steps, 0, 1)  # warm-up
-        bare_times, ours_times, loads = [], [], []
-        for _ in range(args.rounds):  # interleaved rounds: a load spike on a shared machine hits both sides
+        bare_times, ours_times, edit_times, loads = [], [], [], []
+        for _ in range(args.rounds):  # interleaved rounds: a load spike on a shared machine hits every side
             t = time.perf_counter()
             for c in controls:
                 for i in range(args.candidates):
@@ -111,11 +117,17 @@ def tiny_mode(args) -> list[dict]:
             res = generate_set(ch, "f", codes=codes, progress=False, device="cpu")
             ours_times.append((res.seconds - res.load_seconds) / len(res.written))
             loads.append(res.load_seconds)
+            res = generate_set(edit, "f", codes=codes, progress=False, device="cpu")
+            edit_times.append((res.seconds - res.load_seconds) / len(res.written))
+        paired = statistics.median(e / o for e, o in zip(edit_times, ours_times))  # same round, same load
         for stat, pick in (("min", min), ("median", statistics.median)):
-            bare, ours = pick(bare_times), pick(ours_times)
+            bare, ours, edited = pick(bare_times), pick(ours_times), pick(edit_times)
             rows.append({"stat": stat, "rounds": args.rounds, "images/round": n, "size": args.size, "steps": args.steps,
                          "bare s/img": f"{bare:.3f}", "charframe s/img": f"{ours:.3f}",
-                         "overhead": f"{100 * (ours / bare - 1):+.1f} %", "charframe load s": f"{pick(loads):.2f}"})
+                         "overhead": f"{100 * (ours / bare - 1):+.1f} %", "editing s/img": f"{edited:.3f}",
+                         "editing vs plain": f"{100 * (edited / ours - 1):+.1f} %",
+                         "editing vs plain, paired median": f"{100 * (paired - 1):+.1f} %",
+                         "charframe load s": f"{pick(loads):.2f}"})
     return rows
 
 
@@ -171,7 +183,7 @@ def gpu_mode(args) -> list[dict]:
     for n_cn in (1, 2):
         cns, ctl = nets[:n_cn], controls[:n_cn]
         settings = PassSettings(args.steps, 10.0, (0.5,) * n_cn, (0.0,) * n_cn, (0.3,) * n_cn)
-        runner = Runner(comps, cns, scheduler_for(comps.noise_scheduler.config))
+        runner = Runner(comps, cns, "DPM++ 2M Karras")
         bare = bare_pipeline(comps, cns, scheduler_for(comps.noise_scheduler.config))
 
         def ours(seed: int) -> None:

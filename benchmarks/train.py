@@ -4,6 +4,8 @@
     python benchmarks/train.py --gpu            # SD1.5-shaped random model, 512 px, batch 2, Lora3x3 dim 128
     python benchmarks/train.py --gpu --small    # the --gpu code path at toy sizes (runs on CPU too)
     python benchmarks/train.py --image-check 20000   # cost of the start-up decode check (--image-check 2000: quick)
+    python benchmarks/train.py --family sdxl    # CPU, tiny SDXL model (64 px, batch 2, Lora3x3 dim 8, UNet only)
+    python benchmarks/train.py --family sdxl --gpu   # SDXL-shaped random model, 1024 px, batch 1, dim 32, bf16
 
 Every configuration runs in a fresh interpreter, so each peak is its own: peak RSS (ru_maxrss) on CPU,
 peak allocated/reserved VRAM on CUDA; "RSS before" is after the model is built, before training.
@@ -15,7 +17,11 @@ Timing skips the first `--warmup` steps (allocator and kernel warm-up).
 - charframe+ckpt / charframe-no-ckpt: the same with gradient checkpointing switched.
 - naive: the textbook diffusers LoRA loop — peft adapters on the same layers (rank, alpha),
   torch AdamW, pre-loaded pixels, no checkpointing; fp16 autocast on CUDA with fp32 weights.
+  SDXL (`--family sdxl`): UNet-only adapters on both sides (charframe's SDXL default), the naive loop runs
+  both text encoders every step (pooled projection and fixed time ids, as diffusers' SDXL example does).
 Targets (CONVENTIONS/issue 5): peak VRAM ≤ 8 GB for charframe on --gpu; it/s ≥ sd-scripts on the same GPU.
+Issue 20 (SDXL): built-in ≥ 1.0× the naive loop on the tiny plan (CPU); on a GPU at 1024 px, batch 1, dim 32,
+UNet only, bf16, gradient checkpointing, 8-bit AdamW: it/s and peak VRAM (target ≤ 12 GB).
 """
 
 from __future__ import annotations
@@ -56,6 +62,36 @@ def sd15_shaped(device: str):
         te = CLIPTextModel(CLIPTextConfig(**{k: v for k, v in cfg.text_encoder.items() if not k.startswith("_")}))
     return SDComponents(unet, vae, te, clip_tokenizer(), DDPMScheduler.from_config(cfg.scheduler),
                         {"name": "sd15-shaped-random", "base_model_version": "sd_v1"})
+
+
+def sdxl_shaped(device: str):
+    """A random model with SDXL 1.0's real shapes (the shipped configs: UNet 2.6B, CLIP-L + OpenCLIP-G, SDXL VAE)."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from charframe.models.components import SDComponents
+    from charframe.models.single_file import build_text_encoder, family_config
+    from charframe.families.family import get_family
+    from charframe.models.tokenizer import clip_tokenizer
+
+    cfg, fam = family_config("sdxl"), get_family("sdxl")
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel.from_config(cfg.unet)
+        vae = AutoencoderKL.from_config(cfg.vae)
+        te1, te2 = (build_text_encoder(te, cfg.encoder_config(te)) for te in fam.text_encoders)
+    return SDComponents(unet, vae, te1, clip_tokenizer(), DDPMScheduler.from_config(cfg.scheduler),
+                        {"name": "sdxl-shaped-random", "base_model_version": "sdxl_base_v1-0"},
+                        text_encoder_2=te2, tokenizer_2=clip_tokenizer(pad_token="!"), family="sdxl")
+
+
+def model(args: argparse.Namespace):
+    """The benchmark's model: tiny or real-shaped, of the chosen family."""
+    from charframe.models.tiny import build_tiny_sd, build_tiny_sdxl
+
+    if args.family == "sdxl":
+        return sdxl_shaped("cpu") if args.shape == "full" else build_tiny_sdxl()
+    return sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
 
 
 def make_dataset(folder: Path, size: int, batch: int, n: int = 4) -> Path:
@@ -99,16 +135,16 @@ def _rss_mb() -> float:
 def run_charframe(args: argparse.Namespace, checkpointing: bool | None) -> dict:
     import torch
 
-    from charframe.models.tiny import build_tiny_sd
     from charframe.training.plan import make_plan
     from charframe.training.engines.builtin import train
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
+    comps = model(args)
+    extra = {"mixed_precision": args.precision} if args.precision else {}
     with tempfile.TemporaryDirectory() as tmp:
         toml = make_dataset(Path(tmp) / "data", args.size, args.batch)
         plan = make_plan("Lora3x3A50p-AdamW8", args.dim, 100, args.steps, dataset=toml, out="bench",
-                         output_dir=str(Path(tmp) / "out"), logging_dir=str(Path(tmp) / "log"))
+                         output_dir=str(Path(tmp) / "out"), logging_dir=str(Path(tmp) / "log"), **extra)
         stamps: list[float] = []
         rss0 = _rss_mb()
         if device == "cuda":
@@ -122,34 +158,44 @@ def run_naive(args: argparse.Namespace) -> dict:
     import torch
     from peft import LoraConfig, inject_adapter_in_model
 
-    from charframe.models.tiny import build_tiny_sd
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    comps = sd15_shaped("cpu") if args.shape == "sd15" else build_tiny_sd()
+    comps = model(args)
+    xl = comps.text_encoder_2 is not None
     unet, vae, te = (m.to(device).requires_grad_(False) for m in (comps.unet, comps.vae, comps.text_encoder))
+    te2 = comps.text_encoder_2.to(device).requires_grad_(False) if xl else None
     alpha = args.dim // 2
-    for model, targets in ((unet, PEFT_UNET), (te, PEFT_TE)):
-        inject_adapter_in_model(LoraConfig(r=args.dim, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"), model)
+    for m, targets in ((unet, PEFT_UNET), (te, PEFT_TE)) if not xl else ((unet, PEFT_UNET),):  # SDXL: UNet only
+        inject_adapter_in_model(LoraConfig(r=args.dim, lora_alpha=alpha, target_modules=targets, init_lora_weights="gaussian"), m)
     params = [p for m in (unet, te) for p in m.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     pixels = torch.rand(args.batch, 3, args.size, args.size, device=device) * 2 - 1
-    ids = comps.tokenizer(["krnk, white background, black background, simple background, from front"] * args.batch,
-                          padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+    text = ["krnk, white background, black background, simple background, from front"] * args.batch
+    ids = comps.tokenizer(text, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids.to(device)
+    ids2 = comps.tokenizer_2(text, padding="max_length", max_length=77, truncation=True,
+                             return_tensors="pt").input_ids.to(device) if xl else None
+    time_ids = torch.tensor([[args.size, args.size, 0, 0, args.size, args.size]] * args.batch, device=device, dtype=torch.float32)
     sched = comps.noise_scheduler
     rss0 = _rss_mb()
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     stamps = []
-    amp = torch.autocast("cuda", torch.float16) if device == "cuda" else torch.autocast("cpu", enabled=False)
-    scaler = torch.amp.GradScaler(enabled=device == "cuda")
+    half = torch.bfloat16 if args.precision == "bf16" else torch.float16
+    amp = torch.autocast("cuda", half) if device == "cuda" else torch.autocast("cpu", enabled=False)
+    scaler = torch.amp.GradScaler(enabled=device == "cuda" and half == torch.float16)
     for _ in range(args.steps):
         with torch.no_grad():
             latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
         noise = torch.randn_like(latents)
         t = torch.randint(0, 1000, (args.batch,), device=device)
         with amp:
-            states = te(ids)[0]
-            pred = unet(sched.add_noise(latents, noise, t), t, states).sample
+            if xl:
+                out1, out2 = te(ids, output_hidden_states=True), te2(ids2, output_hidden_states=True)
+                states = torch.cat([out1.hidden_states[-2], out2.hidden_states[-2]], dim=-1)
+                added = {"text_embeds": out2.text_embeds, "time_ids": time_ids}
+                pred = unet(sched.add_noise(latents, noise, t), t, states, added_cond_kwargs=added).sample
+            else:
+                states = te(ids)[0]
+                pred = unet(sched.add_noise(latents, noise, t), t, states).sample
         loss = torch.nn.functional.mse_loss(pred.float(), noise)
         scaler.scale(loss).backward()
         scaler.step(opt)
@@ -213,6 +259,8 @@ def main() -> int:
     ap.add_argument("--configs", help="comma-separated subset of " + ",".join(CONFIGS))
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     ap.add_argument("--image-check", type=int, metavar="N", help="only time the start-up image check on N images")
+    ap.add_argument("--family", choices=("sd15", "sdxl"), default="sd15", help="model family (default sd15)")
+    ap.add_argument("--precision", choices=("fp16", "bf16", "no"), help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--shape", default="tiny", help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=64, help=argparse.SUPPRESS)
@@ -232,7 +280,11 @@ def main() -> int:
         logging.basicConfig(level=logging.ERROR)
         print("RESULT " + json.dumps(CONFIGS[args.worker](args)), flush=True)
         return 0
-    if args.gpu:
+    precision = ""
+    if args.gpu and args.family == "sdxl":
+        shape, size, batch, dim, steps = ("full", 64, 1, 8, 4) if args.small else ("full", 1024, 1, 32, 30)
+        names, precision = ["charframe", "naive"], "bf16"
+    elif args.gpu:
         shape, size, batch, dim, steps = ("sd15", 64, 1, 8, 4) if args.small else ("sd15", 512, 2, 128, 30)
         names = ["charframe", "charframe-no-ckpt", "naive"]
     else:
@@ -240,12 +292,13 @@ def main() -> int:
         names = ["charframe", "charframe+ckpt", "naive"]
     steps = args.steps or steps
     names = args.configs.split(",") if args.configs else names
-    print(f"model {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed), "
+    print(f"model {args.family} {shape}, {size} px, batch {batch}, Lora3x3 dim {dim}, {steps} steps ({args.warmup} untimed), "
           f"threads {args.threads or 'default'}")
     rows = []
     for name in names:
         cmd = [sys.executable, __file__, "--worker", name, "--shape", shape, "--size", str(size), "--batch", str(batch),
-               "--dim", str(dim), "--steps", str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+               "--dim", str(dim), "--steps", str(steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+               "--family", args.family] + (["--precision", precision] if precision else [])
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
@@ -262,8 +315,9 @@ def main() -> int:
             if name != "naive":
                 print(f"{name}: {r['steps_per_s'] / base['steps_per_s']:.2f}x the naive loop's steps/s")
     if args.gpu and not args.small and "peak_vram_reserved_gb" in rows[0][1]:
-        ok = rows[0][1]["peak_vram_reserved_gb"] <= 8
-        print(f"target peak VRAM <= 8 GB (charframe, reserved): {'met' if ok else 'MISSED'}")
+        limit = 12 if args.family == "sdxl" else 8
+        ok = rows[0][1]["peak_vram_reserved_gb"] <= limit
+        print(f"target peak VRAM <= {limit} GB (charframe, reserved): {'met' if ok else 'MISSED'}")
     return 0
 
 

@@ -13,6 +13,7 @@ are relative to the project root (the folder holding `Characters/`). Example:
     sf = "sailor uniform, pleated skirt"
     [generation]
     model = "LoRAInput/anything-v5.safetensors"
+    family = ""                         # "" = from the model file; or sd15, sdxl (aliases: xl, illustrious, noobai, pony)
     sampler = "DPM++ 2M Karras"
     [[generation.controlnet]]
     map = "softedge"
@@ -32,7 +33,9 @@ from typing import Literal
 
 from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.project import WORK_DIR
+from charframe.prompt_syntax import check_prompt
 from charframe.util import toml as tomlio
 from charframe.util.paths import name_problem
 from charframe.util.schema import Source, dump, limits, parse, read_toml_file
@@ -64,6 +67,11 @@ class Generation:
 
     model: str = ""
     vae: str = ""
+    #: the model family: "" = the model file's (and SD1.x for the tiny demo model); "sd15", "sdxl" or an alias
+    #: (charframe.families: sd1, xl, illustrious, noobai, pony) to insist on one
+    family: str = ""
+    #: "" = the model's own (NoobAI-XL v-prediction files say so); "epsilon" or "v_prediction" to override it
+    prediction: Literal["", "epsilon", "v_prediction"] = ""
     controlnet: tuple[ControlUnit, ...] = (ControlUnit(),)
     sampler: str = "DPM++ 2M Karras"
     steps: int = field(default=28, metadata=limits(min=1, max=500))
@@ -82,6 +90,9 @@ class Generation:
     hed_model: str = ""
     #: "" = charframe's default (float16 on a GPU, float32 on CPU); or "float32", "float16", "bfloat16"
     dtype: Literal["", "float32", "float16", "bfloat16"] = ""
+    #: WebUI's "Pad prompt/negative prompt": pad the shorter with empty chunks so both run as one UNet batch
+    #: (faster when their lengths differ, changes the picture; written as `Pad conds: True`). Off = WebUI's default.
+    pad_conds: bool = False
 
 
 @dataclass(frozen=True)
@@ -208,7 +219,18 @@ def _check(c: Character, src: Source) -> Character:
     for name in c.outfits:
         if not is_keyword(name):
             fail(name, ("outfits",), "outfit names must be letters and digits only (they join the keyword: krnksf)")
+    for key, section, text in (("prompt", (), c.prompt), ("negative", (), c.negative),
+                               *((name, ("outfits",), text) for name, text in c.outfits.items())):
+        try:
+            check_prompt(text, "")
+        except CharframeError as exc:
+            fail(key, section, str(exc).removeprefix(": "))
     g = c.generation
+    if g.family:
+        try:
+            get_family(g.family)
+        except CharframeError as e:
+            fail("family", ("generation",), str(e).split(": ", 1)[1])
     if not g.controlnet:
         fail("controlnet", ("generation",), "needs at least one ControlNet")
     for unit in g.controlnet:

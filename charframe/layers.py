@@ -2,7 +2,8 @@
 
 This is the architecture in one table (tests/test_imports.py enforces it, for `import` statements and for the
 `"charframe.x.y:function"` strings the pipeline's step table resolves at run time). Packages in one layer are
-independent of each other. Reading upward follows the method: names → captions/TOML (dataset) → the character →
+independent of each other. Reading upward follows the method: what a model family is (`families`: pure data and
+functions, so every layer may ask it) → names → captions/TOML (dataset) → the character →
 models → LoRA keys and file tools → templates → generation → cleaning (clean, pick, export) → training →
 pipeline (stages, steps, rerun, watch) → the CLI. Test helpers (`testing`) may use anything below the pipeline.
 
@@ -15,7 +16,8 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "deps", "layers"),
     ("util",),
-    ("project",),
+    ("families",),
+    ("project", "prompt_syntax"),
     ("dataset",),
     ("character",),
     ("models",),
@@ -32,7 +34,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
 
 
 def layer_of(module: str) -> int:
-    """The layer index of a dotted charframe module name (`charframe.lora.io` → 6)."""
+    """The layer index of a dotted charframe module name (`charframe.lora.io` → 7)."""
     parts = module.split(".")
     top = parts[1] if len(parts) > 1 else ""
     for i, names in enumerate(LAYERS):

@@ -114,8 +114,8 @@ def test_the_layer_check_catches_an_upward_import(tmp_path: Path) -> None:
     finally:
         ROOT = saved
     assert [f.split(": ", 1)[1] for f in found] == [
-        "charframe.lora.x -> charframe.training.loop (layer 6 -> 10)",
-        "charframe.training.loop -> charframe.pipeline.steps (layer 10 -> 11)",
+        "charframe.lora.x -> charframe.training.loop (layer 7 -> 11)",
+        "charframe.training.loop -> charframe.pipeline.steps (layer 11 -> 12)",
     ]
 
 

@@ -18,11 +18,17 @@ examples:
   charframe merge a.safetensors --preset 0,1,1,1,1,1,0,0,0,1,0,0,0,0,1,0,1,1,1,0,1,1,1,0,0,0.5
   charframe merge a.safetensors --preset MYFACE --presets my_presets.toml
 
-weights: 26 in the order BASE, IN00…IN11, M00, OUT00…OUT11 (BASE = text encoder), or the
+families: each file's model family (SD1.x or SDXL) is read from its keys and shapes; a preset
+or weight list is taken in that family's block layout.
+SD1.x weights: 26 in the order BASE, IN00…IN11, M00, OUT00…OUT11 (BASE = text encoder), or the
 17-weight form BASE, IN01, IN02, IN04, IN05, IN07, IN08, M00, OUT03…OUT11 (other blocks get 1).
+SDXL weights (as LoRA Block Weight takes them): 20 in the order BASE, IN00…IN08, M00, OUT00…OUT08
+(BASE = both text encoders), or the 12-weight form BASE, IN04, IN05, IN07, IN08, M00, OUT00…OUT05
+(other blocks get 0), or 26.
 0 removes a block's modules; any other weight scales their update exactly, for LoRA, LoCon,
-LoHa and LoKr alike. Presets: FACE, BODY, ALL, NONE, INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL,
-ALL0.5, plus your own in [block_presets] of the project's charframe.toml or of --presets FILE.
+LoHa and LoKr alike. Presets: FACE, BODY, ALL, NONE, ALL0.5 (both families; SDXL's FACE/BODY are
+SD1.x's carried over by scale), INS, IND, INALL, MIDD, OUTD, OUTS, OUTALL (SD1.x), plus your own in
+[block_presets] / [sdxl.block_presets] of the project's charframe.toml or of --presets FILE.
 """
 
 COMPRESS_EPILOG = """\
@@ -47,6 +53,7 @@ examples:
 
 Use two characters together without training a group LoRA. FILE:WEIGHT (weight 1 if omitted).
 Without a rank option every singular value is kept, so the result is exactly Σ weight·ΔW.
+Works for SD1.x and SDXL LoRAs; the inputs must be of the same model family.
 """
 
 
@@ -73,24 +80,27 @@ def _command(sub, name: str, func, help: str, description: str, epilog: str, wha
 def register(sub: argparse._SubParsersAction) -> None:
     """Add inspect, merge, compress and mix."""
     p = _command(
-        sub, "inspect", cmd_inspect, "show a LoRA file's type, blocks, ranks, alphas, size and metadata",
-        "Show what a LoRA file holds: network type, modules per SD1.x block, ranks, alphas, size, metadata.",
+        sub, "inspect", cmd_inspect, "show a LoRA file's family, type, blocks, ranks, alphas, size and metadata",
+        "Show what a LoRA file holds: model family (SD1.x, SDXL), network type, modules per block, ranks, alphas, "
+        "size, metadata.",
         "example:\n  charframe inspect LoRAOutput/krnk/*.safetensors --all-metadata\n",
     )  # fmt: skip
     p.add_argument("--all-metadata", action="store_true", help="print every metadata key in full")
 
     p = _command(
-        sub, "merge", cmd_merge, "block-weight merge (FACE/BODY/… presets or 26/17 weights)",
-        "Scale each SD1.x block of a LoRA by a weight (0 removes it) and save <stem>-<PRESET>.safetensors.",
+        sub, "merge", cmd_merge, "block-weight merge (FACE/BODY/… presets; SD1.x 26/17, SDXL 20/12 weights)",
+        "Scale each block of a LoRA (SD1.x or SDXL) by a weight (0 removes it) and save <stem>-<PRESET>.safetensors.",
         MERGE_EPILOG,
     )  # fmt: skip
-    p.add_argument("--preset", required=True, metavar="NAME|WEIGHTS", help="preset name or 26/17 comma-separated weights")
-    p.add_argument("--presets", action="append", default=[], metavar="FILE", help="TOML file with a [block_presets] table (repeatable)")
+    p.add_argument("--preset", required=True, metavar="NAME|WEIGHTS",
+                   help="preset name or comma-separated weights (SD1.x 26/17, SDXL 20/12)")
+    p.add_argument("--presets", action="append", default=[], metavar="FILE",
+                   help="TOML file with a [block_presets] (SD1.x) / [sdxl.block_presets] (SDXL) table (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     p = _command(
         sub, "compress", cmd_compress, "exact fast SVD compression (default sv_ratio 16, max rank 128)",
-        "Re-factor every module's update by SVD and truncate it; saves <stem>-SvR16.safetensors.",
+        "Re-factor every module's update by SVD and truncate it (SD1.x and SDXL LoRAs); saves <stem>-SvR16.safetensors.",
         COMPRESS_EPILOG,
     )  # fmt: skip
     _add_rank_options(p, default_ratio=16)

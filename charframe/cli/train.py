@@ -18,8 +18,11 @@ examples:
   charframe train LoRAInput/4_krnk --logic LohaA50p-AdamW8 --dim 32 --lr 100 --steps 1000 --out krnk  # tiny demo model
   charframe train LoRAInput/4_krnk ... --resume          # continue after Ctrl-C / a crash
   accelerate launch -m charframe train LoRAInput/4_krnk ...   # several GPUs
+  charframe train LoRAInput/4_krnk ... --model LoRAInput/illustriousXL_v01.safetensors --min-snr-gamma 5
+      # SDXL (Illustrious, NoobAI, Pony): UNet only by default, time ids from each image's size and bucket
 
 logic = (Lora3x3|Lora1x1|Locon|Loha)(A1|A50p)-(AdamW8|AdaFactor); lr is a count of 1e-6 (100 = 1e-4).
+families: SD1.x and SDXL models train with the built-in engine; --engine kohya drives SD1.x runs only.
 writes LoRAOutput/<out>/<out>-<logic>-<dim>-<lr>-<steps>.safetensors (+ .train.toml with the plan),
 TensorBoard logs to LoRALog/<out>-<logic>-<dim>-<lr>-<steps><time>/.
 """
@@ -38,7 +41,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--engine", choices=("builtin", "kohya"), default="builtin",
                    help="builtin: charframe's own trainer (default); kohya: an sd-scripts checkout")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run from its saved state")
-    g.add_argument("--max-token-length", type=int, choices=(150, 225), help="captions longer than 75 tokens")
+    g.add_argument("--max-token-length", type=int, choices=(150, 225), help="captions longer than 75 tokens (SD1.x)")
+    g.add_argument("--family", help="model family the model must be: sd15 or sdxl (aliases: illustrious, noobai, "
+                                    "pony); also picks the tiny demo model's (default: the model's own)")
+    g.add_argument("--prediction", choices=("epsilon", "v_prediction"),
+                   help="override the model's prediction type (NoobAI-XL v-pred files say so themselves)")
+    g.add_argument("--train-text-encoder", action=argparse.BooleanOptionalAction, default=None,
+                   help="train the text encoders too (default: the family's: SD1.x yes, SDXL no)")
+    g.add_argument("--min-snr-gamma", type=float, default=0.0, metavar="G", help="min-SNR weighting (e.g. 5); default off")
+    g.add_argument("--debiased-estimation", action="store_true", help="sd-scripts' debiased estimation loss weighting")
     g.add_argument("--mixed-precision", choices=("fp16", "bf16", "no"), help="precision (default fp16, the recipe's; on a CPU fp16 falls back to fp32, bf16 runs)")
     g.add_argument("--attention", choices=("sdpa", "xformers"), help="attention kernel (default sdpa)")
     g.add_argument("--noise-offset", type=float, default=0.0, help="noise offset (e.g. 0.05); default off")
@@ -66,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=int, required=True, help="learning rate in units of 1e-6 (ignored by AdaFactor)")
     p.add_argument("--steps", type=int, required=True, help="max train steps")
     p.add_argument("--out", required=True, help="output name")
-    p.add_argument("--model", help="SD1.x .safetensors/.ckpt or diffusers folder (default: tiny demo model)")
+    p.add_argument("--model", help="SD1.x or SDXL .safetensors/.ckpt or diffusers folder (default: tiny demo model)")
     p.add_argument("--vae", help="VAE file to use instead of the model's")
     p.add_argument("--clip-skip", type=int, default=2, help="clip skip (default 2)")
     p.add_argument("--continue", dest="continue_from", help="LoRA file to continue training from")
@@ -100,6 +111,8 @@ def _options(args: argparse.Namespace) -> dict:
     return dict(
         **chosen,
         max_token_length=args.max_token_length, noise_offset=args.noise_offset, prior_loss_weight=args.prior_loss_weight,
+        family=args.family, prediction=args.prediction, train_text_encoder=args.train_text_encoder,
+        min_snr_gamma=args.min_snr_gamma, debiased_estimation=args.debiased_estimation,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
         **({"save_every_n_steps": args.save_every} if args.save_every is not None else {}),

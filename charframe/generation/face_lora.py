@@ -14,9 +14,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
+from charframe.lora.file_family import check_same_family
 from charframe.lora.functional import module_delta
-from charframe.lora.io import read_network
-from charframe.lora.targets import kohya_targets
+from charframe.lora.io import MODEL_HASH_KEY, lora_file_hashes, read_network
+from charframe.lora.targets import kohya_targets, model_family
+from charframe.models.checkpoint import model_file_hashes
 
 log = logging.getLogger(__name__)
 
@@ -24,17 +27,21 @@ log = logging.getLogger(__name__)
 def apply_lora(unet: Any, text_encoder: Any, path: Path, weight: float, backup: dict[Any, Any] | None = None) -> int:
     """Merge the LoRA at `path` into `unet`/`text_encoder` at `weight`; returns the number of layers changed.
 
-    Refuses a file none of whose modules fit the model (a LoRA for another architecture). With `backup`, each
+    `text_encoder` is one encoder or the family's list (SDXL: both). Refuses a LoRA of another model family, and a
+    file none of whose modules fit the model (a LoRA for another architecture). With `backup`, each
     changed layer's original weight is kept there (layer → copy) first, for `lora_applied` to put back."""
     import torch
 
     if not path.is_file():
         raise CharframeError(f"{path}: face LoRA not found; train the face set first or give the LoRA file's path")
     net = read_network(path)
-    layers = {name: layer for name, layer, _ in kohya_targets(unet, text_encoder, conv=True)}
+    fam = model_family(unet)
+    check_same_family(path, get_family(net.family) if net.family else None, fam)
+    layers = {name: layer for name, layer, _ in kohya_targets(unet, text_encoder, conv=True, family=fam)}
     unknown = [name for name in net.modules if name not in layers]
     if len(unknown) == len(net.modules):
-        raise CharframeError(f"{path}: none of its modules fit this SD1.x model (e.g. {unknown[0]}); is it an SD1.x LoRA?")
+        raise CharframeError(f"{path}: none of its modules fit this {fam.name} model (e.g. {unknown[0]}); "
+                             f"is it an {fam.name} LoRA?")
     if unknown:
         log.warning("%s: %d module(s) do not fit this model and are skipped (e.g. %s)", path.name, len(unknown), unknown[0])
     if weight == 0:
@@ -71,3 +78,16 @@ def lora_applied(unet: Any, text_encoder: Any, path: Path, weight: float = 1.0) 
         with torch.no_grad():
             for layer, original in backup.items():
                 layer.weight.copy_(original)
+
+
+def lora_short_hash(path: Path) -> str:
+    """The 12-hex-digit hash WebUI's Lora extension writes into `Lora hashes:` (and looks LoRAs up by): the
+    file's `sshs_model_hash` metadata when it has one, else the SHA-256 of its tensor data (safetensors) or of
+    the whole file."""
+    if path.suffix.lower() == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get(MODEL_HASH_KEY, "")
+        return (stored or lora_file_hashes(path)[0])[:12]
+    return model_file_hashes(path)[1][:12]

@@ -27,19 +27,24 @@ from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
 from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
-from charframe.generation.face_lora import apply_lora
-from charframe.generation.pnginfo import controlnet_field, parameters_text, write_png
-from charframe.generation.prompt import encode_pair
+from charframe.generation.conditioning import TextEncoder, conditioning
+from charframe.generation.face_lora import apply_lora, lora_short_hash
+from charframe.generation.pnginfo import controlnet_field, parameters_text, webui_module, write_png
+from charframe.generation.prompt import encode_prompt
 from charframe.generation.passes import PassSettings, Runner, hires_size
-from charframe.generation.samplers import find_sampler, make_scheduler
+from charframe.generation.samplers import Choice, check_available, find_sampler
+from charframe.models.checkpoint import SAFETENSORS_SUFFIXES
 from charframe.models.clip import check_clip_skip
 from charframe.models.controlnet import load_controlnet
+from charframe.models.detect import family_of_model
 from charframe.models.load import load_sd
 from charframe.generation.pnginfo import read_parameters
 from charframe.project import project_dirs
+from charframe.prompt_syntax import check_prompt
 from charframe.util.files import atomic_write_bytes
 from charframe.util.manifest import Check, Manifest, decide
 
@@ -139,17 +144,26 @@ class _Loaded:
     fields: dict[str, object]
     hed: Any
     lora_tag: str
+    encode: TextEncoder
 
 
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
           device: str, dtype: Any) -> _Loaded:
     g = character.generation
-    comps = load_sd(character.resolve(g.model), character.resolve(g.vae), dtype=dtype, device=device)
+    model = character.resolve(g.model)
+    where = str(model or f"{character.path}: generation.model")
+    if model is None or (model.exists() and (model.is_dir() or model.suffix.lower() in SAFETENSORS_SUFFIXES)):
+        # the header says the family: refuse before a large model loads (a pickle is checked once loaded)
+        require(family_of_model(model) if model is not None else get_family(g.family or None), "generate", where)
+    comps = load_sd(model, character.resolve(g.vae), dtype=dtype, device=device, family=g.family or None,
+                    prediction=g.prediction or None)
+    require(get_family(comps.family), "generate", where)
     check_clip_skip(g.clip_skip, comps.text_encoder, f"{character.path}: generation.clip_skip")
-    lora_tag = ""
+    lora_tag, lora_hashes = "", ""
     if face_lora is not None:
         apply_lora(comps.unet, comps.text_encoder, face_lora, g.face_lora_weight)
         lora_tag = f"<lora:{face_lora.stem}:{g.face_lora_weight:g}>"
+        lora_hashes = f"{face_lora.stem.translate(str.maketrans('', '', ':,'))}: {lora_short_hash(face_lora)}"
     elif kind == "b":
         log.warning("body set without the face LoRA: train the face set first and pass its LoRA for consistent faces")
     controlnets, labels = [], []
@@ -157,8 +171,11 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
         model, info = load_controlnet(character.resolve(unit.model), dict(comps.unet.config), dtype=dtype, device=device)
         controlnets.append(model)
         labels.append(info.label())
-    where = f"{character.path}: generation.sampler"
-    runner = Runner(comps, controlnets, make_scheduler(g.sampler, comps.noise_scheduler.config, where))
+    choice = _sampler(character)
+    runner = Runner(comps, controlnets, choice)
+    encode = TextEncoder(lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, g.clip_skip))
+    if g.pad_conds:
+        runner.empty = encode("")
     hed = None
     if any(u.map == HED for u in units):
         hed_path = character.resolve(g.hed_model)
@@ -168,14 +185,25 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
         hed = hed_detector(hed_path)
     model_hash = str(comps.info.get("ss_new_sd_model_hash", ""))[:10]
     fields: dict[str, object] = {
-        "Steps": g.steps, "Sampler": find_sampler(g.sampler).name, "CFG scale": g.cfg,
+        "Steps": g.steps, **choice.infotext_fields(), "CFG scale": g.cfg,
         "Model hash": "" if model_hash == "IsADirecto" else model_hash,
         "Model": Path(str(comps.info.get("model_name", "model"))).stem, "VAE": comps.info.get("ss_vae_name", ""),
-        "Clip skip": g.clip_skip,
+        "Clip skip": g.clip_skip, "RNG": "CPU",
     }
     for i, (unit, label) in enumerate(zip(units, labels)):
-        fields[f"ControlNet {i}"] = controlnet_field(unit.map, label, unit.weight, unit.start, unit.end)
-    return _Loaded(runner, comps, fields, hed, lora_tag)
+        module = webui_module(unit.map)
+        fields[f"ControlNet {i}"] = controlnet_field(module, label, unit.weight, unit.start, unit.end,
+                                                     g.size if module != "none" else -1)
+    fields["Lora hashes"] = lora_hashes
+    return _Loaded(runner, comps, fields, hed, lora_tag, encode)
+
+
+def _sampler(character: Character) -> Choice:
+    """The character's sampler, checked (name, schedule, needed package) before anything loads."""
+    where = f"{character.path}: generation.sampler"
+    choice = find_sampler(character.generation.sampler, where)
+    check_available(choice, where)
+    return choice
 
 
 def _files_of(path: Path | None) -> list[Path]:
@@ -279,7 +307,9 @@ def generate_set(
     work = character.work_dir(character.set_name(kind, outfit))
     code_list = set_codes(character, kind, codes)
     units = control_units(character, control)
-    find_sampler(g.sampler, f"{character.path}: generation.sampler")
+    _sampler(character)
+    for code in code_list:
+        check_prompt(code_prompt(character, code, outfit), f"{character.path}: the prompt of {code.code}")
     set_dir = template_dir(character, kind)
     _check_templates(set_dir, code_list, units)
     lora_path = Path(face_lora).expanduser() if face_lora else None
@@ -336,7 +366,8 @@ def generate_set(
     loaded = _load(character, kind, units, lora_path, device, dtype)
     result.load_seconds = time.perf_counter() - loading
     settings = PassSettings(g.steps, g.cfg, tuple(u.weight for u in units), tuple(u.start for u in units),
-                            tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps)
+                            tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps, g.pad_conds)
+    hires = (g.hires_steps or g.steps) if g.hires_scale > 1 else 0
     bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)
     try:
         current: ImageCode | None = None
@@ -344,16 +375,16 @@ def generate_set(
             if code != current:
                 current = code
                 prompt = code_prompt(character, code, outfit)
-                pos, neg = encode_pair(prompt, character.negative, loaded.comps.tokenizer, loaded.comps.text_encoder,
-                                       g.clip_skip)
+                conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
                 controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
                 hi_controls = None
                 if g.hires_scale > 1:
                     w, h = hires_size(*controls[0].size, g.hires_scale)
                     hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
             seed = g.seed + i
-            image = loaded.runner.image(pos, neg, controls, seed, settings, hi_controls)
-            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size))
+            image = loaded.runner.image(conds, None, controls, seed, settings, hi_controls)
+            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
+                                               loaded.runner.last_padded))
             maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
             manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
                             params={"prompt": prompt, "seed": seed, **settings_common})
@@ -379,14 +410,18 @@ def _retry_numbers(manifest: Manifest, n: int) -> dict[str, list[int]]:
     return {code: sorted(ix) for code, ix in out.items()}
 
 
-def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int]) -> str:
+def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int],
+                padded: bool = False) -> str:
     g = character.generation
     fields = dict(loaded.fields)
-    fields = {**{k: fields[k] for k in ("Steps", "Sampler", "CFG scale")}, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
-              **{k: v for k, v in fields.items() if k not in ("Steps", "Sampler", "CFG scale")}}
+    head = ("Steps", "Sampler", "Schedule type", "CFG scale")
+    fields = {**{k: fields[k] for k in head}, "Seed": seed, "Size": f"{size[0]}x{size[1]}",
+              **{k: v for k, v in fields.items() if k not in head}}
     if g.hires_scale > 1:
         fields |= {"Denoising strength": g.hires_denoise, "Hires upscale": g.hires_scale,
                    "Hires steps": g.hires_steps or "", "Hires upscaler": "Lanczos"}
+    if padded:
+        fields["Pad conds"] = True
     fields["Version"] = f"charframe {__version__}"
     text = f"{prompt}, {loaded.lora_tag}" if loaded.lora_tag else prompt
     return parameters_text(text, character.negative, fields)

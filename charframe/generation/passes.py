@@ -1,19 +1,34 @@
-"""The two diffusion passes of one image: diffusers' ControlNet pipeline for the first pass, its img2img ControlNet
-pipeline for the hires pass. Shared by `generate_set` and the benchmark, so both time the same code.
+"""The two diffusion passes of one image, as WebUI runs them: txt2img over the sampler's schedule, then the hires
+pass (decode, Lanczos upscale, encode, img2img) with exactly `hires_steps` (or `steps`) denoising steps.
 
-Seeds: the initial noise (and an ancestral sampler's noise) comes from a CPU generator seeded per image, as
-WebUI does by default, so a seed gives the same picture on any device up to kernel differences, and exactly
-the same pixels on the same device.
+`sample_latent` walks one pass: WebUI's sigma schedule for the sampler (see `schedules`), its step function (see
+`ksampling`), over a `CFGDenoiser`. Img2img is WebUI's: the schedule for int(steps / denoise) steps, of which the
+last `steps` are run, so the hires pass runs exactly the steps asked for (diffusers' img2img would run
+int(steps × denoise)). Shared by `generate_set` and the benchmark, so both time the same code.
+
+Seeds: the initial noise and every ancestral noise come, in WebUI's order, from one CPU generator seeded with the
+image seed (WebUI's "RNG: CPU"), and the hires pass reseeds it as WebUI does; SDE samplers draw from a Brownian
+tree seeded with the seed. A seed gives the same picture on any device up to kernel differences, and exactly the
+same pixels on the same device.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 from PIL import Image
 
+from charframe.generation import ksampling
+from charframe.generation.denoiser import CFGDenoiser, CondSchedule, ControlRun
+from charframe.generation.samplers import Choice, find_sampler
+from charframe.generation.schedules import (
+    ModelSchedule, alphas_cumprod, ddim_timesteps, sigma_schedule, unipc_times,
+)
 from charframe.models.components import SDComponents
+
+LATENT_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,20 @@ class PassSettings:
     hires_scale: float = 1.0
     hires_denoise: float = 0.7
     hires_steps: int = 0
+    pad_conds: bool = False
+
+
+@dataclass(frozen=True)
+class Conds:
+    """Prompt and negative conditioning of both passes (prompt editing gives the hires pass its own schedule)."""
+
+    first: tuple[CondSchedule, CondSchedule]
+    hires: tuple[CondSchedule, CondSchedule]
+
+    @classmethod
+    def fixed(cls, pos: Any, neg: Any) -> "Conds":
+        pair = (CondSchedule.fixed(pos), CondSchedule.fixed(neg))
+        return cls(pair, pair)
 
 
 def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
@@ -35,57 +64,115 @@ def hires_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return round(width * scale / 8) * 8, round(height * scale / 8) * 8
 
 
+def img2img_split(steps: int, denoise: float) -> tuple[int, int]:
+    """(schedule length, steps run) of WebUI's img2img with a fixed step count: the schedule is made for
+    int(steps / denoise) steps and its last `steps` are run."""
+    return int(steps / min(denoise, 0.999)), steps
+
+
+def sample_latent(choice: Choice, steps: int, m: ModelSchedule, den: Any, noise0: Any, randn: Callable[[], Any],
+                  seed: int, init: Any = None, denoise: float = 1.0) -> Any:
+    """One pass: txt2img from `noise0` (init None), or img2img of `init` running exactly `steps` steps.
+
+    `den` has `k(x, sigma)`, `vp(x, t)` and `set_sampling_step(i)`; `randn()` draws the next ancestral noise."""
+    s = choice.sampler
+    noise = lambda sigma, sigma_next: randn()  # noqa: E731 - WebUI's hijacked randn_like: the image generator
+    if s.kind == "timesteps":
+        ac = m.alphas_cumprod
+        if init is None:
+            ts, x, t_start = ddim_timesteps(steps), noise0, 1.0
+        else:
+            full, _ = img2img_split(steps, denoise)
+            all_ts = ddim_timesteps(full)
+            ts = all_ts[:steps - 1]
+            a = float(ac[all_ts[steps - 1]])
+            x, t_start = init * a ** 0.5 + noise0 * (1 - a) ** 0.5, float(ts[-1]) / 1000 + 1 / 1000
+        if s.function == "unipc":
+            return ksampling.unipc(den.vp, x, unipc_times(len(ts), t_start), ac, step=den.set_sampling_step)
+        return ksampling.TIMESTEP_SAMPLERS[s.function](den.vp, x, ts, ac, step=den.set_sampling_step)
+    full = steps if init is None else img2img_split(steps, denoise)[0]
+    sigmas = sigma_schedule(choice, full, m)
+    run = sigmas if init is None else sigmas[full - steps:]
+    x = noise0 * float(run[0]) if init is None else init + noise0 * float(run[0])
+    kwargs: dict[str, Any] = dict(step=den.set_sampling_step, eta=1.0, s_noise=1.0, solver_type=s.solver_type)
+    if s.brownian_noise:
+        positive = sigmas[sigmas > 0]
+        noise = ksampling.BrownianNoise(x, float(np.float32(positive.min())), float(np.float32(sigmas.max())), seed)
+    if s.kind == "range":
+        lo, hi, n = (m.sigma_min, m.sigma_max, steps) if init is None else (float(run[-2]), float(run[0]), len(run) - 1)
+        return ksampling.RANGE_SAMPLERS[s.function](den.k, x, lo, hi, n=n, noise=noise, **kwargs)
+    return ksampling.SIGMA_SAMPLERS[s.function](den.k, x, run, noise=noise, **kwargs)
+
+
+def to_tensor(image: Image.Image, device: Any) -> Any:
+    """(1, 3, H, W) float32 in [0, 1]."""
+    import torch
+
+    arr = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
 class Runner:
-    """The pipelines over one loaded model, its ControlNet(s) and scheduler (built once, reused per image)."""
+    """One loaded model with its ControlNet(s) and sampler; `image` makes one finished picture."""
 
-    def __init__(self, comps: SDComponents, controlnets: list[Any], scheduler: Any) -> None:
-        from diffusers import (
-            MultiControlNetModel, StableDiffusionControlNetImg2ImgPipeline, StableDiffusionControlNetPipeline,
-        )
-
-        self.multi = len(controlnets) > 1
-        controlnet = MultiControlNetModel(controlnets) if self.multi else controlnets[0]
-        parts = dict(vae=comps.vae, text_encoder=comps.text_encoder, tokenizer=comps.tokenizer, unet=comps.unet,
-                     controlnet=controlnet, scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                     requires_safety_checker=False)
-        self.txt2img = StableDiffusionControlNetPipeline(**parts)
-        self.img2img = StableDiffusionControlNetImg2ImgPipeline(**parts)
-        for pipe in (self.txt2img, self.img2img):
-            pipe.set_progress_bar_config(disable=True)
+    def __init__(self, comps: SDComponents, controlnets: list[Any], sampler: Choice | str) -> None:
+        self.comps = comps
+        self.controlnets = controlnets
+        self.choice = sampler if isinstance(sampler, Choice) else find_sampler(sampler)
+        self.schedule = ModelSchedule(alphas_cumprod(comps.noise_scheduler.config))
         self.device = comps.unet.device
+        self.empty: Any = None  # the empty prompt's embeddings (for pad_conds), set by the caller when needed
+        self.last_unet_calls: list[int] = []
+        self.last_padded = False
 
-    def _control_args(self, s: PassSettings) -> dict[str, Any]:
-        if self.multi:
-            return dict(controlnet_conditioning_scale=list(s.weights), control_guidance_start=list(s.starts),
-                        control_guidance_end=list(s.ends))
-        return dict(controlnet_conditioning_scale=s.weights[0], control_guidance_start=s.starts[0],
-                    control_guidance_end=s.ends[0])
-
-    def _generator(self, seed: int) -> Any:
+    def _decode(self, latent: Any) -> Image.Image:
         import torch
 
-        return torch.Generator("cpu").manual_seed(int(seed))
+        vae = self.comps.vae
+        with torch.inference_mode():
+            pixels = vae.decode((latent / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]
+        pixels = torch.clamp((pixels.float() + 1.0) / 2.0, 0.0, 1.0)[0]
+        return Image.fromarray((255.0 * pixels.permute(1, 2, 0).cpu().numpy()).astype(np.uint8))
 
-    def image(self, pos: Any, neg: Any, controls: list[Image.Image], seed: int, s: PassSettings,
-              hires_controls: list[Image.Image] | None = None) -> Image.Image:
-        """One finished image (first pass, then the hires pass when `hires_scale` > 1)."""
+    def _encode(self, image: Image.Image) -> Any:
+        import torch
+
+        vae = self.comps.vae
+        with torch.inference_mode():
+            dist = vae.encode((to_tensor(image, self.device) * 2 - 1).to(vae.dtype)).latent_dist
+        return dist.mean.float() * vae.config.scaling_factor
+
+    def _pass(self, conds: tuple[CondSchedule, CondSchedule], controls: list[Image.Image], seed: int,
+              s: PassSettings, steps: int, init: Any = None) -> Any:
         import torch
 
         width, height = controls[0].size
-        control = controls if self.multi else controls[0]
+        units = [ControlRun(model, to_tensor(img, self.device), w, a, b)
+                 for model, img, w, a, b in zip(self.controlnets, controls, s.weights, s.starts, s.ends)]
+        den = CFGDenoiser(self.comps.unet, units, conds[0], conds[1], s.cfg, self.schedule, steps, pad=s.pad_conds,
+                          empty=self.empty)
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        shape = (1, LATENT_CHANNELS, height // 8, width // 8)
+        randn = lambda: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
         with torch.inference_mode():
-            first = self.txt2img(
-                prompt_embeds=pos, negative_prompt_embeds=neg, image=control, width=width, height=height,
-                num_inference_steps=s.steps, guidance_scale=s.cfg, generator=self._generator(seed),
-                output_type="pil", **self._control_args(s),
-            ).images[0]
-            if s.hires_scale <= 1:
-                return first
-            size = hires_size(width, height, s.hires_scale)
-            hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
-            return self.img2img(
-                prompt_embeds=pos, negative_prompt_embeds=neg, image=first.resize(size, Image.LANCZOS),
-                control_image=hi if self.multi else hi[0], width=size[0], height=size[1],
-                strength=s.hires_denoise, num_inference_steps=s.hires_steps or s.steps, guidance_scale=s.cfg,
-                generator=self._generator(seed), output_type="pil", **self._control_args(s),
-            ).images[0]
+            latent = sample_latent(self.choice, steps, self.schedule, den, randn(), randn, seed, init,
+                                   s.hires_denoise if init is not None else 1.0)
+        self.last_unet_calls.append(den.unet_calls)
+        self.last_padded = self.last_padded or den.padded
+        return latent
+
+    def image(self, conds: Conds | Any, neg: Any = None, controls: list[Image.Image] | None = None, seed: int = 0,
+              s: PassSettings | None = None, hires_controls: list[Image.Image] | None = None) -> Image.Image:
+        """One finished image (first pass, then the hires pass when `hires_scale` > 1). `conds` is a `Conds`, or
+        the prompt's embeddings with `neg` the negative's (no prompt editing)."""
+        assert controls is not None and s is not None
+        if not isinstance(conds, Conds):
+            conds = Conds.fixed(conds, neg)
+        self.last_unet_calls, self.last_padded = [], False
+        first = self._decode(self._pass(conds.first, controls, seed, s, s.steps))
+        if s.hires_scale <= 1:
+            return first
+        size = hires_size(*controls[0].size, s.hires_scale)
+        hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
+        init = self._encode(first.resize(size, Image.LANCZOS))
+        return self._decode(self._pass(conds.hires, hi, seed, s, s.hires_steps or s.steps, init))

@@ -11,71 +11,22 @@ What WebUI computes, step by step, so a prompt copied from WebUI means the same 
 3. `encode_chunks`: each chunk through CLIP (with clip skip: hidden state `-clip_skip` and the final layer
    norm), hidden states multiplied by their token weights, then rescaled so the chunk's mean equals the
    unweighted mean ("original" emphasis). Chunks are concatenated along the token axis.
-Positive and negative prompts of different chunk counts are padded with the empty prompt's chunk (WebUI's
-"pad prompt/negative prompt to be same length"), so both fit one batch.
+`encode_prompt` is one text's embeddings (what generation uses: WebUI by default does not pad prompt and negative
+to the same length, it runs them through the UNet separately when their lengths differ). `encode_pair` pads the
+shorter with the empty prompt's chunk (WebUI's optional "pad prompt/negative prompt"), for diffusers pipelines
+that need one batch (training samples). The text parsing itself is `charframe.prompt_syntax`.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from charframe.models.clip import clip_states
+from charframe.prompt_syntax import BREAK, ROUND, SQUARE, parse_attention  # noqa: F401 (re-exported)
 
 CHUNK = 75
 COMMA_BACKTRACK = 20
-ROUND, SQUARE = 1.1, 1 / 1.1
-
-_ATTENTION = re.compile(r"\\\(|\\\)|\\\[|\\]|\\\\|\\|\(|\[|:\s*([+-]?[.\d]+)\s*\)|\)|]|[^\\()\[\]:]+|:")
-_BREAK = re.compile(r"\s*\bBREAK\b\s*", re.S)
-_EXTRA_NETWORK = re.compile(r"<[^:<>]+:[^<>]+>")
-BREAK = -1.0  # the weight that marks a BREAK fragment
-
-
-def parse_attention(text: str) -> list[tuple[str, float]]:
-    """(fragment, weight) pairs, neighbours of equal weight merged; BREAK gives ("BREAK", -1)."""
-    res: list[list[Any]] = []
-    round_open: list[int] = []
-    square_open: list[int] = []
-
-    def multiply(start: int, factor: float) -> None:
-        for item in res[start:]:
-            item[1] *= factor
-
-    for m in _ATTENTION.finditer(_EXTRA_NETWORK.sub("", text)):
-        tok, weight = m.group(0), m.group(1)
-        if tok.startswith("\\"):
-            res.append([tok[1:], 1.0])
-        elif tok == "(":
-            round_open.append(len(res))
-        elif tok == "[":
-            square_open.append(len(res))
-        elif weight is not None and round_open:
-            multiply(round_open.pop(), float(weight))
-        elif tok == ")" and round_open:
-            multiply(round_open.pop(), ROUND)
-        elif tok == "]" and square_open:
-            multiply(square_open.pop(), SQUARE)
-        else:
-            for i, part in enumerate(_BREAK.split(tok)):
-                if i > 0:
-                    res.append(["BREAK", BREAK])
-                res.append([part, 1.0])
-    for start in round_open:
-        multiply(start, ROUND)
-    for start in square_open:
-        multiply(start, SQUARE)
-    if not res:
-        res = [["", 1.0]]
-    i = 0
-    while i + 1 < len(res):
-        if res[i][1] == res[i + 1][1]:
-            res[i][0] += res[i + 1][0]
-            res.pop(i + 1)
-        else:
-            i += 1
-    return [(t, w) for t, w in res]
 
 
 @dataclass(frozen=True)
@@ -138,6 +89,14 @@ def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) ->
     new = z.mean(dim=(1, 2), keepdim=True)
     z = z * torch.where(new == 0, torch.ones_like(new), original / new)  # an exact 0 mean (degenerate model): as is
     return z.reshape(1, -1, z.shape[-1])
+
+
+def encode_prompt(text: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> Any:
+    """(1, 77·chunks, width) weighted embeddings of one prompt text (no padding to another prompt's length)."""
+    import torch
+
+    with torch.no_grad():
+        return encode_chunks(chunk_tokens(text, tokenizer), text_encoder, clip_skip)
 
 
 def encode_pair(prompt: str, negative: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> tuple[Any, Any]:

@@ -60,6 +60,8 @@ class FileModule:
     name: str
     kind: str
     tensors: dict[str, torch.Tensor]
+    #: the family's 1x1-conv layer names (None: SD1.x's), for updates a file stores flat
+    conv1x1: tuple[str, ...] | None = None
 
     @property
     def alpha(self) -> float | None:
@@ -98,7 +100,7 @@ class FileModule:
                 return tuple(int(s) for s in t[key].shape[2:])
         if self.kind == "loha" and t["hada_w1_a"].dim() == 2 and t["hada_w1_b"].dim() == 2:
             flat = (int(t["hada_w1_a"].shape[0]), int(t["hada_w1_b"].shape[1]))
-            return layer_shape(self.name, flat)[2:]
+            return layer_shape(self.name, flat, self.conv1x1)[2:]
         return ()
 
     def nbytes(self) -> int:
@@ -114,6 +116,8 @@ class LoraNetwork:
     source: Path | None = None
     #: For networks read lazily (tensors on the meta device): loads one module's data, checked.
     loader: Callable[[FileModule], FileModule] | None = None
+    #: the model family it was made for (`charframe.lora.file_family`), None when nothing in it says
+    family: str | None = None
 
     def materialize(self, module: FileModule) -> FileModule:
         """The module with real tensor data (itself unless the network was read lazily)."""

@@ -34,6 +34,7 @@ import torch
 
 from charframe import __version__
 from charframe.errors import CharframeError
+from charframe.lora.file_family import network_family
 from charframe.lora.format import FileModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
 from charframe.models.checkpoint import PICKLE_SUFFIXES, read_pickle
 from charframe.util.files import atomic_path
@@ -283,18 +284,29 @@ def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
             validate_shapes(module, path)
 
         def load(module: FileModule) -> FileModule:
-            real = FileModule(module.name, module.kind, {k: tf.tensor(f"{module.name}.{k}") for k in module.tensors})
+            real = FileModule(module.name, module.kind, {k: tf.tensor(f"{module.name}.{k}") for k in module.tensors},
+                              module.conv1x1)
             validate_values(real, path)
             return real
 
-        return LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load)
+        return with_family(LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load))
 
     tensors, metadata = load_lora_file(path)
     modules = group_modules(tensors, path)
     with torch_threads(1):  # one reduction per tensor: threads only add contention
         for module in modules.values():
             validate_module(module, path)
-    return LoraNetwork(modules=modules, metadata=metadata, source=path)
+    return with_family(LoraNetwork(modules=modules, metadata=metadata, source=path))
+
+
+def with_family(net: LoraNetwork) -> LoraNetwork:
+    """The network with its family (`file_family.network_family`) noted, and the family's 1x1-conv layer names on
+    every module (so a flat LoHa update gets its layer's shape)."""
+    fam = network_family(net)
+    net.family = fam.id if fam is not None else None
+    for module in net.modules.values():
+        module.conv1x1 = fam.conv1x1 if fam is not None else None
+    return net
 
 
 def write_network(path: str | os.PathLike, net: LoraNetwork) -> Path:

@@ -65,21 +65,23 @@ def block_of(module_name: str) -> str | None:
 
 
 _CONV3 = re.compile(r"^lora_unet_(conv_in|conv_out|.*(_conv[12]?|_op|_in_layers_2|_out_layers_3))$")
-_CONV1 = re.compile(r"^lora_unet_.*(_proj_in|_proj_out|_conv_shortcut|_skip_connection)$")
+#: SD1.x's 1x1 convs; a family's own list (`[lora] conv1x1` of its data file) replaces it
+SD1_CONV1X1 = ("proj_in", "proj_out", "conv_shortcut", "skip_connection")
 
 
-def layer_shape(module_name: str, flat: Sequence[int]) -> tuple[int, ...]:
-    """The SD1.x layer weight shape of a flat out × (in·k·k) ΔW, from the module name.
+def layer_shape(module_name: str, flat: Sequence[int], conv1x1: Sequence[str] | None = None) -> tuple[int, ...]:
+    """The layer weight shape of a flat out × (in·k·k) ΔW, from the module name.
 
     Needed only where a file stores a conv update flattened (LyCORIS LoHa without Tucker cores):
-    resnet conv1/conv2, down/upsampler convs and conv_in/out are 3x3; proj_in/out and conv_shortcut
-    are 1x1 convs in SD1.x; everything else is a linear layer.
+    resnet conv1/conv2, down/upsampler convs and conv_in/out are 3x3; the layers named in `conv1x1`
+    (SD1.x: proj_in/out and conv_shortcut; SDXL's proj_in/out are linear) are 1x1 convs; everything
+    else is a linear layer.
     """
     if len(flat) != 2:
         return tuple(flat)
     out, inner = flat
     if _CONV3.search(module_name) and inner % 9 == 0:
         return (out, inner // 9, 3, 3)
-    if _CONV1.search(module_name):
+    if module_name.startswith("lora_unet_") and module_name.endswith(tuple("_" + n for n in (conv1x1 or SD1_CONV1X1))):
         return (out, inner, 1, 1)
     return (out, inner)

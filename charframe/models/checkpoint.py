@@ -6,6 +6,7 @@ sd-scripts writes into a LoRA's metadata.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,10 +69,13 @@ def _allowed_globals() -> list[Any]:
 UNSAFE_PICKLE = ("unsupported global", "unsupported class", "unrecognized function", "is blocked", "safe_globals")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def pickle_refusal(exc: BaseException) -> tuple[bool, str]:
     """(unsafe, detail) of a failed weights-only `torch.load`: unsafe = the pickle would import or run code (so
     it is refused, never "corrupt"); detail = torch's one telling line, without its long preamble."""
-    text = str(exc)
+    text = _ANSI.sub("", str(exc))  # torch colours parts of its message for terminals
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
     lines = [line.strip() for line in text.splitlines() if line.strip()]

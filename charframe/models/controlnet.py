@@ -90,11 +90,12 @@ class ControlNetInfo:
     """What the PNG parameters and messages say about a loaded ControlNet."""
 
     name: str
-    hash: str = ""  # first 8 hex digits of the file's sha256 ("" for folders and the tiny model)
+    hash: str = ""  # WebUI's legacy model hash: the file's 64 KiB at 1 MiB, sha256, 8 hex ("" for folders, tiny)
     source: str = "tiny"  # "tiny", "single_file", "diffusers"
 
     def label(self) -> str:
-        """`control_v11p_sd15_softedge [a8575a2a]`, as WebUI's ControlNet extension writes it."""
+        """`control_v11p_sd15_softedge [a8575a2a]`, as WebUI's ControlNet extension lists and writes it (its model
+        list is keyed by WebUI's legacy hash, so pasted PNG info selects this model)."""
         return f"{self.name} [{self.hash}]" if self.hash else self.name
 
 
@@ -159,7 +160,7 @@ def _strip_prefix(shapes: dict[str, tuple[int, ...]]) -> tuple[dict[str, tuple[i
 def identify(path: Path, shapes: dict[str, tuple[int, ...]], cross_attention_dim: int) -> str:
     """"ldm" or "diffusers" (the key layout of a ControlNet file), or a CharframeError saying what it is."""
     control, _ = _strip_prefix(shapes)
-    if "input_hint_block.0.weight" in control and "zero_convs.0.0.weight" in control:
+    if "input_hint_block.0.weight" in control or "zero_convs.0.0.weight" in control:
         layout, ctx_key = "ldm", "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight"
     elif "controlnet_cond_embedding.conv_in.weight" in control:
         layout, ctx_key = "diffusers", "down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight"
@@ -171,7 +172,9 @@ def identify(path: Path, shapes: dict[str, tuple[int, ...]], cross_attention_dim
         raise CharframeError(f"{path}: looks like {what}, not a ControlNet; {HINT}")
     if any(k.startswith(("label_emb.", "add_embedding.")) for k in control):
         raise CharframeError(f"{path}: looks like an SDXL ControlNet; {HINT}")
-    width = control.get(ctx_key, (0, cross_attention_dim))[-1]
+    # the text context width from any cross-attention key (SDXL has none in its first block)
+    ctx = next((k for k in sorted(control) if k.endswith("attn2.to_k.weight")), ctx_key)
+    width = control.get(ctx, (0, cross_attention_dim))[-1]
     if width != cross_attention_dim:
         family = {1024: "SD2.x", 2048: "SDXL"}.get(width, f"a {width}-wide")
         raise CharframeError(
@@ -181,10 +184,14 @@ def identify(path: Path, shapes: dict[str, tuple[int, ...]], cross_attention_dim
     return layout
 
 
-def _hint_channels(control: dict[str, tuple[int, ...]], layout: str) -> tuple[tuple[int, ...], int]:
+def _hint_channels(path: Path, control: dict[str, tuple[int, ...]], layout: str) -> tuple[tuple[int, ...], int]:
     """Hint encoder widths and conditioning channels read from the shapes."""
     if layout == "ldm":
         convs = sorted(int(k.split(".")[1]) for k in control if re.fullmatch(r"input_hint_block\.\d+\.weight", k))
+        if len(convs) < 2 or convs != list(range(0, 2 * len(convs), 2)):
+            found = ", ".join(f"input_hint_block.{i}" for i in convs)
+            raise CharframeError(f"{path}: incomplete ControlNet: its hint encoder has only {found} (a full one has "
+                                 f"8 convolutions, input_hint_block.0 … .14); re-download the file; {HINT}")
         outs = [control[f"input_hint_block.{i}.weight"][0] for i in convs[:-1]]
         first = control["input_hint_block.0.weight"]
     else:
@@ -202,7 +209,7 @@ def load_controlnet_file(path: Path, unet_config: dict[str, Any], dtype: Any) ->
     shapes, read = shapes_and_reader(path)
     layout = identify(path, shapes, int(unet_config.get("cross_attention_dim", 768)))
     control, prefix = _strip_prefix(shapes)
-    hint, channels = _hint_channels(control, layout)
+    hint, channels = _hint_channels(path, control, layout)
     config = controlnet_config(unet_config, hint, channels)
     model = build_controlnet(config, meta=True)
     names = ldm_names(list(model.state_dict()), config) if layout == "ldm" else {k: k for k in model.state_dict()}
@@ -235,10 +242,29 @@ def load_controlnet_folder(path: Path, unet_config: dict[str, Any], dtype: Any) 
             f"{path}: a ControlNet for another base model (text context {config.get('cross_attention_dim')} wide, "
             f"the base model's is {want}); {HINT}"
         )
+    variant = _weights_variant(path)
     try:
-        return ControlNetModel.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype).eval()
+        return ControlNetModel.from_pretrained(str(path), local_files_only=True, torch_dtype=dtype,
+                                               variant=variant).eval()
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CharframeError(f"{path}: cannot load this ControlNet folder: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CharframeError(f"{path}: cannot load this ControlNet folder ({first}); {HINT}") from exc
+
+
+WEIGHT_NAMES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+def _weights_variant(path: Path) -> str | None:
+    """None when the folder has plain weights, "fp16" (or another variant) when it has only
+    `diffusion_pytorch_model.<variant>.safetensors`, as many downloaded ControlNet folders do."""
+    if any((path / name).is_file() for name in WEIGHT_NAMES):
+        return None
+    variants = sorted(p.name.split(".")[1] for p in path.glob("diffusion_pytorch_model.*.safetensors")
+                      if len(p.name.split(".")) == 3)
+    if not variants:
+        raise CharframeError(f"{path}: no ControlNet weights in this folder (diffusion_pytorch_model.safetensors or "
+                             f"diffusion_pytorch_model.fp16.safetensors); {HINT}")
+    return "fp16" if "fp16" in variants else variants[0]
 
 
 def load_controlnet(path: str | Path | None, unet_config: dict[str, Any] | None = None, *,
@@ -258,5 +284,5 @@ def load_controlnet(path: str | Path | None, unet_config: dict[str, Any] | None 
             model, info = load_controlnet_folder(path, unet_config, dtype), ControlNetInfo(path.name, "", "diffusers")
         else:
             model = load_controlnet_file(path, unet_config, dtype)
-            info = ControlNetInfo(path.stem, model_file_hashes(path)[1][:8], "single_file")
+            info = ControlNetInfo(path.stem, model_file_hashes(path)[0], "single_file")
     return place(model, device, dtype).eval(), info

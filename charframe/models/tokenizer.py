@@ -1,10 +1,11 @@
-"""The SD1.x CLIP tokenizer, offline.
+"""The CLIP tokenizers of SD1.x and SDXL, offline.
 
 Single-file checkpoints carry no tokenizer. charframe ships CLIP's BPE merge list
 (`data/clip/merges.txt.gz`, the 48,894 merges of the original `bpe_simple_vocab_16e6.txt`) and
 derives the vocabulary from it the way CLIP does: the 256 byte symbols, the same with `</w>`, one
 token per merge in order, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407). Token ids are
-therefore identical to `openai/clip-vit-large-patch14`'s.
+therefore identical to `openai/clip-vit-large-patch14`'s. SDXL's second tokenizer (OpenCLIP ViT-bigG) has the same
+vocabulary and merges and pads with "!" (id 0) instead of `<|endoftext|>`: `clip_tokenizer(pad_token="!")`.
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ def clip_merges() -> tuple[str, ...]:
     return tuple(merges)
 
 
-def clip_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
-    """A `transformers.CLIPTokenizer` equal to SD1.x's (pad = `<|endoftext|>`, 77 tokens)."""
+def clip_tokenizer(model_max_length: int = MAX_LENGTH, pad_token: str = EOS) -> Any:
+    """A `transformers.CLIPTokenizer` equal to SD1.x's (pad = `<|endoftext|>`, 77 tokens), or with another
+    pad token (SDXL's `tokenizer_2`: "!")."""
     from transformers import CLIPTokenizer
 
     merges = list(clip_merges())
@@ -66,7 +68,7 @@ def clip_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
         unk_token=EOS,
         bos_token=BOS,
         eos_token=EOS,
-        pad_token=EOS,
+        pad_token=pad_token,
         model_max_length=model_max_length,
     )
 
@@ -74,7 +76,7 @@ def clip_tokenizer(model_max_length: int = MAX_LENGTH) -> Any:
 HUB_ID = "openai/clip-vit-large-patch14"  # the tokenizer SD1.x trainers ask the hub for
 
 
-def write_tokenizer_files(directory: str | Path) -> Path:
+def write_tokenizer_files(directory: str | Path, pad_token: str = EOS) -> Path:
     """Write the tokenizer as a Hugging Face tokenizer folder (`vocab.json`, `merges.txt`, configs).
 
     This classic layout loads in every transformers release, slow or fast, so an external trainer
@@ -85,7 +87,7 @@ def write_tokenizer_files(directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     merges = list(clip_merges())
-    specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    specials = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}
     config = {**specials, "model_max_length": MAX_LENGTH, "do_lower_case": True, "errors": "replace",
               "add_prefix_space": False, "tokenizer_class": "CLIPTokenizer"}
     files = {
@@ -99,10 +101,11 @@ def write_tokenizer_files(directory: str | Path) -> Path:
     return directory
 
 
-def folder_tokenizer(directory: Path | None) -> Any:
-    """A diffusers folder's own tokenizer when it has one (`vocab.json`), else the shipped SD1.x CLIP tokenizer."""
+def folder_tokenizer(directory: Path | None, pad_token: str = EOS) -> Any:
+    """A diffusers folder's own tokenizer when it has one (`vocab.json`), else the shipped CLIP tokenizer
+    with `pad_token`."""
     if directory is not None and (Path(directory) / "vocab.json").is_file():
         from transformers import CLIPTokenizer
 
         return CLIPTokenizer.from_pretrained(str(directory), local_files_only=True)
-    return clip_tokenizer()
+    return clip_tokenizer(pad_token=pad_token)

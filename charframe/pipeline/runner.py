@@ -107,6 +107,11 @@ class Records:
             self._open[path] = Manifest.load(path, base=job.root)
         return self._open[path]
 
+    def save(self) -> None:
+        """Write the records whose stats were refreshed (files touched but unchanged are then not read again)."""
+        for m in self._open.values():
+            m.save()
+
     def paths(self, sets: Iterable[FileSet]) -> list[str]:
         return [p for fs in sets for p in fs.paths()]
 
@@ -333,7 +338,10 @@ def run_target(path: str | os.PathLike, options: Options = Options(), table: Seq
             check_confined(folder)
         records = Records()
         planned = plan_jobs(jobs, options, table, records)
-        return planned, run_planned(planned, Path(path).name, options, records, on_step)
+        try:
+            return planned, run_planned(planned, Path(path).name, options, records, on_step)
+        finally:
+            records.save()
 
 
 def _written_folders(jobs: Sequence[StageJob]) -> list[Path]:

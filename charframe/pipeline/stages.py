@@ -127,6 +127,7 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
     merge = resolve_weights(recipe.preset, c.root)
     plan = make_plan(recipe.logic, recipe.dim, recipe.lr, recipe.steps, dataset=dirs.input / dataset / f"{dataset}.toml",
                      out=out, model=model_path(c), vae=model_path(c, "vae"), clip_skip=c.generation.clip_skip,
+                     family=c.generation.family or None, prediction=c.generation.prediction or None,
                      output_dir=str(dirs.output), logging_dir=str(dirs.log),
                      **({"save_every_n_steps": recipe.save_every} if recipe.save_every else {}))
     return StageJob(stage, name, owner, source, dirs.root, members, dirs.input / dataset, out, recipe, plan, merge, face_lora)

@@ -1,5 +1,8 @@
-"""diffusers → original single-file (LDM/CompVis) key names for SD1.x, the layout WebUI, ComfyUI and
-sd-scripts read (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.transformer.*`).
+"""diffusers → original single-file (LDM/CompVis) key names, the layout WebUI, ComfyUI and sd-scripts read:
+SD1.x (`model.diffusion_model.*`, `first_stage_model.*`, `cond_stage_model.transformer.*`) and SDXL (the same
+UNet and VAE names, CLIP-L under `conditioner.embedders.0.transformer.*`, OpenCLIP-G under
+`conditioner.embedders.1.model.*` in open_clip's own names: fused q/k/v `in_proj_weight`, `ln_1`, `mlp.c_fc`,
+a transposed `text_projection`).
 
 Loading goes the other way through diffusers' own converters (`charframe.models.single_file`); this module
 exists so tests can write a tiny checkpoint in the real community layout, and so a round trip
@@ -11,70 +14,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from charframe.families.ldm_names import rename_part, unet_key_to_ldm
+
 UNET_PREFIX = "model.diffusion_model."
 VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer.text_model."
 
-# ResNet parts: diffusers name → LDM name, for the UNet and the VAE.
-_UNET_RESNET = {
-    "norm1": "in_layers.0",
-    "conv1": "in_layers.2",
-    "time_emb_proj": "emb_layers.1",
-    "norm2": "out_layers.0",
-    "conv2": "out_layers.3",
-    "conv_shortcut": "skip_connection",
-}
 _VAE_RESNET = {"conv_shortcut": "nin_shortcut"}
 _VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
-_UNET_FIXED = {
-    "time_embedding.linear_1": "time_embed.0",
-    "time_embedding.linear_2": "time_embed.2",
-    "conv_in": "input_blocks.0.0",
-    "conv_norm_out": "out.0",
-    "conv_out": "out.2",
-}
-
-
-def _rename_resnet(rest: str, table: dict[str, str]) -> str:
-    for new, old in table.items():
-        if rest == new or rest.startswith(new + "."):
-            return old + rest[len(new):]
-    return rest
-
-
-def unet_key_to_ldm(key: str, layers_per_block: int, attention_up_blocks: frozenset[int] = frozenset()) -> str:
-    """One diffusers UNet2DConditionModel key → its LDM name (without the `model.diffusion_model.` prefix).
-
-    An up block's upsampler sits after its attention in LDM, so its slot depends on whether that
-    block has attentions (`attention_up_blocks`)."""
-    module, leaf = key.rsplit(".", 1)
-    for new, old in _UNET_FIXED.items():
-        if module == new:
-            return f"{old}.{leaf}"
-    parts = module.split(".")
-    per = layers_per_block + 1
-    if parts[0] == "down_blocks":
-        i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-        if kind == "downsamplers":
-            return f"input_blocks.{(i + 1) * per}.0.op.{leaf}"
-        index = 1 + i * per + j
-    elif parts[0] == "up_blocks":
-        i, kind, j, rest = int(parts[1]), parts[2], int(parts[3]), ".".join(parts[4:])
-        if kind == "upsamplers":
-            slot = 2 if i in attention_up_blocks else 1
-            return f"output_blocks.{i * per + layers_per_block}.{slot}.{rest}.{leaf}"
-        index = i * per + j
-    elif parts[0] == "mid_block":
-        kind, j, rest = parts[1], int(parts[2]), ".".join(parts[3:])
-        slot = 1 if kind == "attentions" else 2 * j
-        inner = _rename_resnet(rest, _UNET_RESNET) if kind == "resnets" else rest
-        return f"middle_block.{slot}.{inner}.{leaf}"
-    else:
-        raise KeyError(f"unexpected UNet key {key!r}")
-    block = "input_blocks" if parts[0] == "down_blocks" else "output_blocks"
-    if kind == "resnets":
-        return f"{block}.{index}.0.{_rename_resnet(rest, _UNET_RESNET)}.{leaf}"
-    return f"{block}.{index}.1.{rest}.{leaf}"
 
 
 def unet_to_ldm(state: dict[str, Any], layers_per_block: int) -> dict[str, Any]:
@@ -99,13 +46,13 @@ def vae_key_to_ldm(key: str, num_levels: int) -> str:
         if parts[3] in ("downsamplers", "upsamplers"):
             tail = ".".join(parts[5:])
             return f"{side}.{group}.{level}.{'downsample' if side == 'encoder' else 'upsample'}.{tail}.{leaf}"
-        inner = _rename_resnet(".".join(parts[5:]), _VAE_RESNET)
+        inner = rename_part(".".join(parts[5:]), _VAE_RESNET)
         return f"{side}.{group}.{level}.block.{parts[4]}.{inner}.{leaf}"
     if parts[1] == "mid_block":
         if parts[2] == "resnets":
-            inner = _rename_resnet(".".join(parts[4:]), _VAE_RESNET)
+            inner = rename_part(".".join(parts[4:]), _VAE_RESNET)
             return f"{side}.mid.block_{int(parts[3]) + 1}.{inner}.{leaf}"
-        inner = _rename_resnet(".".join(parts[4:]), _VAE_ATTENTION)
+        inner = rename_part(".".join(parts[4:]), _VAE_ATTENTION)
         return f"{side}.mid.attn_1.{inner}.{leaf}"
     return key  # conv_in / conv_out keep their names
 
@@ -121,9 +68,58 @@ def vae_to_ldm(state: dict[str, Any], num_levels: int, prefix: str = VAE_PREFIX)
     return out
 
 
-def text_encoder_to_ldm(state: dict[str, Any]) -> dict[str, Any]:
+def text_encoder_to_ldm(state: dict[str, Any], prefix: str = CLIP_PREFIX) -> dict[str, Any]:
     """CLIPTextModel keys (with or without transformers' `text_model.` level) under `cond_stage_model`."""
-    return {CLIP_PREFIX + k.removeprefix("text_model."): v for k, v in state.items()}
+    return {prefix + k.removeprefix("text_model."): v for k, v in state.items()}
+
+
+_OPEN_CLIP_PARTS = {"self_attn.out_proj": "attn.out_proj", "layer_norm1": "ln_1", "layer_norm2": "ln_2",
+                    "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+_OPEN_CLIP_FIXED = {"embeddings.token_embedding.weight": "token_embedding.weight",
+                    "embeddings.position_embedding.weight": "positional_embedding",
+                    "final_layer_norm.weight": "ln_final.weight", "final_layer_norm.bias": "ln_final.bias"}
+
+
+def open_clip_to_ldm(state: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """A transformers CLIPTextModelWithProjection state dict in open_clip's layout under `prefix`
+    (`conditioner.embedders.1.model.` for SDXL): q/k/v fused, `text_projection` as open_clip's (width × proj)."""
+    import torch
+
+    out: dict[str, Any] = {}
+    qkv: dict[str, dict[str, Any]] = {}
+    for key, value in state.items():
+        key = key.removeprefix("text_model.")
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = value.T.contiguous()
+        elif key in _OPEN_CLIP_FIXED:
+            out[prefix + _OPEN_CLIP_FIXED[key]] = value
+        elif key.startswith("encoder.layers."):
+            _, _, layer, rest = key.split(".", 3)
+            base = f"{prefix}transformer.resblocks.{layer}."
+            module, leaf = rest.rsplit(".", 1)
+            if module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"):
+                qkv.setdefault(f"{base}attn.in_proj_{leaf}", {})[module[-6]] = value
+            else:
+                out[base + _OPEN_CLIP_PARTS[module] + "." + leaf] = value
+        elif key != "embeddings.position_ids":
+            raise KeyError(f"unexpected text encoder key {key!r}")
+    for name, parts in qkv.items():
+        out[name] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+    out[prefix + "logit_scale"] = torch.tensor(4.6052)  # open_clip's ln(100); loaders ignore it
+    return out
+
+
+SDXL_CLIP_L_PREFIX = "conditioner.embedders.0.transformer.text_model."
+SDXL_CLIP_G_PREFIX = "conditioner.embedders.1.model."
+
+
+def to_sdxl_checkpoint(unet: Any, vae: Any, text_encoder: Any, text_encoder_2: Any) -> dict[str, Any]:
+    """The four SDXL modules as one single-file state dict in the original layout (UNet and VAE as SD1.x's)."""
+    state = unet_to_ldm(unet.state_dict(), unet.config.layers_per_block)
+    state |= vae_to_ldm(vae.state_dict(), len(vae.config.block_out_channels))
+    state |= text_encoder_to_ldm(text_encoder.state_dict(), SDXL_CLIP_L_PREFIX)
+    state |= open_clip_to_ldm(text_encoder_2.state_dict(), SDXL_CLIP_G_PREFIX)
+    return state
 
 
 def to_ldm_checkpoint(unet: Any, vae: Any, text_encoder: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Synthetic LoRA files on real SD1.x module names, for tests, benchmarks and demos (no downloads).
+"""Synthetic LoRA files on real SD1.x and SDXL module names, for tests, benchmarks and demos (no downloads).
 
 `kohya_targets` lists the layers sd-scripts' LoRA adapts (attention/linear and 1x1 conv inside the
 transformer blocks, the text encoder's attention and MLP, and with conv_dim also the resnet,
@@ -9,16 +9,17 @@ random factors of any supported kind, with a decaying singular-value profile lik
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
 from charframe.lora.keys import UNET_PREFIX
-from charframe.models.single_file import sd15_config
+from charframe.models.single_file import empty_encoders, family_config, sd15_config
 from charframe.lora.targets import kohya_targets as trained_layers
 
 
-def kohya_targets(unet: torch.nn.Module, text_encoder: torch.nn.Module | None, conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
-    """{kohya module name: layer weight shape} for an SD1.x UNet (+ CLIP text encoder), UNet first.
+def kohya_targets(unet: torch.nn.Module, text_encoder: Any, conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
+    """{kohya module name: layer weight shape} for a UNet (+ its text encoder, or SDXL's list of two), UNet first.
 
     The names come from the trainer's `kohya_targets`, the one place that knows sd-scripts' rule
     (text-encoder names are `lora_te_text_model_encoder_layers_…` whatever the transformers version).
@@ -38,6 +39,17 @@ def sd15_targets(conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
         unet = UNet2DConditionModel.from_config(config.unet)
         te = CLIPTextModel(CLIPTextConfig(**config.text_encoder))
     return kohya_targets(unet, te, conv3x3)
+
+
+def sdxl_targets(conv3x3: bool = True) -> dict[str, tuple[int, ...]]:
+    """Targets of a real-size SDXL model (the shipped configs, both text encoders), on the meta device."""
+    from diffusers import UNet2DConditionModel
+
+    config = family_config("sdxl")
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config.unet)
+    encoders = empty_encoders(config)
+    return kohya_targets(unet, [encoders["text_encoder"], encoders["text_encoder_2"]], conv3x3)
 
 
 def _decay(rank: int, g: torch.Generator) -> torch.Tensor:

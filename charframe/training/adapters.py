@@ -1,7 +1,10 @@
-"""The trainable network: kohya LoRA modules (Lora1x1/Lora3x3) and LyCORIS (Locon/Loha) on SD1.x.
+"""The trainable network: kohya LoRA modules (Lora1x1/Lora3x3) and LyCORIS (Locon/Loha), on any model family.
 
 Which layers are wrapped, and under which key names, is `charframe.lora.targets` (the kohya key contract,
-shared with the generator that merges a finished LoRA into the same layers).
+shared with the generator that merges a finished LoRA into the same layers). Text encoders come as one module or
+the family's list (SDXL: CLIP-L, OpenCLIP-G → `lora_te1_…`, `lora_te2_…`); LyCORIS names UNet layers by the
+diffusers module tree it walks, so for families whose files use the original layout's names (SDXL) its modules
+are renamed to sd-scripts' names before they are registered.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import torch
 from torch import nn
 
 from charframe.errors import CharframeError
+from charframe.families.family import Family
 from charframe.lora.keys import TE_PREFIX, UNET_PREFIX
-from charframe.lora.targets import kohya_targets, kohya_text_root
+from charframe.lora.targets import encoders_of, kohya_targets, kohya_text_root, model_family, unet_key_renames
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +105,9 @@ class KohyaLoRANetwork(nn.Module):
             m.restore()
 
 
-def _kohya_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> KohyaLoRANetwork:
+def _kohya_network(spec: NetworkSpec, unet: nn.Module, text_encoder: Any, family: str | Family | None) -> KohyaLoRANetwork:
     modules = []
-    for key, layer, is_3x3 in kohya_targets(unet, text_encoder, conv=bool(spec.conv_dim)):
+    for key, layer, is_3x3 in kohya_targets(unet, text_encoder, conv=bool(spec.conv_dim), family=family):
         dim, alpha = (spec.conv_dim, spec.conv_alpha) if is_3x3 else (spec.dim, spec.alpha)
         modules.append(LoRAModule(key, layer, int(dim), float(alpha)))
     return KohyaLoRANetwork(modules)
@@ -139,32 +143,55 @@ def _quiet_lycoris() -> Iterator[None]:
         lg.removeFilter(only_one)
 
 
-def _lycoris_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> nn.Module:
+def lycoris_text_roots(text_encoder: Any, unet: nn.Module, family: str | Family | None) -> Any:
+    """What LyCORIS takes for the text encoders: one root for a one-encoder family (`lora_te_…`), a list for SDXL
+    (`lora_te1_…`, `lora_te2_…`), or None."""
+    roots = [kohya_text_root(t) for t in encoders_of(text_encoder)]
+    if not roots:
+        return None
+    return roots if len(model_family(unet, family).text_encoders) > 1 else roots[0]
+
+
+def rename_modules(tensors: dict[str, torch.Tensor], table: dict[str, str]) -> dict[str, torch.Tensor]:
+    """`<module>.<suffix>` keys with the module renamed by `table` (others unchanged)."""
+    out = {}
+    for key, value in tensors.items():
+        module, _, suffix = key.partition(".")
+        out[f"{table.get(module, module)}.{suffix}"] = value
+    return out
+
+
+def _lycoris_network(spec: NetworkSpec, unet: nn.Module, text_encoder: Any, family: str | Family | None) -> nn.Module:
     from lycoris.kohya import create_network
 
-    te_root = kohya_text_root(text_encoder) if text_encoder is not None else None
+    te_root = lycoris_text_roots(text_encoder, unet, family)
     with _quiet_lycoris():
         net = create_network(
             1.0, spec.dim, spec.alpha, None, te_root, unet,
             algo=spec.lycoris_algo, conv_dim=spec.conv_dim or 0, conv_alpha=spec.conv_alpha or 1,
             preset=lycoris_preset_path(),
         )
+    renames = unet_key_renames(unet, family)
+    for m in net.unet_loras:
+        m.lora_name = renames.get(m.lora_name, m.lora_name)
     net._charframe_roots = (te_root, unet)  # noqa: SLF001 - LyCORIS' apply_to needs them again
     return net
 
 
-def create_network(spec: NetworkSpec, unet: nn.Module, text_encoder: nn.Module | None) -> nn.Module:
-    """Build the network and hook it into `unet`/`text_encoder` (their forward now includes it)."""
+def create_network(spec: NetworkSpec, unet: nn.Module, text_encoder: Any, family: str | Family | None = None) -> nn.Module:
+    """Build the network and hook it into `unet` and the text encoders (their forward now includes it).
+
+    `text_encoder`: one encoder, the family's list (SDXL: both), or None to train the UNet only."""
     if spec.lycoris_algo:
-        net = _lycoris_network(spec, unet, text_encoder)
+        net = _lycoris_network(spec, unet, text_encoder, family)
         te_root, _ = net._charframe_roots  # noqa: SLF001
         with _quiet_lycoris():
             net.apply_to(te_root, unet, te_root is not None, True)
     else:
-        net = _kohya_network(spec, unet, text_encoder)
+        net = _kohya_network(spec, unet, text_encoder, family)
         net.apply_to()
     if not net.unet_loras:
-        raise CharframeError("no LoRA target layers found in the UNet: is this an SD1.x model?")
+        raise CharframeError("no LoRA target layers found in the UNet: is this a Stable Diffusion UNet?")
     return net
 
 
@@ -246,7 +273,8 @@ def _keep_own_alpha(tensors: dict[str, torch.Tensor], own: dict[str, torch.Tenso
 
 
 def attach_lora(
-    unet: nn.Module, text_encoder: nn.Module | None, tensors: dict[str, torch.Tensor], multiplier: float = 1.0
+    unet: nn.Module, text_encoder: Any, tensors: dict[str, torch.Tensor], multiplier: float = 1.0,
+    family: str | Family | None = None,
 ) -> nn.Module:
     """Apply a saved kohya LoRA / LoCon / LoHa to a model for inference (e.g. a diffusers pipeline).
 
@@ -256,14 +284,16 @@ def attach_lora(
     if any(k.endswith(".hada_w1_a") for k in tensors):
         from lycoris.kohya import create_network_from_weights
 
-        te_root = kohya_text_root(text_encoder) if text_encoder is not None else None
+        renames = unet_key_renames(unet, family)  # LyCORIS finds layers by diffusers paths
+        tensors = rename_modules(tensors, {new: old for old, new in renames.items()})
+        te_root = lycoris_text_roots(text_encoder, unet, family)
         with _quiet_lycoris():
             net, _ = create_network_from_weights(multiplier, None, None, te_root, unet, weights_sd=tensors)
             net.apply_to(te_root, unet, te_root is not None, True)
         net.load_state_dict(tensors, strict=False)
     else:
         modules = []
-        for key, layer, _ in kohya_targets(unet, text_encoder, conv=True):
+        for key, layer, _ in kohya_targets(unet, text_encoder, conv=True, family=family):
             down = tensors.get(f"{key}.lora_down.weight")
             if down is not None:
                 alpha = tensors.get(f"{key}.alpha")

@@ -8,7 +8,7 @@ processes reproduce them exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -74,13 +74,20 @@ def load_sample(entry: ImageEntry, subset: TrainingSubset,
     """(pixels, alpha mask): the mask (HW in [0, 1]) only for `alpha_mask` subsets, as sd-scripts makes it:
     the image read as RGBA (no alpha channel = all ones), resized, cropped and flipped with the pixels;
     colour augmentation touches RGB only."""
+    return load_sample_flipped(entry, subset, rng)[:2]
+
+
+def load_sample_flipped(entry: ImageEntry, subset: TrainingSubset,
+                        rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """`load_sample` and whether the image was flipped (SDXL's crop time id depends on it)."""
     with Image.open(entry.path) as im:
         img = im.convert("RGBA" if subset.alpha_mask else "RGB")
     if img.size != entry.resized:
         img = resize(img, entry.resized)
     left, top = _crop_box(entry.resized, entry.bucket, rng if subset.random_crop else None)
     img = img.crop((left, top, left + entry.bucket[0], top + entry.bucket[1]))
-    if subset.flip_aug and rng.random() < 0.5:
+    flipped = bool(subset.flip_aug and rng.random() < 0.5)
+    if flipped:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     mask = None
     if subset.alpha_mask:
@@ -89,7 +96,7 @@ def load_sample(entry: ImageEntry, subset: TrainingSubset,
     if subset.color_aug:
         img = color_jitter(img, rng)
     arr = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(arr.transpose(2, 0, 1).copy()), mask
+    return torch.from_numpy(arr.transpose(2, 0, 1).copy()), mask, flipped
 
 
 def shape_caption(caption: str, subset: TrainingSubset, rng: np.random.Generator) -> str:
@@ -112,6 +119,8 @@ class Batch:
     loss_weights: torch.Tensor  # B: 1 for training images, prior_loss_weight for reg images
     error: str | None = None  # an image could not be read: "<file>: why" (pixels are then empty)
     masks: torch.Tensor | None = None  # B,H,W alpha masks when a subset has alpha_mask (others all ones)
+    #: per image: (file width, file height, flipped) — what SDXL's size/crop conditioning is computed from
+    sizes: list[tuple[int, int, bool]] = field(default_factory=list)
 
 
 class StepData(torch.utils.data.Dataset):
@@ -148,13 +157,13 @@ class StepData(torch.utils.data.Dataset):
         epoch, position = self.locate(step)
         ref = self.batch_ref(step)
         ds = self.group.datasets[ref.dataset]
-        pixels, masks, captions, weights = [], [], [], []
+        pixels, masks, captions, weights, sizes = [], [], [], [], []
         for j, index in enumerate(ref.images):
             entry = ds.images[index]
             subset = ds.subsets[entry.subset]
             rng = sample_rng(self.seed, epoch, position, j)
             try:
-                image, mask = load_sample(entry, subset, rng)
+                image, mask, flipped = load_sample_flipped(entry, subset, rng)
             except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
                 # returned, not raised: a DataLoader worker's exception reaches the loop as a traceback dump
                 return Batch(torch.empty(0), [], torch.empty(0), f"{entry.path}: cannot be decoded ({e}); "
@@ -163,7 +172,8 @@ class StepData(torch.utils.data.Dataset):
             masks.append(mask)
             captions.append(shape_caption(entry.caption, subset, rng))
             weights.append(self.prior_loss_weight if entry.is_reg else 1.0)
-        return Batch(torch.stack(pixels), captions, torch.tensor(weights), masks=stack_masks(masks, pixels))
+            sizes.append((entry.size[0], entry.size[1], flipped))
+        return Batch(torch.stack(pixels), captions, torch.tensor(weights), masks=stack_masks(masks, pixels), sizes=sizes)
 
 
 def stack_masks(masks: list[torch.Tensor | None], pixels: list[torch.Tensor]) -> torch.Tensor | None:

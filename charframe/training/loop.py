@@ -91,7 +91,7 @@ def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop:
         gen = step_generator(recipe.seed, progress.step, s.rank)
         loss = denoise_loss(s.comps, batch.pixels, batch.captions, batch.loss_weights, gen, recipe=recipe,
                             device=s.device, weight_dtype=s.weight_dtype, autocast=s.accelerator.autocast,
-                            masks=batch.masks)
+                            masks=batch.masks, sizes=batch.sizes, text_cache=s.text_cache)
         s.accelerator.backward(loss)
         progress.updating = True
         sync_gradients(s.params, s.world)

@@ -1,8 +1,10 @@
-"""One batch's loss, as sd-scripts computes it for SD1.x LoRA, from generators that depend on (seed, step, rank).
+"""One batch's loss, as sd-scripts computes it for LoRA training, from generators that depend on (seed, step, rank).
 
 VAE latents × scaling factor, noise (plus the optional offset) added at a uniform random timestep of the
-base model's DDPM schedule, the UNet predicts the noise (or the velocity for v-prediction models) from the
-CLIP states of the caption, per-item MSE weighted (reg images by prior_loss_weight).
+base model's DDPM schedule (zero terminal SNR when the model says so), the UNet predicts the noise (or the
+velocity for v-prediction models) from the caption's conditioning for the model's family
+(`training.conditioning`), per-item MSE weighted (reg images by prior_loss_weight; min-SNR or debiased
+estimation weighting as sd-scripts' `apply_snr_weight` / `apply_debiased_estimation`).
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from charframe.training.conditioning import TextCache, condition
 from charframe.training.plan import Recipe
-from charframe.training.text import encode, tokenize
 
 
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -36,9 +38,12 @@ def denoise_loss(
     autocast: Callable[[], Any] = nullcontext,
     timesteps: torch.Tensor | None = None,
     masks: torch.Tensor | None = None,
+    sizes: Any = (),
+    text_cache: TextCache | None = None,
 ) -> torch.Tensor:
     """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
-    optionally weighted per pixel by alpha `masks` (B,H,W)."""
+    optionally weighted per pixel by alpha `masks` (B,H,W). `sizes` (file w, h, flipped per image) give SDXL's
+    time ids; `text_cache` keeps frozen text encoders' outputs."""
     sched = comps.noise_scheduler
     with torch.no_grad():
         pixels = pixels.to(device, weight_dtype, non_blocking=True)
@@ -51,11 +56,38 @@ def denoise_loss(
     timesteps = timesteps.to(device)
     noisy = sched.add_noise(latents, noise, timesteps)
     target = sched.get_velocity(latents, noise, timesteps) if sched.config.prediction_type == "v_prediction" else noise
+    bucket = (int(pixels.shape[-1]), int(pixels.shape[-2]))
     with autocast():
-        states = encode(comps.text_encoder, tokenize(comps.tokenizer, captions, recipe.max_token_length), recipe.clip_skip)
-        pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype)).sample
+        states, added = condition(comps, captions, recipe, sizes=sizes, bucket=bucket, cache=text_cache)
+        if added is not None:
+            added = {k: v.to(weight_dtype) for k, v in added.items()}
+        pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype), added_cond_kwargs=added).sample
     per_item = masked_mse(pred.float(), target.float(), None if masks is None else masks.to(device))
+    per_item = per_item * snr_weights(sched, timesteps, recipe)
     return (per_item * weights.to(device)).mean()
+
+
+def all_snr(sched: Any) -> torch.Tensor:
+    """Signal-to-noise ratio of every training timestep: ᾱ / (1 − ᾱ) (0 at the end with zero terminal SNR)."""
+    ac = sched.alphas_cumprod.float()
+    return (ac.sqrt() / (1.0 - ac).sqrt()) ** 2
+
+
+def snr_weights(sched: Any, timesteps: torch.Tensor, recipe: Recipe) -> torch.Tensor | float:
+    """Per-item loss weights of sd-scripts' min-SNR-γ (`apply_snr_weight`) and debiased estimation
+    (`apply_debiased_estimation`), both for v-prediction too; 1 when neither is on."""
+    if not recipe.min_snr_gamma and not recipe.debiased_estimation:
+        return 1.0
+    snr = all_snr(sched).to(timesteps.device)[timesteps]
+    v_pred = sched.config.prediction_type == "v_prediction"
+    weight = torch.ones_like(snr)
+    if recipe.min_snr_gamma:
+        gamma = torch.minimum(snr, torch.full_like(snr, recipe.min_snr_gamma))
+        weight = weight * (gamma / (snr + 1) if v_pred else gamma / snr)
+    if recipe.debiased_estimation:
+        clipped = torch.minimum(snr, torch.full_like(snr, 1000.0))
+        weight = weight * (1 / (clipped + 1) if v_pred else 1 / clipped.sqrt())
+    return weight
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor | None = None) -> torch.Tensor:

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from charframe import __version__
+from charframe.families.family import Family, get_family, of_base_model_version
 from charframe.training.data import DatasetGroup, TrainingDataset
 from charframe.training.plan import OptimizerRecipe, TrainPlan
 
@@ -27,7 +28,6 @@ SD_SCRIPTS_OFF: dict[str, str] = {
     "ss_caption_dropout_every_n_epochs": "0",
     "ss_caption_dropout_rate": "0.0",
     "ss_caption_tag_dropout_rate": "0.0",
-    "ss_debiased_estimation": "False",
     "ss_face_crop_aug_range": "None",
     "ss_fp8_base": "False",
     "ss_fp8_base_unet": "False",
@@ -38,14 +38,12 @@ SD_SCRIPTS_OFF: dict[str, str] = {
     "ss_ip_noise_gamma_random_strength": "False",
     "ss_loss_type": "l2",
     "ss_lowram": "False",
-    "ss_min_snr_gamma": "None",
     "ss_multires_noise_discount": "0.3",
     "ss_multires_noise_iterations": "None",
     "ss_network_dropout": "None",
     "ss_noise_offset_random_strength": "False",
     "ss_resize_interpolation": "None",
     "ss_scale_weight_norms": "None",
-    "ss_zero_terminal_snr": "False",
     # no validation split
     "ss_validation_split": "0.0",
     "ss_validation_seed": "None",
@@ -82,6 +80,9 @@ def training_metadata(
     """
     d0 = group.datasets[0]
     net, opt, recipe = plan.network, plan.optimizer, plan.recipe
+    family = of_base_model_version(str(model_info.get("base_model_version", ""))) or get_family()
+    clip_skip = recipe.clip_skip if family.data.get("training", {}).get("conditioning", "clip") == "clip" else None
+    v_pred = model_info.get("prediction_type") == "v_prediction"
     md: dict[str, Any] = {
         **SD_SCRIPTS_OFF,
         "ss_session_id": session_id,
@@ -107,7 +108,10 @@ def training_metadata(
         "ss_full_fp16": False,
         "ss_v2": False,
         "ss_base_model_version": model_info.get("base_model_version", "sd_v1"),
-        "ss_clip_skip": recipe.clip_skip,
+        "ss_clip_skip": str(clip_skip),  # "None" where it does not apply (SDXL), as sd-scripts writes it
+        "ss_min_snr_gamma": str(recipe.min_snr_gamma or None),
+        "ss_debiased_estimation": recipe.debiased_estimation,
+        "ss_zero_terminal_snr": bool(model_info.get("zero_terminal_snr", False)),
         "ss_max_token_length": str(recipe.max_token_length),  # "None" when off, as sd-scripts
         "ss_cache_latents": False,
         "ss_seed": recipe.seed,
@@ -132,7 +136,8 @@ def training_metadata(
     for key in ("ss_sd_model_hash", "ss_new_sd_model_hash", "ss_vae_name", "ss_vae_hash", "ss_new_vae_hash"):
         if key in model_info:
             md[key] = model_info[key]
-    md.update(modelspec(plan.output_name, recipe.clip_skip, d0.resolution, started_at, trigger=_trigger_phrase(group)))
+    md.update(modelspec(plan.output_name, clip_skip, d0.resolution, started_at, trigger=_trigger_phrase(group),
+                        family=family, v_prediction=v_pred))
     return {k: str(v) for k, v in md.items() if v is not None}
 
 
@@ -180,20 +185,22 @@ def _trigger_phrase(group: DatasetGroup) -> str | None:
     return ", ".join(tokens) or None
 
 
-def modelspec(title: str, clip_skip: int, resolution: tuple[int, int], timestamp: float,
-              trigger: str | None = None) -> dict[str, str]:
-    """SAI model spec keys for an SD1.x LoRA `title` (its output name)."""
+def modelspec(title: str, clip_skip: int | None, resolution: tuple[int, int], timestamp: float,
+              trigger: str | None = None, family: Family | None = None, v_prediction: bool = False) -> dict[str, str]:
+    """SAI model spec keys for a LoRA `title` (its output name) of a family (SD1.x by default)."""
+    arch = f"{family.modelspec_architecture}/lora" if family is not None else ARCH_SD_V1_LORA
     md = {
         "modelspec.sai_model_spec": MODELSPEC_VERSION,
-        "modelspec.architecture": ARCH_SD_V1_LORA,
+        "modelspec.architecture": arch,
         "modelspec.implementation": "diffusers",
         "modelspec.title": title,
         "modelspec.resolution": f"{resolution[0]}x{resolution[1]}",
         "modelspec.date": datetime.datetime.fromtimestamp(int(timestamp)).isoformat(),
-        "modelspec.prediction_type": "epsilon",
-        "modelspec.encoder_layer": str(clip_skip),
+        "modelspec.prediction_type": "v" if v_prediction else "epsilon",
         "modelspec.implementation_version": f"charframe/{__version__}",
     }
+    if clip_skip is not None:  # sd-scripts leaves it out where there is no clip skip (SDXL)
+        md["modelspec.encoder_layer"] = str(clip_skip)
     if trigger:
         md["modelspec.trigger_phrase"] = trigger
     return md

@@ -155,6 +155,13 @@ class Recipe:
     max_token_length: Literal[150, 225] | None = None  # None = 75 tokens; 150 or 225 chunk like sd-scripts
     noise_offset: float = field(default=0.0, metadata=limits(min=0))
     prior_loss_weight: float = field(default=1.0, metadata=limits(min=0))
+    #: None = the model family's choice (SD1.x: yes; SDXL: no, the UNet only, as sd-scripts' usual SDXL runs)
+    train_text_encoder: bool | None = None
+    #: sd-scripts' --min_snr_gamma (0 = off; 5 is the paper's value) and --debiased_estimation_loss
+    min_snr_gamma: float = field(default=0.0, metadata=limits(min=0))
+    debiased_estimation: bool = False
+    #: captions whose frozen text encoders' outputs are kept (0 = encode every step)
+    text_cache: int = field(default=4096, metadata=limits(min=0))
 
 
 @dataclass(frozen=True)
@@ -167,6 +174,8 @@ class TrainIO:
     logging_dir: str = "LoRALog"
     model: str | None = None  # None: the tiny demo model
     vae: str | None = None
+    family: str | None = None  # None: the model's own (charframe.families: sd15, sdxl, or an alias)
+    prediction: Literal["epsilon", "v_prediction"] | None = None  # None: the model's own
     continue_from: str | None = None
     save_model_as: str = "safetensors"
     save_precision: Literal["fp16", "bf16", "float", "fp32"] = "fp16"

@@ -2,6 +2,8 @@
 
 Prompts are encoded the way generated images are (`generation.prompt.encode_pair`: A1111 weighting, 75-token
 chunks, the run's clip skip), so a sample shows what the LoRA does under the conditioning it is trained with.
+Families with more than one text encoder (SDXL) have their prompts encoded by their diffusers pipeline (its
+penultimate-layer states and pooled embedding, no A1111 weighting) until generation supports them.
 """
 
 from __future__ import annotations
@@ -34,22 +36,26 @@ def sample_images(
     folder.mkdir(parents=True, exist_ok=True)
     pipe = comps.pipeline(DDIMScheduler.from_config(comps.noise_scheduler.config))
     pipe.set_progress_bar_config(disable=True)
-    was_training = comps.unet.training
-    comps.unet.eval()
-    comps.text_encoder.eval()
+    was_training = [m.training for m in (comps.unet, *comps.text_encoders)]
+    for m in (comps.unet, *comps.text_encoders):
+        m.eval()
     paths = []
     try:
         with torch.no_grad(), autocast():
             for i, prompt in enumerate(prompts):
-                pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip)
+                if len(comps.text_encoders) > 1:
+                    prompt_args = {"prompt": prompt, "negative_prompt": ""}
+                else:
+                    pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip)
+                    prompt_args = {"prompt_embeds": pos, "negative_prompt_embeds": neg}
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))
-                    image = pipe(prompt_embeds=pos, negative_prompt_embeds=neg, num_inference_steps=steps,
-                                 height=size, width=size, generator=gen).images[0]
+                    image = pipe(**prompt_args, num_inference_steps=steps, height=size, width=size,
+                                 generator=gen).images[0]
                     path = folder / f"{stem}_{i}_{seed}.png"
                     image.save(path)
                     paths.append(path)
     finally:
-        comps.unet.train(was_training)
-        comps.text_encoder.train(was_training)
+        for m, mode in zip((comps.unet, *comps.text_encoders), was_training):
+            m.train(mode)
     return paths

@@ -19,11 +19,14 @@ import torch
 
 from charframe.deps import place
 from charframe.errors import CharframeError
-from charframe.lora.io import load_lora_file
+from charframe.families.family import get_family, require
+from charframe.lora.file_family import check_same_family
+from charframe.lora.io import read_network
 from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
+from charframe.training.conditioning import TextCache
 from charframe.training.data import DatasetGroup
 from charframe.training.distributed import accelerator as make_accelerator, broadcast_parameters
 from charframe.training.images import StepData, unbatched
@@ -109,11 +112,13 @@ def warn_long_captions(group: DatasetGroup, tokenizer: Any, max_token_length: in
                     len(long), limit, path, n, hint)
 
 
-def prepare_models(comps: Any, attention: str, device: torch.device, precision: Precision) -> None:
-    """Freeze the base model, move it to the device in the weight dtype, pick attention and checkpointing."""
+def prepare_models(comps: Any, attention: str, device: torch.device, precision: Precision,
+                   train_text_encoder: bool = True) -> None:
+    """Freeze the base model, move it to the device in the weight dtype, pick attention and checkpointing
+    (for the text encoders only when they are trained: frozen ones run once per caption, without gradients)."""
     from diffusers.models.attention_processor import AttnProcessor2_0
 
-    for m in (comps.unet, comps.text_encoder, comps.vae):
+    for m in comps.modules():
         m.requires_grad_(False)
         place(m, device, precision.weight_dtype)
     if attention == "xformers" and device.type == "cuda":
@@ -122,14 +127,29 @@ def prepare_models(comps: Any, attention: str, device: torch.device, precision: 
         comps.unet.set_attn_processor(AttnProcessor2_0())
     if precision.checkpointing:
         comps.unet.enable_gradient_checkpointing()
-        te = comps.text_encoder  # transformers 5 renamed the method; 4.x only has the old name
-        if hasattr(te, "activation_checkpointing_enable"):
-            te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for te in comps.text_encoders if train_text_encoder else ():  # transformers 5 renamed the method
+            if hasattr(te, "activation_checkpointing_enable"):
+                te.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     comps.unet.train(precision.checkpointing)
-    comps.text_encoder.train(precision.checkpointing)
+    for te in comps.text_encoders:
+        te.train(precision.checkpointing and train_text_encoder)
     comps.vae.eval()
+
+
+def trains_text_encoder(recipe: Any, family: Any) -> bool:
+    """The plan's choice, or the family's (`[training] train_text_encoder`: SD1.x yes, SDXL no)."""
+    if recipe.train_text_encoder is not None:
+        return bool(recipe.train_text_encoder)
+    return bool(family.data.get("training", {}).get("train_text_encoder", True))
+
+
+def check_recipe(recipe: Any, family: Any) -> None:
+    """Recipe values the family's conditioning cannot honour."""
+    if family.data.get("training", {}).get("conditioning") == "sdxl" and recipe.max_token_length:
+        raise CharframeError(f"{{param}} {recipe.max_token_length} is not yet supported for {family.name} training; "
+                             "train with 75 tokens", param="max_token_length")
 
 
 @dataclass
@@ -150,6 +170,7 @@ class Session:
     loader: Any
     epochs: int
     base_metadata: dict[str, str]
+    text_cache: Any = None  # frozen text encoders' outputs by caption (training.conditioning.TextCache)
 
     device = property(lambda self: self.accelerator.device)
     rank = property(lambda self: self.accelerator.process_index)
@@ -173,17 +194,25 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     precision = choose_precision(plan.runtime, cuda, checkpointing)
     acc = make_accelerator(precision.mixed, cuda)
     device, world = acc.device, acc.num_processes
-    comps = components if components is not None else load_sd(plan.io.model, plan.io.vae)
+    comps = components if components is not None else load_sd(plan.io.model, plan.io.vae, family=plan.io.family,
+                                                                prediction=plan.io.prediction)
+    family = get_family(comps.family)
+    require(family, "train", str(plan.io.model or "the tiny demo model"))
+    check_recipe(plan.recipe, family)
     check_clip_skip(plan.recipe.clip_skip, comps.text_encoder)
     warn_long_captions(group, comps.tokenizer, plan.recipe.max_token_length)
-    prepare_models(comps, plan.runtime.attention, device, precision)
+    train_te = trains_text_encoder(plan.recipe, family)
+    prepare_models(comps, plan.runtime.attention, device, precision, train_te)
     torch.manual_seed(plan.recipe.seed)  # LoRA initialisation; identical on every process
-    net = create_network(NetworkSpec.from_recipe(plan.network), comps.unet, comps.text_encoder).to(device, torch.float32)
+    encoders = (comps.text_encoders if len(comps.text_encoders) > 1 else comps.text_encoder) if train_te else None
+    net = create_network(NetworkSpec.from_recipe(plan.network), comps.unet, encoders, family).to(device, torch.float32)
     if start.tensors is not None:
         load_network_weights(net, start.tensors, str(start.state_dir))
     elif plan.io.continue_from:
-        tensors, _ = load_lora_file(plan.io.continue_from)
-        load_network_weights(net, tensors, plan.io.continue_from)
+        previous = read_network(plan.io.continue_from)
+        check_same_family(plan.io.continue_from, get_family(previous.family) if previous.family else None,
+                          get_family(comps.family))
+        load_network_weights(net, previous.state_dict(), plan.io.continue_from)
         log.info("continuing from %s", plan.io.continue_from)
     broadcast_parameters(net, world)
     opt = plan.optimizer
@@ -204,10 +233,14 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     loader = torch.utils.data.DataLoader(data, batch_size=None, collate_fn=unbatched, num_workers=workers,
                                          prefetch_factor=2 if workers else None)
     epochs = math.ceil(plan.recipe.steps / data.steps_per_epoch)
-    base = training_metadata(plan, group, comps.info, session_id=start.run.session_id, started_at=start.run.started_at,
+    schedule = comps.noise_scheduler.config
+    info = {**comps.info, "prediction_type": schedule.prediction_type,
+            "zero_terminal_snr": bool(schedule.get("rescale_betas_zero_snr", False))}
+    base = training_metadata(plan, group, info, session_id=start.run.session_id, started_at=start.run.started_at,
                              optimizer=optimizer_description(opt, optimizer_class), num_epochs=epochs,
                              batches_per_epoch=data.batches_per_epoch, num_processes=world,
                              mixed_precision=precision.mixed, gradient_checkpointing=precision.checkpointing)
     lr_names = ("textencoder", "unet") if len(groups) == 2 else ("unet",)
+    cache = TextCache(plan.recipe.text_cache) if not train_te and plan.recipe.text_cache else None
     return Session(plan, start, comps, acc, precision, net, [p for p in net.parameters() if p.requires_grad],
-                   lr_names, optimizer, scheduler, data, loader, epochs, base)
+                   lr_names, optimizer, scheduler, data, loader, epochs, base, cache)

@@ -337,7 +337,7 @@ class Manifest:
         """A set member's key: relative to `base` (posix) when below it, else the absolute path."""
         return path[len(self._base_prefix):].replace(os.sep, "/") if path.startswith(self._base_prefix) else path
 
-    def _changed(self, recorded: Mapping[str, Any], current: Mapping[str, str], extra_ok: bool = False) -> str | None:
+    def _changed(self, recorded: dict[str, Any], current: Mapping[str, str], extra_ok: bool = False) -> str | None:
         """The first difference between recorded files and the files now, in words (re-reading a file only when
         its size or mtime differ from the record)."""
         for key in recorded.keys() - current.keys():
@@ -356,6 +356,8 @@ class Manifest:
                 continue
             if st.st_size != size or digest_file(p) != digest:
                 return f"{os.path.basename(key)} changed"
+            recorded[key] = [st.st_size, st.st_mtime_ns, digest]  # touched, same bytes: not read again next time
+            self.dirty = True
         return None
 
     def _set_path(self, key: str) -> str:

@@ -42,12 +42,15 @@ def test_auto_fill_from_hair_words() -> None:
 
 
 def test_parameters_round_trip(tmp_path: Path) -> None:
-    cn = controlnet_field("softedge", "control_v11p_sd15_softedge [a8575a2a]", 0.5, 0.0, 0.3)
-    text = parameters_text("a, (b:1.3)", "lowres, text", {"Steps": 28, "Sampler": "DPM++ 2M Karras", "CFG scale": 10.0,
-                                                           "Seed": 1234, "Size": "512x512", "ControlNet 0": cn, "VAE": ""})
-    assert text == ('a, (b:1.3)\nNegative prompt: lowres, text\nSteps: 28, Sampler: DPM++ 2M Karras, CFG scale: 10, '
-                    'Seed: 1234, Size: 512x512, ControlNet 0: "Module: softedge, Model: control_v11p_sd15_softedge '
-                    '[a8575a2a], Weight: 0.5, Guidance Start: 0, Guidance End: 0.3"')
+    cn = controlnet_field("none", "control_v11p_sd15_softedge [a8575a2a]", 0.5, 0.0, 0.3)
+    text = parameters_text("a, (b:1.3)", "lowres, text", {"Steps": 28, "Sampler": "DPM++ 2M", "Schedule type": "Karras",
+                                                           "CFG scale": 10.0, "Seed": 1234, "Size": "512x512",
+                                                           "ControlNet 0": cn, "VAE": ""})
+    assert text == ('a, (b:1.3)\nNegative prompt: lowres, text\nSteps: 28, Sampler: DPM++ 2M, Schedule type: Karras, '
+                    'CFG scale: 10, Seed: 1234, Size: 512x512, ControlNet 0: "Module: none, Model: '
+                    'control_v11p_sd15_softedge [a8575a2a], Weight: 0.5, Resize Mode: Crop and Resize, Processor Res: -1, '
+                    'Threshold A: -1, Threshold B: -1, Guidance Start: 0.0, Guidance End: 0.3, Pixel Perfect: False, '
+                    'Control Mode: Balanced"')
     write_png(tmp_path / "x.png", Image.new("RGB", (8, 8)), text)
     with Image.open(tmp_path / "x.png") as im:
         assert im.text["parameters"] == text  # PIL reads the tEXt chunk WebUI's PNG Info reads

@@ -4,6 +4,7 @@ diffusers files and folders, and refusals of files that are not an SD1.x Control
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -131,3 +132,85 @@ def test_wrong_files_are_refused_before_loading(tmp_path: Path, kind: str, messa
     with pytest.raises(CharframeError, match=message) as err:
         load_controlnet(path, TINY_UNET)
     assert str(path) in str(err.value)
+
+
+def test_incomplete_hint_encoder_is_one_clear_line(tmp_path: Path) -> None:
+    state = ldm_state(build_tiny_controlnet(0))
+    only = {k: v for k, v in state.items() if not k.startswith("control_model.input_hint_block.")
+            or k.startswith("control_model.input_hint_block.0.")}
+    for name, kept in (("hint0.safetensors", only),
+                       ("bare.safetensors", {k: v for k, v in state.items() if "input_hint_block.0." in k})):
+        with pytest.raises(CharframeError) as err:
+            load_controlnet(_save(tmp_path / name, kept), TINY_UNET)
+        msg = str(err.value)
+        assert msg.startswith(str(tmp_path / name)) and "incomplete ControlNet" in msg and "input_hint_block.0" in msg
+        assert "\n" not in msg
+
+
+def test_sdxl_layout_without_label_emb_is_named_sdxl(tmp_path: Path) -> None:
+    """SDXL ControlNets have no attention in their first block, and some files lack label_emb: the text-context
+    width of any cross-attention layer still says SDXL."""
+    state = ldm_state(build_tiny_controlnet(0, dict(TINY_UNET, cross_attention_dim=2048)))
+    state = {k: v for k, v in state.items() if ".input_blocks.1.1." not in k and "label_emb" not in k}
+    with pytest.raises(CharframeError, match=r"looks like SDXL ControlNet \(text context 2048 wide"):
+        load_controlnet(_save(tmp_path / "xl.safetensors", state), TINY_UNET)
+
+
+@pytest.mark.parametrize("keys", [
+    {"adapter.conv_in.weight": (320, 192, 3, 3), "adapter.body.0.resnets.0.block1.weight": (320, 320, 3, 3)},
+    {"conv_in.weight": (320, 192, 3, 3), "body.0.block1.weight": (320, 320, 3, 3)},
+])
+def test_t2i_adapter_is_named(tmp_path: Path, keys: dict) -> None:
+    path = _save(tmp_path / "t2iadapter_sketch_sd15v2.safetensors", {k: torch.zeros(s) for k, s in keys.items()})
+    with pytest.raises(CharframeError, match="looks like a T2I-Adapter") as err:
+        load_controlnet(path, TINY_UNET)
+    assert "diffusers-format UNet" not in str(err.value)
+
+
+def test_diffusers_folder_with_only_fp16_weights_loads(tmp_path: Path) -> None:
+    ref = build_tiny_controlnet(4)
+    ref.save_pretrained(tmp_path / "cn", safe_serialization=True, variant="fp16")
+    assert [p.name for p in (tmp_path / "cn").glob("*.safetensors")] == ["diffusion_pytorch_model.fp16.safetensors"]
+    model, info = load_controlnet(tmp_path / "cn", TINY_UNET)
+    assert info.source == "diffusers" and same(outputs(ref), outputs(model))
+    (tmp_path / "cn" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    with pytest.raises(CharframeError, match="no ControlNet weights in this folder") as err:
+        load_controlnet(tmp_path / "cn", TINY_UNET)
+    assert ".bin" not in str(err.value).split("(")[0]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pickled code ran",))
+
+
+def test_pickle_refusal_is_one_plain_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "control_evil.pth"
+    torch.save({"input_hint_block.0.weight": _Evil()}, path)
+    with pytest.raises(CharframeError) as err:
+        load_controlnet(path, TINY_UNET)
+    msg = str(err.value)
+    assert "\x1b" not in msg and "\n" not in msg and "pickled code ran" not in capsys.readouterr().out
+    assert msg.startswith(f"{path}: unsafe: the pickle would import or run code, which torch's weights-only loader "
+                          "refuses (")
+    assert re.search(r"(builtins\.)?print", msg)  # what it would have imported
+    assert msg.endswith("pass the .safetensors file instead")
+
+
+def test_controlnet_label_carries_webuis_legacy_hash(tmp_path: Path) -> None:
+    """sd-webui-controlnet lists models as `name [legacy hash]` (sha256 of the 64 KiB at 1 MiB, 8 hex digits)."""
+    import hashlib
+
+    state = ldm_state(build_tiny_controlnet(1))
+    state["control_model.pad"] = torch.arange(400_000, dtype=torch.float32)  # make the file pass 1.1 MiB
+    path = _save(tmp_path / "control_v11p_sd15_softedge.safetensors", state)
+    data = path.read_bytes()
+    assert len(data) > 0x110000
+    _, info = load_controlnet(_save(tmp_path / "c2.safetensors", {k: v for k, v in state.items() if k != "control_model.pad"}),
+                              TINY_UNET)
+    legacy = hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+    from charframe.models.controlnet import ControlNetInfo
+    from charframe.models.checkpoint import model_file_hashes
+    assert model_file_hashes(path)[0] == legacy
+    assert info.hash == model_file_hashes(tmp_path / "c2.safetensors")[0] != model_file_hashes(tmp_path / "c2.safetensors")[1][:8]
+    assert ControlNetInfo("control_v11p_sd15_softedge", legacy).label() == f"control_v11p_sd15_softedge [{legacy}]"

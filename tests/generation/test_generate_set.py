@@ -36,8 +36,10 @@ def test_face_set_layout_parameters_and_rerun(tmp_path: Path) -> None:
     assert fields["Seed"] == "8" and fields["Steps"] == "2" and fields["Sampler"] == "Euler a"
     assert fields["CFG scale"] == "7" and fields["Size"] == "64x64" and fields["Clip skip"] == "2"
     assert fields["Model"] == "charframe-tiny-sd15"
-    assert fields["ControlNet 0"] == ('"Module: softedge, Model: charframe-tiny-controlnet, Weight: 0.8, '
-                                      'Guidance Start: 0, Guidance End: 0.6"')
+    assert fields["Schedule type"] == "Automatic" and fields["RNG"] == "CPU" and "Pad conds" not in fields
+    assert fields["ControlNet 0"] == ("Module: none, Model: charframe-tiny-controlnet, Weight: 0.8, Resize Mode: Crop and "
+                                      "Resize, Processor Res: -1, Threshold A: -1, Threshold B: -1, Guidance Start: 0.0, "
+                                      "Guidance End: 0.6, Pixel Perfect: False, Control Mode: Balanced")
     assert parse_parameters(read_parameters(raw / "f00-0.png"))[2]["Seed"] == "7"
     # same seed, same settings, same device → identical pixels; the rerun makes only what is missing
     before = pixels(raw / "f12-1.png")
@@ -75,7 +77,7 @@ def test_body_set_hires_and_multi_controlnet(tmp_path: Path) -> None:
     prompt, _, fields = parse_parameters(read_parameters(path))
     assert "sailor uniform" in prompt and "full body" in prompt and "nude" not in prompt
     assert fields["Size"] == "64x128" and fields["Hires upscale"] == "1.5" and fields["Denoising strength"] == "0.5"
-    assert fields["ControlNet 1"].startswith('"Module: depth,') and "Weight: 0.4" in fields["ControlNet 1"]
+    assert fields["ControlNet 1"].startswith("Module: none,") and "Weight: 0.4," in fields["ControlNet 1"]
 
 
 def test_mirrored_azimuths_for_asymmetric_characters(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Architecture detection: SD1.x loads, everything else is refused by name before anything is built.
+"""Architecture detection: SD1.x (and SDXL, tests/models/test_sdxl.py) load, everything else is refused by name
+before anything is built.
 
 The checkpoints here hold only the telltale keys with tiny tensors (shape-based signatures carry the
 one real shape that matters)."""
@@ -29,9 +30,10 @@ def _file(tmp_path: Path, name: str, shapes: dict[str, tuple[int, ...]]) -> Path
 
 
 REFUSED = {
-    "sdxl": ({"conditioner.embedders.0.transformer.text_model.embeddings.position_embedding.weight": (77, 4),
-              UNET_IN: (4, 4, 3, 3)}, "looks like SDXL"),
-    "sdxl_unet_only": ({"model.diffusion_model.label_emb.0.0.weight": (4, 4), UNET_IN: (4, 4, 3, 3)}, "looks like SDXL"),
+    "sdxl_refiner": ({"conditioner.embedders.0.model.text_projection": (4, 4), UNET_IN: (4, 4, 3, 3)},
+                     "looks like the SDXL refiner"),
+    "sdxl_inpainting": ({"model.diffusion_model.label_emb.0.0.weight": (4, 4), UNET_IN: (4, 9, 3, 3)},
+                        "looks like an SDXL inpainting model"),
     "sd2_openclip": ({"cond_stage_model.model.token_embedding.weight": (8, 4), UNET_IN: (4, 4, 3, 3)}, "looks like SD2.x"),
     "sd2_context": ({"model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (4, 1024),
                      UNET_IN: (4, 4, 3, 3), CLIP_POS: (77, 4)}, "looks like SD2.x"),
@@ -53,8 +55,8 @@ def test_unsupported_single_files_are_refused_clearly(name: str, tmp_path: Path)
         load_sd(path)
     msg = str(err.value)
     assert msg.startswith(f"{path}: ") and expected in msg, msg
-    if name in ("sdxl", "sd2_openclip", "sd3", "flux"):
-        assert msg.endswith("charframe supports SD1.x checkpoints only (not yet supported)")
+    if name in ("sd2_openclip", "sd3", "flux"):
+        assert msg.endswith("charframe supports SD1.x and SDXL checkpoints (not yet supported)")
     assert "--" not in msg  # no CLI flag in a library message
     if name == "vae":
         assert "as the VAE" in msg
@@ -79,8 +81,9 @@ def _folder(tmp_path: Path, unet: dict, index: dict | None = None) -> Path:
 @pytest.mark.parametrize(
     "unet, index, expected",
     [
-        ({"in_channels": 4}, {"_class_name": "StableDiffusionXLPipeline"}, "looks like SDXL"),
-        ({"in_channels": 4, "addition_embed_type": "text_time"}, None, "looks like SDXL"),
+        ({"in_channels": 4}, {"_class_name": "StableDiffusionXLPipeline"}, "is not an SDXL UNet"),
+        ({"in_channels": 4, "addition_embed_type": "text_time"}, {"_class_name": "StableDiffusionXLImg2ImgPipeline"},
+         "the SDXL refiner"),
         ({"in_channels": 9}, {"_class_name": "StableDiffusionInpaintPipeline"}, "inpainting"),
         ({"in_channels": 4, "cross_attention_dim": 1024}, {"_class_name": "StableDiffusionPipeline"}, "SD2.x"),
     ],

@@ -17,6 +17,8 @@ RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 6\n'
 KEEP = ("f00", "f02", "f12", "b00", "b02", "b12")
 EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{k}{e}{a}" not in KEEP]
 GENERATION = 'size = 64\nsteps = 1\nhires_scale = 1.0\nsampler = "Euler a"\n'
+#: the ControlNet guides the whole (single) step: with the default end 0.3 one step would run without it
+CONTROLNET = '[[generation.controlnet]]\nmap = "softedge"\nend = 1.0\n'
 STEPS_ALL = ("generate", "clean", "pick", "export", "prepare", "train", "score", "merge", "compress", "preview")
 FACE_STAGES = {"krnk": "krnk.toml", "tyank": "tyank.toml"}
 
@@ -26,7 +28,7 @@ def character_toml(kw: str, outfit: str, outfit_prompt: str, *, candidates: int 
     stages = "".join(f"[training.{s}]\n{RECIPE}" for s in ("face", "body", "group"))
     return (f'keyword = "{kw}"\nclass = "girl"\nprompt = "{prompt or "1girl, " + kw}"\nfill = "black"\n'
             f'[outfits]\n{outfit} = "{outfit_prompt}"\n'
-            f'[generation]\n{GENERATION}candidates = {candidates}\nmodel = "{model}"\n'
+            f'[generation]\n{GENERATION}candidates = {candidates}\nmodel = "{model}"\n{CONTROLNET}'
             f'[export]\nsizes = {sizes}\nexclude = {EXCLUDE!r}\n{stages}'.replace("'", '"'))
 
 

@@ -71,7 +71,8 @@ def _flip_auto_pick(root: Path) -> None:
 def _redraw_map(root: Path) -> None:
     path = root / "BodyTemplate" / "control" / "softedge" / "b12.png"
     img = np.asarray(Image.open(path)).copy()
-    img[: img.shape[0] // 4] = 0
+    h, w = img.shape[:2]
+    img[h // 4: h // 2, w // 4: 3 * w // 4] = 255  # a new white stroke across the figure
     Image.fromarray(img).save(path)
 
 

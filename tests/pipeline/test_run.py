@@ -179,7 +179,7 @@ def test_two_retrains_keep_both_earlier_loras_restorable(project: Path, capfd) -
     assert main(["history", str(tyank), "--stage", "face"]) == 0
     assert oldest.name in capfd.readouterr().out
     assert main(["restore", str(tyank), oldest.name, "--stage", "face"]) == 0
-    restored = next(p for p in job.lora.parent.glob("*.safetensors") if p.name.endswith("-100-1.safetensors"))
+    restored = next(p for p in job.lora.parent.glob("*.safetensors") if p.name.endswith("-100-6.safetensors"))
     assert digest_file(restored) == first
     assert len(history.versions(job)) == 3  # the set it replaced was archived too
 

@@ -128,3 +128,36 @@ def test_a_safetensors_file_is_identified_by_its_tensors_not_its_metadata(tmp_pa
     assert digest_file(path) not in (first,)
     (tmp_path / "y.safetensors").write_bytes(b"not a safetensors file at all")
     assert digest_file(tmp_path / "y.safetensors")  # plain bytes then
+
+
+def test_a_set_entry_by_content_with_touched_files_refreshed(tmp_path, monkeypatch) -> None:
+    """Step records: stale on a changed input or output, fresh on a touched-but-identical file, which is then
+    remembered so the next check does not read it again."""
+    import os
+
+    from charframe.util import manifest as mf
+
+    src, out = tmp_path / "in.txt", tmp_path / "out.txt"
+    src.write_text("a")
+    out.write_text("b")
+    m = mf.Manifest(tmp_path / "rec.json", base=tmp_path)
+    m.record_set("s", outputs=[str(out)], inputs=m.fingerprints([str(src)]), params="p")
+    m.save()
+    check = lambda m: m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="p")  # noqa: E731
+    assert check(m) is None
+    assert m.outputs["s"]["inputs"] == {"in.txt": [1, os.stat(src).st_mtime_ns, mf.digest_bytes(b"a")]}
+    os.utime(src, ns=(1, 1))
+    assert check(m) is None and m.dirty
+    m.save()
+    reads = []
+    monkeypatch.setattr(mf, "digest_file", lambda p: reads.append(p) or "x")
+    assert check(mf.Manifest.load(tmp_path / "rec.json", base=tmp_path)) is None and reads == []
+    monkeypatch.undo()
+    src.write_text("c")
+    assert check(m) == "input in.txt changed"
+    assert m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="q") == "settings changed"
+    out.write_text("x")
+    src.write_text("a")
+    os.utime(src, ns=(1, 1))
+    assert check(m) == "output out.txt changed"
+    assert m.set_status("s", outputs=[str(out)], inputs=[str(src)], params="p", protect_outputs=True) is None

@@ -1,4 +1,4 @@
-"""`charframe inspect`: what a LoRA file is — type, modules per block, ranks, alphas, size, metadata."""
+"""`charframe inspect`: what a LoRA file is — model family, type, modules per block, ranks, alphas, size, metadata."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from charframe.families.family import get_family
 from charframe.lora import io as lio
 from charframe.lora.blocks import BLOCK_IDS
+from charframe.lora.file_family import context_width, describe
 from charframe.lora.keys import block_of
 from charframe.lora.format import network_type
 
@@ -33,6 +35,8 @@ class InspectReport:
     dtypes: Counter = field(default_factory=Counter)
     conv3x3: int = 0
     metadata: dict[str, str] = field(default_factory=dict)
+    family: str | None = None  # the model family it was made for (None: nothing in the file says)
+    family_evidence: str = ""
 
     @property
     def n_modules(self) -> int:
@@ -42,7 +46,11 @@ class InspectReport:
 def inspect_file(path: str | os.PathLike) -> InspectReport:
     """Read and check a file, then count what it holds."""
     net = lio.read_network(path)
-    rep = InspectReport(Path(path), Path(path).stat().st_size, network_type(net), metadata=dict(net.metadata))
+    rep = InspectReport(Path(path), Path(path).stat().st_size, network_type(net), metadata=dict(net.metadata),
+                        family=net.family)
+    width = context_width(net.modules)
+    prefixes = sorted({name.split("_")[0] + "_" + name.split("_")[1] for name in net.modules})
+    rep.family_evidence = ", ".join(prefixes) + (f"; {width}-wide text context" if width else "")
     counts: Counter = Counter()
     for name, m in net.modules.items():
         block = block_of(name)
@@ -70,8 +78,10 @@ def _short(value: str, limit: int) -> str:
 
 def format_report(rep: InspectReport, all_metadata: bool = False, all_metadata_hint: str = "all_metadata") -> str:
     """Human-readable report; `all_metadata` prints every metadata key in full (the hint names that switch)."""
+    family = describe(get_family(rep.family) if rep.family else None)
     lines = [
         f"{rep.path}",
+        f"  family    {family}   ({rep.family_evidence})",
         f"  type      {rep.network_type}   ({rep.n_modules} modules, {rep.conv3x3} with 3x3 conv)",
         f"  size      {rep.file_bytes / 2**20:.1f} MiB   dtypes: {_counter(rep.dtypes)}",
         f"  ranks     {_counter(rep.ranks)}",

@@ -1,7 +1,9 @@
 """Block-weight merge: scale each module's ΔW by its block's weight, drop blocks weighted 0.
 
 Unlike the WebUI tool (0/1 only for LyCORIS), any real weight works for every network type,
-because ΔW is linear in one factor of each kind (see `functional.scale_module`).
+because ΔW is linear in one factor of each kind (see `functional.scale_module`). A preset or weight list
+is read for each file's family (`lora.file_family`): FACE on an SDXL LoRA is SDXL's FACE, and a
+12-weight SDXL list given for an SD1.x LoRA is refused naming the file.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.lora import io as lio
 from charframe.lora.blocks import BLOCK_IDS, module_weights, resolve_weights
 from charframe.lora.format import FileModule, LoraNetwork
@@ -66,20 +69,20 @@ def merge_network(
                 continue
             tensors = module.tensors if w == 1 else scale_module(module.kind, module.tensors, w)
             result.scaled += w != 1
-            modules[name] = FileModule(name, module.kind, tensors)
+            modules[name] = FileModule(name, module.kind, tensors, module.conv1x1)
     result.kept = len(modules)
     result.bytes_before = lio.tensors_nbytes(net)
-    merged = LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source)
+    merged = LoraNetwork(modules=modules, metadata=dict(net.metadata), source=net.source, family=net.family)
     result.bytes_after = lio.tensors_nbytes(merged)
     return merged, result
 
 
-def warn_outside(outside: list[str], source: os.PathLike | str) -> None:
-    """One warning naming every module that belongs to no block (they keep weight 1)."""
+def warn_outside(outside: list[str], source: os.PathLike | str, family: str | None = None) -> None:
+    """One warning naming every module that belongs to no block of the family (they keep weight 1)."""
     if outside:
         log.warning(
-            "%s: %d module(s) belong to no SD1.x block and keep weight 1: %s",
-            source, len(outside), ", ".join(outside),
+            "%s: %d module(s) belong to no %s block and keep weight 1: %s",
+            source, len(outside), get_family(family).name, ", ".join(outside),
         )
 
 
@@ -99,7 +102,7 @@ def merge_file(
     def operation(nets: list[LoraNetwork]) -> tuple[LoraNetwork, MergeResult, dict]:
         (net,) = nets
         merged, result = merge_network(net, weights, progress=progress)
-        warn_outside(result.outside, path)
+        warn_outside(result.outside, path, net.family)
         if not merged.modules:
             raise CharframeError(f"{path}: preset {label} removes every module; nothing to write")
         result.output, result.label = out, label
@@ -120,15 +123,27 @@ def merge_files(
 ) -> Iterator[MergeResult]:
     """Merge each file with a preset name or weight list, beside itself.
 
-    The preset is resolved once (shipped presets, the project's charframe.toml — the project found
-    from the first file unless `project_root` is given — then `preset_files`) and every output is
-    checked before the first merge, so a refusal leaves nothing half-done.
+    The preset is resolved for each file's family (shipped presets, the project's charframe.toml — the
+    project found from the first file unless `project_root` is given — then `preset_files`) and every
+    output is checked before the first merge, so a refusal leaves nothing half-done.
     """
     root = find_project_root(paths[0]) if project_root is None else project_root
-    label, weights = resolve_weights(preset, root, preset_files)
-    check_files(paths, [output_path(p, label) for p in paths], overwrite)
-    for p in paths:
+    check_files(paths, [], overwrite)
+    resolved = [_resolve_for(Path(p), preset, root, preset_files) for p in paths]
+    check_files(paths, [output_path(p, label) for p, (label, _) in zip(paths, resolved)], overwrite)
+    for p, (label, weights) in zip(paths, resolved):
         yield merge_file(p, weights, label, overwrite=overwrite, progress=progress)
+
+
+def _resolve_for(path: Path, preset: str, root, preset_files) -> tuple[str, tuple[float, ...]]:
+    """The preset's label and weights for the family of the LoRA at `path` (its header is read)."""
+    family = lio.read_network(path, lazy=True).family if path.suffix.lower() == ".safetensors" else None
+    try:
+        return resolve_weights(preset, root, preset_files, family)
+    except CharframeError as e:
+        if family is None:
+            raise
+        raise CharframeError(f"{path}: an {get_family(family).name} LoRA: {e.template}", param=e.param) from None
 
 
 def _block_order(block: str) -> int:

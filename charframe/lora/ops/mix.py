@@ -16,6 +16,7 @@ from typing import Sequence
 import torch
 
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
 from charframe.lora import io as lio
 from charframe.lora.blocks import checked_weight
 from charframe.lora.format import FileModule, LoraNetwork
@@ -100,6 +101,18 @@ def _common_metadata(nets: Sequence[LoraNetwork]) -> dict[str, str]:
     }  # fmt: skip
 
 
+def check_one_family(nets: Sequence[LoraNetwork]) -> None:
+    """Refuse LoRAs of different model families (their layers differ; a mix would mean nothing)."""
+    known = [n for n in nets if n.family is not None]
+    other = next((n for n in known if n.family != known[0].family), None)
+    if other is not None:
+        first = known[0]
+        raise CharframeError(
+            f"{other.source}: is an {get_family(other.family).name} LoRA and {first.source} an "
+            f"{get_family(first.family).name} LoRA; LoRAs of different model families cannot be mixed"
+        )
+
+
 def default_mix_output(inputs: Sequence[tuple[Path, float]]) -> Path:
     """`<stemA>+<stemB>-mix.safetensors` beside the first input."""
     first = inputs[0][0]
@@ -123,6 +136,7 @@ def mix_files(
     weights = [w for _, w in inputs]
 
     def operation(nets: list[LoraNetwork]) -> tuple[LoraNetwork, MixResult, dict]:
+        check_one_family(nets)
         new, reports = mix_networks(list(zip(nets, weights)), rule, DTYPES[dtype], progress=progress)
         was_lycoris = any(n.kinds() - {"lora"} for n in nets)
         new.metadata = rank_metadata(new.metadata, new, was_lycoris=was_lycoris)

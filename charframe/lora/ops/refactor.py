@@ -59,7 +59,7 @@ def refactor_module(name: str, parts: Sequence[tuple[FileModule, float]], rule: 
             factors.append((up2d, down2d, w))
         else:
             delta = module_delta(module.kind, t)
-            shape = layer_shape(name, tuple(delta.shape))
+            shape = layer_shape(name, tuple(delta.shape), module.conv1x1)
             deltas.append(delta.reshape(delta.shape[0], -1) * w)
         shapes.add(tuple(shape))
     if len(shapes) != 1:

@@ -24,6 +24,8 @@ from typing import Any, Callable
 
 from charframe.dataset.schema import read_dataset_file
 from charframe.errors import CharframeError
+from charframe.families.family import get_family
+from charframe.models.detect import family_of_model
 from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
 from charframe.training.adapters import lycoris_preset_path
 from charframe.training.data import resolve_image_dir
@@ -184,6 +186,12 @@ def kohya_dataset_config(dataset: str | os.PathLike, cwd: Path, out_dir: Path, n
 def run_kohya(plan: TrainPlan, setup: KohyaSetup, *, runner: Callable[..., Any] = subprocess.run) -> Path:
     """Run sd-scripts on `plan` with its live output; return the LoRA file it wrote."""
 
+    if plan.io.model is not None and Path(plan.io.model).exists():
+        family = family_of_model(Path(plan.io.model))
+        if family.id != get_family().id:
+            raise CharframeError(f"{plan.io.model}: is an {family.name} model; the kohya engine runs train_network.py "
+                                 f"for {get_family().name} models only (sdxl_train_network.py is not yet driven); "
+                                 "train it with the built-in engine")
     out_dir = (Path(plan.io.output_dir) / plan.io.out).absolute()
     target = free_output_path(out_dir / f"{plan.output_name}.{plan.io.save_model_as}")
     check_output_locations(plan.io, target, samples=plan.sampling.enabled)
