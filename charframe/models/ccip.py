@@ -50,6 +50,7 @@ SIZE = 384  # CCIP's input size (imgutils' default)
 BATCH = 16
 #: the pip package that provides `imgutils`
 PACKAGE = "dghs-imgutils"
+PACKAGE_VERSION = "0.19.0"  # the version whose preprocessing the tests compare with
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def require_imgutils() -> None:
         import imgutils.metrics.ccip  # noqa: F401
     except ImportError as e:
         raise CharframeError(f"identity scoring needs the {PACKAGE} package (imgutils), which is not installed "
-                             f"({e}); install charframe's quality dependencies (see the README)") from None
+                             f"({e}); install it: pip install {PACKAGE}=={PACKAGE_VERSION}") from None
 
 
 @functools.lru_cache(maxsize=8)
