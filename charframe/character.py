@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from charframe.dataset.imagesize import image_size
 from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
 from charframe.families.family import get_family
@@ -248,6 +249,11 @@ def _check(c: Character, src: Source) -> Character:
         if p is None or not p.is_file():
             fail("reference", (), f"{ref!r}: no such picture ({p}); name pictures of the character, relative to the "
                                   "project folder")
+        try:
+            image_size(p)  # the header only: a text file or a damaged picture is caught here, not mid-pick
+        except CharframeError:
+            fail("reference", (), f"{ref!r}: not a readable PNG, JPEG or WebP picture ({p}); replace it with a "
+                                  "picture of the character")
     bad = [x for x in c.export.exclude if parse_code(x) is None or parse_code(x).code != x]
     if bad:
         fail("exclude", ("export",), f"{bad[0]!r} is not an image code like f24 or b13")
