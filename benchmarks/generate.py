@@ -3,6 +3,8 @@
     python benchmarks/generate.py                        # tiny model on CPU: generate_set vs bare pipeline
     python benchmarks/generate.py --gpu --json out.json  # SD1.5-shaped RANDOM weights, 512 px, 28 steps, fp16
     python benchmarks/generate.py --gpu --device cpu --steps 2 --size 64   # smoke test of the --gpu mode
+    python benchmarks/generate.py --batch 4              # batched candidates vs one at a time (tiny, CPU)
+    python benchmarks/generate.py --batch 4 --gpu        # the same at 512 px, SD1.5 shapes, fp16 (target ≥ 2×)
 
 Default mode: the tiny random model (charframe.models.tiny) and tiny ControlNet. charframe = `generate_set` on
 a scratch project (template checks, code prompt, A1111 weighted embeddings, control maps, PNG with parameters,
@@ -18,6 +20,11 @@ one and two ControlNets; charframe = the per-image path generate_set runs (weigh
 with parameters, atomic write); bare = the pipeline with prompt strings + a plain PNG save. The two paths alternate
 image by image; medians are compared (peak VRAM is the run's, both paths). Reports it/s and peak VRAM (torch.cuda.max_memory_allocated).
 This mode imports only torch, diffusers, transformers, safetensors, numpy, pillow and charframe.
+
+--batch N (issue 23): the N candidates of one code made as one batch (`Runner.images`, each seed with its own
+generator) against one at a time (`Runner.image`), same model, code, seeds and device, interleaved rounds;
+images/s of each and the largest pixel difference between the two (the pictures must be the same up to kernel
+differences). Target on a GPU at 512 px, 4 candidates: ≥ 2× images/s. On the CPU charframe keeps batch 1.
 """
 
 from __future__ import annotations
@@ -220,6 +227,67 @@ def gpu_mode(args) -> list[dict]:
     return rows
 
 
+# ---------------------------------------------------------------- --batch: one batch vs one at a time
+def batch_mode(args) -> list[dict]:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from charframe.generation.passes import PassSettings, Runner
+    from charframe.generation.prompt import encode_pair
+
+    if args.gpu:
+        dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
+        comps = sd15_random(args.device, dtype)
+        nets = [sd15_controlnet(args.device, dtype, 1)]
+    else:
+        from charframe.models.controlnet import load_controlnet
+        from charframe.models.load import load_sd
+
+        comps = load_sd(None)
+        nets = [load_controlnet(None, dict(comps.unet.config))[0]]
+    cuda = args.device.startswith("cuda")
+    rng = np.random.default_rng(0)
+    control = [Image.fromarray(rng.integers(0, 255, (args.size, args.size, 3), dtype=np.uint8))]
+    runner = Runner(comps, nets, "DPM++ 2M Karras")
+    settings = PassSettings(args.steps, 10.0, (0.5,), (0.0,), (0.3,))
+    pos, neg = encode_pair(PROMPT, NEGATIVE, comps.tokenizer, comps.text_encoder, 2)
+    seeds = [1234 + i for i in range(args.batch)]
+
+    def one_at_a_time():
+        return [runner.image(pos, neg, control, x, settings) for x in seeds]
+
+    def batched():
+        return runner.images(pos, neg, control, seeds, settings)
+
+    paths = (("one at a time", one_at_a_time), (f"batch of {args.batch}", batched))
+    for _, fn in paths:
+        fn()  # warm-up
+    times: dict[str, list[float]] = {name: [] for name, _ in paths}
+    images: dict[str, list] = {}
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    for _ in range(args.rounds):  # interleaved: load spikes hit both
+        for name, fn in paths:
+            t = time.perf_counter()
+            images[name] = fn()
+            if cuda:
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t)
+    a, b = ([np.asarray(im).astype(int) for im in images[name]] for name, _ in paths)
+    worst = max(int(np.abs(x - y).max()) for x, y in zip(a, b))
+    rows = []
+    base = statistics.median(times[paths[0][0]])
+    for name, _ in paths:
+        med = statistics.median(times[name])
+        rows.append({"device": args.device, "size": args.size, "steps": args.steps, "path": name,
+                     "images/s": round(args.batch / med, 3), "s/img": round(med / args.batch, 3),
+                     "speed-up": f"{base / med:.2f}×", "max pixel diff": worst,
+                     "peak VRAM GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else ""})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--gpu", action="store_true", help="SD1.5-shaped random weights, fp16 (on --device)")
@@ -231,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", type=int, default=2, help="tiny: candidates per code (default 2)")
     p.add_argument("--rounds", type=int, default=3, help="tiny: interleaved rounds (default 3)")
     p.add_argument("--json", type=Path, help="write the rows as JSON here")
+    p.add_argument("--batch", type=int, default=0, help="candidates per batch vs one at a time (default: off)")
     args = p.parse_args(argv)
     import os
 
@@ -238,7 +307,12 @@ def main(argv: list[str] | None = None) -> int:
     from diffusers.utils import logging as dlogging
 
     dlogging.set_verbosity_error()  # "modules that should be kept in float32: []" on every cast of random models
-    if args.gpu:
+    if args.batch:
+        args.device = args.device or ("cuda" if args.gpu else "cpu")
+        args.size, args.steps = args.size or (512 if args.gpu else 96), args.steps or (28 if args.gpu else 6)
+        rows = batch_mode(args)
+        cols = list(rows[0])
+    elif args.gpu:
         args.device = args.device or "cuda"
         args.size, args.steps = args.size or 512, args.steps or 28
         rows = gpu_mode(args)
@@ -249,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         cols = list(rows[0])
     print(table(rows, cols))
     if args.json:
-        args.json.write_text(json.dumps({"mode": "gpu" if args.gpu else "tiny", "rows": rows,
+        mode = ("batch-" if args.batch else "") + ("gpu" if args.gpu else "tiny")
+        args.json.write_text(json.dumps({"mode": mode, "rows": rows,
                                          "modules": sorted(m for m in sys.modules if "." not in m)}, indent=1))
     return 0
 

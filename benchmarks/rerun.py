@@ -4,6 +4,8 @@ in ≤ 1 s for 50 characters with 40 images each, with every step's outputs chec
 
     python benchmarks/rerun.py            # 50 characters × 40 images
     python benchmarks/rerun.py --quick    # 10 characters × 40 images
+    python benchmarks/rerun.py --executor ray      # Ray's scheduling overhead per job; the 8-GPU estimate
+    python benchmarks/rerun.py --estimate          # the estimate alone (50 characters, 8 GPUs)
 
 Set-up (not timed): a project with N character files; each character's 40 face images exist in every place the
 pipeline keeps them (raw candidates, cleaned and transparent copies, picks, the exported dataset), captions and
@@ -38,6 +40,9 @@ from charframe.pipeline.runner import Options, Records, all_targets, plan_jobs, 
 from charframe.util.manifest import digest_file
 from charframe.pipeline.stages import target_jobs
 from charframe.pipeline.steps import STEPS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import rerun_executors as executor_bench  # noqa: E402
 
 N_IMAGES = 40
 CODES = [f"f{e}{d}" for e in range(3) for d in range(5)]
@@ -107,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10 characters instead of 50")
     ap.add_argument("--dir", type=Path, help="where to build the project (default: a temporary folder)")
+    ap.add_argument("--executor", choices=("ray", "inline"), help="time the executor's overhead per job instead")
+    ap.add_argument("--characters", type=int, default=3, help="--executor: tiny characters (default 3)")
+    ap.add_argument("--estimate", action="store_true", help="only the 50-character, 8-GPU estimate")
     args = ap.parse_args(argv)
+    if args.estimate:
+        print(executor_bench.estimate_table())
+        return 0
+    if args.executor:
+        return executor_bench.main(args.executor, args.characters, args.dir)
     n = 10 if args.quick else 50
     import tempfile
 

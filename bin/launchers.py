@@ -1,8 +1,11 @@
 """Generate the drag-and-drop launchers in `bin/` from one table (`bin/launchers.toml`).
 
 Each row becomes `bin/<name>.bat` (Windows: passes the dropped paths `%*`, pauses when the command
-fails so the message stays readable) and `bin/<name>.sh` (POSIX, `"$@"`). Both prefer the
-repository's `.venv` and fall back to `charframe` on PATH. No logic lives in the launchers.
+fails so the message stays readable) and `bin/<name>.sh` (POSIX, `"$@"`). Both find the install the
+ways users have it — the repository's `.venv` (or `venv`), the active virtual or conda environment,
+`charframe` on PATH, pip's user folder — and, when there is none, say every place they tried. They work
+from any folder, through a link, with spaces in paths. No other logic lives in the launchers: what a
+dropped file means is the command's business.
 
     python bin/launchers.py            # rewrite bin/
     python bin/launchers.py --check    # exit 1 if bin/ differs from the table
@@ -55,25 +58,64 @@ def _script(launcher: Launcher, first: str, comment: str, body: list[str], newli
     return (newline.join(lines) + newline).encode("ascii")
 
 
+# Where the install is, in the order users have it: the repository's .venv (bin/install.sh makes it), a venv
+# beside it named venv, the active virtual environment ($VIRTUAL_ENV) or conda environment ($CONDA_PREFIX),
+# `charframe` on PATH, pip's user folder. None found: say every place tried and how to install.
 _BAT_BODY = [
     "setlocal",
-    'set "CHARFRAME=%~dp0..\\.venv\\Scripts\\charframe.exe"',
-    'if not exist "%CHARFRAME%" set "CHARFRAME=charframe"',
+    'set "CHARFRAME="',
+    'set "REPO=%~dp0.."',
+    'if exist "%REPO%\\.venv\\Scripts\\charframe.exe" set "CHARFRAME=%REPO%\\.venv\\Scripts\\charframe.exe"',
+    'if not defined CHARFRAME if exist "%REPO%\\venv\\Scripts\\charframe.exe" set "CHARFRAME=%REPO%\\venv\\Scripts\\charframe.exe"',
+    'if not defined CHARFRAME if defined VIRTUAL_ENV if exist "%VIRTUAL_ENV%\\Scripts\\charframe.exe" set "CHARFRAME=%VIRTUAL_ENV%\\Scripts\\charframe.exe"',
+    'if not defined CHARFRAME if defined CONDA_PREFIX if exist "%CONDA_PREFIX%\\Scripts\\charframe.exe" set "CHARFRAME=%CONDA_PREFIX%\\Scripts\\charframe.exe"',
+    'if not defined CHARFRAME for %%P in (charframe.exe) do if not "%%~$PATH:P"=="" set "CHARFRAME=%%~$PATH:P"',
+    "if not defined CHARFRAME goto notfound",
     '"%CHARFRAME%" {command} %*',
     'set "RC=%ERRORLEVEL%"',
-    'if not "%RC%"=="0" (',
-    "  echo.",
-    "  echo charframe {command} stopped with exit code %RC%: see the messages above.",
-    "  pause",
-    ")",
+    'if "%RC%"=="0" goto end',
+    "echo.",
+    "echo charframe {command} stopped with exit code %RC%: see the messages above.",
+    "pause",
+    "goto end",
+    ":notfound",
+    "echo charframe {command}: charframe is not installed where this launcher looks. Tried:",
+    "echo   %REPO%\\.venv\\Scripts\\charframe.exe",
+    "echo   %REPO%\\venv\\Scripts\\charframe.exe",
+    "echo   the active virtual environment (VIRTUAL_ENV=%VIRTUAL_ENV%)",
+    "echo   the active conda environment (CONDA_PREFIX=%CONDA_PREFIX%)",
+    "echo   charframe.exe on PATH",
+    "echo Install it into %REPO%\\.venv as the README says (Set-up, Windows), or activate the environment",
+    "echo that has it and start this launcher from that console.",
+    'set "RC=9009"',
+    "pause",
+    ":end",
     "endlocal & exit /b %RC%",
 ]
 _SH_BODY = [
-    'venv_charframe="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/charframe"',
-    'if [ -x "$venv_charframe" ]; then',
-    '  exec "$venv_charframe" {command} "$@"',
-    "fi",
-    'exec charframe {command} "$@"',
+    'self=$0',
+    'while [ -L "$self" ]; do  # a link on the desktop: find the real bin/ folder',
+    '  link=$(readlink "$self")',
+    '  case $link in /*) self=$link ;; *) self=$(dirname -- "$self")/$link ;; esac',
+    'done',
+    'repo=$(CDPATH= cd -- "$(dirname -- "$self")/.." && pwd)',
+    'for exe in "$repo/.venv/bin/charframe" "$repo/venv/bin/charframe" \\',
+    '    ${VIRTUAL_ENV:+"$VIRTUAL_ENV/bin/charframe"} ${CONDA_PREFIX:+"$CONDA_PREFIX/bin/charframe"}; do',
+    '  if [ -x "$exe" ]; then exec "$exe" {command} "$@"; fi',
+    'done',
+    'if command -v charframe >/dev/null 2>&1; then exec charframe {command} "$@"; fi',
+    'if [ -x "$HOME/.local/bin/charframe" ]; then exec "$HOME/.local/bin/charframe" {command} "$@"; fi',
+    '{',
+    '  echo "charframe {command}: charframe is not installed where this launcher looks. Tried:"',
+    '  echo "  $repo/.venv/bin/charframe"',
+    '  echo "  $repo/venv/bin/charframe"',
+    '  echo "  the active virtual environment (VIRTUAL_ENV=${VIRTUAL_ENV:-not set})"',
+    '  echo "  the active conda environment (CONDA_PREFIX=${CONDA_PREFIX:-not set})"',
+    '  echo "  charframe on PATH ($PATH)"',
+    '  echo "  $HOME/.local/bin/charframe"',
+    '  echo "Install it: bash \\"$repo/bin/install.sh\\" (makes $repo/.venv), or activate the environment that has it."',
+    '} >&2',
+    'exit 127',
 ]
 
 

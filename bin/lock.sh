@@ -4,19 +4,23 @@
 # there, and rewrite constraints.txt only if every test passes. Review the diff, then commit it.
 #   bash bin/lock.sh                  # torch stays at TORCH_SPEC (default: the locally cached 2.14.1)
 #   TORCH_SPEC="torch torchvision" bash bin/lock.sh   # also move torch to the newest release
+#   KEEP_PINS=1 bash bin/lock.sh      # add a new dependency only: every package already in constraints.txt keeps its
+#                                     # version, the new ones (and what they need) resolve to their newest release
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 py="${PYTHON:-python3}"
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/charframe-lock.XXXXXX")"
 trap 'rm -rf "$tmp"' EXIT
+holds=(-c bin/lock-holds.txt)
+if [ -n "${KEEP_PINS:-}" ] && [ -f constraints.txt ]; then holds+=(-c constraints.txt); fi
 "$py" -m venv "$tmp/venv"
 pyv="$tmp/venv/bin/python"
 echo "resolving in $tmp/venv ..."
 "$pyv" -m pip install -q --upgrade pip setuptools wheel
 # shellcheck disable=SC2086
-"$pyv" -m pip install -q -c bin/lock-holds.txt ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
-"$pyv" -m pip install -q -c bin/lock-holds.txt -e ".[test]"
+"$pyv" -m pip install -q "${holds[@]}" ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
+"$pyv" -m pip install -q "${holds[@]}" -e ".[test]"
 echo "running the tests against the new set ..."
 "$pyv" -m pytest -q -p no:cacheprovider
 {

@@ -2,13 +2,31 @@
 rem charframe toml: drop dataset folders here: writes the sd-scripts dataset TOML of each
 rem Generated from bin/launchers.toml by `python bin/launchers.py`; do not edit.
 setlocal
-set "CHARFRAME=%~dp0..\.venv\Scripts\charframe.exe"
-if not exist "%CHARFRAME%" set "CHARFRAME=charframe"
+set "CHARFRAME="
+set "REPO=%~dp0.."
+if exist "%REPO%\.venv\Scripts\charframe.exe" set "CHARFRAME=%REPO%\.venv\Scripts\charframe.exe"
+if not defined CHARFRAME if exist "%REPO%\venv\Scripts\charframe.exe" set "CHARFRAME=%REPO%\venv\Scripts\charframe.exe"
+if not defined CHARFRAME if defined VIRTUAL_ENV if exist "%VIRTUAL_ENV%\Scripts\charframe.exe" set "CHARFRAME=%VIRTUAL_ENV%\Scripts\charframe.exe"
+if not defined CHARFRAME if defined CONDA_PREFIX if exist "%CONDA_PREFIX%\Scripts\charframe.exe" set "CHARFRAME=%CONDA_PREFIX%\Scripts\charframe.exe"
+if not defined CHARFRAME for %%P in (charframe.exe) do if not "%%~$PATH:P"=="" set "CHARFRAME=%%~$PATH:P"
+if not defined CHARFRAME goto notfound
 "%CHARFRAME%" toml %*
 set "RC=%ERRORLEVEL%"
-if not "%RC%"=="0" (
-  echo.
-  echo charframe toml stopped with exit code %RC%: see the messages above.
-  pause
-)
+if "%RC%"=="0" goto end
+echo.
+echo charframe toml stopped with exit code %RC%: see the messages above.
+pause
+goto end
+:notfound
+echo charframe toml: charframe is not installed where this launcher looks. Tried:
+echo   %REPO%\.venv\Scripts\charframe.exe
+echo   %REPO%\venv\Scripts\charframe.exe
+echo   the active virtual environment (VIRTUAL_ENV=%VIRTUAL_ENV%)
+echo   the active conda environment (CONDA_PREFIX=%CONDA_PREFIX%)
+echo   charframe.exe on PATH
+echo Install it into %REPO%\.venv as the README says (Set-up, Windows), or activate the environment
+echo that has it and start this launcher from that console.
+set "RC=9009"
+pause
+:end
 endlocal & exit /b %RC%

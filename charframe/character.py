@@ -123,10 +123,26 @@ class StageRecipe:
 
 
 @dataclass(frozen=True)
+class PivotalRecipe:
+    """`[training.pivotal]`: pivotal tuning, off by default. On, each stage's LoRA is trained with a trigger embedding:
+    the face stage learns `<keyword>` (`krnk`), a body stage `<keyword><outfit>` (`krnksf`) while reusing the face
+    LoRA's `krnk` as it is, a group its members' body LoRAs' embeddings; they are bundled into the LoRA files.
+    `vectors` per trigger, started from `init_text` ("" = the class word), trained at `lr` for the first `stop_at`
+    of the steps."""
+
+    enabled: bool = False
+    vectors: int = field(default=4, metadata=limits(min=1, max=75))
+    init_text: str = ""
+    lr: float = field(default=0.03, metadata=limits(min=0, max=10))
+    stop_at: float = field(default=0.5, metadata=limits(min=0, max=1))
+
+
+@dataclass(frozen=True)
 class Training:
     face: StageRecipe = StageRecipe()
     body: StageRecipe = StageRecipe(steps=1200, preset="BODY")
     group: StageRecipe = StageRecipe(steps=1600, preset="BODY")
+    pivotal: PivotalRecipe = PivotalRecipe()
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from charframe import __version__
 #: distribution names reported by `charframe env`, in the order a bug report reads them.
 REPORTED = ("torch", "torchvision", "diffusers", "transformers", "accelerate", "safetensors", "lycoris-lora",
             "bitsandbytes", "peft", "opencv-python-headless", "opencv-python", "numpy", "pillow",
-            "onnxruntime", "rembg", "controlnet-aux", "watchdog", "tensorboard")
+            "onnxruntime", "rembg", "controlnet-aux", "watchdog", "tensorboard", "ray", "submitit")
 
 _BNB_CPU_KERNEL_NOTE = "Failed to load CPU gemm_4bit_forward from kernels-community"
 

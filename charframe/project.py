@@ -15,17 +15,19 @@ project (no `..`, no name Windows refuses); an absolute one is the user's explic
 elsewhere (`output = "D:/loras"`) and counts as part of the project for writing (`write_roots`).
 
 Sections: `[paths]` folder names, `[captions]` caption rule edits, `[vram_profiles.NAME]` batch sizes,
-`[block_presets]` merge presets, `[kohya]` the sd-scripts checkout, `[identity]` the CCIP identity model, `[score]`
-how checkpoints are judged. A new section is a new field here.
+`[block_presets]` merge presets, `[kohya]` the sd-scripts checkout, `[cluster]` where `run`/`rerun` send their
+jobs (Ray, Slurm), `[identity]` the CCIP identity model, `[score]` how checkpoints are judged. A new section is a new
+field here.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path, PureWindowsPath
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 from charframe.errors import CharframeError
 from charframe.util import toml as tomlio
@@ -47,6 +49,7 @@ DEFAULT_DIRS: dict[str, str] = {
     "log": "LoRALog",
     "face_templates": "FaceTemplate",
     "body_templates": "BodyTemplate",
+    "embeddings": "embeddings",  # textual-inversion embeddings prompts may call (WebUI's folder name)
 }
 
 #: Training size classes WIDTH_HEIGHT (CONVENTIONS §4), the keys of a VRAM profile.
@@ -65,6 +68,7 @@ class PathsTable:
     log: str = DEFAULT_DIRS["log"]
     face_templates: str = DEFAULT_DIRS["face_templates"]
     body_templates: str = DEFAULT_DIRS["body_templates"]
+    embeddings: str = DEFAULT_DIRS["embeddings"]
 
 
 @dataclass(frozen=True)
@@ -145,6 +149,54 @@ class HistoryTable:
     keep: int = field(default=5, metadata=limits(min=1, max=1000))
 
 
+EXECUTORS = ("local", "ray", "slurm")
+#: Slurm's time limit forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
+
+
+@dataclass(frozen=True)
+class ClusterTable:
+    """`[cluster]`: where `run` and `rerun` send their jobs (`charframe.pipeline.executors`), and what a job asks for.
+
+    `address` is Ray's ("" = a Ray instance on this machine, "auto" = the running cluster, "ray://head:10001");
+    `partition`, `time`, `mem_gb`, `account`, `setup` are Slurm's (`setup`: shell lines a job runs first, e.g.
+    "source /shared/venv/bin/activate"); `gpus` per GPU job (Slurm) or GPU step (Ray), `cpus` per job or step;
+    `logs`: the job scripts, logs and results of submitit, on the shared file system (relative = to the project)."""
+
+    executor: Literal["local", "ray", "slurm"] = "local"
+    address: str = ""
+    partition: str = ""
+    gpus: int = field(default=1, metadata=limits(min=0, max=64))
+    cpus: int = field(default=4, metadata=limits(min=1, max=1024))
+    time: int | str = 240
+    mem_gb: int = field(default=0, metadata=limits(min=0, max=65536, help="0 = the partition's default"))
+    account: str = ""
+    setup: tuple[str, ...] = ()
+    logs: str = "LoRAWork/cluster"
+
+    @property
+    def minutes(self) -> int:
+        """`time` in minutes (Slurm's forms: 90, "1:30:00", "2-00:00:00")."""
+        if isinstance(self.time, int):
+            return self.time
+        return slurm_minutes(self.time) or 0
+
+
+def slurm_minutes(text: str) -> int | None:
+    """Minutes of a Slurm time limit (`90`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM`, `D-HH:MM:SS`); None if malformed."""
+    m = _SLURM_TIME.match(text.strip())
+    if not m:
+        return None
+    days, a, b, c = (int(g) if g else None for g in m.groups())
+    if days is None:
+        if b is None:
+            return a                                  # minutes
+        if c is None:
+            return a + (b + 59) // 60                 # MM:SS
+        return a * 60 + b + (c + 59) // 60            # HH:MM:SS
+    return days * 1440 + a * 60 + (b or 0) + ((c or 0) + 59) // 60
+
+
 @dataclass(frozen=True)
 class IdentityTable:
     """`[identity]`: the CCIP identity model (charframe.models.ccip) that picks and scored checkpoints use.
@@ -180,6 +232,7 @@ class ProjectConfig:
     kohya: KohyaTable = field(default_factory=KohyaTable)
     preview: PreviewTable = field(default_factory=PreviewTable)
     history: HistoryTable = field(default_factory=HistoryTable)
+    cluster: ClusterTable = field(default_factory=ClusterTable)
     identity: IdentityTable = field(default_factory=IdentityTable)
     score: ScoreTable = field(default_factory=ScoreTable)
     #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
@@ -217,6 +270,7 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
             line = src.line_of(("paths",), key)
             where = f"{src.path}:{line}" if line else src.path
             raise CharframeError(f"{where}: paths.{key}: {getattr(config.paths, key)!r} {problem}")
+    _check_cluster(config.cluster, src)
     for name, profile in config.vram_profiles.items():
         if profile.missing():
             raise CharframeError(
@@ -225,6 +279,20 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
             )
     return ProjectConfig(**{f.name: getattr(config, f.name) for f in fields(config) if f.name not in ("file", "raw")},
                          file=src.path, raw=dict(data))
+
+
+def _check_cluster(cluster: ClusterTable, src: Source) -> None:
+    def where(key: str) -> str:
+        line = src.line_of(("cluster",), key)
+        return f"{src.path}:{line}" if line else src.path
+
+    minutes = slurm_minutes(cluster.time) if isinstance(cluster.time, str) else cluster.time
+    if not minutes or not 1 <= minutes <= 525600:
+        raise CharframeError(f"{where('time')}: cluster.time: {cluster.time!r} is not a time limit; give minutes "
+                             "(240, at most a year) or Slurm's form (\"4:00:00\", \"1-00:00:00\")")
+    problem = path_problem(cluster.logs)
+    if problem:
+        raise CharframeError(f"{where('logs')}: cluster.logs: {cluster.logs!r} {problem}")
 
 
 def path_problem(value: str) -> str | None:
@@ -306,6 +374,7 @@ class ProjectDirs:
     log: Path
     face_templates: Path
     body_templates: Path
+    embeddings: Path
 
     @property
     def work(self) -> Path:

@@ -15,3 +15,11 @@ import pytest
 def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """charframe's user cache (the sd-scripts tokenizer copy) goes to a temporary folder, never ~/.cache."""
     monkeypatch.setenv("CHARFRAME_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "charframe-cache"))
+
+
+@pytest.fixture(autouse=True)
+def _notes_said_again() -> None:
+    """Notes said once per process (charframe.util.once) are said again in each test."""
+    from charframe.util.once import forget
+
+    forget()

@@ -166,16 +166,18 @@ def export_set(character: Character, set_name: str, *, sizes: tuple[int, ...] | 
         gone = _retire(manifest, wanted, tag, prefix, recycler)
     finally:
         manifest.save()
-    _report(root, set_name, picks, sizes, written, kept, gone, notes, recycler)
+    _report(root, f"{character.keyword} {set_name}", picks, sizes, written, kept, gone, notes, recycler)
     return written
 
 
 def _report(root: Path, set_name: str, picks: dict[str, int], sizes: tuple[int, ...], written: list[Path],
             kept: list[str], gone: list[str], notes: dict[str, list[str]], recycler: Recycler) -> None:
-    """One line per kind of news, each naming the set."""
+    """One line per kind of news, each naming the character and set (a body or group dataset holds several sets).
+    The sizes never upscaled are said when something was written, not again on every up-to-date export."""
     where = f"{root.name} ({set_name})"
     if notes["upscale"]:
-        log.info("%s: not upscaled, skipped: %s", where, _grouped(notes["upscale"]))
+        log.log(logging.INFO if written else logging.DEBUG, "%s: not upscaled, skipped: %s", where,
+                _grouped(notes["upscale"]))
     if notes["small"]:
         log.warning("%s: skipped, shorter side under the %d px training bucket: %s", where, MIN_SIDE,
                     _grouped(notes["small"]))

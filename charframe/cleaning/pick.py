@@ -5,7 +5,8 @@ Automatic picking scores each cleaned candidate against its template: the IoU of
 candidate), ties broken by edge agreement (cosine similarity of the candidate's edge strength with the
 template's soft-edge map). Azimuths 5-7 of an asymmetric character use the mirrored masks of 3, 2, 1 when no
 own file is there. Hand picks (`f12:2`, or a selection file `f12 = 2`) override the automatic ones.
-Writes `picks.toml` and `contact-picked.png` (every candidate, the picks outlined) in the set's folder.
+Writes `picks.toml` and `contact-picked.png` (elevation rows × azimuth columns: template, candidates and their
+scores, the pick outlined with the reason it won; `draw_picked_sheet` redraws it after a hand edit).
 
 Identity (`cleaning.identity`, when an identity model is set up): every candidate also gets its CCIP difference to
 the character (the reference pictures, or the set's medoid). A candidate over the threshold is rejected whatever
@@ -23,7 +24,7 @@ throughout, the safe side; it is kept as `picks.toml.bak` before it is rewritten
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,12 +33,13 @@ import numpy as np
 
 from charframe.character import Character
 from charframe.cleaning.identity import identities, reference_files, scorer_for
-from charframe.cleaning.images import candidates, read_image, write_png
+from charframe.cleaning.images import candidates, read_image
 from charframe.dataset.naming import parse_code
+from charframe.dataset.sheets import Cell, SheetLayout, Tile, draw_sheet
 from charframe.errors import CharframeError
 from charframe.project import project_dirs
 from charframe.util import toml as tomlio
-from charframe.util.files import atomic_write_text, backup_file
+from charframe.util.files import atomic_write_bytes, atomic_write_text, backup_file
 from charframe.util.manifest import Manifest, Status
 from charframe.util.schema import read_text_file
 
@@ -48,7 +50,6 @@ CONTACT_FILE = "contact-picked.png"
 PICK_MANIFEST = ".charframe-pick.json"
 #: IoUs closer than this count as a tie (then the edge score decides)
 IOU_TIE = 0.005
-THUMB = 160
 
 
 @dataclass(frozen=True)
@@ -84,20 +85,27 @@ def template_dir(character: Character, code: str) -> Path:
     return (dirs.face_templates if code[0] == "f" else dirs.body_templates) / "control"
 
 
-def template_map(character: Character, code: str, kind: str) -> np.ndarray:
-    """The template's `mask` or `softedge` map of `code` (grey uint8); 5-7 mirror 3-1 when not rendered."""
-    folder = template_dir(character, code) / kind
+def _template_file(folder: Path, code: str, channels: int) -> np.ndarray | None:
+    """`folder/<code>.png`, or for azimuths 5-7 without their own file the mirror of 3-1; None when neither."""
     own = folder / f"{code}.png"
     c = parse_code(code)
     if not own.is_file() and c is not None and c.azimuth >= 5:
         source = folder / f"{c.kind}{c.elevation}{8 - c.azimuth}.png"
         if source.is_file():
-            return np.ascontiguousarray(read_image(source, 1)[:, ::-1])
-    if not own.is_file():
+            return np.ascontiguousarray(read_image(source, channels)[:, ::-1])
+    return read_image(own, channels) if own.is_file() else None
+
+
+def template_map(character: Character, code: str, kind: str) -> np.ndarray:
+    """The template's `mask` or `softedge` map of `code` (grey uint8); 5-7 mirror 3-1 when not rendered."""
+    folder = template_dir(character, code) / kind
+    found = _template_file(folder, code, 1)
+    if found is None:
+        c = parse_code(code)
         which = " with azimuths 0-7" if c and c.azimuth >= 5 else ""
-        raise CharframeError(f"{own}: the template has no {kind} map; render the templates{which} "
+        raise CharframeError(f"{folder / f'{code}.png'}: the template has no {kind} map; render the templates{which} "
                              "(charframe templates) or draw one")
-    return read_image(own, 1)
+    return found
 
 
 def edge_strength(grey: np.ndarray) -> np.ndarray:
@@ -265,30 +273,77 @@ def format_table(scores: list[Score], picks: dict[str, int], manual: dict[str, i
     return "\n".join(lines)
 
 
-def contact_sheet(work: Path, found: dict[str, list[int]], picks: dict[str, int],
-                  scores: list[Score] | None = None) -> np.ndarray:
-    """A grid (codes × candidates) of the cleaned pictures, labelled, with the picks outlined in green and each
-    candidate's `score_lines` under its number."""
-    lines = {(s.code, s.candidate): score_lines(s) for s in scores or ()}
-    cols = max(len(ix) for ix in found.values())
-    label = 48
-    sheet = np.full((len(found) * THUMB, label + cols * THUMB, 3), 255, np.uint8)
-    for r, (code, ix) in enumerate(found.items()):
-        cv2.putText(sheet, code, (4, r * THUMB + THUMB // 2), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        for c, i in enumerate(ix):
-            img = read_image(work / "clean" / f"{code}-{i}.png", 3)
-            h, w = img.shape[:2]
-            k = (THUMB - 8) / max(h, w)
-            th = cv2.resize(img, (max(1, int(w * k)), max(1, int(h * k))), interpolation=cv2.INTER_AREA)
-            y, x = r * THUMB + 4, label + c * THUMB + 4
-            sheet[y:y + th.shape[0], x:x + th.shape[1]] = th
-            if picks.get(code) == i:
-                cv2.rectangle(sheet, (x - 3, y - 3), (x + THUMB - 6, y + THUMB - 6), (0, 200, 0), 3)
-            cv2.putText(sheet, str(i), (x + 2, y + 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (200, 0, 0), 1, cv2.LINE_AA)
-            for k, (name, value) in enumerate(lines.get((code, i), ())):
-                cv2.putText(sheet, f"{name} {value:.3f}", (x + 2, y + 28 + 12 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                            (200, 0, 0), 1, cv2.LINE_AA)
-    return sheet
+def sheet_reason(code: str, scores: list[Score], chosen: int, hand: bool, threshold: float | None = None) -> str:
+    """Why `chosen` is the pick of `code`, in a few words for the sheet (`decide` writes the long form)."""
+    if hand:
+        return "picked by hand"
+    mine = [s for s in scores if s.code == code]
+    ok = [s for s in mine if _accepted(s, threshold)]
+    if not ok:
+        return "picked"
+    top = max(s.iou for s in ok)
+    text = "IoU tie → best edge" if sum(s.iou >= top - IOU_TIE for s in ok) > 1 else "best IoU"
+    return text + " of the character" if len(ok) < len(mine) else text
+
+
+def _scores_for_sheet(character: Character, set_name: str, codes: list[str], known: list[Score]
+                      ) -> tuple[list[Score], float | None]:
+    """`known` plus the scores of the other codes whose templates have the maps (hand-picked codes are shown
+    with their scores too; a code without maps just has none); identities not in `known` come from picks.toml's
+    `[scores]` (what the last pick measured), with its threshold."""
+    have = {s.code for s in known}
+    out = list(known)
+    for code in codes:
+        if code not in have:
+            try:
+                out += score_set(character, set_name, [code])
+            except CharframeError:
+                pass
+    _, recorded, threshold = read_info(character.work_dir(set_name) / PICKS_FILE)
+    identity = {(code, int(c["n"])): float(c["identity"]) for code, cells in recorded.items() for c in cells
+                if isinstance(c, dict) and isinstance(c.get("n"), int) and isinstance(c.get("identity"), (int, float))}
+    out = [s if s.identity is not None else replace(s, identity=identity.get((s.code, s.candidate))) for s in out]
+    return out, (float(threshold) if isinstance(threshold, (int, float)) else None)
+
+
+def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] | None = None,
+                      scores: list[Score] | None = None, threshold: float | None = None) -> SheetLayout:
+    """Draw `contact-picked.png` from the set's picks.toml and the candidates' scores, and return its layout.
+
+    Hand picks are the codes in `manual`; without it, picks.toml's pinned picks and the lines edited by hand since
+    charframe wrote it (`hand_picks`). Call it again after picks.toml changed. With identity scores, a candidate
+    over the threshold is marked "not the character"."""
+    work = character.work_dir(set_name)
+    found = _cleaned(character, set_name)
+    picks = read_picks(character, set_name)
+    scores, recorded = _scores_for_sheet(character, set_name, list(found), scores or [])
+    threshold = threshold if threshold is not None else recorded
+    auto = best(scores, threshold)
+    hand = set(manual) if manual is not None else set(hand_picks(work))
+    cells = []
+    for code, indices in found.items():
+        folder = template_dir(character, code).parent
+        tiles = [Tile(_template_file(folder, code, 3), "template", missing="no template")]
+        by_index = {s.candidate: s for s in scores if s.code == code}
+        for i in indices:
+            chosen = picks.get(code) == i
+            mark = ("hand" if code in hand else "pick") if chosen else ""
+            lines = score_lines(by_index[i]) if i in by_index else ()
+            note = (sheet_reason(code, scores, i, code in hand, threshold) if chosen else
+                    "the scores' pick" if auto.get(code) == i else
+                    "not the character" if i in by_index and not _accepted(by_index[i], threshold) else "")
+            tiles.append(Tile(work / "clean" / f"{code}-{i}.png", f"#{i}", lines, mark, note))
+        cells.append(Cell(code, tuple(tiles)))
+    n_hand = sum(c in hand for c in picks)
+    title = f"{character.keyword} {set_name}: picks for {len(picks)} of {len(found)} codes ({n_hand} by hand)"
+    identity = (f" Only candidates within the identity threshold {threshold:.3f} (CCIP difference to the character) "
+                "can be chosen." if threshold is not None else "")
+    legend = (f"green: chosen by the scores (highest IoU of the silhouette with the template mask; IoUs within "
+              f"{IOU_TIE} decided by the edge agreement with the soft-edge map).{identity} orange: picked by hand in "
+              f"{PICKS_FILE}. Edit {PICKS_FILE} (code = candidate) to change a pick.")
+    layout = draw_sheet(title, cells, legend=legend, kind=next(iter(found))[0])
+    atomic_write_bytes(work / CONTACT_FILE, layout.png())
+    return layout
 
 
 def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str] | None = None,
@@ -398,7 +453,7 @@ def pick_outcome(character: Character, set_name: str, *, manual: dict[str, int] 
     log.info("%s", format_table(scores, picks, pinned, threshold))
     save_picks(work, {c: i for c, i in auto.items() if c in picks}, {c: i for c, i in pinned.items() if c in picks},
                why, scores, threshold)
-    write_png(work / CONTACT_FILE, contact_sheet(work, found, picks, scores))
+    draw_picked_sheet(character, set_name, manual=set(pinned), scores=scores, threshold=threshold)
     log.info("%s: %d picked (%d pinned by hand) → %s", work, len(picks), len(pinned), work / PICKS_FILE)
     for code in rejected:
         log.warning("%s %s: %s", work, code, why[code])

@@ -14,7 +14,9 @@ rembg = a rembg model (isnet-anime.onnx or u2net.onnx in ~/.u2net or $U2NET_HOME
 Reruns redo only what changed.
 
 examples:
-  charframe clean Characters/krnk.toml                       # face set, method auto
+  charframe clean Characters/krnk.toml                       # every set with candidates (face, body-sf …), method auto
+  charframe clean Characters/krnk.toml --set face            # the face set only
+  charframe clean Characters/krnk_tyank.group.toml           # a group: its members' face and body sets
   charframe clean Characters/krnk.toml --set body --outfit sf --method flood
   charframe clean Characters/krnk.toml --method rembg --model u2net
   charframe clean Characters/krnk.toml --model ~/models/my_matting.onnx
@@ -86,16 +88,55 @@ def character_files(paths: list[str]) -> list[str]:
     return out
 
 
-def run_clean(args: argparse.Namespace) -> int:
+def _sets_to_clean(character, args: argparse.Namespace, outfits: list[str] | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    """The sets of one character to clean: the one --set/--outfit names, else every set with candidates in raw/
+    (face and each body-<outfit>; a group member's own outfit only), else the face set (whose error says to
+    generate first)."""
+    from charframe.cleaning.images import candidates
+
+    if args.set is not None:
+        if args.set == "body" and not args.outfit:
+            return [character.set_name("b", o) for o in (outfits if outfits is not None else character.outfits)] \
+                or [_set_name(args, character)]  # no outfits: the message that says so
+        return [_set_name(args, character)]
+    names = ["face"] + [character.set_name("b", o) for o in (outfits if outfits is not None else character.outfits)]
+    found = [n for n in names if candidates(character.work_dir(n) / "raw")]
+    return found or ["face"]
+
+
+def clean_jobs(args: argparse.Namespace) -> list[tuple[object, str]]:
+    """(character, set) pairs from the dropped files: character files, project folders, and group files (whose
+    members' sets are cleaned). Every file is read before any work."""
+    import logging
+
     from charframe.character import load_character
+    from charframe.pipeline.stages import GROUP_SUFFIX, load_group
+
+    jobs: list[tuple[object, str]] = []
+    for f in character_files(args.character):
+        if f.endswith(GROUP_SUFFIX):
+            group = load_group(f)
+            pairs = [(c, [o]) for c, o in group.members]
+            logging.getLogger("charframe").info(
+                "%s is a group file: a group has no images of its own; cleaning its members' sets (%s)", f,
+                ", ".join(f"{c.keyword} face + body-{o}" for c, o in group.members))
+        else:
+            pairs = [(load_character(f), None)]
+        for character, outfits in pairs:
+            jobs += [(character, n) for n in _sets_to_clean(character, args, outfits)]
+    unique: dict[tuple[str, str], tuple[object, str]] = {}
+    for character, set_name in jobs:
+        unique.setdefault((str(character.path), set_name), (character, set_name))  # type: ignore[attr-defined]
+    return list(unique.values())
+
+
+def run_clean(args: argparse.Namespace) -> int:
     from charframe.cleaning.clean import clean_set
     from charframe.pipeline.targets import character_session
 
-    characters = [load_character(f) for f in character_files(args.character)]  # all checked before any work
-    for character in characters:
+    for character, set_name in clean_jobs(args):  # every file read before any work
         with character_session(character):  # its run lock (no `run` of it at the same time); writes stay in its project
-            clean_set(character, _set_name(args, character), method=args.method, model=args.model,
-                      progress=not args.quiet)
+            clean_set(character, set_name, method=args.method, model=args.model, progress=not args.quiet)
     return 0
 
 
@@ -125,10 +166,13 @@ def run_export(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser, many: bool = False) -> None:
     if many:
         p.add_argument("character", nargs="+", metavar="CHARACTER",
-                       help="character file(s), e.g. Characters/krnk.toml, or a project folder (all its characters)")
+                       help="character file(s), e.g. Characters/krnk.toml, group file(s) (their members' sets), "
+                            "or a project folder (all its characters)")
+        p.add_argument("--set", choices=("face", "body"), default=None,
+                       help="image set (default: every set with generated candidates: face and body-<outfit>)")
     else:
         p.add_argument("character", metavar="CHARACTER", help="the character file, e.g. Characters/krnk.toml")
-    p.add_argument("--set", choices=("face", "body"), default="face", help="image set (default face)")
+        p.add_argument("--set", choices=("face", "body"), default="face", help="image set (default face)")
     p.add_argument("--outfit", default="", help="outfit name from the character file (for --set body), e.g. sf")
 
 

@@ -43,9 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from charframe.pipeline.demo import run_demo
+    from charframe.pipeline.progress import inner_bars
 
     result = run_demo(args.project, model=args.model, vae=args.vae, logic=args.logic,
-                      dim=args.dim, lr=args.lr, steps=args.steps, progress=not args.quiet)
+                      dim=args.dim, lr=args.lr, steps=args.steps, progress=inner_bars(args.quiet))
     print(f"dataset     {result.dataset}\ntoml        {result.toml}\nlora        {result.lora}\n"
           f"merged      {result.merged}\ncompressed  {result.compressed}\npreview     {result.preview}")
     return 0

@@ -44,6 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "depth, normal, canny, …; e.g. softedge,depth")
     p.add_argument("--face-lora", metavar="PATH", help="the character's face LoRA, applied to the body set")
     p.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    p.add_argument("--batch", type=int, metavar="N", help="candidates of one code made at once (default: from the "
+                   "GPU's memory, 1 on the CPU); the pictures are the same whatever the batch")
     p.set_defaults(func=run)
 
 
@@ -78,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         with character_session(ch):  # its run lock (no `run` of it at the same time); writes stay in its project
             for outfit in outfits:
                 res = generate_set(ch, kind, outfit=outfit if kind == "b" else "", codes=codes, candidates=args.candidates,
-                                   face_lora=args.face_lora, control=args.control, device=args.device)
+                                   face_lora=args.face_lora, control=args.control, device=args.device,
+                                   batch=args.batch)
                 print(f"{ch.keyword} {ch.set_name(kind, outfit if kind == 'b' else '')}: {len(res.written)} new, "
                       f"{len(res.skipped)} kept, {res.seconds:.1f} s ({res.images_per_second:.2f} img/s) → "
                       f"{res.work_dir}/raw\ncontact sheet: {res.contact}")

@@ -18,9 +18,13 @@ merge or compression is replaced, the previous set is kept in LoRAOutput/<out>/h
 examples:
   charframe run krnk                        # Characters/krnk.toml, face then body stages
   charframe run Characters/krnk.toml --stage face --dry-run
-  charframe run krnk --from train           # retrain (and merge, compress, preview) even if up to date
+  charframe run krnk --from train           # retrain (and score, merge, compress, preview) even if up to date
   charframe run krnk_tyank                  # Characters/krnk_tyank.group.toml: members, then the group
   charframe run krnk --stage face --step 600    # merge the checkpoint of step 600 instead of the score's choice
+  charframe run Characters/krnk.toml Characters/tyank.toml   # several files (as dropped on bin/run.sh)
+A new project needs its pose templates first: charframe templates (FaceTemplate/, BodyTemplate/).
+Progress: one line per step with its time and "step k of N" with the time left; the table at the end lists
+what ran (all steps with -v; one line when nothing had to run).
 """
 
 RERUN_EPILOG = """\
@@ -32,6 +36,8 @@ examples:
   charframe rerun --all                     # after editing a caption rule in charframe.toml
   charframe rerun --all D:/charframe        # the project of that folder (what bin/rerun-all does)
   charframe rerun krnk tyank --force        # redo everything of two characters
+  charframe rerun --all --executor ray --address auto   # on a Ray cluster (pip install 'charframe[ray]')
+  charframe rerun --all --executor slurm    # one Slurm job per character chain ([cluster] in charframe.toml)
 """
 
 HISTORY_EPILOG = """Every time a stage's LoRA, merge or compression is replaced (a retrain after a rule change), the previous set —
@@ -54,10 +60,43 @@ examples:
 
 
 def _options(args: argparse.Namespace):
+    from charframe.pipeline.progress import inner_bars
     from charframe.pipeline.runner import Options
 
     return Options(args.stage, getattr(args, "from_step", None), getattr(args, "until_step", None), args.force,
-                   progress=not getattr(args, "quiet", False))
+                   progress=inner_bars(getattr(args, "quiet", False)))
+
+
+def _progress(args: argparse.Namespace, plans):  # type: ignore[no-untyped-def]
+    """The runner's `on_step` printing one line per step and "step k of N" on stdout (plain lines when it is not
+    a terminal), told beforehand what the dry plans expect to run; None with -q."""
+    from charframe.pipeline.progress import Progress, steps_to_run
+
+    if getattr(args, "quiet", False):
+        return None
+    progress = Progress()
+    progress.expect(steps_to_run(plans))
+    return progress.on_step
+
+
+def _template_warnings(planned) -> None:  # type: ignore[no-untyped-def]
+    """Say so before anything runs when a generate step must run and FaceTemplate/ or BodyTemplate/ holds no
+    templates (a new project: `charframe templates` makes them)."""
+    import logging
+
+    from charframe.project import project_dirs
+
+    seen: set[Path] = set()
+    for p in planned:
+        if p.step.name != "generate" or not p.reason:
+            continue
+        dirs = project_dirs(p.job.root)
+        folder, kind = (dirs.face_templates, "f") if p.job.stage == "face" else (dirs.body_templates, "b")
+        if folder not in seen and not any(folder.glob(f"{kind}[0-2][0-7]*.png")):
+            logging.getLogger("charframe").warning(
+                "%s has 0 template files, so the %s set cannot be generated: make the templates first with "
+                "`charframe templates` (about a minute), then run again", folder, p.job.stage)
+        seen.add(folder)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="run the staged pipeline of one character or group (only what is stale)",
                        description="Run a character's stages (face, body per outfit) or a group's, step by step.",
                        epilog=RUN_EPILOG, formatter_class=fmt)
-    p.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    p.add_argument("character", nargs="+", metavar="CHARACTER",
+                   help="character file(s), group file(s), or names in Characters/ (several run one after another)")
     p.add_argument("--stage", default="all", choices=("face", "body", "group", "all"), help="stage(s) to run (default all)")
     p.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
     p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
@@ -73,6 +113,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
     p.add_argument("--step", type=int, metavar="N", help="use the checkpoint of step N (pinned in the stage's score "
                    "file until --step 0) instead of the one the score step chooses; needs one stage (--stage)")
+    _executor_args(p)
+    p.add_argument("-v", "--verbose", dest="all_rows", action="store_true",
+                   help="list every step at the end, up to date or not (default: what ran; one line when nothing did)")
     p.set_defaults(func=run_run)
 
     rp = sub.add_parser("report", help="write and print the path of each stage's HTML report (scores, previews)",
@@ -95,6 +138,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--from", dest="from_step", metavar="STEP", help="run from this step on, even if up to date")
     r.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     r.add_argument("--dry-run", action="store_true", help="print what would run and why; run nothing")
+    _executor_args(r)
     r.set_defaults(func=run_rerun)
 
     h = sub.add_parser("history", help="list the kept earlier versions of a character's LoRAs",
@@ -131,6 +175,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=run_tensorboard)
 
 
+def _executor_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--executor", choices=("local", "ray", "slurm"), default=None,
+                   help="where the jobs run: local (this process, the default), ray (a Ray cluster), slurm (one "
+                        "batch job per character chain); default: [cluster] executor in charframe.toml")
+    p.add_argument("--address", metavar="ADDR", default=None,
+                   help="ray: the cluster (auto = the one this machine belongs to, ray://HOST:10001; default: "
+                        "[cluster] address, empty = a Ray instance on this machine)")
+
+
 def _project(arg: str | None) -> Path:
     from charframe.errors import CharframeError
     from charframe.project import find_project_root
@@ -141,38 +194,54 @@ def _project(arg: str | None) -> Path:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from charframe.errors import CharframeError
+    from charframe.pipeline.executors import execute
     from charframe.pipeline.runner import describe_plan, run_target, summary_table
     from charframe.pipeline.stages import resolve_target
     from charframe.project import find_project_root
 
-    target = resolve_target(args.character, find_project_root())
+    root = find_project_root()
+    targets = [resolve_target(c, root) for c in args.character]  # every name checked before anything runs
     if args.step is not None:
-        _pin_step(target, args)
-    planned, report = run_target(target, _options(args), dry_run=args.dry_run)
+        if len(targets) != 1:
+            raise CharframeError(f"{{param}} names a checkpoint of one stage of one character, and this runs "
+                                 f"{len(targets)} files; run them one at a time", param="step")
+        _pin_step(targets[0], args)
+    plans = [run_target(t, _options(args), dry_run=True)[0] for t in targets]  # decides only: no model loaded
+    _template_warnings([p for plan in plans for p in plan])
     if args.dry_run:
-        print(describe_plan(planned))
+        print("\n".join(describe_plan(plan) for plan in plans))
         return 0
-    print(summary_table(report, all_rows=True))
+    report = execute(targets, _options(args), executor=args.executor, address=args.address, whole_targets=True,
+                     on_step=_progress(args, plans))
+    print(summary_table(report, all_rows=args.all_rows or args.verbose > 0))
     return 1 if report.failed else 0
 
 
 def run_rerun(args: argparse.Namespace) -> int:
     from charframe.errors import CharframeError
-    from charframe.pipeline.runner import all_targets, describe_targets, plan_targets, rerun, summary_table
+    from charframe.pipeline.executors import execute
+    from charframe.pipeline.runner import all_targets, describe_targets, plan_targets, summary_table
     from charframe.pipeline.stages import resolve_target
 
     if args.all and len(args.characters) == 1 and Path(args.characters[0]).is_dir() and not args.project:
         args.project, args.characters = args.characters[0], []  # `rerun --all PROJECT` (a folder dropped on bin/rerun-all)
+    if args.all and args.characters:  # files dropped on bin/rerun-all
+        raise CharframeError(
+            f"{' '.join(args.characters)}: --all takes the project folder (the one holding Characters/ and "
+            "LoRAInput/), not files: drop that folder on rerun-all, or drop character files on run to run just them")
     root = _project(args.project)
     if args.all == bool(args.characters):
         raise CharframeError("name characters or give --all (not both)", param="all")
     targets = all_targets(root) if args.all else [resolve_target(c, root) for c in args.characters]
     if not targets:
         raise CharframeError(f"{root / 'Characters'}: no character files (<keyword>.toml) to run")
+    plans = plan_targets(targets, _options(args))
     if args.dry_run:
-        print(describe_targets(plan_targets(targets, _options(args))))
+        print(describe_targets(plans))
         return 0
-    report = rerun(targets, _options(args))
+    report = execute(targets, _options(args), executor=args.executor, address=args.address,
+                     on_step=_progress(args, [p for _, p in plans if not isinstance(p, str)]))
     print(summary_table(report))
     return 1 if report.failed else 0
 

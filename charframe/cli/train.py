@@ -62,6 +62,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--save-every", type=int, metavar="N",
                    help="also save the LoRA of every N-th step as <name>-step00000500.safetensors (with its state)")
     g.add_argument("--recipes", type=Path, help="your own recipes.toml instead of the shipped one")
+    g.add_argument("--pivotal-trigger", metavar="WORD",
+                   help="pivotal tuning: train this caption word (the keyword) as an embedding with the LoRA")
+    g.add_argument("--pivotal-vectors", type=int, metavar="N", help="vectors of the trigger (default 4)")
+    g.add_argument("--pivotal-init-text", metavar="TEXT", help="the trigger's starting text (default: the class word)")
+    g.add_argument("--pivotal-lr", type=float, metavar="LR", help="the trigger's learning rate (default 0.03)")
+    g.add_argument("--pivotal-stop-at", type=float, metavar="F", help="train the trigger for this fraction of the "
+                   "steps (default 0.5)")
+    g.add_argument("--pivotal-reuse", action="append", type=Path, metavar="FILE",
+                   help="LoRA (with bundled embeddings) or embedding file the captions also call (repeatable)")
     g.add_argument("--kohya-dir", type=Path, help="sd-scripts checkout (default: <project>/sd-scripts)")
     g.add_argument("--kohya-python", type=Path, help="python of that checkout (default: its venv)")
     g.add_argument("--dry-run", action="store_true", help="print the plan (and the kohya command) and stop")
@@ -116,7 +125,17 @@ def _options(args: argparse.Namespace) -> dict:
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
         **({"save_every_n_steps": args.save_every} if args.save_every is not None else {}),
+        **_pivotal(args),
     )
+
+
+def _pivotal(args: argparse.Namespace) -> dict:
+    """The `[plan.pivotal]` options given (none: the plan has no pivotal table, as before)."""
+    out = {k: getattr(args, k) for k in ("pivotal_trigger", "pivotal_vectors", "pivotal_init_text", "pivotal_lr",
+                                         "pivotal_stop_at") if getattr(args, k, None) is not None}
+    if getattr(args, "pivotal_reuse", None):
+        out["pivotal_reuse"] = [str(p.absolute()) for p in args.pivotal_reuse]
+    return out
 
 
 def _seeds(text: str) -> list[int]:

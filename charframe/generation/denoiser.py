@@ -97,13 +97,15 @@ class CFGDenoiser:
             cond, uncond = (torch.cat([cond, extra], 1), uncond) if cond.shape[1] < uncond.shape[1] \
                 else (cond, torch.cat([uncond, extra], 1))
             self.padded = True
+        n = x_in.shape[0]  # a batch of seeds (passes.Runner.images) shares the conditioning
         tt = torch.full((1,), float(t), device=x_in.device, dtype=torch.float32)
+        cond, uncond = cond.expand(n, -1, -1), uncond.expand(n, -1, -1)
         if cond.shape[1] == uncond.shape[1]:
-            out = self._unet(torch.cat([x_in, x_in]), tt.expand(2), torch.cat([cond, uncond]))
-            e_cond, e_uncond = out[:1], out[1:]
+            out = self._unet(torch.cat([x_in, x_in]), tt.expand(2 * n), torch.cat([cond, uncond]))
+            e_cond, e_uncond = out[:n], out[n:]
         else:
-            e_cond = self._unet(x_in, tt, cond)
-            e_uncond = self._unet(x_in, tt, uncond)
+            e_cond = self._unet(x_in, tt.expand(n), cond)
+            e_uncond = self._unet(x_in, tt.expand(n), uncond)
         return e_uncond + (e_cond - e_uncond) * self.cfg
 
     def k(self, x: Any, sigma: float) -> Any:

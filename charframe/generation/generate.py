@@ -23,15 +23,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, get_args
 
+import numpy as np
+
 from charframe import __version__
 from charframe.character import Character, ControlMap, ControlUnit
 from charframe.dataset.naming import ImageCode, parse_code
+from charframe.dataset.sheets import Cell, Tile, draw_sheet
 from charframe.errors import CharframeError
 from charframe.families.family import get_family, require
 from charframe.generation.code_prompt import code_prompt
-from charframe.generation.contact import contact_sheet
 from charframe.generation.control import HED, control_image, hed_detector, template_image
+from charframe.generation.batch import batch_size
 from charframe.generation.conditioning import TextEncoder, conditioning
+from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings, ti_field, with_triggers
 from charframe.generation.face_lora import apply_lora, lora_short_hash
 from charframe.generation.pnginfo import controlnet_field, parameters_text, webui_module, write_png
 from charframe.generation.prompt import encode_prompt
@@ -145,10 +149,11 @@ class _Loaded:
     hed: Any
     lora_tag: str
     encode: TextEncoder
+    embeddings: Any = None  # the EmbeddingSet prompts are encoded with (folder + the face LoRA's bundle)
 
 
 def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lora: Path | None,
-          device: str, dtype: Any) -> _Loaded:
+          device: str, dtype: Any, embeddings: PromptEmbeddings | None = None) -> _Loaded:
     g = character.generation
     model = character.resolve(g.model)
     where = str(model or f"{character.path}: generation.model")
@@ -173,7 +178,8 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
         labels.append(info.label())
     choice = _sampler(character)
     runner = Runner(comps, controlnets, choice)
-    encode = TextEncoder(lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, g.clip_skip))
+    lookup = embeddings.lookup(comps.tokenizer, comps.text_encoder) if embeddings is not None else None
+    encode = TextEncoder(lambda text: encode_prompt(text, comps.tokenizer, comps.text_encoder, g.clip_skip, lookup))
     if g.pad_conds:
         runner.empty = encode("")
     hed = None
@@ -195,7 +201,7 @@ def _load(character: Character, kind: str, units: Sequence[ControlUnit], face_lo
         fields[f"ControlNet {i}"] = controlnet_field(module, label, unit.weight, unit.start, unit.end,
                                                      g.size if module != "none" else -1)
     fields["Lora hashes"] = lora_hashes
-    return _Loaded(runner, comps, fields, hed, lora_tag, encode)
+    return _Loaded(runner, comps, fields, hed, lora_tag, encode, lookup)
 
 
 def _sampler(character: Character) -> Choice:
@@ -266,14 +272,18 @@ def _retire_unwanted(manifest: Manifest, work: Path, wanted: set[str], recycler,
             result.replaced.append(recycler.recycle(path))
 
 
-def _write_contact(work: Path, title: str, codes: list[ImageCode], n: int) -> Path:
-    import io
+def _write_contact(work: Path, title: str, subtitle: str, codes: list[ImageCode], n: int, set_dir: Path) -> Path:
+    """contact.png: elevation rows × azimuth columns, in each cell the template then candidates #0 … #n-1."""
+    def template(code: ImageCode) -> np.ndarray | None:
+        try:
+            return template_image(set_dir, code, None)
+        except CharframeError:
+            return None
 
-    cells = {c.code: [p if p.is_file() else None for p in (work / RAW / f"{c.code}-{i}.png" for i in range(n))]
-             for c in codes}
-    buf = io.BytesIO()
-    contact_sheet(title, cells).save(buf, format="PNG")
-    atomic_write_bytes(work / CONTACT, buf.getvalue())
+    cells = [Cell(c.code, (Tile(template(c), "template", missing="no template"),
+                           *(Tile(work / RAW / f"{c.code}-{i}.png", f"#{i}", missing="not generated") for i in range(n))))
+             for c in codes]
+    atomic_write_bytes(work / CONTACT, draw_sheet(title, cells, subtitle=subtitle, kind=codes[0].kind if codes else None).png())
     return work / CONTACT
 
 
@@ -288,9 +298,12 @@ def generate_set(
     control: str | None = None,
     progress: bool = True,
     device: str | None = None,
+    batch: int | None = None,
     first: int = 0,
 ) -> GenerateResult:
-    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`).
+    """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`). `batch`: the
+    candidates of one code made at once (None: from the GPU's memory, 1 on the CPU); the pictures are the same
+    whatever the batch.
 
     `first`: the number (and seed offset) of the first candidate: a pick retry asks for `candidates` more with the
     next seeds (`codes=[...], first=4`). Such candidates stay, while current, when the whole set is generated."""
@@ -302,6 +315,8 @@ def generate_set(
     n = g.candidates if candidates is None else candidates
     if n < 1:
         raise CharframeError("{param} must be at least 1", param="candidates")
+    if batch is not None and batch < 1:
+        raise CharframeError("{param} must be at least 1", param="batch")
     if first < 0:
         raise CharframeError("{param} must be 0 or more", param="first")
     work = character.work_dir(character.set_name(kind, outfit))
@@ -313,15 +328,19 @@ def generate_set(
     set_dir = template_dir(character, kind)
     _check_templates(set_dir, code_list, units)
     lora_path = Path(face_lora).expanduser() if face_lora else None
+    used = prompt_embeddings(character.root, [], [lora_path] if lora_path else [])  # read and checked: no model yet
+    prompts = {c: with_triggers(code_prompt(character, c, outfit), used.bundled) for c in code_list}
+    used = used.calling(character.root, [*prompts.values(), character.negative])
     result = GenerateResult(work_dir=work)
     settings_common, files = _recipe(character, units, lora_path, kind)
+    files += [Path(e.source) for e in used.files]  # an edited embedding the prompts call makes the images again
     manifest = Manifest.load(work / MANIFEST)
     recycler = project_dirs(character.root).recycler()
     todo: list[tuple[ImageCode, int, Path]] = []
     wanted: set[str] = set()
     retried = _retry_numbers(manifest, n) if first == 0 else {}
     for code in code_list:
-        prompt = code_prompt(character, code, outfit)
+        prompt = prompts[code]
         maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
         for i in range(first, first + n):
             name = f"{RAW}/{code.code}-{i}.png"
@@ -355,46 +374,51 @@ def generate_set(
                  ", ".join(p.name for p in result.kept[:4]) + (" …" if len(result.kept) > 4 else ""))
     if result.replaced:
         log.info("%s: %d earlier candidate(s) moved to %s", work / RAW, len(result.replaced), recycler.folder())
-    title = f"{character.keyword} {character.set_name(kind, outfit)}: codes × candidates (seed {g.seed} + #)"
+    title = f"{character.keyword} {character.set_name(kind, outfit)}: {len(code_list)} codes × {n} candidates"
+    subtitle = (f"candidate #i has seed {g.seed} + i; {g.sampler}, {g.steps} steps, CFG {g.cfg:g}; "
+                f"template first in each cell. Next: charframe clean, then pick")
     shown = first + n
     if not todo:
-        result.contact = _write_contact(work, title, code_list, shown)
+        result.contact = _write_contact(work, title, subtitle, code_list, shown, set_dir)
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
     loading = time.perf_counter()
-    loaded = _load(character, kind, units, lora_path, device, dtype)
+    loaded = _load(character, kind, units, lora_path, device, dtype, used)
     result.load_seconds = time.perf_counter() - loading
     settings = PassSettings(g.steps, g.cfg, tuple(u.weight for u in units), tuple(u.start for u in units),
                             tuple(u.end for u in units), g.hires_scale, g.hires_denoise, g.hires_steps, g.pad_conds)
     hires = (g.hires_steps or g.steps) if g.hires_scale > 1 else 0
     bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)
     try:
-        current: ImageCode | None = None
-        for code, i, path in todo:
-            if code != current:
-                current = code
-                prompt = code_prompt(character, code, outfit)
-                conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
-                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
-                hi_controls = None
-                if g.hires_scale > 1:
-                    w, h = hires_size(*controls[0].size, g.hires_scale)
-                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
-            seed = g.seed + i
-            image = loaded.runner.image(conds, None, controls, seed, settings, hi_controls)
-            write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
-                                               loaded.runner.last_padded))
+        for code, chunk in _batches(todo, batch, loaded.runner, device, g, kind):
+            prompt = prompts[code]
+            conds = conditioning(prompt, character.negative, loaded.runner.choice, g.steps, hires, loaded.encode)
+            ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
+                          loaded.runner.choice.sampler.total_steps(g.steps))
+            controls = [control_image(set_dir, code, u.map, g.size, loaded.hed) for u in units]
+            hi_controls = None
+            if g.hires_scale > 1:
+                w, h = hires_size(*controls[0].size, g.hires_scale)
+                hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed) for u in units]
+            seeds = [g.seed + i for i, _ in chunk]
+            if len(chunk) == 1:
+                images = [loaded.runner.image(conds, None, controls, seeds[0], settings, hi_controls)]
+            else:
+                images = loaded.runner.images(conds, None, controls, seeds, settings, hi_controls)
             maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
-            manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
-                            params={"prompt": prompt, "seed": seed, **settings_common})
-            manifest.save()  # per image: a killed run keeps the record of every finished one
-            result.written.append(path)
-            bar.update(1)
+            for (i, path), seed, image in zip(chunk, seeds, images):
+                write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
+                                                   loaded.runner.last_padded, ti))
+                manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
+                                params={"prompt": prompt, "seed": seed, **settings_common})
+                manifest.save()  # per image: a killed run keeps the record of every finished one
+                result.written.append(path)
+                bar.update(1)
     finally:
         manifest.save()
         bar.close()
-        result.contact = _write_contact(work, title, code_list, shown)
+        result.contact = _write_contact(work, title, subtitle, code_list, shown, set_dir)
         result.seconds = time.perf_counter() - start
     return result
 
@@ -410,8 +434,25 @@ def _retry_numbers(manifest: Manifest, n: int) -> dict[str, list[int]]:
     return {code: sorted(ix) for code, ix in out.items()}
 
 
+def _batches(todo: list[tuple[ImageCode, int, Path]], batch: int | None, runner: Runner, device: str,
+             g: Any, kind: str) -> list[tuple[ImageCode, list[tuple[int, Path]]]]:
+    """The candidates to make, per code (in order), in batches of `batch` (None: from the GPU's memory, 1 on the
+    CPU; 1 for a sampler whose noise is not per image). A batch shares its code's prompt and control maps."""
+    if batch is None:  # body templates are twice as tall as wide
+        batch = batch_size(device, g.size, g.size * (2 if kind == "b" else 1), g.hires_scale, g.candidates)
+    if not runner.batches:
+        batch = 1
+    out: list[tuple[ImageCode, list[tuple[int, Path]]]] = []
+    for code, i, path in todo:
+        if out and out[-1][0] == code and len(out[-1][1]) < batch:
+            out[-1][1].append((i, path))
+        else:
+            out.append((code, [(i, path)]))
+    return out
+
+
 def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, size: tuple[int, int],
-                padded: bool = False) -> str:
+                padded: bool = False, ti: str = "") -> str:
     g = character.generation
     fields = dict(loaded.fields)
     head = ("Steps", "Sampler", "Schedule type", "CFG scale")
@@ -420,6 +461,8 @@ def _parameters(prompt: str, loaded: _Loaded, character: Character, seed: int, s
     if g.hires_scale > 1:
         fields |= {"Denoising strength": g.hires_denoise, "Hires upscale": g.hires_scale,
                    "Hires steps": g.hires_steps or "", "Hires upscaler": "Lanczos"}
+    if ti:
+        fields["TI hashes"] = ti
     if padded:
         fields["Pad conds"] = True
     fields["Version"] = f"charframe {__version__}"

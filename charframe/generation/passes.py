@@ -15,7 +15,7 @@ same pixels on the same device.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -142,20 +142,23 @@ class Runner:
             dist = vae.encode((to_tensor(image, self.device) * 2 - 1).to(vae.dtype)).latent_dist
         return dist.mean.float() * vae.config.scaling_factor
 
-    def _pass(self, conds: tuple[CondSchedule, CondSchedule], controls: list[Image.Image], seed: int,
+    def _pass(self, conds: tuple[CondSchedule, CondSchedule], controls: list[Image.Image], seed: int | Sequence[int],
               s: PassSettings, steps: int, init: Any = None) -> Any:
+        """One pass of one image, or of a batch (`seed` a list: the latents of several seeds at once, each drawing
+        its noise from its own generator in the order it would alone)."""
         import torch
 
+        seeds = [int(seed)] if isinstance(seed, int) else [int(x) for x in seed]
         width, height = controls[0].size
         units = [ControlRun(model, to_tensor(img, self.device), w, a, b)
                  for model, img, w, a, b in zip(self.controlnets, controls, s.weights, s.starts, s.ends)]
         den = CFGDenoiser(self.comps.unet, units, conds[0], conds[1], s.cfg, self.schedule, steps, pad=s.pad_conds,
                           empty=self.empty)
-        generator = torch.Generator("cpu").manual_seed(int(seed))
+        generators = [torch.Generator("cpu").manual_seed(x) for x in seeds]
         shape = (1, LATENT_CHANNELS, height // 8, width // 8)
-        randn = lambda: torch.randn(shape, generator=generator).to(self.device)  # noqa: E731
+        randn = lambda: torch.cat([torch.randn(shape, generator=g) for g in generators]).to(self.device)  # noqa: E731
         with torch.inference_mode():
-            latent = sample_latent(self.choice, steps, self.schedule, den, randn(), randn, seed, init,
+            latent = sample_latent(self.choice, steps, self.schedule, den, randn(), randn, seeds[0], init,
                                    s.hires_denoise if init is not None else 1.0)
         self.last_unet_calls.append(den.unet_calls)
         self.last_padded = self.last_padded or den.padded
@@ -176,3 +179,31 @@ class Runner:
         hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
         init = self._encode(first.resize(size, Image.LANCZOS))
         return self._decode(self._pass(conds.hires, hi, seed, s, s.hires_steps or s.steps, init))
+
+    @property
+    def batches(self) -> bool:
+        """Whether `images` gives each seed its own picture with this sampler: not for the SDE samplers, whose
+        Brownian tree is one image's (seeded with its seed)."""
+        return not self.choice.sampler.brownian_noise
+
+    def images(self, conds: Conds | Any, neg: Any = None, controls: list[Image.Image] | None = None,
+               seeds: Sequence[int] = (), s: PassSettings | None = None,
+               hires_controls: list[Image.Image] | None = None) -> list[Image.Image]:
+        """The finished images of several seeds in one batch (same prompt, control maps and settings): each seed's
+        own generator draws its noise in the order `image` draws it, so each picture is the one `image` gives for
+        that seed alone, up to the batched kernels' rounding. The VAE decodes and encodes one image at a time."""
+        import torch
+
+        assert controls is not None and s is not None and seeds and self.batches
+        if not isinstance(conds, Conds):
+            conds = Conds.fixed(conds, neg)
+        self.last_unet_calls, self.last_padded = [], False
+        latents = self._pass(conds.first, controls, seeds, s, s.steps)
+        first = [self._decode(latents[i:i + 1]) for i in range(len(seeds))]
+        if s.hires_scale <= 1:
+            return first
+        size = hires_size(*controls[0].size, s.hires_scale)
+        hi = hires_controls or [c.resize(size, Image.LANCZOS) for c in controls]
+        init = torch.cat([self._encode(f.resize(size, Image.LANCZOS)) for f in first])
+        latents = self._pass(conds.hires, hi, seeds, s, s.hires_steps or s.steps, init)
+        return [self._decode(latents[i:i + 1]) for i in range(len(seeds))]

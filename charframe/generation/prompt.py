@@ -8,6 +8,11 @@ What WebUI computes, step by step, so a prompt copied from WebUI means the same 
    chunk is full and the last comma is at most 20 tokens back, the tokens after that comma move to the next
    chunk (WebUI's "comma padding backtrack"). Each chunk is padded with end tokens to 75, then gets
    BOS + … + EOS (77 tokens); every token keeps the weight of its fragment (1.0 for BOS/EOS/padding).
+   A textual-inversion embedding's name (`models.embeddings.EmbeddingSet`) takes one position per vector, with
+   the weight of its fragment; when its vectors would cross the chunk's end the chunk is closed (padded) and
+   they start the next one. A comma backtrack moves the tokens after the comma but leaves an embedding among
+   them registered in the closed chunk (its vectors land in that chunk's padding, the moved positions keep
+   token 0): WebUI's own behaviour, kept so a WebUI prompt gives the same conditioning.
 3. `encode_chunks`: each chunk through CLIP (with clip skip: hidden state `-clip_skip` and the final layer
    norm), hidden states multiplied by their token weights, then rescaled so the chunk's mean equals the
    unweighted mean ("original" emphasis). Chunks are concatenated along the token axis.
@@ -23,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from charframe.models.clip import clip_states
+from charframe.models.embeddings import Embedding, EmbeddingSet, vectors_at
 from charframe.prompt_syntax import BREAK, ROUND, SQUARE, parse_attention  # noqa: F401 (re-exported)
 
 CHUNK = 75
@@ -31,14 +37,16 @@ COMMA_BACKTRACK = 20
 
 @dataclass(frozen=True)
 class Chunk:
-    """77 token ids (BOS, 75 tokens or end-token padding, EOS) and their weights."""
+    """77 token ids (BOS, 75 tokens or end-token padding, EOS) and their weights; `fixes`: (offset, embedding) of
+    each embedding whose vectors start at token `offset + 1` (offsets count from after BOS, as WebUI's)."""
 
     tokens: tuple[int, ...]
     weights: tuple[float, ...]
+    fixes: tuple[tuple[int, Embedding], ...] = ()
 
 
-def chunk_tokens(text: str, tokenizer: Any) -> list[Chunk]:
-    """The prompt as WebUI's 77-token chunks (see the module docstring)."""
+def chunk_tokens(text: str, tokenizer: Any, embeddings: EmbeddingSet | None = None) -> list[Chunk]:
+    """The prompt as WebUI's 77-token chunks (see the module docstring), with `embeddings` in place of their names."""
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     comma = tokenizer.convert_tokens_to_ids(",</w>")
     parsed = parse_attention(text)
@@ -46,19 +54,23 @@ def chunk_tokens(text: str, tokenizer: Any) -> list[Chunk]:
     chunks: list[Chunk] = []
     tokens: list[int] = []
     weights: list[float] = []
+    fixes: list[tuple[int, Embedding]] = []
     last_comma = -1
 
     def close() -> None:
-        nonlocal tokens, weights, last_comma
+        nonlocal tokens, weights, fixes, last_comma
         pad = CHUNK - len(tokens)
-        chunks.append(Chunk(tuple([bos, *tokens, *[eos] * pad, eos]), tuple([1.0, *weights, *[1.0] * pad, 1.0])))
-        tokens, weights, last_comma = [], [], -1
+        chunks.append(Chunk(tuple([bos, *tokens, *[eos] * pad, eos]), tuple([1.0, *weights, *[1.0] * pad, 1.0]),
+                            tuple(fixes)))
+        tokens, weights, fixes, last_comma = [], [], [], -1
 
     for (fragment, weight), fragment_ids in zip(parsed, ids):
         if fragment == "BREAK" and weight == BREAK:
             close()
             continue
-        for token in fragment_ids:
+        position = 0
+        while position < len(fragment_ids):
+            token = fragment_ids[position]
             if token == comma:
                 last_comma = len(tokens)
             elif len(tokens) == CHUNK and last_comma != -1 and len(tokens) - last_comma <= COMMA_BACKTRACK:
@@ -69,8 +81,19 @@ def chunk_tokens(text: str, tokenizer: Any) -> list[Chunk]:
                 tokens, weights = moved, moved_w
             if len(tokens) == CHUNK:
                 close()
-            tokens.append(token)
-            weights.append(weight)
+            found = embeddings.find(fragment_ids, position) if embeddings else None
+            if found is None:
+                tokens.append(token)
+                weights.append(weight)
+                position += 1
+                continue
+            embedding, span = found
+            if len(tokens) + embedding.count > CHUNK:
+                close()
+            fixes.append((len(tokens), embedding))
+            tokens += [0] * embedding.count
+            weights += [weight] * embedding.count
+            position += span
     if tokens or not chunks:
         close()
     return chunks
@@ -82,7 +105,8 @@ def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) ->
 
     device = text_encoder.device
     ids = torch.tensor([c.tokens for c in chunks], device=device)
-    z = clip_states(text_encoder, ids, clip_skip)
+    with vectors_at(text_encoder, [[(offset + 1, e.vectors) for offset, e in c.fixes] for c in chunks]):
+        z = clip_states(text_encoder, ids, clip_skip)
     weights = torch.tensor([c.weights for c in chunks], device=device, dtype=z.dtype)
     original = z.mean(dim=(1, 2), keepdim=True)
     z = z * weights.unsqueeze(-1)
@@ -91,19 +115,26 @@ def encode_chunks(chunks: list[Chunk], text_encoder: Any, clip_skip: int = 1) ->
     return z.reshape(1, -1, z.shape[-1])
 
 
-def encode_prompt(text: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> Any:
+def used_embeddings(chunks: list[Chunk]) -> list[Embedding]:
+    """The embeddings a text's chunks call, in order of use (for the infotext's `TI hashes`)."""
+    return [e for c in chunks for _, e in c.fixes]
+
+
+def encode_prompt(text: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1,
+                  embeddings: EmbeddingSet | None = None) -> Any:
     """(1, 77·chunks, width) weighted embeddings of one prompt text (no padding to another prompt's length)."""
     import torch
 
     with torch.no_grad():
-        return encode_chunks(chunk_tokens(text, tokenizer), text_encoder, clip_skip)
+        return encode_chunks(chunk_tokens(text, tokenizer, embeddings), text_encoder, clip_skip)
 
 
-def encode_pair(prompt: str, negative: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1) -> tuple[Any, Any]:
+def encode_pair(prompt: str, negative: str, tokenizer: Any, text_encoder: Any, clip_skip: int = 1,
+                embeddings: EmbeddingSet | None = None) -> tuple[Any, Any]:
     """Weighted embeddings of prompt and negative, padded to the same number of chunks."""
     import torch
 
-    pos, neg = chunk_tokens(prompt, tokenizer), chunk_tokens(negative, tokenizer)
+    pos, neg = chunk_tokens(prompt, tokenizer, embeddings), chunk_tokens(negative, tokenizer, embeddings)
     empty = chunk_tokens("", tokenizer)[0]
     n = max(len(pos), len(neg))
     pos += [empty] * (n - len(pos))

@@ -109,7 +109,8 @@ class FileModule:
 
 @dataclass
 class LoraNetwork:
-    """A whole LoRA file: modules in file order plus its safetensors metadata."""
+    """A whole LoRA file: modules in file order plus its safetensors metadata, and the textual-inversion
+    embeddings it bundles (`bundle_emb.<name>.…` keys, kept as they are: no block weight or rank applies)."""
 
     modules: dict[str, FileModule]
     metadata: dict[str, str] = field(default_factory=dict)
@@ -118,13 +119,14 @@ class LoraNetwork:
     loader: Callable[[FileModule], FileModule] | None = None
     #: the model family it was made for (`charframe.lora.file_family`), None when nothing in it says
     family: str | None = None
+    bundle: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def materialize(self, module: FileModule) -> FileModule:
         """The module with real tensor data (itself unless the network was read lazily)."""
         return module if self.loader is None else self.loader(module)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {f"{m.name}.{k}": v for m in self.modules.values() for k, v in m.tensors.items()}
+        return {**{f"{m.name}.{k}": v for m in self.modules.values() for k, v in m.tensors.items()}, **self.bundle}
 
     def kinds(self) -> set[str]:
         return {m.kind for m in self.modules.values()}

@@ -37,6 +37,7 @@ from charframe.errors import CharframeError
 from charframe.lora.file_family import network_family
 from charframe.lora.format import FileModule, LoraNetwork, group_modules, validate_module, validate_shapes, validate_values
 from charframe.models.checkpoint import PICKLE_SUFFIXES, read_pickle
+from charframe.models.embeddings import split_bundle
 from charframe.util.files import atomic_path
 from charframe.util.workers import torch_threads
 
@@ -269,7 +270,8 @@ def _entry(key: str, v: Any, data_size: int) -> tuple[torch.dtype, tuple[int, ..
 
 
 def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
-    """Load, group and check a LoRA file (errors name the file and the first bad key or module).
+    """Load, group and check a LoRA file (errors name the file and the first bad key or module); bundled
+    embeddings (`bundle_emb.…`) are kept aside in `net.bundle` and written back unchanged.
 
     `lazy=True` (safetensors) reads just the header now: shapes are checked at once, each module's
     data is read and checked when `net.materialize(module)` asks for it. Both read through
@@ -279,7 +281,9 @@ def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
     check_input_file(path)
     if lazy and path.suffix.lower() == ".safetensors":
         tf = TensorFile(path)
-        modules = group_modules(tf.meta(), path)
+        bundle, meta = split_bundle(tf.meta())
+        bundle = {k: tf.tensor(k) for k in bundle}  # embeddings are small: read now
+        modules = group_modules(meta, path)
         for module in modules.values():
             validate_shapes(module, path)
 
@@ -289,14 +293,15 @@ def read_network(path: str | os.PathLike, lazy: bool = False) -> LoraNetwork:
             validate_values(real, path)
             return real
 
-        return with_family(LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load))
+        return with_family(LoraNetwork(modules=modules, metadata=tf.metadata, source=path, loader=load, bundle=bundle))
 
     tensors, metadata = load_lora_file(path)
+    bundle, tensors = split_bundle(tensors)
     modules = group_modules(tensors, path)
     with torch_threads(1):  # one reduction per tensor: threads only add contention
         for module in modules.values():
             validate_module(module, path)
-    return with_family(LoraNetwork(modules=modules, metadata=metadata, source=path))
+    return with_family(LoraNetwork(modules=modules, metadata=metadata, source=path, bundle=bundle))
 
 
 def with_family(net: LoraNetwork) -> LoraNetwork:

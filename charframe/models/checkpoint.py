@@ -88,6 +88,13 @@ def pickle_refusal(exc: BaseException) -> tuple[bool, str]:
 def read_pickle(path: Path) -> dict[str, Any]:
     """A torch pickle (.ckpt/.pt) loaded with `weights_only=True`: the name → tensor mapping inside,
     `state_dict` containers unwrapped. Shared by model and LoRA loading: no pickled code ever runs."""
+    return _unwrap(path, load_pickle(path))
+
+
+def load_pickle(path: Path) -> Any:
+    """The object inside a torch pickle, loaded with `weights_only=True` (tensors, dicts, lists, numbers,
+    text): no pickled code ever runs; a pickle that would is refused in one line. For files whose layout is
+    not a flat weight dictionary (textual-inversion embeddings)."""
     import torch
 
     with torch.serialization.safe_globals(_allowed_globals()):
@@ -101,7 +108,7 @@ def read_pickle(path: Path) -> dict[str, Any]:
             if unsafe:
                 raise CharframeError(_refusal(path, detail)) from None
             raise CharframeError(f"{path}: {_corrupt(detail)}") from None
-    return _unwrap(path, obj)
+    return obj
 
 
 def _corrupt(detail: str) -> str:

@@ -25,6 +25,7 @@ from charframe.models.single_file import family_config, load_single_file, predic
 from charframe.models.tiny import build_tiny_sd, build_tiny_sdxl
 from charframe.models.tokenizer import folder_tokenizer
 from charframe.models.vae import load_vae
+from charframe.util.once import first_time
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,10 @@ PathLike = str | os.PathLike
 
 
 DEMO_WARNING = (
-    "no base model given: using charframe's tiny RANDOM demo model (it produces noise, not pictures). Give a real "
-    "model (a .safetensors/.ckpt single file or a diffusers folder, e.g. LoRAInput/v1-5-pruned-emaonly.safetensors) "
-    "as the command's model option, or as `model` under [generation] in the character file."
+    "no base model set: using charframe's tiny RANDOM demo model (it makes noise, not pictures). For real pictures "
+    "set `model` under [generation] in the character file to a model of a family charframe knows (SD1.x, SDXL) (a .safetensors/.ckpt file or a "
+    "diffusers folder, e.g. LoRAInput/v1-5-pruned-emaonly.safetensors); train and generate also take it as their "
+    "model option. (Said once per run.)"
 )
 #: the tiny demo model of each family
 TINY_BUILDERS = {"sd15": build_tiny_sd, "sdxl": build_tiny_sdxl}
@@ -71,7 +73,7 @@ def load_sd(
     quiet_dependency_notes()
     dtype = torch.float32 if dtype is None else dtype
     if model is None:
-        log.warning(DEMO_WARNING)
+        log.log(logging.WARNING if first_time("demo model") else logging.DEBUG, DEMO_WARNING)
         comps = TINY_BUILDERS[get_family(family).id](seed=0)
         comps.info.update({"source": "tiny", "model_name": comps.info["name"]})
         if prediction is not None:

@@ -24,6 +24,8 @@ class PreviewSettings:
     cfg: float = field(default=7.0, metadata=limits(min=1, max=30))
     tiny_steps: int = field(default=2, metadata=limits(min=1, max=200))
     tiny_size: int = field(default=64, metadata=limits(min=32, max=2048))
+    #: LoRA strengths of the sweep columns (first scene, first seed); [] = no sweep
+    strengths: tuple[float, ...] = field(default=(0.6, 0.8, 1.0), metadata=limits(min=-4, max=4))
 
 
 def preview_settings(root: Path, tiny: bool) -> PreviewSettings:

@@ -80,6 +80,7 @@ class StepResult:
     status: str                 # ran | up to date | skipped | failed | blocked
     seconds: float = 0.0
     message: str = ""
+    owner: str = ""             # whose step: the character's keyword or the group's name (a group file's rows)
 
 
 @dataclass
@@ -218,11 +219,12 @@ def _failure(e: BaseException, step: str) -> str:
 
 
 class _Versions:
-    """`keep_version` of a run: a stage's finished set goes to its history once per run, before it is replaced."""
+    """`keep_version` of a run: a stage's finished set goes to its history once per run, before it is replaced.
+    `done` may be shared by the parts of one run that an executor runs one after another (`run_jobs`)."""
 
-    def __init__(self, records: Records) -> None:
+    def __init__(self, records: Records, done: set[tuple[Path, str]] | None = None) -> None:
         self.records = records
-        self.done: set[tuple[Path, str]] = set()
+        self.done: set[tuple[Path, str]] = set() if done is None else done
 
     def __call__(self, job: StageJob) -> None:
         key = (job.state_dir, job.name)
@@ -235,16 +237,22 @@ class _Versions:
 
 def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = Options(),
                 records: Records | None = None,
-                on_step: Callable[[PlannedStep, StepResult], None] | None = None) -> RunReport:
+                on_step: Callable[[PlannedStep, StepResult], None] | None = None, *,
+                broken: list[tuple[FileSet, str]] | None = None,
+                archived: set[tuple[Path, str]] | None = None) -> RunReport:
     """Run the planned steps in order, each only if it is forced or stale *now* (see the module doc). A step that
-    fails blocks the steps reading its outputs (and theirs, transitively); the others go on."""
+    fails blocks the steps reading its outputs (and theirs, transitively); the others go on.
+
+    `broken` (outputs of failed or blocked steps, with their labels) and `archived` (stages whose finished set
+    went to the history) carry one run across parts run one after another, possibly in other processes (an
+    executor's stage chain split at its GPU steps): both are updated in place."""
     records = records or Records()
     report = RunReport()
-    ctx = RunContext(progress=options.progress, keep_version=_Versions(records))
-    by_name = {p.step.name: p.step for p in planned}
-    broken: list[tuple[FileSet, str]] = []  # outputs of failed or blocked steps
+    ctx = RunContext(progress=options.progress, keep_version=_Versions(records, archived))
+    by_name = {s.name: s for s in STEPS}  # all steps: a part of a chain may lack those a step refreshes
+    broken = [] if broken is None else broken  # outputs of failed or blocked steps
     for p in planned:
-        row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date")
+        row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date", owner=p.job.owner)
         report.results.append(row)
         if p.skipped:
             continue
@@ -333,13 +341,29 @@ def run_target(path: str | os.PathLike, options: Options = Options(), table: Seq
     jobs = target_jobs(Path(path), options.stage)
     if dry_run:
         return plan_jobs(jobs, options, table), RunReport()
+    return run_jobs(path, jobs, options, table, on_step)
+
+
+def run_jobs(path: str | os.PathLike, jobs: Sequence[StageJob], options: Options = Options(),
+             table: Sequence[Step] = STEPS, on_step: Callable[[PlannedStep, StepResult], None] | None = None, *,
+             positions: Iterable[int] | None = None, broken: list[tuple[FileSet, str]] | None = None,
+             archived: set[tuple[Path, str]] | None = None) -> tuple[list[PlannedStep], RunReport]:
+    """Run `jobs` of the target file `path` under their run locks, writes confined to its project.
+
+    `positions`: only the steps at these places of the plan (`plan_jobs(jobs, options, table)`, the same on
+    every machine for the same files) — how an executor runs a stage chain in parts (`pipeline.executors`);
+    `broken`, `archived` carry the run between the parts (see `run_planned`)."""
     with confine_writes(write_roots(project_of(Path(path)))), _locks(jobs):
         for folder in _written_folders(jobs):  # a link leading out is refused before any step runs
             check_confined(folder)
         records = Records()
         planned = plan_jobs(jobs, options, table, records)
+        if positions is not None:
+            keep = set(positions)
+            planned = [p for i, p in enumerate(planned) if i in keep]
         try:
-            return planned, run_planned(planned, Path(path).name, options, records, on_step)
+            return planned, run_planned(planned, Path(path).name, options, records, on_step, broken=broken,
+                                        archived=archived)
         finally:
             records.save()
 
@@ -417,15 +441,18 @@ def describe_targets(plans: Sequence[tuple[Path, list[PlannedStep] | str]]) -> s
 
 
 def summary_table(report: RunReport, *, all_rows: bool = False) -> str:
-    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`)."""
+    """character, stage, step, status, time — the steps that ran or failed (all rows with `all_rows`); one line
+    when nothing ran. Rows name whose step it is (a group file's rows name the member or the group)."""
     rows = [r for r in report.results if all_rows or r.status not in ("up to date", "skipped")]
     if not rows:
         n = len({r.target for r in report.results})
-        return f"nothing to do: {n} target(s) up to date"
+        names = ", ".join(dict.fromkeys(r.owner or r.target for r in report.results))
+        steps = sum(r.status == "up to date" for r in report.results)
+        return f"nothing to do: {n} target(s) up to date ({names}: {steps} steps)"
     head = ("character", "stage", "step", "status", "time")
-    body = [(r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
+    body = [(r.owner or r.target, r.stage, r.step, r.status, f"{r.seconds:.1f}s") for r in rows]
     widths = [max(len(x[i]) for x in [head, *body]) for i in range(5)]
     fmt = lambda row: "  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip()  # noqa: E731
     lines = [fmt(head), fmt(tuple("-" * w for w in widths))] + [fmt(b) for b in body]
-    lines += [f"  {r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
+    lines += [f"  {r.owner or r.target} {r.stage} {r.step}: {r.message}" for r in rows if r.message]
     return "\n".join(lines)

@@ -35,10 +35,11 @@ from charframe.cleaning.identity import identities, reference_files, scorer_for
 from charframe.dataset.captions import caption_for, load_rules
 from charframe.dataset.naming import ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.generation.embeddings import prompt_embeddings
 from charframe.generation.face_lora import lora_applied
 from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
-from charframe.pipeline.preview import labelled_grid, render_row
+from charframe.pipeline.preview import Row, preview_grid, render_row
 from charframe.pipeline.preview_spec import preview_settings, prompts
 from charframe.pipeline.report import write_report
 from charframe.pipeline.score_file import (
@@ -105,8 +106,10 @@ class _Renderer:
             check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
             self.pipe = comps.pipeline()
             self.pipe.set_progress_bar_config(disable=True)
+        folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # as the preview renders them
         with lora_applied(self.pipe.unet, self.pipe.text_encoder, lora):
-            return render_row(self.pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip)
+            return render_row(self.pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, None,
+                              folder.with_bundle(lora))
 
 
 def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path) -> tuple[list[Path], Path]:
@@ -121,9 +124,11 @@ def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path)
         atomic_write_bytes(path, encode_png(np.asarray(img)), fsync=False)
         files.append(path)
     columns = [f"{label}\nseed {seed}" for label in labels for seed in s.seeds]
-    grid = labelled_grid([(f"step {step}", images)], columns, s.size)
+    title = [f"{job.out} {job.name}: the checkpoint of step {step}", f"{lora.name}; the pictures its identity is "
+             f"scored on (seeds {', '.join(map(str, s.seeds))}, {s.steps} steps, CFG {s.cfg:g}, {s.size} px)"]
+    grid = preview_grid(title, [Row(f"step {step}", lora, list(images))], columns, [], s.size)
     grid_path = previews_dir(job) / f"step{step:08d}.png"
-    atomic_write_bytes(grid_path, encode_png(np.asarray(grid)), fsync=False)
+    atomic_write_bytes(grid_path, encode_png(np.asarray(grid.image)), fsync=False)
     return files, grid_path
 
 

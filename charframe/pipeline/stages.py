@@ -8,6 +8,10 @@
 
 Each job carries everything its steps need (characters, dataset folder, recipe, model, the training plan's
 file names), so the step table stays a plain table.
+
+Pivotal tuning (`[training.pivotal] enabled = true` in the character file; off by default) goes into the plans:
+face trains the keyword's embedding; body trains `<keyword><outfit>` and reuses the face LoRA's bundle (its
+compressed file, the one the body images are generated with); a group reuses each member's body LoRA bundle.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from charframe.character import CHARACTERS_DIR, WORK_DIR, Character, StageRecipe, is_keyword, load_character
 from charframe.errors import CharframeError
@@ -119,8 +124,18 @@ def model_path(c: Character, key: str = "model") -> str | None:
     return str(p)
 
 
+def pivotal_options(c: Character, trigger: str | None, reuse: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The plan's `[plan.pivotal]` options for a stage of `c` (none while its pivotal tuning is off)."""
+    p = c.training.pivotal
+    if not p.enabled:
+        return {}
+    return dict(pivotal_trigger=trigger, pivotal_vectors=p.vectors, pivotal_init_text=p.init_text or c.class_,
+                pivotal_lr=p.lr, pivotal_stop_at=p.stop_at, pivotal_reuse=[str(r) for r in reuse])
+
+
 def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[Character, str], ...],
-         dataset: str, out: str, recipe: StageRecipe, face_lora: Path | None = None) -> StageJob:
+         dataset: str, out: str, recipe: StageRecipe, face_lora: Path | None = None,
+         pivotal: dict[str, Any] | None = None) -> StageJob:
     c = members[0][0]
     config = load_project_config(c.root)
     dirs = project_dirs(c.root, config)
@@ -128,7 +143,7 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
     plan = make_plan(recipe.logic, recipe.dim, recipe.lr, recipe.steps, dataset=dirs.input / dataset / f"{dataset}.toml",
                      out=out, model=model_path(c), vae=model_path(c, "vae"), clip_skip=c.generation.clip_skip,
                      family=c.generation.family or None, prediction=c.generation.prediction or None,
-                     output_dir=str(dirs.output), logging_dir=str(dirs.log),
+                     output_dir=str(dirs.output), logging_dir=str(dirs.log), **(pivotal or {}),
                      **({"save_every_n_steps": recipe.save_every} if recipe.save_every else {}))
     return StageJob(stage, name, owner, source, dirs.root, members, dirs.input / dataset, out, recipe, plan, merge, face_lora)
 
@@ -136,11 +151,13 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
 def character_jobs(c: Character, stage: str = "all") -> list[StageJob]:
     """face, then body for each outfit (in file order)."""
     src = c.path or Path(f"{c.keyword}.toml")
-    face = _job("face", "face", c.keyword, src, ((c, ""),), c.face_dataset(), c.keyword, c.training.face)
+    face = _job("face", "face", c.keyword, src, ((c, ""),), c.face_dataset(), c.keyword, c.training.face,
+                pivotal=pivotal_options(c, c.keyword))
     jobs = [face] if stage in ("face", "all") else []
     if stage in ("body", "all"):
         jobs += [_job("body", c.set_name("b", o), c.keyword, src, ((c, o),), c.body_dataset(o), f"{c.keyword}{o}",
-                      c.training.body, face.compressed) for o in c.outfits]
+                      c.training.body, face.compressed, pivotal_options(c, f"{c.keyword}{o}", (face.compressed,)))
+                 for o in c.outfits]
     return jobs
 
 
@@ -156,7 +173,12 @@ def group_output(members: tuple[tuple[Character, str], ...]) -> str:
 
 def group_job(g: Group) -> StageJob:
     out = group_output(g.members)
-    return _job("group", "group", g.name, g.path, g.members, group_dataset(g.members, g.repeats), out, g.recipe)
+    reuse = tuple(j.compressed for c, o in g.members if c.training.pivotal.enabled
+                  for j in character_jobs(c, "body") if j.name == c.set_name("b", o))
+    owner = next((c for c, _ in g.members if c.training.pivotal.enabled), None)
+    pivotal = pivotal_options(owner, None, reuse) if owner is not None else None
+    return _job("group", "group", g.name, g.path, g.members, group_dataset(g.members, g.repeats), out, g.recipe,
+                pivotal=pivotal)
 
 
 def load_group(path: str | os.PathLike) -> Group:

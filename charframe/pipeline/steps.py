@@ -203,7 +203,8 @@ def _compress(fn, job: StageJob, ctx: RunContext) -> None:
 
 
 def _preview(fn, job: StageJob, ctx: RunContext) -> None:
-    fn(job, progress=ctx.progress)
+    """The grid, with the newest kept earlier version of the LoRA as a row when there is one."""
+    fn(job, progress=ctx.progress, previous=resolve("charframe.pipeline.history:previous_lora", "preview")(job))
 
 
 def _generation_params(job: StageJob) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from charframe.templates import maps as mp
 from charframe.templates import openpose as op
 from charframe.templates.camera import camera_for, frame_size, source_of
 from charframe.templates.mannequin import Mannequin, build_mannequin
-from charframe.templates.overview import contact_sheet, thumbnail
+from charframe.templates.overview import overview_sheet, thumbnail
 from charframe.templates.render import render
 from charframe.project import find_project_root, project_dirs
 
@@ -265,7 +265,7 @@ def generate_templates(out_root: str | os.PathLike | None = None, size: int = 10
     with _timed(timings, "overview"):
         for kind in sets:
             path = dirs[kind] / "overview.png"
-            written += _write_if_changed(manifests[kind], path.name, encode_png(np.asarray(contact_sheet(kind, thumbs[kind]))), params)
+            written += _write_if_changed(manifests[kind], path.name, encode_png(np.asarray(overview_sheet(kind, thumbs[kind]))), params)
             paths.append(path)
             manifests[kind].save()
     log.info("templates: %d files in %s (%d changed)", len(paths),

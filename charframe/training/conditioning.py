@@ -17,7 +17,8 @@ import torch
 from charframe.families.family import get_family
 from charframe.training.plan import Recipe
 from charframe.training.sdxl import sdxl_text, sdxl_time_ids
-from charframe.training.text import encode, tokenize
+from charframe.models.embeddings import EmbeddingSet
+from charframe.training.text import encode, tokenize, tokenize_with
 
 #: (text tensors per caption, batch-first) of a caption batch
 TextOut = tuple[torch.Tensor, ...]
@@ -45,16 +46,18 @@ class TextCache:
         return tuple(torch.stack([row[k] for row in rows]) for k in range(len(rows[0])))
 
 
-def _clip(comps: Any, captions: list[str], recipe: Recipe) -> TextOut:
-    return (encode(comps.text_encoder, tokenize(comps.tokenizer, captions, recipe.max_token_length), recipe.clip_skip),)
+def _clip(comps: Any, captions: list[str], recipe: Recipe, embeddings: EmbeddingSet | None = None) -> TextOut:
+    ids = tokenize_with(comps.tokenizer, captions, recipe.max_token_length, embeddings) if embeddings \
+        else tokenize(comps.tokenizer, captions, recipe.max_token_length)
+    return (encode(comps.text_encoder, ids, recipe.clip_skip),)
 
 
-def _sdxl(comps: Any, captions: list[str], recipe: Recipe) -> TextOut:
-    return sdxl_text(comps, captions)
+def _sdxl(comps: Any, captions: list[str], recipe: Recipe, embeddings: EmbeddingSet | None = None) -> TextOut:
+    return sdxl_text(comps, captions)  # embeddings: SD1.x only (training.pivotal refuses them on SDXL)
 
 
-#: conditioning name (a family's `[training] conditioning`) → its text part
-TEXT: dict[str, Callable[[Any, list[str], Recipe], TextOut]] = {"clip": _clip, "sdxl": _sdxl}
+#: conditioning name (a family's `[training] conditioning`) → its text part (captions may call embeddings)
+TEXT: dict[str, Callable[..., TextOut]] = {"clip": _clip, "sdxl": _sdxl}
 
 
 def conditioning_kind(comps: Any) -> str:
@@ -62,12 +65,14 @@ def conditioning_kind(comps: Any) -> str:
 
 
 def condition(comps: Any, captions: Sequence[str], recipe: Recipe, *, sizes: Sequence[tuple[int, int, bool]] = (),
-              bucket: tuple[int, int] | None = None, cache: TextCache | None = None) -> tuple[torch.Tensor, dict | None]:
+              bucket: tuple[int, int] | None = None, cache: TextCache | None = None,
+              embeddings: EmbeddingSet | None = None) -> tuple[torch.Tensor, dict | None]:
     """(encoder hidden states, the UNet's `added_cond_kwargs` or None) for a caption batch; `sizes` (file w, h,
-    flipped per image) and `bucket` (w, h) give SDXL's time ids."""
+    flipped per image) and `bucket` (w, h) give SDXL's time ids; `embeddings`: those the captions call (pivotal)."""
     kind = conditioning_kind(comps)
     text = TEXT[kind]
-    out = cache(captions, lambda c: text(comps, c, recipe)) if cache is not None else text(comps, list(captions), recipe)
+    out = cache(captions, lambda c: text(comps, c, recipe, embeddings)) if cache is not None \
+        else text(comps, list(captions), recipe, embeddings)
     if kind != "sdxl":
         return out[0], None
     states, pooled = out

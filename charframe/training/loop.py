@@ -85,18 +85,23 @@ class StopFlag:
 def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop: StopFlag) -> None:
     """Run the session `s` (a `training.setup.Session`) to its last step; callbacks after each step."""
     recipe, max_norm = s.plan.recipe, s.plan.optimizer.max_grad_norm
+    pivotal = s.pivotal
     for batch in s.loader:
         if batch.error:
             raise BadImageError(batch.error)
         gen = step_generator(recipe.seed, progress.step, s.rank)
         loss = denoise_loss(s.comps, batch.pixels, batch.captions, batch.loss_weights, gen, recipe=recipe,
                             device=s.device, weight_dtype=s.weight_dtype, autocast=s.accelerator.autocast,
-                            masks=batch.masks, sizes=batch.sizes, text_cache=s.text_cache)
+                            masks=batch.masks, sizes=batch.sizes, text_cache=s.text_cache,
+                            embeddings=pivotal.lookup if pivotal else None)
         s.accelerator.backward(loss)
         progress.updating = True
-        sync_gradients(s.params, s.world)
+        if pivotal:
+            pivotal.before_update(progress.step + 1)  # past its stop step the trigger keeps no gradient
+        params = [p for p in s.params if p.requires_grad]
+        sync_gradients(params, s.world)
         if max_norm:
-            s.accelerator.clip_grad_norm_(s.params, max_norm)
+            s.accelerator.clip_grad_norm_(params, max_norm)
         s.optimizer.step()
         lrs = current_lrs(s.optimizer, s.scheduler)  # the rates this step used
         s.scheduler.step()
@@ -117,12 +122,12 @@ def train_steps(s: Any, progress: Progress, callbacks: Sequence[Callback], stop:
 
 
 class ProgressBar:
-    """tqdm bar with the current and the epoch-average loss."""
+    """tqdm bar with the current and the epoch-average loss; only on a terminal (a log file gets no bar lines)."""
 
     def __init__(self, total: int, initial: int, desc: str) -> None:
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
+        self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, disable=None)
 
     def on_step(self, info: StepInfo) -> None:
         self.bar.set_postfix(loss=f"{info.loss:.4f}", avg=f"{info.average:.4f}")
@@ -154,9 +159,9 @@ class SampleImages:
     """Sample images every `sampling.every` steps: `<out folder>/sample/<stem>_<step>_<i>_<seed>.png`."""
 
     def __init__(self, comps: Any, sampling: Sampling, out_file: Path, autocast: Callable[[], Any],
-                 found: list[Path], clip_skip: int = 1) -> None:
+                 found: list[Path], clip_skip: int = 1, embeddings: Any = None) -> None:
         self.comps, self.sampling, self.out_file, self.autocast, self.found = comps, sampling, out_file, autocast, found
-        self.clip_skip = clip_skip
+        self.clip_skip, self.embeddings = clip_skip, embeddings
 
     def on_step(self, info: StepInfo) -> None:
         if info.step % self.sampling.every == 0:
@@ -164,7 +169,7 @@ class SampleImages:
                                         steps=self.sampling.steps, size=self.sampling.size,
                                         folder=self.out_file.parent / "sample",
                                         stem=f"{self.out_file.stem}_{info.step:06d}", clip_skip=self.clip_skip,
-                                        autocast=self.autocast)
+                                        autocast=self.autocast, embeddings=self.embeddings)
 
     def close(self) -> None:
         pass

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from charframe.models.embeddings import EmbeddingSet
 from charframe.training.conditioning import TextCache, condition
 from charframe.training.plan import Recipe
 
@@ -40,10 +41,11 @@ def denoise_loss(
     masks: torch.Tensor | None = None,
     sizes: Any = (),
     text_cache: TextCache | None = None,
+    embeddings: EmbeddingSet | None = None,
 ) -> torch.Tensor:
     """One batch's loss: the UNet's noise prediction error at random (or given) timesteps, reg-weighted,
     optionally weighted per pixel by alpha `masks` (B,H,W). `sizes` (file w, h, flipped per image) give SDXL's
-    time ids; `text_cache` keeps frozen text encoders' outputs."""
+    time ids; `text_cache` keeps frozen text encoders' outputs; captions call `embeddings` (pivotal tuning)."""
     sched = comps.noise_scheduler
     with torch.no_grad():
         pixels = pixels.to(device, weight_dtype, non_blocking=True)
@@ -58,7 +60,8 @@ def denoise_loss(
     target = sched.get_velocity(latents, noise, timesteps) if sched.config.prediction_type == "v_prediction" else noise
     bucket = (int(pixels.shape[-1]), int(pixels.shape[-2]))
     with autocast():
-        states, added = condition(comps, captions, recipe, sizes=sizes, bucket=bucket, cache=text_cache)
+        states, added = condition(comps, captions, recipe, sizes=sizes, bucket=bucket, cache=text_cache,
+                                  embeddings=embeddings)
         if added is not None:
             added = {k: v.to(weight_dtype) for k, v in added.items()}
         pred = comps.unet(noisy.to(weight_dtype), timesteps, states.to(weight_dtype), added_cond_kwargs=added).sample

@@ -1,6 +1,6 @@
 """Optimizer and learning-rate schedule of a plan, as sd-scripts builds them for the same arguments.
 
-- AdamW8bit: bitsandbytes' 8-bit AdamW on CUDA; elsewhere plain `torch.optim.AdamW` (warned), since
+- AdamW8bit: bitsandbytes' 8-bit AdamW on CUDA; elsewhere plain `torch.optim.AdamW` (said once), since
   the 8-bit kernels need a GPU. cosine_with_restarts with one cycle = one cosine decay to zero.
 - AdaFactor with relative_step: the optimizer computes its own rate (lr=None); the `adafactor`
   schedule only reports that rate for logging.
@@ -15,6 +15,7 @@ import torch
 
 from charframe.errors import CharframeError
 from charframe.training.plan import OptimizerRecipe
+from charframe.util.once import first_time
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,9 @@ def build_optimizer(opt: OptimizerRecipe, groups: list[dict[str, Any]], device: 
             import bitsandbytes as bnb
 
             return bnb.optim.AdamW8bit(groups, lr=lr), "bitsandbytes.optim.adamw.AdamW8bit"
-        log.warning("8-bit AdamW needs a CUDA GPU; training on %s with plain AdamW (same maths, more memory)", device.type)
+        log.log(logging.INFO if first_time("adamw8bit fallback") else logging.DEBUG,
+                "8-bit AdamW runs on CUDA GPUs only: on the %s it is plain AdamW (the same algorithm with "
+                "full-precision state: more memory)", device.type)
         kind = (opt.cpu_fallback or "AdamW").lower()
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=lr), "torch.optim.adamw.AdamW"

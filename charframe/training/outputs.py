@@ -70,7 +70,8 @@ def trained_from(plan: TrainPlan, group: DatasetGroup | None = None) -> tuple[li
             caption = e.path.with_suffix(extensions[e.subset])
             if caption.is_file():
                 files.append(caption)
-    files += [Path(p) for p in (plan.io.model, plan.io.vae, plan.io.continue_from) if p and Path(p).is_file()]
+    files += [Path(p) for p in (plan.io.model, plan.io.vae, plan.io.continue_from, *plan.pivotal.reuse)
+              if p and Path(p).is_file()]
     params = {k: v for k, v in plan.to_dict().items() if k not in _NOT_IN_RESULT}
     params["io"] = {k: v for k, v in params["io"].items() if k not in ("output_dir", "logging_dir")}
     return sorted(set(files)), params

@@ -208,6 +208,34 @@ class Sampling:
 
 
 @dataclass(frozen=True)
+class Pivotal:
+    """`[plan.pivotal]`: pivotal tuning — a trigger embedding trained together with the LoRA; off without a trigger.
+
+    `trigger` is the caption word the embedding replaces (its name in WebUI: the character keyword); `vectors` of
+    it, started from `init_text` ("" = the word after the trigger in the dataset's class tokens, "krnk girl" →
+    "girl"), trained at `lr` (AdamW: the rate its family uses — cyberharem 0.03 for 4 vectors next to UNet 1e-4)
+    for the first `stop_at` of the run, then frozen (OneTrainer and diffusers' advanced script stop at half).
+    `reuse`: LoRA files with bundled embeddings, or embedding files, whose embeddings the captions also call,
+    kept fixed (a body stage reuses its face LoRA's trigger). Every embedding used is bundled into the LoRA."""
+
+    trigger: str | None = field(default=None, metadata=_option("pivotal_trigger"))
+    vectors: int = field(default=4, metadata=_option("pivotal_vectors", min=1, max=75))
+    init_text: str = field(default="", metadata=_option("pivotal_init_text"))
+    lr: float = field(default=0.03, metadata=_option("pivotal_lr", min=0))
+    stop_at: float = field(default=0.5, metadata=_option("pivotal_stop_at", min=0, max=1))
+    reuse: tuple[str, ...] = field(default=(), metadata=_option("pivotal_reuse"))
+
+    @property
+    def enabled(self) -> bool:
+        """Embeddings take part in the run (a trigger is trained, or reused ones are called)."""
+        return bool(self.trigger or self.reuse)
+
+    def stop_step(self, steps: int) -> int:
+        """The last optimizer step (1-based) that updates the trigger: ⌊steps · stop_at⌋."""
+        return int(steps * self.stop_at)
+
+
+@dataclass(frozen=True)
 class StateSaving:
     """`[plan.state]`: resumable states (`save_every = 0` = only on Ctrl-C, SIGTERM or a crash) and checkpoints:
     with `checkpoint_every = N` the LoRA of every N-th step is saved as `<name>-step00000500.safetensors` (sd-scripts'
@@ -220,7 +248,7 @@ class StateSaving:
 #: The sections of a plan, in file order: (attribute, record class).
 SECTIONS: tuple[tuple[str, type], ...] = (
     ("network", NetworkRecipe), ("optimizer", OptimizerRecipe), ("recipe", Recipe), ("io", TrainIO),
-    ("runtime", Runtime), ("sampling", Sampling), ("state", StateSaving),
+    ("runtime", Runtime), ("sampling", Sampling), ("state", StateSaving), ("pivotal", Pivotal),
 )
 
 
@@ -248,6 +276,7 @@ class TrainPlan:
     runtime: Runtime = field(default_factory=Runtime)
     sampling: Sampling = field(default_factory=Sampling)
     state: StateSaving = field(default_factory=StateSaving)
+    pivotal: Pivotal = field(default_factory=Pivotal)
 
     @property
     def output_name(self) -> str:
@@ -255,8 +284,12 @@ class TrainPlan:
         return f"{self.io.out}-{self.logic}-{self.network.dim}-{self.optimizer.lr}-{self.recipe.steps}"
 
     def to_dict(self) -> dict[str, Any]:
-        """TOML-ready nested tables; `None` fields are left out (TOML has no null) and restored as defaults."""
-        return dump(self)
+        """TOML-ready nested tables; `None` fields are left out (TOML has no null) and restored as defaults, and so
+        is `[plan.pivotal]` while off (a plan without it reads, and records, exactly as before it existed)."""
+        data = dump(self)
+        if self.pivotal == Pivotal():
+            data.pop("pivotal", None)
+        return data
 
     def flat(self) -> dict[str, Any]:
         """`{option name: value}` (None left out): what make_plan takes, and what --resume compares."""

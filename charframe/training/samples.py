@@ -28,9 +28,10 @@ def sample_images(
     stem: str,
     clip_skip: int = 1,
     autocast: Callable[[], Any] = nullcontext,
+    embeddings: Any = None,
 ) -> list[Path]:
     """DDIM images of every prompt × seed, saved as `<folder>/<stem>_<i>_<seed>.png`; the models' train/eval mode
-    is restored."""
+    is restored. `embeddings` (an `EmbeddingSet`: a pivotal run's trigger as it is now) are called by the prompts."""
     from diffusers import DDIMScheduler
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -46,7 +47,7 @@ def sample_images(
                 if len(comps.text_encoders) > 1:
                     prompt_args = {"prompt": prompt, "negative_prompt": ""}
                 else:
-                    pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip)
+                    pos, neg = encode_pair(prompt, "", comps.tokenizer, comps.text_encoder, clip_skip, embeddings)
                     prompt_args = {"prompt_embeds": pos, "negative_prompt_embeds": neg}
                 for seed in seeds:
                     gen = torch.Generator().manual_seed(int(seed))

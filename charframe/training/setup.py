@@ -23,6 +23,7 @@ from charframe.families.family import get_family, require
 from charframe.lora.file_family import check_same_family
 from charframe.lora.io import read_network
 from charframe.models.clip import check_clip_skip
+from charframe.models.embeddings import split_bundle
 from charframe.models.load import load_sd
 from charframe.training import state as st
 from charframe.training.adapters import NetworkSpec, create_network, load_network_weights, param_groups
@@ -34,6 +35,7 @@ from charframe.training.metadata import optimizer_description, training_metadata
 from charframe.training.optim import build_optimizer, build_scheduler
 from charframe.training.checkpoints import checkpoints
 from charframe.training.outputs import LOG_STAMP, find_state, output_paths
+from charframe.training.pivotal import PivotalRun, setup_pivotal
 from charframe.training.plan import Runtime, TrainPlan
 from charframe.training.text import token_count
 from charframe.util.files import free_output_path
@@ -171,6 +173,7 @@ class Session:
     epochs: int
     base_metadata: dict[str, str]
     text_cache: Any = None  # frozen text encoders' outputs by caption (training.conditioning.TextCache)
+    pivotal: PivotalRun | None = None  # the trigger embedding and the reused ones (pivotal tuning)
 
     device = property(lambda self: self.accelerator.device)
     rank = property(lambda self: self.accelerator.process_index)
@@ -184,7 +187,8 @@ class Session:
         run.step, run.losses = step, losses
         optim = {"optimizer": self.optimizer.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.accelerator.scaler.state_dict() if self.accelerator.scaler is not None else {}}
-        return st.save_state(self.start.state_dir, run, self.net, optim)
+        return st.save_state(self.start.state_dir, run, self.net, optim,
+                             self.pivotal.state_tensors() if self.pivotal is not None else None)
 
 
 def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, components: Any = None,
@@ -206,17 +210,28 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
     torch.manual_seed(plan.recipe.seed)  # LoRA initialisation; identical on every process
     encoders = (comps.text_encoders if len(comps.text_encoders) > 1 else comps.text_encoder) if train_te else None
     net = create_network(NetworkSpec.from_recipe(plan.network), comps.unet, encoders, family).to(device, torch.float32)
+    resumed = continued = None
     if start.tensors is not None:
-        load_network_weights(net, start.tensors, str(start.state_dir))
+        resumed, tensors = split_bundle(start.tensors)
+        load_network_weights(net, tensors, str(start.state_dir))
     elif plan.io.continue_from:
         previous = read_network(plan.io.continue_from)
         check_same_family(plan.io.continue_from, get_family(previous.family) if previous.family else None,
                           get_family(comps.family))
-        load_network_weights(net, previous.state_dict(), plan.io.continue_from)
+        continued, tensors = split_bundle(previous.state_dict())
+        load_network_weights(net, tensors, plan.io.continue_from)
         log.info("continuing from %s", plan.io.continue_from)
     broadcast_parameters(net, world)
+    pivotal = setup_pivotal(plan.pivotal, plan.recipe.steps, group, comps, plan.io.dataset, resumed=resumed,
+                            continued=continued, continued_from=plan.io.continue_from or "")
     opt = plan.optimizer
     groups = param_groups(net, opt.learning_rate, opt.text_encoder_lr if opt.explicit_lr else None)
+    lr_names = ("textencoder", "unet") if len(groups) == 2 else ("unet",)
+    if pivotal is not None and pivotal.parameter is not None:
+        if world > 1:
+            torch.distributed.broadcast(pivotal.parameter.data, src=0)
+        groups += pivotal.param_group(opt.explicit_lr)
+        lr_names += ("embedding",)
     optimizer, optimizer_class = build_optimizer(opt, groups, device)
     scheduler = build_scheduler(opt, plan.recipe.steps, optimizer)
     optimizer = acc.prepare(optimizer)
@@ -240,7 +255,9 @@ def build_session(plan: TrainPlan, group: DatasetGroup, start: Start, *, compone
                              optimizer=optimizer_description(opt, optimizer_class), num_epochs=epochs,
                              batches_per_epoch=data.batches_per_epoch, num_processes=world,
                              mixed_precision=precision.mixed, gradient_checkpointing=precision.checkpointing)
-    lr_names = ("textencoder", "unet") if len(groups) == 2 else ("unet",)
-    cache = TextCache(plan.recipe.text_cache) if not train_te and plan.recipe.text_cache else None
-    return Session(plan, start, comps, acc, precision, net, [p for p in net.parameters() if p.requires_grad],
-                   lr_names, optimizer, scheduler, data, loader, epochs, base, cache)
+    trained = pivotal is not None and pivotal.parameter is not None
+    # a trigger in training changes the text encoder's output at every step: nothing to cache then
+    cache = TextCache(plan.recipe.text_cache) if not train_te and plan.recipe.text_cache and not trained else None
+    params = [p for p in net.parameters() if p.requires_grad] + ([pivotal.parameter] if trained else [])
+    return Session(plan, start, comps, acc, precision, net, params, lr_names, optimizer, scheduler, data, loader,
+                   epochs, base, text_cache=cache, pivotal=pivotal)

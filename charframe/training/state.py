@@ -50,15 +50,17 @@ def state_dir_for(output: Path) -> Path:
     return output.with_name(output.stem + "-state")
 
 
-def save_state(directory: Path, run: RunState, network: torch.nn.Module, optim_state: dict[str, Any]) -> Path:
-    """Write the state atomically, file by file, `state.toml` last."""
+def save_state(directory: Path, run: RunState, network: torch.nn.Module, optim_state: dict[str, Any],
+               extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the state atomically, file by file, `state.toml` last; `extra` tensors (a pivotal run's trigger under
+    its bundle key) go into the network file beside the network's."""
     from safetensors.torch import save_file
 
     directory.mkdir(parents=True, exist_ok=True)
     marker = directory / STATE_FILE
     if marker.exists():
         marker.unlink()  # the folder is incomplete until the new marker is written
-    weights = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    weights = {k: v.detach().to("cpu").contiguous() for k, v in {**network.state_dict(), **(extra or {})}.items()}
     with atomic_path(directory / NETWORK_FILE) as tmp:
         save_file(weights, str(tmp))
     with atomic_path(directory / OPTIM_FILE) as tmp:

@@ -84,3 +84,28 @@ def test_clean_a_project_folder(tmp_path: Path, monkeypatch) -> None:
     make_project(tmp_path, ("f00",), candidates=1)
     assert main(["-q", "clean", str(tmp_path / "Characters"), "--method", "auto"]) == 0  # no rembg model: flood
     assert (tmp_path / "LoRAWork/krnk/face/alpha/f00-0.png").is_file()
+
+
+def test_clean_takes_body_sets_and_group_files_as_dropped(tmp_path: Path, capsys) -> None:
+    """From a launcher nobody types --set: a character file cleans every set with candidates, a group file its
+    members' sets (and says so)."""
+    import shutil
+
+    char = make_project(tmp_path, ("f00",), candidates=1, character_extra='[outfits]\nsf = "sailor uniform"\n')
+    work = tmp_path / "LoRAWork"
+    (work / "krnk/body-sf/raw").mkdir(parents=True)
+    shutil.copy(work / "krnk/face/raw/f00-0.png", work / "krnk/body-sf/raw/b00-0.png")
+    (tmp_path / "Characters/tyank.toml").write_text('keyword = "tyank"\n[outfits]\nkps = "kimono"\n', encoding="utf-8")
+    shutil.copytree(work / "krnk/face", work / "tyank/face")
+    group = tmp_path / "Characters/krnk_tyank.group.toml"
+    group.write_text('[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "tyank"\noutfit = "kps"\n',
+                     encoding="utf-8")
+    assert main(["clean", str(group), "--method", "flood"]) == 0
+    err = capsys.readouterr().err
+    assert "krnk_tyank.group.toml is a group file" in err and "krnk face + body-sf, tyank face + body-kps" in err
+    assert "unknown key" not in err
+    for folder in ("krnk/face", "krnk/body-sf", "tyank/face"):
+        assert (work / folder / "alpha").is_dir(), folder
+    shutil.rmtree(work / "krnk/body-sf/clean")
+    assert main(["-q", "clean", str(char), "--method", "flood"]) == 0  # a character file: face and body-sf
+    assert (work / "krnk/body-sf/clean/b00-0.png").is_file()

@@ -34,12 +34,15 @@ def test_export_sizes_area_downscaling_and_no_upscaling(picked, caplog) -> None:
     ds = picked.root / "LoRAInput" / "4_krnk"
     assert sorted(p.relative_to(ds).as_posix() for p in written) == [
         "krnk girl_f0064/f00.png", "krnk girl_f0064/f02.png", "krnk girl_f0128/f00.png", "krnk girl_f0128/f02.png"]
-    assert "not upscaled, skipped: 512px (source 128px): f00, f02" in caplog.text
+    assert "4_krnk (krnk face): not upscaled, skipped: 512px (source 128px): f00, f02" in caplog.text
+    assert caplog.text.count("not upscaled") == 1
+    caplog.clear()
     src = read_image(picked.work_dir("face") / "clean/f00-0.png", 3)
     assert np.array_equal(read_image(ds / "krnk girl_f0128/f00.png", 3), src)
     assert np.array_equal(read_image(ds / "krnk girl_f0064/f00.png", 3),
                           cv2.resize(src, (64, 64), interpolation=cv2.INTER_AREA))
-    assert export_set(picked, "face", sizes=[64, 128]) == []  # up to date
+    assert export_set(picked, "face", sizes=[64, 128, 512]) == []  # up to date: the skip note is not said again
+    assert "0 file(s) written for 2 code(s) at 64, 128, 512 px" in caplog.text and "upscaled" not in caplog.text
 
 
 def _replaced(root: Path, rel: str) -> list[Path]:

@@ -10,7 +10,9 @@ import pytest
 from charframe.character import load_character
 from charframe.cleaning.clean import clean_set
 from charframe.cleaning.images import read_image
-from charframe.cleaning.pick import Score, best, parse_manual, pick_set, read_selection, score_candidate, template_map
+from charframe.cleaning.pick import (Score, best, draw_picked_sheet, parse_manual, pick_set, read_picks, read_selection,
+                                    score_candidate, template_map)
+from charframe.dataset.sheets import HAND, PICK
 from charframe.errors import CharframeError
 from charframe.testing.figures import figure_mask, make_project, write_template_mask
 
@@ -29,10 +31,13 @@ def test_auto_pick_takes_the_matching_pose(cleaned, caplog) -> None:
     work = cleaned.work_dir("face")
     text = (work / "picks.toml").read_text(encoding="utf-8")
     assert text.split("[pinned]\n")[1] == "\n[auto]\nf00 = 1\nf02 = 1\n"
+    layout = draw_picked_sheet(cleaned, "face")
     sheet = read_image(work / "contact-picked.png", 3)
-    assert sheet.shape == (2 * 160, 48 + 3 * 160, 3)
-    assert tuple(sheet[160 + 1, 48 + 160 + 1]) == (0, 200, 0)  # f02's candidate 1 is outlined in green
-    assert tuple(sheet[160 + 1, 48 + 1]) != (0, 200, 0)
+    assert sheet.shape == (layout.image.size[1], layout.image.size[0], 3)
+    x0, y0, _, _ = layout.outlines["f02"]
+    assert (x0, y0) == (layout.tiles[("f02", 2)][0] - 3, layout.tiles[("f02", 2)][1] - 3)  # tile 2 = candidate #1
+    assert tuple(sheet[y0 + 1, x0 + 1]) == PICK  # f02's candidate 1 is outlined in green
+    assert "best IoU" in layout.texts and "IoU 0.9" in " ".join(layout.texts)
     table = caplog.text
     assert "f00      1  0.9" in table and "auto" in table
 
@@ -99,3 +104,21 @@ def test_a_flat_picks_file_written_by_hand_is_pinned_whole(cleaned) -> None:
     work.joinpath("picks.toml").write_text("f00 = 2\nf02 = 0\n", encoding="utf-8")
     assert pick_set(cleaned, "face") == {"f00": 2, "f02": 0}
     assert (work / "picks.toml.bak").read_text(encoding="utf-8") == "f00 = 2\nf02 = 0\n"
+
+
+def test_picked_sheet_is_redrawn_after_a_hand_edit(cleaned) -> None:
+    work = cleaned.work_dir("face")
+    pick_set(cleaned, "face")
+    before = (work / "contact-picked.png").read_bytes()
+    text = (work / "picks.toml").read_text(encoding="utf-8")
+    (work / "picks.toml").write_text(text.replace("[auto]\nf00 = 1\nf02 = 1", "[auto]\nf00 = 1\nf02 = 0"),
+                                     encoding="utf-8")  # a hand edit: f02 → candidate 0
+    layout = draw_picked_sheet(cleaned, "face")
+    assert read_picks(cleaned, "face") == {"f00": 1, "f02": 0}
+    assert (work / "contact-picked.png").read_bytes() != before
+    sheet = read_image(work / "contact-picked.png", 3)
+    x0, y0, _, _ = layout.outlines["f02"]
+    assert x0 == layout.tiles[("f02", 1)][0] - 3  # tile 1 = candidate #0
+    assert tuple(sheet[y0 + 1, x0 + 1]) == HAND and tuple(sheet[layout.outlines["f00"][1] + 1, layout.outlines["f00"][0] + 1]) == PICK
+    assert "picked by hand" in layout.texts and "the scores' pick" in layout.texts
+    assert "krnk face: picks for 2 of 2 codes (1 by hand)" in layout.texts

@@ -73,3 +73,57 @@ def test_bad_model_files(tmp_path: Path) -> None:
     with pytest.raises(CharframeError, match="bad.onnx: not a usable ONNX model"):
         open_session(resolve_model(str(bad)))
     np.testing.assert_equal(bad.read_bytes(), b"not onnx at all")
+
+
+def test_looking_for_a_model_does_not_import_rembg(tmp_path: Path) -> None:
+    """`method = auto` without a model file ends in flood without importing rembg (whose pymatting compiles with
+    numba on first use: minutes, for nothing)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys; from charframe.cleaning.clean import make_alpha_fn; used, _, _ = make_alpha_fn('auto', None); "
+            "print(used, [m for m in ('rembg', 'pymatting', 'numba', 'onnxruntime') if m in sys.modules])")
+    env = {**os.environ, "U2NET_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["flood", "[]"]
+
+
+@pytest.mark.parametrize("where", ["u2net_home", "rembg_home", "xdg", "xdg_legacy"])
+def test_model_lookup_matches_rembgs_own(where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rembg.sessions.u2net import U2netSession
+
+    from charframe.cleaning.rembg_method import find_model_file
+
+    for var in ("U2NET_HOME", "REMBG_HOME", "XDG_DATA_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    place = {"u2net_home": ("U2NET_HOME", tmp_path / "u", tmp_path / "u" / "u2net.onnx"),
+             "rembg_home": ("REMBG_HOME", tmp_path / "r", tmp_path / "r" / "models" / "u2net" / "u2net.onnx"),
+             "xdg": ("XDG_DATA_HOME", tmp_path / "x", tmp_path / "x" / "rembg" / "models" / "u2net" / "u2net.onnx"),
+             "xdg_legacy": ("XDG_DATA_HOME", tmp_path / "x", tmp_path / "x" / ".u2net" / "u2net.onnx")}[where]
+    var, value, file = place
+    monkeypatch.setenv(var, str(value))
+    assert find_model_file("u2net") is None and U2netSession.resolve_existing("u2net.onnx") is None
+    file.parent.mkdir(parents=True)
+    file.write_bytes(b"onnx")
+    assert find_model_file("u2net") == file == Path(U2netSession.resolve_existing("u2net.onnx"))
+
+
+def test_first_rembg_use_says_it_compiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    import sys
+
+    import rembg  # noqa: F401  (already compiled in this environment: the re-import below is quick)
+
+    from charframe.cleaning import rembg_method
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    assert not rembg_method.numba_cache_present()
+    (tmp_path / "alpha_1234").mkdir()
+    (tmp_path / "alpha_1234" / "estimate.py311.nbi").write_bytes(b"")
+    assert rembg_method.numba_cache_present()
+    monkeypatch.setattr(rembg_method, "numba_cache_present", lambda: False)
+    monkeypatch.delitem(sys.modules, "rembg")
+    caplog.set_level("WARNING", logger="charframe")
+    rembg_method._import_rembg()
+    assert "first use of rembg here" in caplog.text and "compiles with numba once" in caplog.text

@@ -1,4 +1,4 @@
-"""Code → prompt rules (CONVENTIONS §9), WebUI parameters text round trip, contact sheet, and the benchmark's
+"""Code → prompt rules (CONVENTIONS §9), WebUI parameters text round trip, and the benchmark's
 --gpu path importing nothing beyond torch/diffusers/transformers/safetensors/numpy/pillow/charframe."""
 
 from __future__ import annotations
@@ -8,14 +8,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
 from charframe.character import Character
 from charframe.dataset.naming import ImageCode
 from charframe.generation.code_prompt import background_fill, code_prompt
-from charframe.generation.contact import contact_sheet
 from charframe.generation.pnginfo import controlnet_field, parameters_text, parse_parameters, read_parameters, write_png
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,17 +54,6 @@ def test_parameters_round_trip(tmp_path: Path) -> None:
         assert im.text["parameters"] == text  # PIL reads the tEXt chunk WebUI's PNG Info reads
     prompt, negative, fields = parse_parameters(read_parameters(tmp_path / "x.png"))
     assert (prompt, negative, fields["Seed"], fields["ControlNet 0"]) == ("a, (b:1.3)", "lowres, text", "1234", cn)
-
-
-def test_contact_sheet_rows_and_columns(tmp_path: Path) -> None:
-    for name, value in (("a", 0), ("b", 255)):
-        Image.new("RGB", (64, 64), (value,) * 3).save(tmp_path / f"{name}.png")
-    sheet = contact_sheet("t", {"f00": [tmp_path / "a.png", None], "f12": [tmp_path / "b.png", tmp_path / "a.png"]})
-    px = np.asarray(sheet)
-    assert sheet.size == (70 + 2 * 170 + 10, 44 + 26 + 2 * 170 + 10)
-    assert px[44 + 26 + 80, 70 + 10 + 80].tolist() == [0, 0, 0]            # f00 #0 black
-    assert px[44 + 26 + 170 + 80, 70 + 10 + 80].tolist() == [255, 255, 255]  # f12 #0 white
-    assert px[44 + 26 + 80, 70 + 180 + 80].tolist() == [215, 215, 212]      # f00 #1 missing
 
 
 def test_benchmark_gpu_path_imports() -> None:

@@ -1,14 +1,16 @@
-"""The PNG info of a hires, 2-ControlNet, face-LoRA body image read back by WebUI: the parameters text was parsed by
+"""The PNG info of a hires, 2-ControlNet, face-LoRA, negative-embedding body image read back by WebUI: the parameters text was parsed by
 WebUI 1.10.1's own `parse_generation_parameters` and each `ControlNet N` value by sd-webui-controlnet's
 `ControlNetUnit.parse` (run outside the repo; the parsed dicts are tests/data/webui_infotext.json), and every field
 charframe writes comes back with its value."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import save_file
 
 from charframe.generation.face_lora import lora_short_hash
@@ -43,10 +45,15 @@ end = 0.5
 
 def webui_case(root: Path) -> tuple[str, dict]:
     """Make the recorded image: body set b02, hires ×1.5 (3 steps), two ControlNet files, the face LoRA, a prompt
-    with editing. Returns its parameters text and what charframe meant to write."""
+    with editing, an embedding in the negative prompt. Returns its parameters text and what charframe meant to
+    write."""
     ch = make_project(root, steps=3, hires=1.5, sampler="DPM++ 2M", extra="hires_steps = 3")
     path = ch.path
-    text = path.read_text("utf-8").replace('prompt = "1girl, solo, short black hair, cat ears"',
+    (root / "embeddings").mkdir()
+    emb = root / "embeddings" / "EasyNegative.safetensors"
+    save_file({"emb_params": torch.randn(2, 32, generator=torch.Generator().manual_seed(5))}, str(emb))
+    negative = "EasyNegative, " + ch.negative
+    text = f'negative = "{negative}"\n' + path.read_text("utf-8").replace('prompt = "1girl, solo, short black hair, cat ears"',
                                             'prompt = "1girl, solo, [short:long:0.5] black hair, cat ears"')
     start = text.index("[[generation.controlnet]]")
     path.write_text(text[:start] + CONTROLNETS, encoding="utf-8")
@@ -64,6 +71,7 @@ def webui_case(root: Path) -> tuple[str, dict]:
         "Size-1": "64", "Size-2": "128", "Model": "charframe-tiny-sd15", "Clip skip": "2", "RNG": "CPU",
         "Denoising strength": "0.5", "Hires upscale": "1.5", "Hires steps": "3", "Hires upscaler": "Lanczos",
         "Lora hashes": f"krnk: {lora_short_hash(lora)}",
+        "TI hashes": f"EasyNegative: {hashlib.sha256(emb.read_bytes()).hexdigest()[:12]}",
         "ControlNet 0": {"module": "none", "model": f"control_a [{legacy['control_a']}]", "weight": 0.6,
                          "resize_mode": "Crop and Resize", "processor_res": -1, "threshold_a": -1, "threshold_b": -1,
                          "guidance_start": 0.0, "guidance_end": 0.3, "pixel_perfect": False,
@@ -100,7 +108,7 @@ def test_webui_reads_every_field_back(case) -> None:
         else:
             assert parsed[key] == value, key
     assert parsed["Prompt"] == RECORDED["text"].split("\nNegative prompt: ")[0]
-    assert parsed["Negative prompt"].startswith("lowres, bad anatomy")
+    assert parsed["Negative prompt"].startswith("EasyNegative, lowres, bad anatomy")
     assert RECORDED["resize_modes"].count("Crop and Resize") == 1 and "Balanced" in RECORDED["control_modes"]
     assert "none" in RECORDED["modules"] and "softedge_hed" in RECORDED["modules"]
 

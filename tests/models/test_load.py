@@ -25,6 +25,11 @@ def test_no_model_gives_tiny_demo_with_one_warning(caplog: pytest.LogCaptureFixt
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("charframe")]
     assert len(warnings) == 1 and "RANDOM demo model" in warnings[0].getMessage()
     assert "model option" in warnings[0].getMessage() and "--" not in warnings[0].getMessage()  # no CLI flag in library text
+    assert "[generation] in the character file" in warnings[0].getMessage()  # what `run` reads
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="charframe"):
+        load_sd(None)  # generate, train and preview of a stage each load it: said once per run
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert comps.info["base_model_version"] == "sd_v1" and comps.info["source"] == "tiny"
     assert comps.noise_scheduler.config.prediction_type == "epsilon"
 

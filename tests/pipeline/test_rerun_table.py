@@ -1,4 +1,5 @@
-"""What reruns after each kind of edit: the table README §4 prints, checked on the real steps and tiny models.
+"""What reruns after each kind of edit: the table the README prints (Real use, step 5, "Change a rule, rerun
+what changed"), checked on the real steps and tiny models.
 
 Each row edits a copy of the built two-character + group project the way a user would, runs `rerun --all`
 and asserts exactly which steps ran (and, where it matters, which files changed). `python
@@ -205,7 +206,7 @@ def readme_table() -> str:
 
 def test_the_readme_states_this_table() -> None:
     readme = "\n".join(line.strip() for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines())
-    assert readme_table() in readme, "README §4 must hold this table exactly:\n" + readme_table()
+    assert readme_table() in readme, "README (Real use, step 5) must hold this table exactly:\n" + readme_table()
 
 
 if __name__ == "__main__":

@@ -264,7 +264,7 @@ def test_rerun_goes_on_past_failures_with_clear_messages(project: Path, capfd) -
     assert "generation.model: " in out and "missing.safetensors does not exist" in out
     assert "trio.group.toml: member 2 names character 'nobody', but" in out and "(known: krnk, tyank)" in out
     assert "Traceback" not in out + err
-    assert ["tyank.toml", "face", "train", "ran"] in rows  # tyank ran although krnk failed before it
+    assert ["tyank", "face", "train", "ran"] in rows  # tyank ran although krnk failed before it (rows name whose step)
 
 
 def test_a_failed_outfit_does_not_block_its_sibling(project: Path) -> None:
@@ -303,3 +303,60 @@ def test_records_are_one_file_per_character_with_project_relative_keys(project: 
     entry = m.outputs["face.train"]
     assert list(entry["files"]) == ["LoRAOutput/tyank/tyank-Lora1x1A1-AdamW8-2-100-6.safetensors"]
     assert all(not k.startswith("/") for k in entry["inputs"])
+
+
+def test_preview_draws_the_previous_version_as_a_row(project: Path) -> None:
+    from charframe.pipeline.preview import preview_job
+
+    job = target_jobs(project / "Characters" / "krnk.toml", "face")[0]
+    with Image.open(job.preview) as im:
+        without = im.size
+    previous = job.lora.with_name("krnk-older.safetensors")
+    shutil.copy(job.lora, previous)
+    assert preview_job(job, progress=False, previous=previous) == job.preview
+    with Image.open(job.preview) as im:
+        assert im.size[0] == without[0] and im.size[1] - without[1] >= 128 + 8  # one more row
+        px = np.asarray(im.convert("RGB"))
+    assert (px[-16 - 64, 112 + 16 + 64] != (96, 96, 96)).any()  # drawn, not the grey "not drawn" tile
+
+
+def test_run_twice_prints_one_line_the_second_time(project: Path, capfd, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    (project / "LoRAInput" / "4_krnk" / "krnk girl_f0064" / "f01.txt").write_text("changed")  # a caption edited by hand
+    assert main(["run", "krnk", "--stage", "face"]) == 0
+    first = capfd.readouterr().out.splitlines()
+    # one line when a step starts (with the time left, from how long it took last time) and one when it ends
+    assert first[0].startswith("step 1 of ") and ": krnk face " in first[0] and first[0].endswith(" left")
+    ends = [line for line in first if ": ran in " in line]
+    assert ends and all(line.startswith("krnk face ") for line in ends)
+    assert first[first.index(ends[-1]) + 1].startswith("character")  # then the table of what ran
+    assert main(["run", "krnk", "--stage", "face"]) == 0
+    out = capfd.readouterr().out
+    assert out.splitlines() == ["nothing to do: 1 target(s) up to date (krnk: 9 steps)"]
+    assert main(["-q", "run", "krnk", "--stage", "face", "-v"]) == 0  # -v: every row
+    rows = [line.split()[:4] for line in capfd.readouterr().out.splitlines()[2:]]
+    assert rows[0] == ["krnk", "face", "generate", "up"] and len(rows) == 9
+
+
+def test_run_takes_several_files_and_group_rows_name_the_member(project: Path, capfd, monkeypatch) -> None:
+    monkeypatch.chdir(project)
+    chars = project / "Characters"
+    assert main(["-q", "run", str(chars / "krnk.toml"), str(chars / "pair.group.toml"), "-v"]) == 0
+    owners = [line.split()[0] for line in capfd.readouterr().out.splitlines()[2:]]
+    assert owners[:18] == ["krnk"] * 18 and {"tyank", "pair"} <= set(owners) and "pair.group.toml" not in owners
+
+
+def test_run_says_when_the_templates_are_missing(tmp_path: Path, capfd, monkeypatch) -> None:
+    (tmp_path / "Characters").mkdir()
+    (tmp_path / "LoRAInput").mkdir()
+    (tmp_path / "Characters" / "krnk.toml").write_text(character_toml("krnk", "sf", "sailor uniform"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "krnk", "--stage", "face", "--dry-run"]) == 0
+    err = capfd.readouterr().err
+    assert "FaceTemplate has 0 template files" in err and "charframe templates" in err and "BodyTemplate" not in err
+
+
+def test_rerun_all_with_a_dropped_file_says_what_to_drop(project: Path, capfd) -> None:
+    assert main(["rerun", "--all", str(project / "Characters" / "krnk.toml")]) == 2
+    err = capfd.readouterr().err
+    assert "krnk.toml: --all takes the project folder" in err and "drop that folder on rerun-all" in err

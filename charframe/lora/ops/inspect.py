@@ -13,6 +13,7 @@ from charframe.lora.blocks import BLOCK_IDS
 from charframe.lora.file_family import context_width, describe
 from charframe.lora.keys import block_of
 from charframe.lora.format import network_type
+from charframe.models.embeddings import bundle_groups
 
 #: Metadata shown first (sd-scripts keys users look for); long values are shortened unless asked.
 KEY_METADATA = (
@@ -37,6 +38,7 @@ class InspectReport:
     metadata: dict[str, str] = field(default_factory=dict)
     family: str | None = None  # the model family it was made for (None: nothing in the file says)
     family_evidence: str = ""
+    embeddings: dict[str, int] = field(default_factory=dict)  # bundled embedding → its vector count
 
     @property
     def n_modules(self) -> int:
@@ -64,6 +66,9 @@ def inspect_file(path: str | os.PathLike) -> InspectReport:
         rep.dtypes.update(str(t.dtype).removeprefix("torch.") for t in m.tensors.values())
         rep.conv3x3 += m.kernel not in ((), (1, 1))
     rep.blocks = {b: counts[b] for b in BLOCK_IDS if counts[b]}
+    for name, keys in bundle_groups(net.bundle).items():
+        t = net.bundle[next(iter(keys.values()))]  # (vectors, width), or one vector
+        rep.embeddings[name] = int(t.shape[0]) if t.dim() > 1 else 1
     return rep
 
 
@@ -90,6 +95,9 @@ def format_report(rep: InspectReport, all_metadata: bool = False, all_metadata_h
     ]
     if rep.outside:
         lines.append(f"  no block  {', '.join(rep.outside)} (weight 1 in merges)")
+    if rep.embeddings:
+        lines.append("  bundles   " + ", ".join(f"{n} ({v} vector{'s' * (v != 1)})" for n, v in rep.embeddings.items())
+                     + " (textual-inversion embeddings: write the name in a prompt)")
     keys = list(rep.metadata) if all_metadata else [k for k in KEY_METADATA if k in rep.metadata]
     if "charframe_history" in rep.metadata and not all_metadata:
         keys.append("charframe_history")

@@ -44,6 +44,8 @@ def apply_to_file(
     check_files(inputs, [output], overwrite)
     nets = [lio.read_network(p, lazy=lazy) for p in inputs]
     new, result, details = operation(nets)
+    if not new.bundle:  # bundled embeddings go through every operation unchanged (the first input's name wins)
+        new.bundle = {k: v for net in reversed(nets) for k, v in net.bundle.items()}
     md = dict(new.metadata)
     if name_output or "ss_output_name" in md:
         md["ss_output_name"] = output.stem

@@ -45,6 +45,10 @@ def train_with(plan: TrainPlan, engine: str | Engine = "builtin", *, resume: boo
 
     `kw` are `get_engine`'s options when `engine` is a name (kohya_dir, kohya_python, root); others go to `run`.
     """
+    name = engine if isinstance(engine, str) else engine.name
+    if plan.pivotal.enabled and name != "builtin":  # refused before an external checkout is even looked for
+        raise CharframeError(f"pivotal tuning ([plan.pivotal]) is done by the built-in trainer; {name} trains no "
+                             "embedding: use the builtin {param}", param="engine")
     if isinstance(engine, str):
         where = {k: kw.pop(k) for k in ("kohya_dir", "kohya_python", "root") if k in kw}
         engine = get_engine(engine, **where)

@@ -31,6 +31,7 @@ from charframe.training.metadata import step_metadata
 from charframe.lora.io import save_lora_file
 from charframe.training.checkpoints import checkpoint_path
 from charframe.training.outputs import check_output_locations, inputs_digest, plan_path_for, record_output, save_final
+from charframe.training.pivotal import check_pivotal
 from charframe.training.plan import TrainPlan
 from charframe.training.result import TrainingInterrupted, TrainResult
 from charframe.training.setup import Session, begin_run, build_session
@@ -61,6 +62,7 @@ def train(
     start = begin_run(plan, resume)
     check_output_locations(plan.io, start.out_file, samples=plan.sampling.enabled)
     group = load_dataset(plan.io.dataset)
+    check_pivotal(plan.pivotal, group, plan.io.dataset)
     digest = inputs_digest(plan, group)
     if start.run.inputs and start.run.inputs != digest:
         raise CharframeError(f"{start.state_dir}: {{param}}: the dataset, captions or model changed since this state "
@@ -100,7 +102,7 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
                       TensorBoardLog(s.start.run.log_dir, s.lr_names)]
         if plan.sampling.enabled:
             callbacks.append(SampleImages(s.comps, plan.sampling, s.start.out_file, s.accelerator.autocast, progress.samples,
-                                          plan.recipe.clip_skip))
+                                          plan.recipe.clip_skip, s.pivotal.lookup if s.pivotal else None))
         if plan.state.save_every:
             callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
                                            lambda step: s.snapshot(step, progress.losses)))
@@ -160,8 +162,13 @@ def _save(s: Session, progress: Progress) -> Path:
     out_file = s.start.out_file
     tensors = network_state_dict(s.net, _SAVE_DTYPES.get(s.plan.io.save_precision, torch.float32))
     metadata = step_metadata(s.base_metadata, progress.step, s.epochs)
+    if s.pivotal is not None:  # the embeddings ride in the LoRA as WebUI's Lora extension reads them
+        tensors |= s.pivotal.bundle()
     save_final(out_file, tensors, metadata, session_id=s.start.run.session_id,
                keep_state=lambda: s.snapshot(progress.step, progress.losses))
+    if s.pivotal is not None:
+        for path in s.pivotal.write_standalone(out_file, {"ss_output_name": out_file.stem, "ss_steps": str(progress.step)}):
+            log.info("wrote %s", path)
     s.plan.save(plan_path_for(out_file))
     record_output(s.plan, out_file, s.data.group)  # the dataset as loaded at start-up: no second read
     st.remove_state(s.start.state_dir)
