@@ -12,7 +12,7 @@ import pytest
 from charframe.character import load_character
 from charframe.cleaning.clean import clean_set
 from charframe.cleaning.images import candidates, read_image, write_png
-from charframe.cleaning.pick import pick_outcome, pick_set, read_selection
+from charframe.cleaning.pick import draw_picked_sheet, pick_outcome, pick_set, read_selection
 from charframe.errors import CharframeError
 from charframe.models import ccip
 from charframe.testing import tiny_ccip
@@ -104,6 +104,12 @@ def test_an_off_model_candidate_is_rejected_even_with_the_best_pose(tmp_path: Pa
     assert data["scores"]["f00"][1] == {"n": 1, "iou": round(red.iou, 4), "edge": round(red.edge, 4),
                                         "identity": round(red.identity, 4)}
     assert read_selection(c.work_dir("face") / "picks.toml") == out.picks  # informative tables are no picks
+    # the picked sheet, redrawn from picks.toml alone (as after a hand edit): identity under every candidate, the
+    # red one marked, the threshold in the legend, the winner's reason
+    layout = draw_picked_sheet(c, "face")
+    texts = " | ".join(layout.texts)
+    assert f"identity {red.identity:.3f}" in texts and "not the character" in layout.texts
+    assert "identity threshold 0.100" in texts and "best IoU of the character" in layout.texts
 
 
 def test_references_are_the_character(tmp_path: Path) -> None:
