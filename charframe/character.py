@@ -31,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from charframe.dataset.imagesize import image_size
 from charframe.dataset.naming import parse_code, subset_folder_name
 from charframe.errors import CharframeError
 from charframe.families.family import Family, get_family
@@ -81,6 +82,8 @@ class Generation:
     hires_denoise: float = field(default=0.7, metadata=limits(min=0, max=1))
     hires_steps: int = field(default=0, metadata=limits(min=0, max=500, help="0 = same as steps"))
     candidates: int = field(default=4, metadata=limits(min=1, max=64))
+    #: rounds of `candidates` new ones (next seeds) for a code whose every candidate is not the character (identity)
+    retries: int = field(default=2, metadata=limits(min=0, max=10))
     seed: int = field(default=1234, metadata=limits(min=0, max=2**32 - 1))
     clip_skip: int = field(default=2, metadata=limits(min=1, max=12))
     face_lora_weight: float = field(default=0.8, metadata=limits(min=0, max=2))
@@ -115,6 +118,8 @@ class StageRecipe:
     steps: int = field(default=1000, metadata=limits(min=1, max=1000000))
     preset: str = "FACE"
     sv_ratio: float = field(default=16.0, metadata=limits(min=1, max=1e6))
+    #: a checkpoint every N steps (`<name>-step00000500.safetensors`), scored to pick the best; unset = the last only
+    save_every: int | None = field(default=None, metadata=limits(min=1, max=1000000, help="steps between checkpoints"))
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,8 @@ class Character:
     fill: Literal["black", "white", "auto"] = "auto"
     asymmetric: bool = False
     outfits: dict[str, str] = field(default_factory=dict)
+    #: pictures of the character (project-relative paths) that identity is judged against; none = the set's medoid
+    reference: tuple[str, ...] = ()
     generation: Generation = Generation()
     export: Export = Export()
     training: Training = Training()
@@ -289,6 +296,21 @@ def _check(c: Character, src: Source) -> Character:
             fail("controlnet", ("generation",), f"start ({unit.start}) must be below end ({unit.end})")
     if not c.export.sizes or any(s < 64 or s > 4096 or s % 8 for s in c.export.sizes):
         fail("sizes", ("export",), f"must be multiples of 8 from 64 to 4096, got {list(c.export.sizes)}")
+    for stage in ("face", "body", "group"):
+        r: StageRecipe = getattr(c.training, stage)
+        if r.save_every is not None and r.save_every > r.steps:
+            fail("save_every", ("training", stage), f"{r.save_every} is more than the {r.steps} steps: no checkpoint "
+                                                    "would be saved before the last step; use a smaller number, or leave it out")
+    for ref in c.reference:
+        p = c.resolve(ref)
+        if p is None or not p.is_file():
+            fail("reference", (), f"{ref!r}: no such picture ({p}); name pictures of the character, relative to the "
+                                  "project folder")
+        try:
+            image_size(p)  # the header only: a text file or a damaged picture is caught here, not mid-pick
+        except CharframeError:
+            fail("reference", (), f"{ref!r}: not a readable PNG, JPEG or WebP picture ({p}); replace it with a "
+                                  "picture of the character")
     bad = [x for x in c.export.exclude if parse_code(x) is None or parse_code(x).code != x]
     if bad:
         fail("exclude", ("export",), f"{bad[0]!r} is not an image code like f24 or b13")

@@ -16,7 +16,8 @@ elsewhere (`output = "D:/loras"`) and counts as part of the project for writing 
 
 Sections: `[paths]` folder names, `[captions]` caption rule edits, `[vram_profiles.NAME]` batch sizes,
 `[block_presets]` merge presets, `[kohya]` the sd-scripts checkout, `[cluster]` where `run`/`rerun` send their
-jobs (Ray, Slurm). A new section is a new field here.
+jobs (Ray, Slurm), `[identity]` the CCIP identity model, `[score]` how checkpoints are judged. A new section is a new
+field here.
 """
 
 from __future__ import annotations
@@ -197,6 +198,30 @@ def slurm_minutes(text: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class IdentityTable:
+    """`[identity]`: the CCIP identity model (charframe.models.ccip) that picks and scored checkpoints use.
+
+    `model`: "auto" (the default model when its files are in the Hugging Face cache, else identity is not scored),
+    "none", a CCIP model name, or a folder holding its three files. `threshold`: the "same character" limit of the
+    CCIP difference (0 = the model's own, from its metrics.json)."""
+
+    model: str = "auto"
+    threshold: float = field(default=0.0, metadata=limits(min=0, max=10, help="0 = the model's threshold"))
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """`[score]`: how the score step judges a stage's checkpoints (charframe.pipeline.score).
+
+    Previews of each checkpoint: the `[preview]` scenes and seeds, plus the character at the angle `codes` (elevation
+    and azimuth digits, taken with the stage's set letter: "02" → f02 or b02). The best step is the one with the lowest
+    mean identity difference; steps within `tie` of it count as equal and the earliest of them wins."""
+
+    codes: tuple[str, ...] = ("00", "02", "12")
+    tie: float = field(default=0.005, metadata=limits(min=0, max=1))
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """Every section of `charframe.toml`, validated; absent sections have their defaults."""
 
@@ -208,6 +233,8 @@ class ProjectConfig:
     preview: PreviewTable = field(default_factory=PreviewTable)
     history: HistoryTable = field(default_factory=HistoryTable)
     cluster: ClusterTable = field(default_factory=ClusterTable)
+    identity: IdentityTable = field(default_factory=IdentityTable)
+    score: ScoreTable = field(default_factory=ScoreTable)
     #: the file it was read from ("" when there is none) and its tables as written (for plain-data readers)
     file: str = field(default="", metadata={"skip": True}, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, metadata={"skip": True}, compare=False, repr=False)

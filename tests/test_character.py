@@ -88,3 +88,43 @@ def test_a_partial_stage_recipe_keeps_the_stage_defaults(tmp_path) -> None:
     assert t.body == StageRecipe(steps=20, preset="BODY")
     assert t.group == StageRecipe(steps=1600, preset="BODY", dim=64)
     assert t.face == StageRecipe()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", r"training.face.save_every: expected an integer from 1 to 1000000, got 0"),
+    ("20", r"training.face.save_every: 20 is more than the 10 steps: no checkpoint would be saved before the last "
+           r"step; use a smaller number, or leave it out"),
+])
+def test_save_every_outside_the_steps_is_one_line(tmp_path, value: str, message: str) -> None:
+    """Issue 22: a checkpoint interval of 0 or over the stage's steps is one line naming file, line and key."""
+    path = tmp_path / "Characters" / "a.toml"
+    path.parent.mkdir()
+    path.write_text(f'keyword = "a"\n[training.face]\nsteps = 10\nsave_every = {value}\n', encoding="utf-8")
+    with pytest.raises(CharframeError, match=r"a.toml:4: " + message) as e:
+        load_character(path)
+    assert "\n" not in str(e.value)
+    path.write_text('keyword = "a"\n[training.face]\nsteps = 10\nsave_every = 5\n', encoding="utf-8")
+    assert load_character(path).training.face.save_every == 5
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, r"reference: 'refs/a.png': no such picture \("),
+    (b"these are my notes", r"reference: 'refs/a.png': not a readable PNG, JPEG or WebP picture \(.*refs/a.png\); "
+                            r"replace it with a picture of the character"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 4, r"reference: 'refs/a.png': not a readable PNG, JPEG or WebP picture"),
+])
+def test_a_reference_that_is_not_a_picture_is_one_line(tmp_path, content, message) -> None:
+    """Issue 22: the character file's `reference` pictures are checked when it is loaded (the header only)."""
+    path = tmp_path / "Characters" / "a.toml"
+    path.parent.mkdir()
+    path.write_text('keyword = "a"\nreference = ["refs/a.png"]\n', encoding="utf-8")
+    (tmp_path / "refs").mkdir()
+    if content is not None:
+        (tmp_path / "refs" / "a.png").write_bytes(content)
+    with pytest.raises(CharframeError, match=r"a.toml:2: " + message) as e:
+        load_character(path)
+    assert "\n" not in str(e.value)
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 60, 60)).save(tmp_path / "refs" / "a.png")
+    assert load_character(path).reference == ("refs/a.png",)

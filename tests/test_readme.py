@@ -99,6 +99,7 @@ def written_paths(root: Path) -> set[str]:
     from charframe.generation.generate import CONTACT, RAW
     from charframe.pipeline.lock import LOCK_NAME
     from charframe.pipeline.runner import RECORDS
+    from charframe.pipeline.score_file import previews_dir, report_path, score_path
     from charframe.pipeline.stages import target_jobs
     from charframe.pipeline.watch import QUEUE_FILE
     from charframe.training.outputs import TRAIN_MANIFEST
@@ -108,7 +109,8 @@ def written_paths(root: Path) -> set[str]:
         files += [job.dataset / f"{job.dataset.name}.toml", job.lora, job.merged, job.compressed, job.preview,
                   job.lora.parent / TRAIN_MANIFEST, job.lora.parent / "sample" / "x.png",
                   job.lora.parent / f"{job.lora.stem}-state" / "x", job.state_dir / LOCK_NAME, job.state_dir / RECORDS,
-                  job.lora.parent / "history" / "20260101-120000" / job.lora.name]
+                  job.lora.parent / "history" / "20260101-120000" / job.lora.name,
+                  score_path(job), report_path(job), previews_dir(job) / "step00000002.png"]
         for c, set_name in job.sets():
             kind = "f" if set_name == "face" else "b"
             outfit = set_name.partition("-")[2]

@@ -8,6 +8,12 @@ own file is there. Hand picks (`f12:2`, or a selection file `f12 = 2`) override 
 Writes `picks.toml` and `contact-picked.png` (elevation rows × azimuth columns: template, candidates and their
 scores, the pick outlined with the reason it won; `draw_picked_sheet` redraws it after a hand edit).
 
+Identity (`cleaning.identity`, when an identity model is set up): every candidate also gets its CCIP difference to
+the character (the reference pictures, or the set's medoid). A candidate over the threshold is rejected whatever
+its IoU: the pick is the best pose among the candidates that are the character. A code with no such candidate has
+no pick (it is left out of the dataset and reported; `cleaning.retry` first makes new candidates for it). Why each
+code got its pick, and every candidate's scores, are written to `picks.toml` (`[why]`, `[scores]`).
+
 Hand picks are pinned: `picks.toml` has a `[pinned]` table (picks made by hand, kept by every later pick, whatever
 the scores say) and an `[auto]` table (what scoring chose). Editing a number in `[auto]` pins that code at the
 next pick (the pipeline runs pick again when the file was edited); deleting a line from `[pinned]` lets charframe
@@ -18,13 +24,15 @@ throughout, the safe side; it is kept as `picks.toml.bak` before it is rewritten
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from charframe.character import Character
+from charframe.cleaning.identity import identities, reference_files, scorer_for
 from charframe.cleaning.images import candidates, read_image
 from charframe.dataset.naming import parse_code
 from charframe.dataset.sheets import Cell, SheetLayout, Tile, draw_sheet
@@ -50,6 +58,25 @@ class Score:
     candidate: int
     iou: float
     edge: float
+    identity: float | None = None  # CCIP difference to the character (lower = more alike); None = not scored
+
+
+@dataclass
+class PickOutcome:
+    """What one pick decided: the picks, the codes left without one (no candidate is the character), why each
+    code got its pick, every candidate's scores, and the identity threshold used (None: not scored)."""
+
+    picks: dict[str, int]
+    rejected: list[str]
+    why: dict[str, str]
+    scores: list[Score]
+    threshold: float | None = None
+
+
+def score_lines(s: Score) -> tuple[tuple[str, float], ...]:
+    """What a sheet prints under a candidate: (label, value) pairs, in the order they decide."""
+    lines = (("IoU", s.iou), ("edge", s.edge))
+    return lines + ((("identity", s.identity),) if s.identity is not None else ())
 
 
 def template_dir(character: Character, code: str) -> Path:
@@ -102,28 +129,67 @@ def score_candidate(rgba: np.ndarray, mask: np.ndarray, softedge: np.ndarray) ->
     return iou, float(cand @ ref / norm) if norm else 0.0
 
 
-def score_set(character: Character, set_name: str, codes: list[str] | None = None) -> list[Score]:
-    """Scores of every cleaned candidate (of `codes`, default all)."""
+def score_set(character: Character, set_name: str, codes: list[str] | None = None,
+              identity: dict[tuple[str, int], float] | None = None) -> list[Score]:
+    """Scores of every cleaned candidate (of `codes`, default all), with their identity when given."""
     alpha = character.work_dir(set_name) / "alpha"
     found = _cleaned(character, set_name)
+    identity = identity or {}
     scores = []
     for code in codes if codes is not None else list(found):
         mask = template_map(character, code, "mask")
         edge = template_map(character, code, "softedge")
         for i in found[code]:
             iou, e = score_candidate(read_image(alpha / f"{code}-{i}.png", 4), mask, edge)
-            scores.append(Score(code, i, iou, e))
+            scores.append(Score(code, i, iou, e, identity.get((code, i))))
     return scores
 
 
-def best(scores: list[Score]) -> dict[str, int]:
-    """Per code the highest IoU; IoUs within IOU_TIE of the best are decided by the edge score."""
+def identity_scores(character: Character, set_name: str, found: dict[str, list[int]], scorer: Any
+                    ) -> tuple[dict[tuple[str, int], float], str]:
+    """{(code, candidate): CCIP difference to the character} of every cleaned candidate, and the consensus used."""
+    clean = character.work_dir(set_name) / "clean"
+    keys = [(code, i) for code, ix in found.items() for i in ix]
+    values, consensus = identities(scorer, [clean / f"{code}-{i}.png" for code, i in keys], reference_files(character))
+    return {k: float(v) for k, v in zip(keys, values)}, consensus
+
+
+def best(scores: list[Score], threshold: float | None = None) -> dict[str, int]:
+    """Per code the highest IoU among the candidates within the identity threshold (all, without identity); IoUs
+    within IOU_TIE of the best are decided by the edge score. A code with no candidate within it gets no pick."""
+    return decide(scores, threshold)[0]
+
+
+def _accepted(s: Score, threshold: float | None) -> bool:
+    return threshold is None or s.identity is None or s.identity <= threshold
+
+
+def decide(scores: list[Score], threshold: float | None = None) -> tuple[dict[str, int], dict[str, str]]:
+    """(picks, why): see `best`; `why` says in a line why each code got its pick, or why it has none."""
     picks: dict[str, int] = {}
+    why: dict[str, str] = {}
     for code in dict.fromkeys(s.code for s in scores):
         mine = [s for s in scores if s.code == code]
-        top = max(s.iou for s in mine)
-        picks[code] = max((s for s in mine if s.iou >= top - IOU_TIE), key=lambda s: (s.edge, -s.candidate)).candidate
-    return picks
+        ok = [s for s in mine if _accepted(s, threshold)]
+        if not ok:
+            closest = min(mine, key=lambda s: s.identity)  # type: ignore[arg-type, return-value]
+            why[code] = (f"no pick: all {len(mine)} candidates differ from the character (identity over "
+                         f"{threshold:.3f}; closest #{closest.candidate} at {closest.identity:.3f})")
+            continue
+        top = max(s.iou for s in ok)
+        tied = [s for s in ok if s.iou >= top - IOU_TIE]
+        won = max(tied, key=lambda s: (s.edge, -s.candidate))
+        picks[code] = won.candidate
+        text = f"#{won.candidate}: best IoU {won.iou:.3f}" if len(tied) == 1 else \
+            f"#{won.candidate}: IoU {won.iou:.3f} ties {len(tied) - 1} other(s) within {IOU_TIE}, best edge {won.edge:.3f}"
+        if won.identity is not None:
+            text += f"; identity {won.identity:.3f} within {threshold:.3f}"
+        beaten = [s for s in mine if not _accepted(s, threshold) and s.iou > won.iou]
+        if beaten:
+            text += "; rejected despite a better IoU: " + ", ".join(
+                f"#{s.candidate} (IoU {s.iou:.3f}, identity {s.identity:.3f})" for s in beaten)
+        why[code] = text
+    return picks, why
 
 
 def parse_manual(items: list[str]) -> dict[str, int]:
@@ -141,6 +207,8 @@ def parse_manual(items: list[str]) -> dict[str, int]:
 
 
 PICK_TABLES = ("pinned", "auto")
+#: tables of picks.toml that only inform (why each pick won, every candidate's scores): never picks
+INFO_TABLES = ("why", "scores")
 
 
 def _selection_tables(path: Path, text: str) -> dict[str, dict[str, int]]:
@@ -150,6 +218,9 @@ def _selection_tables(path: Path, text: str) -> dict[str, dict[str, int]]:
     except tomlio.TOMLDecodeError as e:
         raise CharframeError(f"{path}: not valid TOML ({e})") from None
     tables = {k: data.pop(k) for k in PICK_TABLES if isinstance(data.get(k), dict)}
+    for k in INFO_TABLES:
+        if isinstance(data.get(k), dict):
+            del data[k]
     if data:
         tables["flat"] = data
     out: dict[str, dict[str, int]] = {}
@@ -186,36 +257,40 @@ def check_manual(manual: dict[str, int], found: dict[str, list[int]], where: Pat
             raise CharframeError(f"pick {code}:{i}: {code} has candidates {', '.join(map(str, found[code]))}, not {i}")
 
 
-def format_table(scores: list[Score], picks: dict[str, int], manual: dict[str, int]) -> str:
-    lines = [f"{'code':<5} {'cand':>4} {'IoU':>6} {'edge':>6}  picked"]
+def format_table(scores: list[Score], picks: dict[str, int], manual: dict[str, int],
+                 threshold: float | None = None) -> str:
+    ident = threshold is not None
+    lines = [f"{'code':<5} {'cand':>4} {'IoU':>6} {'edge':>6}" + (f" {'ident':>6}" if ident else "") + "  picked"]
     for s in scores:
         mark = ("by hand" if s.code in manual else "auto") if picks.get(s.code) == s.candidate else ""
-        lines.append(f"{s.code:<5} {s.candidate:>4} {s.iou:>6.3f} {s.edge:>6.3f}  {mark}")
+        if ident and s.identity is not None and s.identity > threshold:
+            mark = mark or "rejected: not the character"
+        extra = f" {s.identity:>6.3f}" if ident and s.identity is not None else (f" {'-':>6}" if ident else "")
+        lines.append(f"{s.code:<5} {s.candidate:>4} {s.iou:>6.3f} {s.edge:>6.3f}{extra}  {mark}")
     for code in manual:
         if not any(s.code == code for s in scores):
-            lines.append(f"{code:<5} {manual[code]:>4} {'-':>6} {'-':>6}  by hand")
+            lines.append(f"{code:<5} {manual[code]:>4} {'-':>6} {'-':>6}" + (f" {'-':>6}" if ident else "") + "  by hand")
     return "\n".join(lines)
 
 
-def score_lines(s: Score) -> tuple[tuple[str, float], ...]:
-    """What the sheet prints under a candidate: (label, value) pairs, in the order they decide."""
-    return (("IoU", s.iou), ("edge", s.edge))
-
-
-def why(code: str, scores: list[Score], chosen: int, hand: bool) -> str:
-    """Why `chosen` is the pick of `code`, in a few words for the sheet."""
+def sheet_reason(code: str, scores: list[Score], chosen: int, hand: bool, threshold: float | None = None) -> str:
+    """Why `chosen` is the pick of `code`, in a few words for the sheet (`decide` writes the long form)."""
     if hand:
         return "picked by hand"
     mine = [s for s in scores if s.code == code]
-    if not mine:
+    ok = [s for s in mine if _accepted(s, threshold)]
+    if not ok:
         return "picked"
-    top = max(s.iou for s in mine)
-    return "IoU tie → best edge" if sum(s.iou >= top - IOU_TIE for s in mine) > 1 else "best IoU"
+    top = max(s.iou for s in ok)
+    text = "IoU tie → best edge" if sum(s.iou >= top - IOU_TIE for s in ok) > 1 else "best IoU"
+    return text + " of the character" if len(ok) < len(mine) else text
 
 
-def _scores_for_sheet(character: Character, set_name: str, codes: list[str], known: list[Score]) -> list[Score]:
+def _scores_for_sheet(character: Character, set_name: str, codes: list[str], known: list[Score]
+                      ) -> tuple[list[Score], float | None]:
     """`known` plus the scores of the other codes whose templates have the maps (hand-picked codes are shown
-    with their scores too; a code without maps just has none)."""
+    with their scores too; a code without maps just has none); identities not in `known` come from picks.toml's
+    `[scores]` (what the last pick measured), with its threshold."""
     have = {s.code for s in known}
     out = list(known)
     for code in codes:
@@ -224,20 +299,26 @@ def _scores_for_sheet(character: Character, set_name: str, codes: list[str], kno
                 out += score_set(character, set_name, [code])
             except CharframeError:
                 pass
-    return out
+    _, recorded, threshold = read_info(character.work_dir(set_name) / PICKS_FILE)
+    identity = {(code, int(c["n"])): float(c["identity"]) for code, cells in recorded.items() for c in cells
+                if isinstance(c, dict) and isinstance(c.get("n"), int) and isinstance(c.get("identity"), (int, float))}
+    out = [s if s.identity is not None else replace(s, identity=identity.get((s.code, s.candidate))) for s in out]
+    return out, (float(threshold) if isinstance(threshold, (int, float)) else None)
 
 
 def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] | None = None,
-                      scores: list[Score] | None = None) -> SheetLayout:
+                      scores: list[Score] | None = None, threshold: float | None = None) -> SheetLayout:
     """Draw `contact-picked.png` from the set's picks.toml and the candidates' scores, and return its layout.
 
     Hand picks are the codes in `manual`; without it, picks.toml's pinned picks and the lines edited by hand since
-    charframe wrote it (`hand_picks`). Call it again after picks.toml changed."""
+    charframe wrote it (`hand_picks`). Call it again after picks.toml changed. With identity scores, a candidate
+    over the threshold is marked "not the character"."""
     work = character.work_dir(set_name)
     found = _cleaned(character, set_name)
     picks = read_picks(character, set_name)
-    scores = _scores_for_sheet(character, set_name, list(found), scores or [])
-    auto = best(scores)
+    scores, recorded = _scores_for_sheet(character, set_name, list(found), scores or [])
+    threshold = threshold if threshold is not None else recorded
+    auto = best(scores, threshold)
     hand = set(manual) if manual is not None else set(hand_picks(work))
     cells = []
     for code, indices in found.items():
@@ -248,25 +329,48 @@ def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] |
             chosen = picks.get(code) == i
             mark = ("hand" if code in hand else "pick") if chosen else ""
             lines = score_lines(by_index[i]) if i in by_index else ()
-            note = why(code, scores, i, code in hand) if chosen else "the scores' pick" if auto.get(code) == i else ""
+            note = (sheet_reason(code, scores, i, code in hand, threshold) if chosen else
+                    "the scores' pick" if auto.get(code) == i else
+                    "not the character" if i in by_index and not _accepted(by_index[i], threshold) else "")
             tiles.append(Tile(work / "clean" / f"{code}-{i}.png", f"#{i}", lines, mark, note))
         cells.append(Cell(code, tuple(tiles)))
     n_hand = sum(c in hand for c in picks)
     title = f"{character.keyword} {set_name}: picks for {len(picks)} of {len(found)} codes ({n_hand} by hand)"
+    identity = (f" Only candidates within the identity threshold {threshold:.3f} (CCIP difference to the character) "
+                "can be chosen." if threshold is not None else "")
     legend = (f"green: chosen by the scores (highest IoU of the silhouette with the template mask; IoUs within "
-              f"{IOU_TIE} decided by the edge agreement with the soft-edge map). orange: picked by hand in "
+              f"{IOU_TIE} decided by the edge agreement with the soft-edge map).{identity} orange: picked by hand in "
               f"{PICKS_FILE}. Edit {PICKS_FILE} (code = candidate) to change a pick.")
     layout = draw_sheet(title, cells, legend=legend, kind=next(iter(found))[0])
     atomic_write_bytes(work / CONTACT_FILE, layout.png())
     return layout
 
 
-def picks_toml(auto: dict[str, int], pinned: dict[str, int]) -> str:
+def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str] | None = None,
+               scores: list[Score] | None = None, threshold: float | None = None) -> str:
     head = ("# charframe pick: one candidate per code (contact-picked.png shows them all).\n"
             "# Change a number to pick by hand: the code is pinned and every later pick keeps it.\n"
             "# Delete a line from [pinned] to let charframe choose that code again.\n")
     lines = lambda picks: "".join(f"{code} = {i}\n" for code, i in sorted(picks.items()))  # noqa: E731
-    return f"{head}[pinned]\n{lines(pinned)}\n[auto]\n{lines(auto)}"
+    info = ""
+    if why:
+        info += "[why]\n" + "".join(f"{code} = {_toml_str(text)}\n" for code, text in sorted(why.items())) + "\n"
+    if scores:
+        info += ("[scores]  # per candidate: IoU and edge agreement with the template (higher = closer pose), "
+                 "identity = CCIP difference to the character (lower = more alike)\n")
+        if threshold is not None:
+            info += f"threshold = {threshold:.4f}\n"
+        for code in dict.fromkeys(s.code for s in scores):
+            cells = ", ".join("{" + f"n = {s.candidate}, iou = {s.iou:.4f}, edge = {s.edge:.4f}"
+                              + (f", identity = {s.identity:.4f}" if s.identity is not None else "") + "}"
+                              for s in scores if s.code == code)
+            info += f"{code} = [{cells}]\n"
+        info += "\n"
+    return f"{head}{info}[pinned]\n{lines(pinned)}\n[auto]\n{lines(auto)}"
+
+
+def _toml_str(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
 def hand_picks(work: Path) -> dict[str, int]:
@@ -288,13 +392,14 @@ def hand_picks(work: Path) -> dict[str, int]:
     return pinned
 
 
-def save_picks(work: Path, auto: dict[str, int], pinned: dict[str, int]) -> Path:
+def save_picks(work: Path, auto: dict[str, int], pinned: dict[str, int], why: dict[str, str] | None = None,
+               scores: list[Score] | None = None, threshold: float | None = None) -> Path:
     """Write picks.toml; a copy edited by hand since charframe wrote it is kept as picks.toml.bak first."""
     manifest = Manifest.load(work / PICK_MANIFEST)
     if manifest.status(PICKS_FILE) is Status.FOREIGN:
         log.info("%s: edited by hand; hand picks pinned, the file kept as %s", work / PICKS_FILE,
                  backup_file(work / PICKS_FILE).name)
-    text = picks_toml(auto, pinned)
+    text = picks_toml(auto, pinned, why, scores, threshold)
     st = atomic_write_text(work / PICKS_FILE, text)
     manifest.record(PICKS_FILE, data=text.encode("utf-8"), stat=st)
     manifest.outputs[PICKS_FILE]["auto"] = dict(sorted(auto.items()))
@@ -304,10 +409,18 @@ def save_picks(work: Path, auto: dict[str, int], pinned: dict[str, int]) -> Path
 
 
 def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | list[str] | None = None,
-             unpin: list[str] | None = None) -> dict[str, int]:
+             unpin: list[str] | None = None, scorer: Any = "auto") -> dict[str, int]:
     """Pick one candidate per code: pinned hand picks first (those in picks.toml, then `manual`, which pins too;
-    `unpin` releases codes, "all" every one), the rest by pose fidelity. Write picks.toml and the marked contact
-    sheet; return {code: candidate}."""
+    `unpin` releases codes, "all" every one), the rest by pose fidelity among the candidates that are the character
+    (identity, when scored). Write picks.toml and the marked contact sheet; return {code: candidate}."""
+    return pick_outcome(character, set_name, manual=manual, unpin=unpin, scorer=scorer).picks
+
+
+def pick_outcome(character: Character, set_name: str, *, manual: dict[str, int] | list[str] | None = None,
+                 unpin: list[str] | None = None, scorer: Any = "auto", notes: dict[str, str] | None = None
+                 ) -> PickOutcome:
+    """`pick_set`, returning everything it decided (`PickOutcome`). `scorer`: a `models.ccip.Scorer`, None (no
+    identity), or "auto" (the project's `[identity]`). `notes`: more words per code for `[why]` (retries)."""
     work = character.work_dir(set_name)
     found = _cleaned(character, set_name)
     manual = parse_manual(manual) if isinstance(manual, list) else dict(manual or {})
@@ -322,14 +435,40 @@ def pick_set(character: Character, set_name: str, *, manual: dict[str, int] | li
             del pinned[code]
     pinned |= manual
     auto_codes = [code for code in found if code not in pinned]
-    scores = score_set(character, set_name, auto_codes)
-    auto = best(scores)
+    if scorer == "auto":
+        scorer = scorer_for(character.root)
+    identity, threshold = {}, None
+    if scorer is not None and auto_codes:
+        identity, consensus = identity_scores(character, set_name, found, scorer)
+        threshold = scorer.threshold
+        log.info("%s: identity against %s (threshold %.3f)", work, consensus, threshold)
+    scores = score_set(character, set_name, auto_codes, identity)
+    auto, why = decide(scores, threshold)
+    why |= {code: "pinned by hand" for code in pinned}
+    for code, note in (notes or {}).items():
+        if code in why:
+            why[code] += f"; {note}"
     picks = {code: {**auto, **pinned}[code] for code in found if code in auto or code in pinned}
-    log.info("%s", format_table(scores, picks, pinned))
-    save_picks(work, {c: i for c, i in auto.items() if c in picks}, {c: i for c, i in pinned.items() if c in picks})
-    draw_picked_sheet(character, set_name, manual=set(pinned), scores=scores)
+    rejected = [code for code in auto_codes if code not in auto]
+    log.info("%s", format_table(scores, picks, pinned, threshold))
+    save_picks(work, {c: i for c, i in auto.items() if c in picks}, {c: i for c, i in pinned.items() if c in picks},
+               why, scores, threshold)
+    draw_picked_sheet(character, set_name, manual=set(pinned), scores=scores, threshold=threshold)
     log.info("%s: %d picked (%d pinned by hand) → %s", work, len(picks), len(pinned), work / PICKS_FILE)
-    return picks
+    for code in rejected:
+        log.warning("%s %s: %s", work, code, why[code])
+    return PickOutcome(picks, rejected, why, scores, threshold)
+
+
+def read_info(path: Path) -> tuple[dict[str, str], dict[str, list[dict[str, Any]]], float | None]:
+    """(why, scores per code, identity threshold) of a picks.toml (empty when it has none or is unreadable)."""
+    try:
+        data = tomlio.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError):
+        return {}, {}, None
+    scores = dict(data.get("scores") or {})
+    threshold = scores.pop("threshold", None)
+    return dict(data.get("why") or {}), {k: v for k, v in scores.items() if isinstance(v, list)}, threshold
 
 
 def read_picks(character: Character, set_name: str) -> dict[str, int]:

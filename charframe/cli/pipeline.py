@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-STEPS_TEXT = "generate → clean → pick → export → prepare → train → merge → compress → preview"
+STEPS_TEXT = "generate → clean → pick → export → prepare → train → score → merge → compress → preview"
 
 RUN_EPILOG = f"""\
 steps: {STEPS_TEXT}
@@ -20,8 +20,9 @@ buckets and recipes where its file is silent (data/families/sdxl.toml); a group'
 examples:
   charframe run krnk                        # Characters/krnk.toml, face then body stages
   charframe run Characters/krnk.toml --stage face --dry-run
-  charframe run krnk --from train           # retrain (and merge, compress, preview) even if up to date
+  charframe run krnk --from train           # retrain (and score, merge, compress, preview) even if up to date
   charframe run krnk_tyank                  # Characters/krnk_tyank.group.toml: members, then the group
+  charframe run krnk --stage face --step 600    # merge the checkpoint of step 600 instead of the score's choice
   charframe run Characters/krnk.toml Characters/tyank.toml   # several files (as dropped on bin/run.sh)
 A new project needs its pose templates first: charframe templates (FaceTemplate/, BodyTemplate/).
 Progress: one line per step with its time and "step k of N" with the time left; the table at the end lists
@@ -112,10 +113,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--until", dest="until_step", metavar="STEP", help="stop after this step")
     p.add_argument("--force", action="store_true", help="redo every step")
     p.add_argument("--dry-run", action="store_true", help="print each step, its inputs and outputs, up to date or not")
+    p.add_argument("--step", type=int, metavar="N", help="use the checkpoint of step N (pinned in the stage's score "
+                   "file until --step 0) instead of the one the score step chooses; needs one stage (--stage)")
     _executor_args(p)
     p.add_argument("-v", "--verbose", dest="all_rows", action="store_true",
                    help="list every step at the end, up to date or not (default: what ran; one line when nothing did)")
     p.set_defaults(func=run_run)
+
+    rp = sub.add_parser("report", help="write and print the path of each stage's HTML report (scores, previews)",
+                        description="Write the report page of each stage of a character or group (the score step "
+                        "writes it too) and print where it is.", formatter_class=fmt,
+                        epilog="examples:\n  charframe report krnk\n  charframe report krnk --stage face --open\n")
+    rp.add_argument("character", metavar="CHARACTER", help="character file, group file, or a name in Characters/")
+    rp.add_argument("--stage", default=None, metavar="STAGE", help="one stage: face, body-<outfit> or group")
+    rp.add_argument("--open", action="store_true", help="open the page(s) in the web browser")
+    rp.set_defaults(func=run_report)
 
     r = sub.add_parser("rerun", help="rerun what changed, for many characters; summary table at the end",
                        description="Rerun the stale steps of characters and groups.", epilog=RERUN_EPILOG,
@@ -184,6 +196,7 @@ def _project(arg: str | None) -> Path:
 
 
 def run_run(args: argparse.Namespace) -> int:
+    from charframe.errors import CharframeError
     from charframe.pipeline.executors import execute
     from charframe.pipeline.runner import describe_plan, run_target, summary_table
     from charframe.pipeline.stages import resolve_target
@@ -191,6 +204,11 @@ def run_run(args: argparse.Namespace) -> int:
 
     root = find_project_root()
     targets = [resolve_target(c, root) for c in args.character]  # every name checked before anything runs
+    if args.step is not None:
+        if len(targets) != 1:
+            raise CharframeError(f"{{param}} names a checkpoint of one stage of one character, and this runs "
+                                 f"{len(targets)} files; run them one at a time", param="step")
+        _pin_step(targets[0], args)
     plans = [run_target(t, _options(args), dry_run=True)[0] for t in targets]  # decides only: no model loaded
     _template_warnings([p for plan in plans for p in plan])
     if args.dry_run:
@@ -273,6 +291,37 @@ def run_restore(args: argparse.Namespace) -> int:
     with run_lock(job.state_dir, job.owner):
         replaced = restore(job, args.version, Records().of(job))
     print(f"{job.out} ({job.name}): version {args.version} restored; the set it replaced is kept in {replaced}")
+    return 0
+
+
+def _pin_step(target: Path, args: argparse.Namespace) -> None:
+    from charframe.errors import CharframeError
+    from charframe.pipeline.lock import run_lock
+    from charframe.pipeline.score_file import pin_step
+    from charframe.pipeline.stages import target_jobs
+
+    stage = "group" if target.name.endswith(".group.toml") and args.stage == "all" else args.stage
+    jobs = target_jobs(target, stage)
+    if len(jobs) != 1:
+        raise CharframeError(f"{target.name}: {{param}} names a checkpoint of one stage, and this runs "
+                             f"{len(jobs)} ({', '.join(j.name for j in jobs)}); add --stage", param="step")
+    job = jobs[0]
+    with run_lock(job.state_dir, job.owner):
+        path = pin_step(job, args.step)
+    print(f"{job.out} ({job.name}): " + (f"step {args.step} pinned in {path}" if args.step else
+                                           f"the score chooses the step again ({path})"))
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import webbrowser
+
+    from charframe.pipeline.report import write_report
+
+    for job in _stage_jobs(args):
+        path = write_report(job)
+        print(f"{job.out} ({job.name}): {path}")
+        if args.open:
+            webbrowser.open(path.as_uri())
     return 0
 
 

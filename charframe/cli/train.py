@@ -60,6 +60,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sample-seeds", default="1,2", help="comma-separated sample seeds (default 1,2)")
     g.add_argument("--save-state-every", type=int, default=0, metavar="N",
                    help="also save a resumable state every N steps (Ctrl-C and crashes always save one)")
+    g.add_argument("--save-every", type=int, metavar="N",
+                   help="also save the LoRA of every N-th step as <name>-step00000500.safetensors (with its state)")
     g.add_argument("--recipes", type=Path, help="your own recipes.toml instead of the shipped one")
     g.add_argument("--pivotal-trigger", metavar="WORD",
                    help="pivotal tuning: train this caption word (the keyword) as an embedding with the LoRA")
@@ -123,6 +125,7 @@ def _options(args: argparse.Namespace) -> dict:
         min_snr_gamma=args.min_snr_gamma, debiased_estimation=args.debiased_estimation,
         sample_every=args.sample_every, sample_prompts=list(args.sample_prompt),
         sample_seeds=_seeds(args.sample_seeds), save_state_every=args.save_state_every,
+        **({"save_every_n_steps": args.save_every} if args.save_every is not None else {}),
         **_pivotal(args),
     )
 

@@ -327,10 +327,14 @@ def generate_set(
     progress: bool = True,
     device: str | None = None,
     batch: int | None = None,
+    first: int = 0,
 ) -> GenerateResult:
     """Generate the missing candidates of one set (`kind` "f"/"face" or "b"/"body" with `outfit`). `batch`: the
     candidates of one code made at once (None: from the GPU's memory, 1 on the CPU); the pictures are the same
-    whatever the batch."""
+    whatever the batch.
+
+    `first`: the number (and seed offset) of the first candidate: a pick retry asks for `candidates` more with the
+    next seeds (`codes=[...], first=4`). Such candidates stay, while current, when the whole set is generated."""
     from tqdm import tqdm
 
     start = time.perf_counter()
@@ -342,6 +346,8 @@ def generate_set(
         raise CharframeError("{param} must be at least 1", param="candidates")
     if batch is not None and batch < 1:
         raise CharframeError("{param} must be at least 1", param="batch")
+    if first < 0:
+        raise CharframeError("{param} must be 0 or more", param="first")
     work = character.work_dir(character.set_name(kind, outfit))
     code_list = set_codes(character, kind, codes)
     units = control_units(character, control)
@@ -361,10 +367,11 @@ def generate_set(
     recycler = project_dirs(character.root).recycler()
     todo: list[tuple[ImageCode, int, Path]] = []
     wanted: set[str] = set()
+    retried = _retry_numbers(manifest, n) if first == 0 else {}
     for code in code_list:
         prompt = prompts[code]
         maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
-        for i in range(n):
+        for i in range(first, first + n):
             name = f"{RAW}/{code.code}-{i}.png"
             wanted.add(name)
             path = work / name
@@ -382,6 +389,12 @@ def generate_set(
             if action == "replace":
                 result.replaced.append(recycler.recycle(path))
             todo.append((code, i, path))
+        for i in retried.get(code.code, ()):  # a pick retry's candidates: kept while current, else retired
+            name = f"{RAW}/{code.code}-{i}.png"
+            params = {"prompt": prompt, "seed": g.seed + i, **settings_common}
+            if manifest.check(name, inputs=files + maps, params=params) == Check("ours", True):
+                wanted.add(name)
+                result.skipped.append(work / name)
     if codes is None and candidates is None:
         _retire_unwanted(manifest, work, wanted, recycler, result)
     manifest.save()
@@ -393,8 +406,9 @@ def generate_set(
     title = f"{character.keyword} {character.set_name(kind, outfit)}: {len(code_list)} codes × {n} candidates"
     subtitle = (f"candidate #i has seed {g.seed} + i; {g.sampler}, {g.steps} steps, CFG {g.cfg:g}; "
                 f"template first in each cell. Next: charframe clean, then pick")
+    shown = first + n
     if not todo:
-        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
+        result.contact = _write_contact(work, title, subtitle, code_list, shown, set_dir)
         result.seconds = time.perf_counter() - start
         return result
     device, dtype = _device_dtype(character, device)
@@ -435,9 +449,20 @@ def generate_set(
     finally:
         manifest.save()
         bar.close()
-        result.contact = _write_contact(work, title, subtitle, code_list, n, set_dir)
+        result.contact = _write_contact(work, title, subtitle, code_list, shown, set_dir)
         result.seconds = time.perf_counter() - start
     return result
+
+
+def _retry_numbers(manifest: Manifest, n: int) -> dict[str, list[int]]:
+    """{code: candidate numbers ≥ n} recorded in the set's manifest: the candidates pick retries made."""
+    out: dict[str, list[int]] = {}
+    for name in manifest.names():
+        stem = name[len(RAW) + 1:-4] if name.startswith(f"{RAW}/") and name.endswith(".png") else ""
+        code, _, number = stem.partition("-")
+        if number.isdigit() and int(number) >= n:
+            out.setdefault(code, []).append(int(number))
+    return {code: sorted(ix) for code, ix in out.items()}
 
 
 def _batches(todo: list[tuple[ImageCode, int, Path]], batch: int | None, runner: Runner, device: str,

@@ -1,10 +1,10 @@
 """The `ray` executor: the job graph (`pipeline.graph`) as Ray tasks.
 
-Each part of a stage chain is one task running `graph.run_part`: a GPU part (generate, train, preview) asks for
-`[cluster] gpus` GPUs and one CPU, a CPU part (clean … prepare, merge, compress) for `[cluster] cpus` CPUs and no
-GPU, so a GPU is free while a set is cleaned or a LoRA compressed. A part takes the previous part of its chain
-as an argument and the first part of a chain the last parts of the chains it waits for (a group's members):
-Ray's object dependencies are the graph's order, and no task starts before its inputs are written.
+Each part of a stage chain is one task running `graph.run_part`: a GPU part (generate, pick, train, score, preview)
+asks for `[cluster] gpus` GPUs and one CPU, a CPU part (clean, export, prepare, merge, compress) for `[cluster]
+cpus` CPUs and no GPU, so a GPU is free while a set is cleaned or a LoRA compressed. A part takes the previous part
+of its chain as an argument and the first part of a chain the last parts of the chains it waits for (a group's
+members): Ray's object dependencies are the graph's order, and no task starts before its inputs are written.
 
 Tasks are not retried (`max_retries=0`): a worker that dies (killed, out of memory, its node lost) fails its
 chain and blocks what waits for it; the other chains go on, and a rerun finishes it from the step it died in.

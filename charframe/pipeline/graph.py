@@ -6,13 +6,13 @@ after another. A node comes after the earlier nodes it writes for or reads from:
 members' stages, two nodes of one owner in target order. Everything else may run at once.
 
 The driver plans every node here (`plan_graph`: records and file stats only, the same plan as a dry run); a node
-with nothing to run never leaves this process. A node's steps are cut into *parts* where the resource changes —
-GPU steps (`gpu_steps` of charframe/data/executors.toml: generate, train, preview) and CPU steps — and only the
-parts holding a step that may run are sent. A worker runs a part with `run_part`: the same `runner.run_jobs` a
-local run uses, restricted to the part's places in the plan, so staleness is still decided by content when a
-step is reached, the run lock and the step records work as locally, and a failed step blocks exactly the steps
-that read its outputs: the outputs of failed steps (`broken`) and the stages already archived travel from part
-to part, and from a target's member nodes to its group node (as in one local `run` of a group file; across
+with nothing to run never leaves this process. A node's steps are cut into *parts* where the resource changes — GPU
+steps (`gpu_steps` of charframe/data/executors.toml: generate, pick, train, score, preview) and CPU steps — and
+only the parts holding a step that may run are sent. A worker runs a part with `run_part`: the same
+`runner.run_jobs` a local run uses, restricted to the part's places in the plan, so staleness is still decided by
+content when a step is reached, the run lock and the step records work as locally, and a failed step blocks exactly
+the steps that read its outputs: the outputs of failed steps (`broken`) and the stages already archived travel from
+part to part, and from a target's member nodes to its group node (as in one local `run` of a group file; across
 targets, as in a local `rerun`, they do not).
 
 `assemble` puts the rows back in the order of a local run, so the summary table is the same for every executor.

@@ -1,7 +1,8 @@
 """Finished LoRAs are versioned: a retrain never destroys the LoRA a user liked.
 
 Before a stage's LoRA, merge or compression is replaced, its whole finished set — the LoRA, its saved plan
-(`.train.toml`), the merged and compressed files, the preview grid — and the step records that describe it go to
+(`.train.toml`), its step checkpoints and score file, the merged and compressed files, the preview grid and the
+report — and the step records that describe it go to
 
     LoRAOutput/<out>/history/<YYYYmmdd-HHMMSS>/
 
@@ -24,7 +25,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from charframe.errors import CharframeError
+from charframe.pipeline.score_file import report_path, score_path
 from charframe.project import load_project
+from charframe.training.checkpoints import checkpoints
 from charframe.util.files import atomic_write_text
 from charframe.util.manifest import Manifest
 
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 HISTORY = "history"
 RECORD = "version.json"
 #: the steps whose records travel with a version
-VERSIONED_STEPS = ("train", "merge", "compress", "preview")
+VERSIONED_STEPS = ("train", "score", "merge", "compress", "preview")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class Version:
 def set_files(job: "StageJob") -> list[Path]:
     """The files of a stage's finished set (existing or not)."""
     plan = job.lora.with_name(job.lora.stem + ".train.toml")
-    return [job.lora, plan, job.merged, job.compressed, job.preview]
+    steps = [p for _, p in checkpoints(job.lora)]
+    return [job.lora, plan, *steps, score_path(job), job.merged, job.compressed, job.preview, report_path(job)]
 
 
 def history_dir(job: "StageJob") -> Path:

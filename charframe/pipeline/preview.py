@@ -7,7 +7,8 @@ right, set apart, a LoRA-strength sweep of the first scene and seed (`[preview] 
 1.0: WebUI's XYZ plot over `<lora:…:w>`). A title block says which files, base model, prompt, seeds and
 sampling settings made the grid, so a PNG found later explains itself. One PNG beside the LoRA
 (`LoRAOutput/<out>/<out>-<stage>-preview.png`) and the same rows as TensorBoard images
-(`LoRALog/<out>-preview/`, tag `<stage>/<model>`, step = training steps).
+(`LoRALog/<out>-preview/`, tag `<stage>/<model>`, step = training steps). The LoRA row is the checkpoint the score
+step chose (`score_file.chosen_lora`: the final LoRA unless an earlier step scored better or was pinned).
 Prompts are encoded as generated images are (`generation.prompt.encode_pair`: WebUI's weights and 75-token chunks,
 the training's clip skip), with the embeddings of the project's `embeddings/` folder the prompts call, and in each
 LoRA's row the embeddings that LoRA bundles (a pivotal LoRA's trigger: the base row reads the keyword as text).
@@ -38,6 +39,7 @@ from charframe.generation.prompt import encode_pair
 from charframe.models.clip import check_clip_skip
 from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
+from charframe.pipeline.score_file import chosen_lora
 from charframe.pipeline.stages import StageJob
 from charframe.project import project_dirs
 from charframe.templates.writer import encode_png
@@ -217,7 +219,7 @@ def preview_job(job: StageJob, *, progress: bool = True, previous: Path | None =
     pipe = comps.pipeline()
     pipe.set_progress_bar_config(disable=True)
     folder.lookup(pipe.tokenizer, pipe.text_encoder)  # a folder embedding of another width: one line, not grey rows
-    rows = [Row("base", None, []), Row("LoRA", job.lora, []), Row("merged", job.merged, []),
+    rows = [Row("base", None, []), Row("LoRA", chosen_lora(job), []), Row("merged", job.merged, []),
             Row("compressed", job.compressed, [])] + ([Row("previous", Path(previous), [])] if previous else [])
     per_row = len(texts) * len(s.seeds)
     total = len(rows) * per_row + (len(rows) - 1) * len(s.strengths)

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from charframe.errors import CharframeError
 from charframe.pipeline import history
@@ -249,6 +249,7 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
     records = records or Records()
     report = RunReport()
     ctx = RunContext(progress=options.progress, keep_version=_Versions(records, archived))
+    by_name = {s.name: s for s in STEPS}  # all steps: a part of a chain may lack those a step refreshes
     broken = [] if broken is None else broken  # outputs of failed or blocked steps
     for p in planned:
         row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date", owner=p.job.owner)
@@ -270,7 +271,7 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
         row.status = "running"
         if on_step:
             on_step(p, row)
-        _run_one(p, records, ctx, row)
+        _run_one(p, records, ctx, row, by_name)
         if row.status == "failed":
             log.error("%s %s %s: %s", p.job.owner, p.job.name, p.step.name, row.message)
             broken += [(fs, f"{p.job.name} {p.step.name}") for fs in p.step.outputs(p.job)]
@@ -279,8 +280,11 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
     return report
 
 
-def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult) -> None:
-    """Forget the step's record, fingerprint its inputs, run it, record inputs + outputs + parameters."""
+def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult,
+             steps: Mapping[str, Step] | None = None) -> None:
+    """Forget the step's record, fingerprint its inputs, run it, record inputs + outputs + parameters. A step that
+    adds to earlier steps' outputs (`Step.refreshes`: pick's retries add candidates) re-records those steps and
+    fingerprints its own inputs after it ran, so the files it added make nothing stale."""
     m = records.of(p.job)
     known = m.set_inputs(p.record)
     m.forget(p.record)
@@ -290,6 +294,9 @@ def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult)
         params = params_text(p.step.params(p.job), p.job.root)
         inputs = m.fingerprints(records.paths(p.step.inputs(p.job)), known)
         p.step.run(resolve(p.step.call, p.step.name), p.job, ctx)
+        if p.step.refreshes:
+            _refresh(p, records, steps or {})
+            inputs = m.fingerprints(records.paths(p.step.inputs(p.job)), inputs)
         row.seconds = time.perf_counter() - start
         m.record_set(p.record, outputs=records.paths(p.step.outputs(p.job)), inputs=inputs, params=params,
                      seconds=row.seconds)
@@ -303,6 +310,19 @@ def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult)
         if not isinstance(e, (CharframeError, OSError)):
             log.debug("step %s failed", p.step.name, exc_info=True)
         row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)
+
+
+def _refresh(p: PlannedStep, records: Records, steps: Mapping[str, Step]) -> None:
+    """Re-record the earlier steps `p.step` added files to (their record then matches the files now)."""
+    m, job = records.of(p.job), p.job
+    for name in p.step.refreshes:
+        other, record = steps.get(name), f"{job.name}.{name}"
+        entry = m.outputs.get(record)
+        if other is None or not entry or "files" not in entry:
+            continue
+        inputs = m.fingerprints(records.paths(other.inputs(job)), m.set_inputs(record))
+        m.record_set(record, outputs=records.paths(other.outputs(job)), inputs=inputs,
+                     params=params_text(other.params(job), job.root), seconds=float(entry.get("seconds", 0.0)))
 
 
 @contextlib.contextmanager

@@ -149,7 +149,8 @@ def _job(stage: str, name: str, owner: str, source: Path, members: tuple[tuple[C
     plan = make_plan(recipe.logic, recipe.dim, recipe.lr, recipe.steps, dataset=dirs.input / dataset / f"{dataset}.toml",
                      out=out, model=model_path(c), vae=model_path(c, "vae"), clip_skip=c.generation.clip_skip,
                      family=c.generation.family or None, prediction=c.generation.prediction or None,
-                     output_dir=str(dirs.output), logging_dir=str(dirs.log), **(pivotal or {}))
+                     output_dir=str(dirs.output), logging_dir=str(dirs.log), **(pivotal or {}),
+                     **({"save_every_n_steps": recipe.save_every} if recipe.save_every else {}))
     return StageJob(stage, name, owner, source, dirs.root, members, dirs.input / dataset, out, recipe, plan, merge,
                     face_lora, family)
 
@@ -216,6 +217,9 @@ def load_group(path: str | os.PathLike) -> Group:
                              "a group LoRA is trained on one base model: give every member a model of one family")
     name = path.name[: -len(GROUP_SUFFIX)] if path.name.endswith(GROUP_SUFFIX) else path.stem
     recipe = g.training or members[0][0].training.group
+    if recipe.save_every is not None and recipe.save_every > recipe.steps:
+        raise CharframeError(f"{path}: training.save_every: {recipe.save_every} is more than the {recipe.steps} steps: "
+                             "no checkpoint would be saved before the last step; use a smaller number, or leave it out")
     return Group(name, path, tuple(members), g.repeats, recipe)
 
 

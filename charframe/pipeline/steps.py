@@ -12,8 +12,8 @@ matches: a parameter, an input's content, or a recorded output changed. `params`
 result depends on besides its input files (the export sizes are not a parameter of generate). Steps whose
 outputs a user may edit or delete (dataset images) say `protect_outputs`: such a change is the user's, it
 retrains, but it does not make the step redo its work. Steps in order: generate → clean → pick → export →
-prepare → train → merge → compress → preview (`clean` comes before `pick`: picking scores the cleaned
-silhouettes).
+prepare → train → score → merge → compress → preview (`clean` comes before `pick`: picking scores the cleaned
+silhouettes; `score` chooses the checkpoint that merge reads, `pipeline.score`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from charframe.character import Character
+from charframe.cleaning.identity import identity_setting, reference_files
 from charframe.cleaning.rembg_method import model_available
 from charframe.dataset.captions import load_rules
 from charframe.dataset.naming import IMAGE_EXTENSIONS
@@ -35,8 +36,10 @@ from charframe.errors import CharframeError
 from charframe.families.family import DEFAULT
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
+from charframe.pipeline.score_file import chosen_lora, previews_dir, report_path, score_path
 from charframe.pipeline.stages import StageJob
-from charframe.project import project_dirs
+from charframe.project import load_project, project_dirs
+from charframe.training.checkpoints import checkpoints
 from charframe.util.files import check_confined
 from charframe.util.schema import dump
 
@@ -69,6 +72,7 @@ class Step:
     run: Callable[[Callable[..., Any], StageJob, RunContext], None]
     help: str = ""
     protect_outputs: bool = False   # outputs are the user's to edit or delete (see the module doc)
+    refreshes: tuple[str, ...] = ()  # earlier steps whose outputs this one may add to (pick's retries): re-recorded
 
 
 def resolve(call: str, step: str = "") -> Callable[..., Any]:
@@ -140,7 +144,7 @@ def _clean(fn, job: StageJob, ctx: RunContext) -> None:
 
 def _pick(fn, job: StageJob, ctx: RunContext) -> None:
     for c, _, _, set_name in _own_sets(job):
-        fn(c, set_name)
+        fn(c, set_name, face_lora=job.face_lora, progress=ctx.progress)
 
 
 def _export(fn, job: StageJob, ctx: RunContext) -> None:
@@ -170,6 +174,10 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
     if state is None:
         ctx.keep_version(job)  # the finished set, whatever recipe named it, goes to the history first
         job.lora.unlink(missing_ok=True)
+        recycler = None
+        for _, old in checkpoints(job.lora):  # an earlier run's step checkpoints go to LoRAWork/replaced/
+            recycler = recycler or project_dirs(job.root).recycler()
+            recycler.recycle(old)
     check_confined(job.lora.parent)  # made inside the project only (util.files.confine_writes)
     job.lora.parent.mkdir(parents=True, exist_ok=True)
     result = fn(job.plan, resume=state is not None)
@@ -177,11 +185,15 @@ def _train(fn, job: StageJob, ctx: RunContext) -> None:
         raise CharframeError(f"{job.lora}: the trainer wrote {result.output} instead; move it away and rerun")
 
 
+def _score(fn, job: StageJob, ctx: RunContext) -> None:
+    fn(job, progress=ctx.progress)
+
+
 def _merge(fn, job: StageJob, ctx: RunContext) -> None:
     label, weights = job.merge
     if job.merged.exists():
         ctx.keep_version(job)
-    fn(job.lora, weights, label, output=job.merged, overwrite=True)
+    fn(chosen_lora(job), weights, label, output=job.merged, overwrite=True)
 
 
 def _compress(fn, job: StageJob, ctx: RunContext) -> None:
@@ -200,8 +212,27 @@ def _generation_params(job: StageJob) -> dict[str, Any]:
     """What the candidates of a set depend on besides files: who the character is in the prompt, the outfit, the
     generation settings (not the export or training settings; generate_set records each candidate's own)."""
     return {c.keyword: {"prompt": c.prompt, "negative": c.negative, "fill": c.fill, "asymmetric": c.asymmetric,
-                        "generation": dump(c.generation), "outfit": c.outfits[o] if o else ""}
+                        "generation": _generation_dump(c), "outfit": c.outfits[o] if o else ""}
             for c, o in job.members}
+
+
+def _generation_dump(c: Character) -> dict[str, Any]:
+    """The generation settings that make the candidates (`retries` only matters to pick)."""
+    return {k: v for k, v in dump(c.generation).items() if k != "retries"}
+
+
+def _pick_inputs(job: StageJob) -> list[FileSet]:
+    """The cleaned candidates and templates, the identity model's files and the reference pictures."""
+    extra = [FileSet(p) for p in identity_setting(job.root).files()]
+    extra += [FileSet(p) for c, _, _, _ in _own_sets(job) for p in reference_files(c)]
+    return _sets_work(job, "clean", "alpha") + _templates(job) + extra
+
+
+def _pick_params(job: StageJob) -> dict[str, Any]:
+    """Which identity model and threshold (or none), and per character its references and retries."""
+    return {**identity_setting(job.root).params(),
+            **{c.keyword: {"reference": list(c.reference), "retries": c.generation.retries,
+                           "candidates": c.generation.candidates} for c, _, _, _ in _own_sets(job)}}
 
 
 def _clean_params(job: StageJob) -> dict[str, Any]:
@@ -232,6 +263,30 @@ def _train_params(job: StageJob) -> dict[str, Any]:
     return {"plan": job.plan.to_dict(), "dataset": text}
 
 
+def _checkpoints(job: StageJob) -> list[FileSet]:
+    """The final LoRA and its step checkpoints (`<stem>-step00000500.safetensors`)."""
+    return [FileSet(job.lora), FileSet(job.lora.parent, (f"{job.lora.stem}-step*.safetensors",))]
+
+
+def _score_inputs(job: StageJob) -> list[FileSet]:
+    """The checkpoints and, when identity is scored, the training images, the identity model and base model."""
+    setting = identity_setting(job.root)
+    if setting.model is None:
+        return _checkpoints(job)
+    return (_checkpoints(job) + [FileSet(job.dataset, IMAGES)] + [FileSet(p) for p in setting.files()]
+            + _model_files(job) + [FileSet(p) for c, _ in job.members for p in reference_files(c)])
+
+
+def _score_params(job: StageJob) -> dict[str, Any]:
+    """Without identity only that (nothing is rendered); with it the model, what is rendered and the rule."""
+    setting = identity_setting(job.root)
+    if setting.model is None:
+        return setting.params()
+    config = load_project(job.root)
+    return {**setting.params(), "preview": dataclasses.asdict(preview_settings(job.root, job.plan.io.model is None)),
+            "score": dump(config.score), "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in job.members}}
+
+
 def _sets_work(j: StageJob, *parts: str) -> list[FileSet]:
     return [_work(c, s, part) for c, _, _, s in _own_sets(j) for part in parts]
 
@@ -245,10 +300,11 @@ STEPS: tuple[Step, ...] = (
          lambda j: _sets_work(j, "raw"),
          lambda j: _sets_work(j, "clean", "alpha"),
          _clean_params, _clean, "background removed and filled; transparent copies"),
-    Step("pick", "charframe.cleaning.pick:pick_set", frozenset({"face", "body"}),
-         lambda j: _sets_work(j, "clean", "alpha") + _templates(j),
+    Step("pick", "charframe.cleaning.retry:pick_with_retries", frozenset({"face", "body"}),
+         _pick_inputs,
          lambda j: _sets_work(j, "picks.toml"),
-         lambda j: {}, _pick, "best candidate per code (pose fidelity); hand picks pinned"),
+         _pick_params, _pick, "best candidate per code (pose and identity; new candidates for a code with none); "
+         "hand picks pinned", refreshes=("generate", "clean")),
     Step("export", "charframe.cleaning.export:export_set", frozenset({"face", "body", "group"}),
          lambda j: [fs for c, s in j.sets() for fs in (_work(c, s, "picks.toml"), _work(c, s, "clean"), _work(c, s, "alpha"))],
          lambda j: [FileSet(j.dataset, IMAGES)],
@@ -260,16 +316,20 @@ STEPS: tuple[Step, ...] = (
          _rules, _prepare, "captions + dataset TOML"),
     Step("train", "charframe.training.engines:train_with", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.dataset, IMAGES + CAPTION_FILES)] + _model_files(j),
-         lambda j: [FileSet(j.lora)],
+         _checkpoints,
          _train_params, _train, "LoRA (built-in trainer)"),
+    Step("score", "charframe.pipeline.score:score_job", frozenset({"face", "body", "group"}),
+         _score_inputs,
+         lambda j: [FileSet(score_path(j)), FileSet(previews_dir(j), ("**/*.png",)), FileSet(report_path(j))],
+         _score_params, _score, "checkpoints scored (identity), the best step chosen; the report"),
     Step("merge", "charframe.lora.ops.merge:merge_file", frozenset({"face", "body", "group"}),
-         lambda j: [FileSet(j.lora)], lambda j: [FileSet(j.merged)],
+         lambda j: [FileSet(score_path(j)), FileSet(chosen_lora(j))], lambda j: [FileSet(j.merged)],
          lambda j: {"label": j.merge[0], "weights": list(j.merge[1])}, _merge, "block-weight merge"),
     Step("compress", "charframe.lora.ops.compress:compress_file", frozenset({"face", "body", "group"}),
          lambda j: [FileSet(j.merged)], lambda j: [FileSet(j.compressed)],
          lambda j: {"sv_ratio": j.recipe.sv_ratio}, _compress, "SVD compression"),
     Step("preview", "charframe.pipeline.preview:preview_job", frozenset({"face", "body", "group"}),
-         lambda j: _model_files(j) + [FileSet(j.lora), FileSet(j.merged), FileSet(j.compressed)],
+         lambda j: _model_files(j) + [FileSet(chosen_lora(j)), FileSet(j.merged), FileSet(j.compressed)],
          lambda j: [FileSet(j.preview)],
          lambda j: {"preview": dataclasses.asdict(preview_settings(j.root, j.plan.io.model is None, j.family)),
                     "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in j.members}},

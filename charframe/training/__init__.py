@@ -6,6 +6,7 @@
 - `adapters`  kohya LoRA / LyCORIS modules with sd-scripts' key names;
 - `setup`     everything before step 1 (`begin_run`, `build_session`); `loop` the steps and their callbacks;
   `loss` one batch's loss; `outputs` output locations and the final save; `state` the resumable state;
+  `checkpoints` the step checkpoints' names (`-step00000500`);
   `optim`, `metadata`, `distributed`, `result`;
 - `engines`   the `Engine` protocol and `train_with`; `engines.builtin` (`train(plan)`), `engines.kohya`
   (the same plan run by an sd-scripts checkout);

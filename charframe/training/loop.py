@@ -176,7 +176,8 @@ class SampleImages:
 
 
 class PeriodicState:
-    """A resumable state every `every` steps (not at the last step: the LoRA itself is written then)."""
+    """`snapshot(step)` every `every` steps, not at the last step (the LoRA itself is written then): a resumable
+    state, or a step checkpoint with its state."""
 
     def __init__(self, every: int, last: int, snapshot: Callable[[int], Any]) -> None:
         self.every, self.last, self.snapshot = every, last, snapshot

@@ -28,6 +28,7 @@ from charframe.errors import CharframeError
 from charframe.lora.io import save_lora_file
 from charframe.util.files import check_confined, confine_writes, name_max
 from charframe.training import state as st
+from charframe.training.checkpoints import checkpoint_path, checkpoints  # noqa: F401 (re-exported)
 from charframe.training.data import DatasetGroup, load_dataset
 from charframe.training.plan import TrainIO, TrainPlan
 from charframe.util.manifest import Manifest, Status, digest_file
@@ -167,7 +168,8 @@ def check_output_locations(io: TrainIO, output_file: Path, *, samples: bool) -> 
     anchor = check_folder(out_dir, "out" if Path(io.output_dir).is_dir() else "output_dir")
     log_anchor = check_folder(Path(io.logging_dir), "logging_dir")
     stem = output_file.stem
-    names = [output_file.name, plan_path_for(output_file).name, st.state_dir_for(output_file).name]
+    names = [output_file.name, plan_path_for(output_file).name, st.state_dir_for(output_file).name,
+             checkpoint_path(output_file, 0).name]
     longest = max(len(os.fsencode(n)) for n in names) + TEMP_NAME_EXTRA
     if samples:
         longest = max(longest, len(os.fsencode(stem)) + _SAMPLE_SUFFIX_LEN + TEMP_NAME_EXTRA)

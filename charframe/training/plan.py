@@ -237,9 +237,12 @@ class Pivotal:
 
 @dataclass(frozen=True)
 class StateSaving:
-    """`[plan.state]`: resumable states; `save_every = 0` = only on Ctrl-C, SIGTERM or a crash."""
+    """`[plan.state]`: resumable states (`save_every = 0` = only on Ctrl-C, SIGTERM or a crash) and checkpoints:
+    with `checkpoint_every = N` the LoRA of every N-th step is saved as `<name>-step00000500.safetensors` (sd-scripts'
+    `--save_every_n_steps` names), each with a resumable state, for the score step to choose from."""
 
     save_every: int = field(default=0, metadata=_option("save_state_every", min=0))
+    checkpoint_every: int = field(default=0, metadata=_option("save_every_n_steps", min=0))
 
 
 #: The sections of a plan, in file order: (attribute, record class).
@@ -371,6 +374,10 @@ def make_plan(
     problem = name_problem(out) if isinstance(out, str) else "is not text"
     if problem:
         raise CharframeError(f"output name {out!r} must be a plain name (no path separators): it {problem}", param="out")
+    every = options.get("save_every_n_steps")
+    if every is not None and not (isinstance(every, int) and 1 <= every <= int(steps)):
+        raise CharframeError(f"{{param}} must be a number of steps from 1 to the {int(steps)} steps of the run (a "
+                             f"checkpoint every N steps), got {every}", param="save_every")
     net, alpha_rule, opt = r["networks"][parts.network], r["alphas"][parts.alpha], r["optimizers"][parts.optimizer]
     dim, lr, steps = int(dim), int(lr), int(steps)
     alpha = _alpha(alpha_rule, dim)

@@ -34,6 +34,7 @@ from charframe.training.distributed import accelerator as make_accelerator, broa
 from charframe.training.images import StepData, unbatched
 from charframe.training.metadata import optimizer_description, training_metadata
 from charframe.training.optim import build_optimizer, build_scheduler
+from charframe.training.checkpoints import checkpoints
 from charframe.training.outputs import LOG_STAMP, find_state, output_paths
 from charframe.training.pivotal import PivotalRun, setup_pivotal
 from charframe.training.plan import Runtime, TrainPlan
@@ -69,9 +70,12 @@ def begin_run(plan: TrainPlan, resume: bool) -> Start:
     if found is not None:
         raise CharframeError(f"{found}: an interrupted run of {plan.output_name} can be continued; add {{param}}, "
                              "or delete that folder to start over", param="resume")
-    if out_file.exists():
-        free = free_output_path(out_file)
-        log.warning("%s exists; writing %s instead (nothing is overwritten)", out_file, free.name)
+    if out_file.exists() or checkpoints(out_file):
+        n, free = 1, free_output_path(out_file)
+        while free.exists() or checkpoints(free):
+            free, n = out_file.with_name(f"{out_file.stem}-{n}{out_file.suffix}"), n + 1
+        what = "exists" if out_file.exists() else "has step checkpoints"
+        log.warning("%s %s; writing %s instead (nothing is overwritten)", out_file, what, free.name)
         out_file, state_dir = free, st.state_dir_for(free)
     stamp = time.strftime(LOG_STAMP)
     run = st.RunState(0, str(out_file), str(Path(plan.io.logging_dir) / f"{plan.output_name}{stamp}"),

@@ -28,7 +28,7 @@ OPTIM_FILE = "optimizer.pt"
 #: Plan values (flat option names) a resumed run may change: they do not change what is trained.
 RESUME_MAY_CHANGE = frozenset(
     {"sample_every", "sample_prompts", "sample_seeds", "sample_steps", "sample_size", "save_state_every",
-     "num_workers", "logging_dir", "output_dir"}
+     "save_every_n_steps", "num_workers", "logging_dir", "output_dir"}
 )
 START_OVER = "delete that folder to start the run over"
 

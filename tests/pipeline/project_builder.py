@@ -19,7 +19,7 @@ EXCLUDE = [f"{k}{e}{a}" for k in "fb" for e in range(3) for a in range(5) if f"{
 GENERATION = 'size = 64\nsteps = 1\nhires_scale = 1.0\nsampler = "Euler a"\n'
 #: the ControlNet guides the whole (single) step: with the default end 0.3 one step would run without it
 CONTROLNET = '[[generation.controlnet]]\nmap = "softedge"\nend = 1.0\n'
-STEPS_ALL = ("generate", "clean", "pick", "export", "prepare", "train", "merge", "compress", "preview")
+STEPS_ALL = ("generate", "clean", "pick", "export", "prepare", "train", "score", "merge", "compress", "preview")
 FACE_STAGES = {"krnk": "krnk.toml", "tyank": "tyank.toml"}
 
 

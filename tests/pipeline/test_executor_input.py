@@ -73,14 +73,14 @@ def test_the_graph_orders_groups_after_members_and_cuts_at_gpu_steps(project: Pa
         ("aa.toml:aa", (), ()), ("bb.toml:bb", (), ()), ("cc.toml:cc", (), ()),
         ("duo.group.toml:duo", ("aa.toml:aa", "bb.toml:bb"), ())]  # another target: its failures are not carried
     gpu = gpu_steps()
-    assert gpu == {"generate", "train", "preview"}
+    assert gpu == {"generate", "pick", "train", "score", "preview"}  # pick: its retries generate; score renders
     cc = graph.node("cc.toml:cc")
     assert [([cc.planned[i].step.name for i in p.positions], p.gpu) for p in cc.parts] == [
-        (["generate"], True), (["clean", "pick", "export", "prepare"], False), (["train"], True),
-        (["merge", "compress"], False), (["preview"], True)]
+        (["generate"], True), (["clean"], False), (["pick"], True), (["export", "prepare"], False),
+        (["train", "score"], True), (["merge", "compress"], False), (["preview"], True)]
     aa = graph.node("aa.toml:aa")
-    assert [p.label for p in aa.parts][4:6] == ["aa.toml:aa face preview … body-x generate",
-                                                "aa.toml:aa body-x clean … body-x prepare"]
+    assert [p.label for p in aa.parts][6:9] == ["aa.toml:aa face preview … body-x generate", "aa.toml:aa body-x clean",
+                                                "aa.toml:aa body-x pick"]
     # `run` of the group file: the members' chains and the group, whose steps their failures block
     whole = plan_graph([project / "Characters" / "duo.group.toml"], Options(progress=False), per_target_stage=False)
     assert [(n.key, n.deps, n.carries) for n in whole.nodes] == [

@@ -128,7 +128,7 @@ EDITS: tuple[Edit, ...] = (
          "generate makes only that code's candidates again; what follows reruns only where content changed",
          lambda root: _redraw_map(root),
          steps(KB, STEPS_ALL) | steps(TB, STEPS_ALL) | steps(G, FROM_EXPORT), _only_b12_regenerated),
-    Edit("a caption rule in charframe.toml", "prepare everywhere; train (merge, compress, preview) only where "
+    Edit("a caption rule in charframe.toml", "prepare everywhere; train (score, merge, compress, preview) only where "
          "captions really changed: here a body-only rule retrains the 2 body LoRAs and the group, not the faces",
          lambda root: _append(root / "charframe.toml", '[[captions.rule]]\nname = "outfit"\nkind = "b"\ntags = ["outfit focus"]\n'),
          steps(KF, ["prepare"]) | steps(KB, STEPS_ALL[4:]) | steps(TF, ["prepare"]) | steps(TB, STEPS_ALL[4:])
@@ -149,7 +149,7 @@ EDITS: tuple[Edit, ...] = (
          "`[export] exclude` to make that permanent)",
          lambda root: (root / "LoRAInput" / "4_tyank" / "tyank girl_f0064" / "f02.png").unlink(),
          steps(TF, STEPS_ALL[4:]) | steps(TB, STEPS_ALL) | steps(G, FROM_EXPORT), _deletion_honoured),
-    Edit("a stage's recipe (`[training.face]` steps, lr, dim, logic)", "train, merge, compress, preview of that "
+    Edit("a stage's recipe (`[training.face]` steps, lr, dim, logic)", "train, score, merge, compress, preview of that "
          "stage; for the face stage, the body sets and groups follow",
          lambda root: _replace(root / "Characters" / "krnk.toml", "lr = 100", "lr = 200"),
          steps(KF, AFTER_PREPARE) | steps(KB, STEPS_ALL) | steps(G, FROM_EXPORT)),

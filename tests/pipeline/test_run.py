@@ -28,7 +28,7 @@ from charframe.util.manifest import digest_file
 from project_builder import REPO, STEPS_ALL, character_toml, copy_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
 
-AFTER_PREPARE = ["prepare", "train", "merge", "compress", "preview"]
+AFTER_PREPARE = list(STEPS_ALL[4:])  # prepare, train, score, merge, compress, preview
 QUIET = Options(progress=False)
 
 
@@ -119,7 +119,7 @@ def test_dry_run_lists_steps_inputs_outputs_and_what_waits(project: Path, capfd)
     assert not list((project / "LoRAWork" / "krnk" / "pipeline").glob("*.lock"))  # a dry run takes no lock
     assert main(["rerun", "--all", "--project", str(project), "--dry-run"]) == 0
     out = capfd.readouterr().out
-    assert "krnk.toml: 9 step(s) to run" in out and "tyank.toml: up to date" in out
+    assert "krnk.toml: 10 step(s) to run" in out and "tyank.toml: up to date" in out
 
 
 def test_from_and_until_select_steps(project: Path) -> None:
@@ -229,13 +229,13 @@ def test_killed_run_resumes_at_the_step_it_died_in(project: Path) -> None:
     _repaint(project / "LoRAWork" / "tyank" / "face" / "raw" / "f02-0.png")
     script = textwrap.dedent(f"""
         import os, signal
-        from charframe.cleaning import pick
+        from charframe.cleaning import retry
         from charframe.pipeline.runner import Options, run_target
-        real = pick.pick_set
+        real = retry.pick_with_retries  # the pick step's function (pipeline.steps names it)
         def pick_then_die(*a, **k):  # the real step, then a power cut before its record is written
             real(*a, **k)
             os.kill(os.getpid(), signal.SIGKILL)
-        pick.pick_set = pick_then_die
+        retry.pick_with_retries = pick_then_die
         run_target({str(tyank)!r}, Options(stage="face", progress=False))
     """)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
@@ -289,10 +289,10 @@ def test_unwritable_output_folder_fails_clearly_and_keeps_finished_work(project:
     rows = {r.step: r for r in report.results}
     assert rows["prepare"].status == "ran" and rows["train"].status == "failed"
     assert "not a folder" in rows["train"].message.lower() or "cannot write" in rows["train"].message
-    assert [rows[s].status for s in ("merge", "compress", "preview")] == ["blocked"] * 3
+    assert [rows[s].status for s in ("score", "merge", "compress", "preview")] == ["blocked"] * 4
     out_dir.unlink()
     _, report = run_target(tyank, Options(stage="face", progress=False))
-    assert ran(report)[:4] == [("tyank.toml", "face", s) for s in ["train", "merge", "compress", "preview"]]
+    assert ran(report)[:4] == [("tyank.toml", "face", s) for s in ["train", "score", "merge", "compress"]]
 
 
 def test_records_are_one_file_per_character_with_project_relative_keys(project: Path) -> None:
@@ -332,10 +332,10 @@ def test_run_twice_prints_one_line_the_second_time(project: Path, capfd, monkeyp
     assert first[first.index(ends[-1]) + 1].startswith("character")  # then the table of what ran
     assert main(["run", "krnk", "--stage", "face"]) == 0
     out = capfd.readouterr().out
-    assert out.splitlines() == ["nothing to do: 1 target(s) up to date (krnk: 9 steps)"]
+    assert out.splitlines() == [f"nothing to do: 1 target(s) up to date (krnk: {len(STEPS_ALL)} steps)"]
     assert main(["-q", "run", "krnk", "--stage", "face", "-v"]) == 0  # -v: every row
     rows = [line.split()[:4] for line in capfd.readouterr().out.splitlines()[2:]]
-    assert rows[0] == ["krnk", "face", "generate", "up"] and len(rows) == 9
+    assert rows[0] == ["krnk", "face", "generate", "up"] and len(rows) == len(STEPS_ALL)
 
 
 def test_run_takes_several_files_and_group_rows_name_the_member(project: Path, capfd, monkeypatch) -> None:
@@ -343,7 +343,7 @@ def test_run_takes_several_files_and_group_rows_name_the_member(project: Path, c
     chars = project / "Characters"
     assert main(["-q", "run", str(chars / "krnk.toml"), str(chars / "pair.group.toml"), "-v"]) == 0
     owners = [line.split()[0] for line in capfd.readouterr().out.splitlines()[2:]]
-    assert owners[:18] == ["krnk"] * 18 and {"tyank", "pair"} <= set(owners) and "pair.group.toml" not in owners
+    assert owners[:2 * len(STEPS_ALL)] == ["krnk"] * 2 * len(STEPS_ALL) and {"tyank", "pair"} <= set(owners) and "pair.group.toml" not in owners
 
 
 def test_run_says_when_the_templates_are_missing(tmp_path: Path, capfd, monkeypatch) -> None:

@@ -18,7 +18,7 @@ from train_data import one_thread  # noqa: F401  (one torch thread for the tiny 
 REPO = Path(__file__).resolve().parents[2]
 RECIPE = 'logic = "Lora1x1A1-AdamW8"\ndim = 2\nlr = 100\nsteps = 1\n'
 GENERATION = 'size = 128\nsteps = 2\ncandidates = 1\nhires_scale = 1.0\nsampler = "Euler a"\n'
-ALL = ["generate", "clean", "pick", "export", "prepare", "train", "merge", "compress", "preview"]
+ALL = [s.name for s in STEPS]  # generate … train, score, merge, compress, preview
 
 
 def _character(kw: str, outfit: str, prompt: str) -> str:

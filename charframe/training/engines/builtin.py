@@ -28,6 +28,8 @@ from charframe.training.loop import (
     train_steps,
 )
 from charframe.training.metadata import step_metadata
+from charframe.lora.io import save_lora_file
+from charframe.training.checkpoints import checkpoint_path
 from charframe.training.outputs import check_output_locations, inputs_digest, plan_path_for, record_output, save_final
 from charframe.training.pivotal import check_pivotal
 from charframe.training.plan import TrainPlan
@@ -104,9 +106,23 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
         if plan.state.save_every:
             callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
                                            lambda step: s.snapshot(step, progress.losses)))
+        if plan.state.checkpoint_every:
+            callbacks.append(PeriodicState(plan.state.checkpoint_every, plan.recipe.steps,
+                                           lambda step: _save_checkpoint(s, step, progress)))
     if on_step is not None:
         callbacks.append(StepHook(on_step))
     return callbacks
+
+
+def _save_checkpoint(s: Session, step: int, progress: Progress) -> Path:
+    """`<name>-step00000500.safetensors` (sd-scripts' name), then the resumable state of the same step: a run
+    stopped later continues from there, and its checkpoints are already written."""
+    path = checkpoint_path(s.start.out_file, step)
+    tensors = network_state_dict(s.net, _SAVE_DTYPES.get(s.plan.io.save_precision, torch.float32))
+    save_lora_file(path, tensors, step_metadata(s.base_metadata, step, s.epochs))
+    s.snapshot(step, progress.losses)
+    log.info("checkpoint %s", path.name)
+    return path
 
 
 def _close(callbacks: list[Callback]) -> None:

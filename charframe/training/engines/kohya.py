@@ -202,6 +202,8 @@ def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_nam
         a += ["--v_parameterization", "--zero_terminal_snr"]
     if tokenizer_cache_dir:
         a.append(f"--tokenizer_cache_dir={tokenizer_cache_dir}")
+    if plan.state.checkpoint_every:  # sd-scripts names them <name>-step00000500, with their states for --resume
+        a += [f"--save_every_n_steps={plan.state.checkpoint_every}", "--save_state"]
     if plan.sampling.enabled:
         a += [f"--sample_every_n_steps={plan.sampling.every}", "--sample_sampler=ddim",
               f"--sample_prompts={_join(_join(io.output_dir, io.out), 'sample_prompts.txt')}"]

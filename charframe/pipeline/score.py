@@ -1,0 +1,200 @@
+"""The score step: judge every saved checkpoint of a stage and choose the one that merge and compress use.
+
+A stage trained with `save_every = N` leaves `<name>-step00000500.safetensors` … beside its final LoRA (the last
+step). With an identity model (`[identity]`, `models.ccip`), each checkpoint renders fixed-seed previews — the
+`[preview]` scenes and the character at the `[score] codes` angles (prompted with their training captions), every
+seed — into `<name>-score/step00000500/`, and its *identity* is the mean CCIP difference of those pictures to the
+stage's training images (lower = more like the character). The dataset's own images are scored too (each against
+the dataset's medoid, or the character file's reference pictures): the report's per-code table.
+
+**The rule** (`choose`): the checkpoint with the lowest identity; checkpoints within `[score] tie` (0.005) of it
+count as equal and the earliest of them wins (less training, less overfitting). (`choose` also takes an adherence
+floor for steps that carry an adherence score; no tagger fills one in yet.) Without an identity model nothing is
+rendered and the last step is chosen. `pinned = N` in the score file (what
+`charframe run … --step N` writes) overrides the rule; `pinned = 0` (or `--step 0`) lets it choose again.
+
+Everything is written to `<name>.score.toml` beside the LoRA: per checkpoint its file's digest, its scores and its
+preview grid, the chosen step and why. A rerun re-scores only checkpoints whose file (or the scoring settings)
+changed: the others' scores are read back from that file. Merge and compress read the chosen file from it
+(`chosen_lora`). The report (`pipeline.report`) and TensorBoard (`LoRALog/<out>-score/`) show the scores.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from charframe.cleaning.identity import identities, reference_files, scorer_for
+from charframe.dataset.captions import caption_for, load_rules
+from charframe.dataset.naming import ImageCode, parse_code
+from charframe.errors import CharframeError
+from charframe.generation.embeddings import prompt_embeddings
+from charframe.generation.face_lora import lora_applied
+from charframe.models.clip import check_clip_skip
+from charframe.models.load import load_sd
+from charframe.pipeline.preview import Row, preview_grid, render_row
+from charframe.pipeline.preview_spec import preview_settings, prompts
+from charframe.pipeline.report import write_report
+from charframe.pipeline.score_file import (
+    ScoreFile, StepScore, choose, dataset_pictures, previews_dir, read_score, saved_steps, score_path, write_score,
+)
+from charframe.pipeline.stages import StageJob
+from charframe.project import load_project, project_dirs
+from charframe.templates.writer import encode_png
+from charframe.util.files import atomic_write_bytes
+from charframe.util.manifest import digest_file, digest_params
+
+log = logging.getLogger(__name__)
+
+
+# --- rendering and scoring ---------------------------------------------------------------------------------
+
+def angle_codes(job: StageJob) -> list[ImageCode]:
+    """The stage's `[score] codes` as codes of its set letter (a group stage: the body letter)."""
+    letter = "f" if job.stage == "face" else "b"
+    out = []
+    for digits in load_project(job.root).score.codes:
+        code = parse_code(f"{letter}{digits}")
+        if code is None or code.rest:
+            raise CharframeError(f"{job.root / 'charframe.toml'}: score.codes: {digits!r} is not an elevation and "
+                                 "azimuth like 02")
+        out.append(code)
+    return out
+
+
+def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
+    """(prompts, labels): the preview scenes, then the angle codes with their training captions."""
+    s = preview_settings(job.root, job.plan.io.model is None)
+    texts = prompts(job.members, s)
+    labels = list(s.scenes)
+    rules = load_rules(job.root)
+    c, outfit = job.members[0]
+    for code in angle_codes(job):
+        texts.append(caption_for(code, c.subset(code.kind, 512, outfit), rules))
+        labels.append(code.code)
+    return texts, labels
+
+
+def settings_key(job: StageJob, model_key: str) -> str:
+    """What a checkpoint's scores depend on besides its file: the prompts, seeds, sizes and the identity model."""
+    s = preview_settings(job.root, job.plan.io.model is None)
+    texts, _ = score_texts(job)
+    return digest_params({"texts": texts, "preview": dataclasses.asdict(s), "model": model_key,
+                          "negative": job.character.negative, "base": job.plan.io.model, "vae": job.plan.io.vae})
+
+
+class _Renderer:
+    """The base model loaded once, on first use; each checkpoint applied for its pictures and taken off again."""
+
+    def __init__(self, job: StageJob, progress: bool) -> None:
+        self.job, self.progress, self.pipe = job, progress, None
+
+    def render(self, lora: Path, texts: list[str]) -> list[Any]:
+        job = self.job
+        s = preview_settings(job.root, job.plan.io.model is None)
+        if self.pipe is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None,
+                            device=device)
+            check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
+            self.pipe = comps.pipeline()
+            self.pipe.set_progress_bar_config(disable=True)
+        folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # as the preview renders them
+        with lora_applied(self.pipe.unet, self.pipe.text_encoder, lora):
+            return render_row(self.pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, None,
+                              folder.with_bundle(lora))
+
+
+def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path) -> tuple[list[Path], Path]:
+    """Render the checkpoint's pictures into `<name>-score/step00000500/` and their labelled grid beside it."""
+    texts, labels = score_texts(job)
+    s = preview_settings(job.root, job.plan.io.model is None)
+    images = renderer.render(lora, texts)
+    folder = previews_dir(job) / f"step{step:08d}"
+    files = []
+    for k, img in enumerate(images):
+        path = folder / f"{k:02d}.png"
+        atomic_write_bytes(path, encode_png(np.asarray(img)), fsync=False)
+        files.append(path)
+    columns = [f"{label}\nseed {seed}" for label in labels for seed in s.seeds]
+    title = [f"{job.out} {job.name}: the checkpoint of step {step}", f"{lora.name}; the pictures its identity is "
+             f"scored on (seeds {', '.join(map(str, s.seeds))}, {s.steps} steps, CFG {s.cfg:g}, {s.size} px)"]
+    grid = preview_grid(title, [Row(f"step {step}", lora, list(images))], columns, [], s.size)
+    grid_path = previews_dir(job) / f"step{step:08d}.png"
+    atomic_write_bytes(grid_path, encode_png(np.asarray(grid.image)), fsync=False)
+    return files, grid_path
+
+
+def checkpoint_identity(scorer: Any, pictures: list[Path], dataset: list[Path]) -> float:
+    """Mean CCIP difference of a checkpoint's pictures to the training images (lower = more like them)."""
+    if not pictures or not dataset:
+        raise CharframeError("nothing to score: no pictures or no training images")
+    return float(scorer.differences(scorer.features(pictures), scorer.features(dataset)).mean())
+
+
+def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> Path:
+    """Score the stage's checkpoints (re-scoring only new or changed ones), choose one, write the score file,
+    TensorBoard scalars and the report. Returns the score file."""
+    path = score_path(job)
+    saved = saved_steps(job)
+    if not saved:
+        raise CharframeError(f"{job.lora}: not trained yet; run the train step first")
+    previous = read_score(path)
+    pinned = previous.pinned if previous else 0
+    known = {(s.file, s.digest, s.settings): s for s in (previous.steps if previous else [])}
+    if scorer == "auto":
+        scorer = scorer_for(job.root)
+    key = settings_key(job, scorer.model.key) if scorer is not None else ""
+    table = load_project(job.root).score
+    dataset = dataset_pictures(job)
+    steps: list[StepScore] = []
+    renderer = _Renderer(job, progress)
+    rescored = 0
+    for step, lora in saved:
+        digest = digest_file(lora)
+        old = known.get((lora.name, digest, key))
+        if old is not None and (scorer is None or Path(job.lora.parent / old.grid).is_file()):
+            steps.append(dataclasses.replace(old, step=step))
+            continue
+        entry = StepScore(step, lora.name, digest, settings=key)
+        if scorer is not None:
+            pictures, grid = render_checkpoint(job, renderer, step, lora)
+            entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
+            entry.grid = grid.relative_to(job.lora.parent).as_posix()
+            rescored += 1
+        steps.append(entry)
+    chosen, reason = choose(steps, pinned=pinned, tie=table.tie)
+    per_code: dict[str, float] = {}
+    if scorer is not None and dataset:
+        refs = [p for c, _ in job.members for p in reference_files(c)]
+        values, _ = identities(scorer, list(dataset.values()), refs)
+        per_code = {k: round(float(v), 6) for k, v in zip(dataset, values)}
+    result = ScoreFile(chosen, next(s.file for s in steps if s.step == chosen), reason, pinned,
+                       scorer.threshold if scorer is not None else None, steps, per_code)
+    write_score(path, result)
+    if rescored:
+        log.info("%s: %d checkpoint(s) scored, %d known", job.out, rescored, len(steps) - rescored)
+    log.info("%s %s: step %d chosen (%s)", job.out, job.name, chosen, reason)
+    if scorer is not None:
+        _tensorboard(job, result)
+    write_report(job)
+    return path
+
+
+def _tensorboard(job: StageJob, s: ScoreFile) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    folder = project_dirs(job.root).log / f"{job.out}-score"
+    with contextlib.suppress(OSError), SummaryWriter(str(folder)) as w:
+        for x in s.steps:
+            if x.identity is not None:
+                w.add_scalar(f"{job.name}/identity", x.identity, x.step)
+        w.add_scalar(f"{job.name}/chosen_step", s.chosen, job.plan.recipe.steps)
+        w.add_text(f"{job.name}/chosen", json.dumps({"step": s.chosen, "reason": s.reason}), job.plan.recipe.steps)

@@ -1,0 +1,163 @@
+"""The score file of a stage (`<LoRA stem>.score.toml`) and the rule that chooses its checkpoint.
+
+Read and written without loading any model (deciding what is stale reads it: merge takes the chosen file); the
+scoring itself is `pipeline.score`, whose module doc says what the scores mean.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from charframe.dataset.naming import IMAGE_EXTENSIONS, parse_code
+from charframe.errors import CharframeError
+from charframe.pipeline.stages import StageJob
+from charframe.training.checkpoints import checkpoints
+from charframe.util import toml as tomlio
+from charframe.util.files import atomic_write_text
+
+REPORT_SUFFIX = "-report.html"
+SCORE_SUFFIX = ".score.toml"
+PREVIEWS_SUFFIX = "-score"
+
+
+@dataclass
+class StepScore:
+    """One checkpoint: its step, file, content digest, scores (None = not scored) and preview grid."""
+
+    step: int
+    file: str
+    digest: str
+    identity: float | None = None
+    adherence: float | None = None
+    grid: str = ""
+    settings: str = ""
+
+
+@dataclass
+class ScoreFile:
+    chosen: int
+    file: str
+    reason: str
+    pinned: int = 0
+    threshold: float | None = None
+    steps: list[StepScore] = dataclasses.field(default_factory=list)
+    dataset: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+def score_path(job: StageJob) -> Path:
+    """`<LoRA stem>.score.toml` beside the LoRA."""
+    return job.lora.with_name(job.lora.stem + SCORE_SUFFIX)
+
+
+def previews_dir(job: StageJob) -> Path:
+    return job.lora.with_name(job.lora.stem + PREVIEWS_SUFFIX)
+
+
+def saved_steps(job: StageJob) -> list[tuple[int, Path]]:
+    """Every checkpoint of the stage by step, the final LoRA (step = the recipe's steps) last."""
+    found = checkpoints(job.lora)
+    return found + ([(job.plan.recipe.steps, job.lora)] if job.lora.is_file() else [])
+
+
+def read_score(path: Path) -> ScoreFile | None:
+    """The score file; None when missing or unreadable (then everything is scored again)."""
+    try:
+        data = tomlio.loads(path.read_text(encoding="utf-8"))
+        steps = [StepScore(**{k: v for k, v in s.items() if k in {f.name for f in dataclasses.fields(StepScore)}})
+                 for s in data.get("step", [])]
+        return ScoreFile(int(data.get("chosen", 0)), str(data.get("file", "")), str(data.get("reason", "")),
+                         int(data.get("pinned", 0)), data.get("threshold"), steps, dict(data.get("dataset", {})))
+    except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError, TypeError, ValueError):
+        return None
+
+
+def report_path(job: StageJob) -> Path:
+    """`LoRAOutput/<out>/<out>-<stage>-report.html` (`pipeline.report`)."""
+    return job.lora.parent / f"{job.out}-{job.name}{REPORT_SUFFIX}"
+
+
+def chosen_lora(job: StageJob) -> Path:
+    """The checkpoint the score step chose (what merge, compress and the preview's LoRA row use); the final LoRA
+    when there is no score file yet or it names no file that is there."""
+    found = read_score(score_path(job))
+    if found is not None and found.file:
+        p = job.lora.with_name(found.file)
+        if p.is_file():
+            return p
+    return job.lora
+
+
+def pin_step(job: StageJob, step: int) -> Path:
+    """`pinned = step` in the stage's score file (0 = let the rule choose); the next score step honours it."""
+    if step < 0:
+        raise CharframeError(f"{{param}} must be a saved step or 0 (let the score choose), got {step}", param="step")
+    path = score_path(job)
+    if step:
+        have = [s for s, _ in saved_steps(job)]
+        if have and step not in have:
+            raise CharframeError(f"{job.lora.parent}: no checkpoint of step {step} of {job.lora.stem} (saved: "
+                                 f"{', '.join(map(str, have))}); choose one of them with {{param}}", param="step")
+    text = path.read_text(encoding="utf-8") if path.is_file() else ""
+    lines = [line for line in text.splitlines() if not line.startswith("pinned =")]
+    atomic_write_text(path, f"pinned = {step}\n" + "\n".join(lines) + ("\n" if lines else ""))
+    return path
+
+
+def choose(steps: Sequence[StepScore], *, pinned: int = 0, tie: float = 0.005, adherence_floor: float = 0.0
+           ) -> tuple[int, str]:
+    """(step, why) by the rule of the module doc."""
+    if not steps:
+        raise CharframeError("no checkpoint to choose from")
+    if pinned:
+        if pinned not in [s.step for s in steps]:
+            raise CharframeError(f"pinned = {pinned}: no checkpoint of that step (saved: "
+                                 f"{', '.join(str(s.step) for s in steps)}); set pinned to one of them, or 0")
+        return pinned, f"step {pinned} pinned by hand (pinned = 0 lets the score choose)"
+    scored = [s for s in steps if s.identity is not None]
+    if not scored:
+        return steps[-1].step, "the last step (identity is not scored: no identity model)"
+    passing = [s for s in scored if s.adherence is None or s.adherence >= adherence_floor]
+    note = ""
+    if len(passing) < len(scored):
+        note = f"; {len(scored) - len(passing)} step(s) under the adherence floor {adherence_floor:g} left out"
+    if not passing:
+        return steps[-1].step, f"the last step (every step is under the adherence floor {adherence_floor:g})"
+    low = min(s.identity for s in passing)  # type: ignore[type-var]
+    near = [s for s in passing if s.identity <= low + tie]  # type: ignore[operator]
+    won = min(near, key=lambda s: s.step)
+    why = f"lowest identity difference {won.identity:.4f}"
+    if len(near) > 1:
+        why = (f"identity {won.identity:.4f}, within {tie:g} of the lowest ({low:.4f}) among {len(near)} steps: the "
+               f"earliest")
+    return won.step, why + note
+
+
+
+def write_score(path: Path, s: ScoreFile) -> None:
+    head = ("# charframe score: the checkpoints of this LoRA, scored (identity = mean CCIP difference of each step's\n"
+            "# previews to the training images; lower = more like the character), and the step merge and compress use.\n"
+            "# Set pinned to a step (or run with --step N) to use that one; pinned = 0 lets the score choose.\n")
+    data: dict[str, Any] = {"pinned": s.pinned, "chosen": s.chosen, "file": s.file, "reason": s.reason}
+    if s.threshold is not None:
+        data["threshold"] = s.threshold
+    data["step"] = [{k: v for k, v in dataclasses.asdict(x).items() if v is not None and v != ""} for x in s.steps]
+    if s.dataset:
+        data["dataset"] = s.dataset
+    atomic_write_text(path, head + tomlio.dumps(data))
+
+
+def dataset_pictures(job: StageJob) -> dict[str, Path]:
+    """One training image per (subset kind, code): the largest (the dataset holds each at several sizes)."""
+    best: dict[str, tuple[int, Path]] = {}
+    for p in sorted(job.dataset.rglob("*")):
+        code = parse_code(p.name)
+        if p.suffix.lower() not in IMAGE_EXTENSIONS or code is None or not p.is_file() or "_alpha_" in p.parent.name:
+            continue
+        key = f"{p.parent.name.split('_')[0]}/{code.code}"
+        size = p.stat().st_size
+        if key not in best or size > best[key][0]:
+            best[key] = (size, p)
+    return {k: v[1] for k, v in sorted(best.items())}
