@@ -368,6 +368,8 @@ def generate_set(
     todo: list[tuple[ImageCode, int, Path]] = []
     wanted: set[str] = set()
     retried = _retry_numbers(manifest, n) if first == 0 else {}
+    # a retry's candidates are recorded as such: a candidate left from a larger `candidates` is not one (retired)
+    retry = {"retry": True} if first else {}
     for code in code_list:
         prompt = prompts[code]
         maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
@@ -375,7 +377,7 @@ def generate_set(
             name = f"{RAW}/{code.code}-{i}.png"
             wanted.add(name)
             path = work / name
-            params = {"prompt": prompt, "seed": g.seed + i, **settings_common}
+            params = {"prompt": prompt, "seed": g.seed + i, **settings_common, **retry}
             check = manifest.check(name, inputs=files + maps, params=params)
             if check.file == "unknown" and _ours(path):
                 check = Check("ours", False)  # made by an earlier charframe without a record: made again
@@ -391,7 +393,7 @@ def generate_set(
             todo.append((code, i, path))
         for i in retried.get(code.code, ()):  # a pick retry's candidates: kept while current, else retired
             name = f"{RAW}/{code.code}-{i}.png"
-            params = {"prompt": prompt, "seed": g.seed + i, **settings_common}
+            params = {"prompt": prompt, "seed": g.seed + i, **settings_common, "retry": True}
             if manifest.check(name, inputs=files + maps, params=params) == Check("ours", True):
                 wanted.add(name)
                 result.skipped.append(work / name)
@@ -442,7 +444,7 @@ def generate_set(
                 write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
                                                    loaded.runner.last_padded, ti))
                 manifest.record(f"{RAW}/{path.name}", inputs=files + maps,
-                                params={"prompt": prompt, "seed": seed, **settings_common})
+                                params={"prompt": prompt, "seed": seed, **settings_common, **retry})
                 manifest.save()  # per image: a killed run keeps the record of every finished one
                 result.written.append(path)
                 bar.update(1)
@@ -455,7 +457,8 @@ def generate_set(
 
 
 def _retry_numbers(manifest: Manifest, n: int) -> dict[str, list[int]]:
-    """{code: candidate numbers ≥ n} recorded in the set's manifest: the candidates pick retries made."""
+    """{code: candidate numbers ≥ n} recorded in the set's manifest: the candidates pick retries may have made
+    (the caller keeps those whose record says so)."""
     out: dict[str, list[int]] = {}
     for name in manifest.names():
         stem = name[len(RAW) + 1:-4] if name.startswith(f"{RAW}/") and name.endswith(".png") else ""

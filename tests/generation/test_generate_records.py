@@ -114,3 +114,24 @@ def test_pictures_placed_or_edited_by_hand_are_kept_and_dropped_codes_leave(tmp_
         gen.set_codes = real
     assert sorted(p.name for p in raw.glob("*.png")) == ["f00-0.png", "f00-1.png", "f12-1.png"]  # the edit stays
     assert [p.name for p in res.replaced] == ["f12-0.png"]
+
+
+def test_fewer_candidates_retire_the_rest_but_a_pick_retrys_stay(tmp_path: Path, monkeypatch) -> None:
+    """A candidate left from a larger `candidates` is retired by the next whole-set run; one a pick retry made
+    (recorded as a retry, with the next seeds) stays while it is current."""
+    from charframe.generation import generate as gen
+
+    real = gen.set_codes  # the whole set = the codes the test project has templates for
+    monkeypatch.setattr(gen, "set_codes", lambda character, kind, codes=None: real(character, kind, codes or CODES))
+    make_project(tmp_path)
+    path = tmp_path / "Characters" / "krnk.toml"
+    raw = _raw(tmp_path)
+    generate_set(load_character(path), "f", progress=False, device="cpu")
+    retry = generate_set(load_character(path), "f", codes=["f00"], candidates=1, first=2, progress=False, device="cpu")
+    assert [p.name for p in retry.written] == ["f00-2.png"]
+    _edit(path, "candidates = 2", "candidates = 1")
+    res = generate_set(load_character(path), "f", progress=False, device="cpu")
+    names = {p.name for p in raw.glob("*.png")}
+    assert res.written == [] and {"f00-0.png", "f00-2.png"} <= names
+    assert not {n for n in names if n.endswith("-1.png")}  # every candidate #1 retired
+    assert any(p.name == "f00-1.png" for p in (tmp_path / "LoRAWork" / "replaced").rglob("*.png"))
