@@ -20,4 +20,6 @@ python -m pip install -q -c "$lock" pip setuptools wheel
 python -m pip install -q -c "$lock" ${TORCH_SPEC:-torch torchvision}
 # No build isolation: the build backend is the pinned setuptools above, not whatever is newest today.
 PYTHONWARNINGS="ignore:Editable installation" python -m pip install -q -c "$lock" --no-build-isolation -e ".[test]"
+# Packages whose declared pins conflict with the lock, without those pins (the reasons: bin/nodeps.txt)
+python -m pip install -q -c "$lock" --no-deps -r bin/nodeps.txt
 echo "charframe installed in $root/.venv with the versions of constraints.txt (activate: . .venv/bin/activate)"

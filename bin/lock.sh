@@ -21,6 +21,7 @@ echo "resolving in $tmp/venv ..."
 # shellcheck disable=SC2086
 "$pyv" -m pip install -q "${holds[@]}" ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 "$pyv" -m pip install -q "${holds[@]}" -e ".[test]"
+"$pyv" -m pip install -q "${holds[@]}" --no-deps -r bin/nodeps.txt   # the reasons: bin/nodeps.txt
 echo "running the tests against the new set ..."
 "$pyv" -m pytest -q -p no:cacheprovider
 {

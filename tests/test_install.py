@@ -58,7 +58,7 @@ def test_opencv_is_the_build_whose_pixels_match_sd_scripts() -> None:
 def test_no_install_path_resolves_lower_bounds_only() -> None:
     install = (ROOT / "bin" / "install.sh").read_text(encoding="utf-8")
     pip_lines = [ln for ln in install.splitlines() if re.search(r"pip install", ln) and not ln.lstrip().startswith("#")]
-    assert len(pip_lines) == 3
+    assert len(pip_lines) == 4
     assert all('-c "$lock"' in ln for ln in pip_lines), pip_lines
     assert "--upgrade" not in install
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -148,7 +148,8 @@ def require_imgutils() -> None:
         import imgutils.metrics.ccip  # noqa: F401
     except ImportError as e:
         raise CharframeError(f"identity scoring needs the {PACKAGE} package (imgutils), which is not installed "
-                             f"({e}); install it: pip install {PACKAGE}=={PACKAGE_VERSION}") from None
+                             f"({e}); install it: pip install 'charframe[identity]' && pip install --no-deps "
+                             f"{PACKAGE}=={PACKAGE_VERSION} (bin/install.sh does both)") from None
 
 
 @functools.lru_cache(maxsize=8)

@@ -52,7 +52,8 @@ def test_a_model_without_imgutils_is_one_line(tmp_path: Path, no_imgutils: None)
     tiny_ccip.write_folder(tmp_path / "p" / "models" / "ccip", "random")
     root = _project(tmp_path / "p", "models/ccip")
     with pytest.raises(CharframeError, match=r"^identity scoring needs the dghs-imgutils package \(imgutils\), which "
-                                             r"is not installed \(.*\); install it: pip install dghs-imgutils==0.19.0") as e:
+                                             r"is not installed \(.*\); install it: pip install 'charframe\[identity\]' "
+                                             r"&& pip install --no-deps dghs-imgutils==0.19.0") as e:
         scorer_for(root)
     assert "\n" not in str(e.value)
     assert not ccip.available("some-model-nowhere", root)
