@@ -17,7 +17,7 @@ if [ -n "${KEEP_PINS:-}" ] && [ -f constraints.txt ]; then holds+=(-c constraint
 "$py" -m venv "$tmp/venv"
 pyv="$tmp/venv/bin/python"
 echo "resolving in $tmp/venv ..."
-"$pyv" -m pip install -q --upgrade pip setuptools wheel
+"$pyv" -m pip install -q --upgrade "${holds[@]}" pip setuptools wheel
 # shellcheck disable=SC2086
 "$pyv" -m pip install -q "${holds[@]}" ${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 "$pyv" -m pip install -q "${holds[@]}" -e ".[test]"
