@@ -10,11 +10,14 @@
    at a time), for the tiny CCIP-signature models of `charframe.testing.tiny_ccip` and, with `--real`, a real
    model found in the Hugging Face cache (nothing is downloaded). "rerun" = the same pictures again: every
    feature comes from the cache. The feature vectors are checked equal to imgutils'.
-2. The score step's share: a one-character project (tiny random SD model, 64 px, face stage) trained for
-   `--steps` steps with a checkpoint every `--every`, then the score step (each checkpoint renders the preview
-   scenes and the angle codes, and is scored with the tiny histogram CCIP model), both timed as the pipeline runs
-   them (its summary rows). Target: score ≤ 10 % of train. The share is the scoring cost per checkpoint over the
-   training cost between checkpoints, so it is printed also as the checkpoint interval from which it holds.
+2. The score step's share: a one-character project (tiny random SD model, face stage) with the shipped settings
+   — the five `[preview]` scenes and the three `[score] codes` at one seed: 8 pictures per checkpoint, at the tiny
+   model's 64 px and 2 sampling steps — trained for `--steps` steps (default 1000, the typical face recipe) with
+   a checkpoint every `--every` (default 100: ten checkpoints), then the score step (each checkpoint drawn and
+   scored with the tiny histogram CCIP model), both timed as the pipeline runs them (its summary rows). Target:
+   score ≤ 10 % of train. The share is the scoring cost per checkpoint over the training cost between checkpoints,
+   so it is also printed for other checkpoint intervals, and as the interval from which it holds. The score file
+   records the same share from its own timings (what a user's report shows for a real model).
    Wall-clock figures on a shared machine swing with its load (tiny tensors on 2 busy cores: up to 50x), so
    compare the two rows of one run, not runs.
 """
@@ -94,7 +97,7 @@ def ccip_rows(work: Path, n: int, real: str | None) -> list[tuple[str, str, floa
     return rows
 
 
-def share_rows(work: Path, steps: int, every: int, threads: int) -> list[tuple[str, float]]:
+def share_rows(work: Path, steps: int, every: int, threads: int) -> tuple[list[tuple[str, float]], str]:
     import torch
 
     from charframe.pipeline.runner import Options, run_target
@@ -103,6 +106,7 @@ def share_rows(work: Path, steps: int, every: int, threads: int) -> list[tuple[s
 
     torch.set_num_threads(threads)
     root = make_project(work / "proj")
+    (root / "charframe.toml").write_text("", encoding="utf-8")  # the shipped [preview] and [score] settings
     char = root / "Characters" / "krnk.toml"
     text = char.read_text(encoding="utf-8").replace("steps = 6\n", f"steps = {steps}\nsave_every = {every}\n", 1)
     char.write_text(text, encoding="utf-8")
@@ -113,15 +117,19 @@ def share_rows(work: Path, steps: int, every: int, threads: int) -> list[tuple[s
     failed = [(r.step, r.message) for r in report.failed]
     if failed:
         raise SystemExit(f"the pipeline failed: {failed}")
-    return [(r.step, r.seconds) for r in report.results if r.status == "ran"]
+    from charframe.pipeline.score_file import cost_line, read_score, score_path
+    from charframe.pipeline.stages import target_jobs
+
+    job = target_jobs(char, "face")[0]
+    return [(r.step, r.seconds) for r in report.results if r.status == "ran"], cost_line(read_score(score_path(job)))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=("ccip", "share"))
     ap.add_argument("--images", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=60, help="training steps of the share run (default 60)")
-    ap.add_argument("--every", type=int, default=20, help="a checkpoint every N steps (default 20)")
+    ap.add_argument("--steps", type=int, default=1000, help="training steps of the share run (default 1000)")
+    ap.add_argument("--every", type=int, default=100, help="a checkpoint every N steps (default 100)")
     ap.add_argument("--real", metavar="MODEL", help="also time a real CCIP model from the Hugging Face cache")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads for training and rendering (default 1: the tiny model's tensors are too small "
@@ -136,7 +144,8 @@ def main() -> int:
             for label, method, rate, check in ccip_rows(work, args.images, args.real):
                 print(f"{label:<22} {method:<52} {rate:>9.1f}  {check}")
         if args.only in (None, "share"):
-            rows = dict(share_rows(work, args.steps, args.every, args.threads))
+            found, recorded = share_rows(work, args.steps, args.every, args.threads)
+            rows = dict(found)
             train, score = rows.get("train", 0.0), rows.get("score", 0.0)
             n = args.steps // args.every + (args.steps % args.every != 0)
             print(f"\nscore step vs training, tiny model, {args.steps} steps, {n} checkpoints scored, "
@@ -147,6 +156,9 @@ def main() -> int:
             per_ckpt, per_step = score / n, train / args.steps  # fixed costs (base model load, report) included
             print(f"  per checkpoint {per_ckpt:.2f} s, per training step {per_step:.3f} s: the score step stays "
                   f"≤ 10 % of training with a checkpoint every ≥ {per_ckpt / (0.1 * per_step):.0f} steps")
+            print("  share by checkpoint interval: " + ", ".join(
+                f"every {k}: {100 * per_ckpt / (k * per_step):.1f} %" for k in (25, 50, 100, 200, 500)))
+            print(f"  the score file's own account: {recorded}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

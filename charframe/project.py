@@ -140,6 +140,8 @@ class PreviewTable:
     cfg: float | None = field(default=None, metadata=limits(min=1, max=30))
     tiny_steps: int | None = field(default=None, metadata=limits(min=1, max=200))
     tiny_size: int | None = field(default=None, metadata=limits(min=32, max=2048))
+    #: LoRA strengths of the sweep beside the grid ([] = no sweep)
+    strengths: tuple[float, ...] | None = field(default=None, metadata=limits(min=-4, max=4))
 
 
 @dataclass(frozen=True)
@@ -213,11 +215,15 @@ class IdentityTable:
 class ScoreTable:
     """`[score]`: how the score step judges a stage's checkpoints (charframe.pipeline.score).
 
-    Previews of each checkpoint: the `[preview]` scenes and seeds, plus the character at the angle `codes` (elevation
-    and azimuth digits, taken with the stage's set letter: "02" → f02 or b02). The best step is the one with the lowest
-    mean identity difference; steps within `tie` of it count as equal and the earliest of them wins."""
+    Pictures of each checkpoint: the `[preview]` scenes, plus the character at the angle `codes` (elevation and
+    azimuth digits, taken with the stage's set letter: "02" → f02 or b02), at `seeds` (default: the first preview
+    seed only — every picture is a full sampling run, and a checkpoint's are drawn again for each checkpoint) and
+    `steps` sampling steps (0 = the preview's). The best step is the one with the lowest mean identity difference;
+    steps within `tie` of it count as equal and the earliest of them wins."""
 
     codes: tuple[str, ...] = ("00", "02", "12")
+    seeds: tuple[int, ...] = field(default=(), metadata=limits(min=0, max=2**32 - 1))
+    steps: int = field(default=0, metadata=limits(min=0, max=200, help="0 = the preview's steps"))
     tie: float = field(default=0.005, metadata=limits(min=0, max=1))
 
 

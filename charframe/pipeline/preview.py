@@ -21,7 +21,6 @@ grey tiles that say so.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,12 +32,8 @@ from tqdm import tqdm
 
 from charframe.errors import CharframeError
 from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings
-from charframe.generation.face_lora import lora_applied
-from charframe.generation.families import conditioning, encode_prompts, pipeline_args
-from charframe.generation.prompt import encode_pair
-from charframe.models.clip import check_clip_skip
-from charframe.models.load import load_sd
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
+from charframe.pipeline.render import Drawer, load_drawer
 from charframe.pipeline.score_file import chosen_lora
 from charframe.pipeline.stages import StageJob
 from charframe.project import project_dirs
@@ -70,35 +65,6 @@ class GridLayout:
     title_box: tuple[int, int, int, int]
     tiles: dict[tuple[int, int], tuple[int, int, int, int]]        # (row, column) → box; sweep columns follow
     texts: list[str]
-
-
-def render_row(pipe: Any, texts: Sequence[str], negative: str, s: PreviewSettings, clip_skip: int,
-               bar: Any = None, embeddings: PromptEmbeddings | None = None, comps: Any = None) -> list[Image.Image]:
-    """One image per (prompt, seed), each from its own seeded generator; prompts are encoded as generated images
-    are, with the clip skip of training and `embeddings` (checked against the model here). With `comps` of a family
-    that generation encodes its own way (SDXL: both encoders, pooled), prompts go through `generation.families`
-    (textual-inversion embeddings are SD1.x's)."""
-    import torch
-
-    clip = comps is None or conditioning(comps.family) == "clip"
-    lookup = embeddings.lookup(pipe.tokenizer, pipe.text_encoder) if embeddings is not None and clip else None
-    images = []
-    for text in texts:
-        with torch.no_grad():
-            if clip:
-                prompt_embeds, negative_embeds = (e.to(pipe.unet.dtype) for e in encode_pair(
-                    text, negative, pipe.tokenizer, pipe.text_encoder, clip_skip, lookup))
-                prompt_args = dict(prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_embeds)
-            else:
-                prompt_args = pipeline_args(*encode_prompts(comps, text, negative, clip_skip), pipe.unet.dtype)
-        for seed in s.seeds:
-            g = torch.Generator(device=pipe.device).manual_seed(int(seed))
-            out = pipe(**prompt_args, num_inference_steps=s.steps,
-                       guidance_scale=s.cfg, height=s.size, width=s.size, generator=g, output_type="pil")
-            images.append(out.images[0].convert("RGB"))
-            if bar is not None:
-                bar.update(1)
-    return images
 
 
 def _grey(text: str, size: int) -> Image.Image:
@@ -185,13 +151,12 @@ def _tensorboard(log_dir: Path, stage: str, rows: Sequence[tuple[str, Sequence[I
             w.add_image(f"{stage}/{label}", strip, global_step=step, dataformats="HWC")
 
 
-def _render(pipe: Any, row: Row, texts: Sequence[str], negative: str, s: PreviewSettings, clip_skip: int,
-            bar: Any, folder: PromptEmbeddings, comps: Any = None) -> None:
+def _render(drawer: Drawer, row: Row, texts: Sequence[str], negative: str, s: PreviewSettings, bar: Any,
+            folder: PromptEmbeddings) -> None:
     """Fill `row` with its scene × seed images and, for a LoRA, its strength sweep (first scene and seed; at
-    strength 1 the grid's own image is reused). `comps`: the loaded model (its family's text encoders)."""
-    encoders = comps.text_encoders if comps is not None and len(comps.text_encoders) > 1 else pipe.text_encoder
-    with lora_applied(pipe.unet, encoders, row.lora) if row.lora is not None else contextlib.nullcontext():
-        row.images = render_row(pipe, texts, negative, s, clip_skip, bar, folder.with_bundle(row.lora), comps)
+    strength 1 the grid's own image is reused)."""
+    with drawer.lora(row.lora):
+        row.images = drawer.draw(texts, negative, s, bar, folder.with_bundle(row.lora))
     if row.lora is None or not row.images:
         return
     for w in s.strengths:
@@ -199,26 +164,19 @@ def _render(pipe: Any, row: Row, texts: Sequence[str], negative: str, s: Preview
             row.sweep.append(row.images[0])
             bar.update(1)
             continue
-        with lora_applied(pipe.unet, encoders, row.lora, w):
-            row.sweep += render_row(pipe, texts[:1], negative, replace(s, seeds=s.seeds[:1]), clip_skip, bar,
-                                    folder.with_bundle(row.lora), comps)
+        with drawer.lora(row.lora, w):
+            row.sweep += drawer.draw(texts[:1], negative, replace(s, seeds=s.seeds[:1]), bar,
+                                     folder.with_bundle(row.lora))
 
 
 def preview_job(job: StageJob, *, progress: bool = True, previous: Path | None = None) -> Path:
     """Draw the grid of one stage (base, LoRA, merged, compressed, and `previous`, the LoRA this run replaced,
     when given) with its strength sweep, and log the rows to TensorBoard."""
-    import torch
-
     s = preview_settings(job.root, job.plan.io.model is None, job.family)
     texts = prompts(job.members, s)
     folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # read and checked before the model
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None, device=device,
-                    family=job.plan.io.family, prediction=job.plan.io.prediction)
-    check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
-    pipe = comps.pipeline()
-    pipe.set_progress_bar_config(disable=True)
-    folder.lookup(pipe.tokenizer, pipe.text_encoder)  # a folder embedding of another width: one line, not grey rows
+    drawer = load_drawer(job)
+    folder.lookup(drawer.pipe.tokenizer, drawer.pipe.text_encoder)  # a folder embedding of another width: one line
     rows = [Row("base", None, []), Row("LoRA", chosen_lora(job), []), Row("merged", job.merged, []),
             Row("compressed", job.compressed, [])] + ([Row("previous", Path(previous), [])] if previous else [])
     per_row = len(texts) * len(s.seeds)
@@ -226,7 +184,7 @@ def preview_job(job: StageJob, *, progress: bool = True, previous: Path | None =
     with tqdm(total=total, desc=f"preview {job.out}", unit="img", disable=not progress, leave=False) as bar:
         for row in rows:
             try:
-                _render(pipe, row, texts, job.character.negative, s, job.plan.recipe.clip_skip, bar, folder, comps)
+                _render(drawer, row, texts, job.character.negative, s, bar, folder)
             except CharframeError as e:
                 log.warning("%s; its preview row is left grey", e)
                 grey = _grey(f"{row.label}:\nnot drawn\n(see the\nwarning)", max(s.size, MIN_TILE))

@@ -2,8 +2,9 @@
 
 A stage trained with `save_every = N` leaves `<name>-step00000500.safetensors` … beside its final LoRA (the last
 step). With an identity model (`[identity]`, `models.ccip`), each checkpoint renders fixed-seed previews — the
-`[preview]` scenes and the character at the `[score] codes` angles (prompted with their training captions), every
-seed — into `<name>-score/step00000500/`, and its *identity* is the mean CCIP difference of those pictures to the
+`[preview]` scenes and the character at the `[score] codes` angles (prompted with their training captions), at the
+`[score] seeds` (default: the first preview seed) — into `<name>-score/step00000500/`, drawn by the stage's own model
+family (`pipeline.render`, as the preview; batched on a GPU), and its *identity* is the mean CCIP difference of those pictures to the
 stage's training images (lower = more like the character). The dataset's own images are scored too (each against
 the dataset's medoid, or the character file's reference pictures): the report's per-code table.
 
@@ -29,21 +30,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
+from tqdm import tqdm
 
 from charframe.cleaning.identity import identities, reference_files, scorer_for
-from charframe.dataset.captions import caption_for, load_rules
-from charframe.dataset.naming import ImageCode, parse_code
 from charframe.errors import CharframeError
 from charframe.generation.embeddings import prompt_embeddings
-from charframe.generation.face_lora import lora_applied
-from charframe.models.clip import check_clip_skip
-from charframe.models.load import load_sd
-from charframe.pipeline.preview import Row, preview_grid, render_row
-from charframe.pipeline.preview_spec import preview_settings, prompts
+from charframe.pipeline.preview import Row, preview_grid
+from charframe.pipeline.preview_spec import PreviewSettings
+from charframe.pipeline.render import load_drawer
 from charframe.pipeline.report import write_report
 from charframe.pipeline.score_file import (
-    ScoreFile, StepScore, choose, dataset_pictures, previews_dir, read_score, saved_steps, score_path, write_score,
+    ScoreFile, StepScore, choose, dataset_pictures, draw_params, previews_dir, read_score, saved_steps, score_path,
+    score_settings, score_texts, write_score,
 )
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
@@ -56,67 +54,33 @@ log = logging.getLogger(__name__)
 
 # --- rendering and scoring ---------------------------------------------------------------------------------
 
-def angle_codes(job: StageJob) -> list[ImageCode]:
-    """The stage's `[score] codes` as codes of its set letter (a group stage: the body letter)."""
-    letter = "f" if job.stage == "face" else "b"
-    out = []
-    for digits in load_project(job.root).score.codes:
-        code = parse_code(f"{letter}{digits}")
-        if code is None or code.rest:
-            raise CharframeError(f"{job.root / 'charframe.toml'}: score.codes: {digits!r} is not an elevation and "
-                                 "azimuth like 02")
-        out.append(code)
-    return out
-
-
-def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
-    """(prompts, labels): the preview scenes, then the angle codes with their training captions."""
-    s = preview_settings(job.root, job.plan.io.model is None)
-    texts = prompts(job.members, s)
-    labels = list(s.scenes)
-    rules = load_rules(job.root)
-    c, outfit = job.members[0]
-    for code in angle_codes(job):
-        texts.append(caption_for(code, c.subset(code.kind, 512, outfit), rules))
-        labels.append(code.code)
-    return texts, labels
-
-
 def settings_key(job: StageJob, model_key: str) -> str:
-    """What a checkpoint's scores depend on besides its file: the prompts, seeds, sizes and the identity model."""
-    s = preview_settings(job.root, job.plan.io.model is None)
-    texts, _ = score_texts(job)
-    return digest_params({"texts": texts, "preview": dataclasses.asdict(s), "model": model_key,
-                          "negative": job.character.negative, "base": job.plan.io.model, "vae": job.plan.io.vae})
+    """What a checkpoint's scores depend on besides its file: what draws its pictures (`score_file.draw_params`)
+    and the identity model. (The preview's strength sweep is not in it.)"""
+    return digest_params({**draw_params(job), "model": model_key})
 
 
 class _Renderer:
     """The base model loaded once, on first use; each checkpoint applied for its pictures and taken off again."""
 
-    def __init__(self, job: StageJob, progress: bool) -> None:
-        self.job, self.progress, self.pipe = job, progress, None
+    def __init__(self, job: StageJob) -> None:
+        self.job, self.drawer = job, None
 
-    def render(self, lora: Path, texts: list[str]) -> list[Any]:
+    def render(self, lora: Path, texts: list[str], s: PreviewSettings, bar: Any = None) -> list[Any]:
         job = self.job
-        s = preview_settings(job.root, job.plan.io.model is None)
-        if self.pipe is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            comps = load_sd(job.plan.io.model, job.plan.io.vae, dtype=torch.float16 if device == "cuda" else None,
-                            device=device)
-            check_clip_skip(job.plan.recipe.clip_skip, comps.text_encoder, f"{job.character.path}: generation.clip_skip")
-            self.pipe = comps.pipeline()
-            self.pipe.set_progress_bar_config(disable=True)
+        if self.drawer is None:
+            self.drawer = load_drawer(job)
         folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # as the preview renders them
-        with lora_applied(self.pipe.unet, self.pipe.text_encoder, lora):
-            return render_row(self.pipe, texts, job.character.negative, s, job.plan.recipe.clip_skip, None,
-                              folder.with_bundle(lora))
+        with self.drawer.lora(lora):
+            return self.drawer.draw(texts, job.character.negative, s, bar, folder.with_bundle(lora))
 
 
-def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path) -> tuple[list[Path], Path]:
+def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path,
+                      bar: Any = None) -> tuple[list[Path], Path]:
     """Render the checkpoint's pictures into `<name>-score/step00000500/` and their labelled grid beside it."""
     texts, labels = score_texts(job)
-    s = preview_settings(job.root, job.plan.io.model is None)
-    images = renderer.render(lora, texts)
+    s = score_settings(job)
+    images = renderer.render(lora, texts, s, bar)
     folder = previews_dir(job) / f"step{step:08d}"
     files = []
     for k, img in enumerate(images):
@@ -125,7 +89,8 @@ def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path)
         files.append(path)
     columns = [f"{label}\nseed {seed}" for label in labels for seed in s.seeds]
     title = [f"{job.out} {job.name}: the checkpoint of step {step}", f"{lora.name}; the pictures its identity is "
-             f"scored on (seeds {', '.join(map(str, s.seeds))}, {s.steps} steps, CFG {s.cfg:g}, {s.size} px)"]
+             f"scored on (seed{'s' if len(s.seeds) > 1 else ''} {', '.join(map(str, s.seeds))}, {s.steps} steps, "
+             f"CFG {s.cfg:g}, {s.size} px)"]
     grid = preview_grid(title, [Row(f"step {step}", lora, list(images))], columns, [], s.size)
     grid_path = previews_dir(job) / f"step{step:08d}.png"
     atomic_write_bytes(grid_path, encode_png(np.asarray(grid.image)), fsync=False)
@@ -155,21 +120,27 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
     table = load_project(job.root).score
     dataset = dataset_pictures(job)
     steps: list[StepScore] = []
-    renderer = _Renderer(job, progress)
-    rescored = 0
+    renderer = _Renderer(job)
+    todo: list[tuple[int, Path, str]] = []
     for step, lora in saved:
         digest = digest_file(lora)
         old = known.get((lora.name, digest, key))
         if old is not None and (scorer is None or Path(job.lora.parent / old.grid).is_file()):
             steps.append(dataclasses.replace(old, step=step))
-            continue
-        entry = StepScore(step, lora.name, digest, settings=key)
-        if scorer is not None:
-            pictures, grid = render_checkpoint(job, renderer, step, lora)
-            entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
-            entry.grid = grid.relative_to(job.lora.parent).as_posix()
-            rescored += 1
-        steps.append(entry)
+        else:
+            todo.append((step, lora, digest))
+    per_checkpoint = len(score_texts(job)[0]) * len(score_settings(job).seeds) if scorer is not None and todo else 0
+    with tqdm(total=per_checkpoint * len(todo), desc=f"score {job.out}", unit="img", leave=False,
+              disable=not progress or not per_checkpoint) as bar:
+        for step, lora, digest in todo:
+            entry = StepScore(step, lora.name, digest, settings=key)
+            if scorer is not None:
+                pictures, grid = render_checkpoint(job, renderer, step, lora, bar)
+                entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
+                entry.grid = grid.relative_to(job.lora.parent).as_posix()
+            steps.append(entry)
+    steps.sort(key=lambda x: x.step)
+    rescored = len(todo) if scorer is not None else 0
     chosen, reason = choose(steps, pinned=pinned, tie=table.tie)
     per_code: dict[str, float] = {}
     if scorer is not None and dataset:

@@ -1,19 +1,23 @@
 """The score file of a stage (`<LoRA stem>.score.toml`) and the rule that chooses its checkpoint.
 
-Read and written without loading any model (deciding what is stale reads it: merge takes the chosen file); the
+Read and written without loading any model (deciding what is stale reads it: merge takes the chosen file); so is
+what a checkpoint is drawn with (`draw_params`: the score step's parameters in the pipeline's step records). The
 scoring itself is `pipeline.score`, whose module doc says what the scores mean.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-from charframe.dataset.naming import IMAGE_EXTENSIONS, parse_code
+from charframe.dataset.captions import caption_for, load_rules
+from charframe.dataset.naming import IMAGE_EXTENSIONS, ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
+from charframe.project import load_project
 from charframe.training.checkpoints import checkpoints
 from charframe.util import toml as tomlio
 from charframe.util.files import atomic_write_text
@@ -161,3 +165,50 @@ def dataset_pictures(job: StageJob) -> dict[str, Path]:
         if key not in best or size > best[key][0]:
             best[key] = (size, p)
     return {k: v[1] for k, v in sorted(best.items())}
+
+
+# --- what a checkpoint is drawn with -------------------------------------------------------------------------
+
+def angle_codes(job: StageJob) -> list[ImageCode]:
+    """The stage's `[score] codes` as codes of its set letter (a group stage: the body letter)."""
+    letter = "f" if job.stage == "face" else "b"
+    out = []
+    for digits in load_project(job.root).score.codes:
+        code = parse_code(f"{letter}{digits}")
+        if code is None or code.rest:
+            raise CharframeError(f"{job.root / 'charframe.toml'}: score.codes: {digits!r} is not an elevation and "
+                                 "azimuth like 02")
+        out.append(code)
+    return out
+
+
+def score_settings(job: StageJob) -> PreviewSettings:
+    """The preview's settings for the stage's model, with the `[score]` seeds (default: the first preview seed) and
+    sampling steps (0 = the preview's; the tiny demo model keeps its own)."""
+    s = preview_settings(job.root, job.plan.io.model is None, job.family)
+    table = load_project(job.root).score
+    s = replace(s, seeds=table.seeds or s.seeds[:1])
+    return replace(s, steps=table.steps) if table.steps and job.plan.io.model is not None else s
+
+
+def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
+    """(prompts, labels): the preview scenes, then the angle codes with their training captions."""
+    s = score_settings(job)
+    texts = prompts(job.members, s)
+    labels = list(s.scenes)
+    rules = load_rules(job.root)
+    c, outfit = job.members[0]
+    for code in angle_codes(job):
+        texts.append(caption_for(code, c.subset(code.kind, 512, outfit), rules))
+        labels.append(code.code)
+    return texts, labels
+
+
+def draw_params(job: StageJob) -> dict[str, Any]:
+    """Everything that decides a checkpoint's score pictures besides its file: the prompts, seeds, sampling steps,
+    size and CFG, the negative prompt, base model, family, prediction, VAE and clip skip."""
+    s = score_settings(job)
+    io = job.plan.io
+    return {"texts": score_texts(job)[0], "seeds": list(s.seeds), "steps": s.steps, "size": s.size, "cfg": s.cfg,
+            "negative": job.character.negative, "base": io.model, "vae": io.vae, "family": io.family,
+            "prediction": io.prediction, "clip_skip": job.plan.recipe.clip_skip}

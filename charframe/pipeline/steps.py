@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import importlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -36,7 +35,7 @@ from charframe.errors import CharframeError
 from charframe.families.family import DEFAULT
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
-from charframe.pipeline.score_file import chosen_lora, previews_dir, report_path, score_path
+from charframe.pipeline.score_file import chosen_lora, draw_params, previews_dir, report_path, score_path
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
 from charframe.training.checkpoints import checkpoints
@@ -278,13 +277,11 @@ def _score_inputs(job: StageJob) -> list[FileSet]:
 
 
 def _score_params(job: StageJob) -> dict[str, Any]:
-    """Without identity only that (nothing is rendered); with it the model, what is rendered and the rule."""
+    """Without identity only that (nothing is rendered); with it the model, what draws the pictures and the rule."""
     setting = identity_setting(job.root)
     if setting.model is None:
         return setting.params()
-    config = load_project(job.root)
-    return {**setting.params(), "preview": dataclasses.asdict(preview_settings(job.root, job.plan.io.model is None)),
-            "score": dump(config.score), "prompt": {c.keyword: [c.prompt, c.negative] for c, _ in job.members}}
+    return {**setting.params(), "draw": draw_params(job), "tie": load_project(job.root).score.tie}
 
 
 def _sets_work(j: StageJob, *parts: str) -> list[FileSet]:

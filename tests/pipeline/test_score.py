@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +19,9 @@ from charframe.errors import CharframeError
 from charframe.lora.io import read_network
 from charframe.pipeline import score as score_mod
 from charframe.pipeline.runner import Options, run_target
-from charframe.pipeline.score_file import chosen_lora, choose, pin_step, read_score, report_path, score_path, StepScore
+from charframe.pipeline.score_file import (
+    StepScore, chosen_lora, choose, draw_params, pin_step, read_score, report_path, score_path,
+)
 from charframe.pipeline.stages import target_jobs
 from project_builder import copy_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
@@ -141,3 +144,28 @@ def test_the_report_links_only_pictures_that_exist_and_renders_in_a_browser(scor
 
     img = Image.open(shot).convert("L")
     assert img.size == (1200, 1600) and len(set(img.getdata())) > 20  # drawn, not blank
+
+
+def test_score_seeds_rescore_every_checkpoint_and_the_strength_sweep_none(scored) -> None:
+    """A checkpoint is drawn at the first preview seed unless `[score] seeds` says more; changing them re-scores
+    every checkpoint; the preview's strength sweep is not part of what a score depends on."""
+    job, toml = scored.job, scored.root / "charframe.toml"
+    first = read_score(score_path(job))
+    assert draw_params(job)["seeds"] == [1]
+    assert len(list((job.lora.parent / first.steps[0].grid).with_suffix("").glob("*.png"))) == 4  # 1 scene + 3 codes
+    text = toml.read_text(encoding="utf-8")
+    try:
+        toml.write_text(text.replace("[preview]\n", "[preview]\nstrengths = [0.5, 1.0]\n", 1), encoding="utf-8")
+        assert draw_params(job) == draw_params(replace(job))  # read afresh: the sweep changes nothing
+        scored.fake.calls.clear()
+        score_mod.score_job(job, progress=False)
+        assert scored.fake.calls == []
+        toml.write_text(text + "[score]\nseeds = [1, 2]\nsteps = 9\n", encoding="utf-8")
+        assert draw_params(job)["seeds"] == [1, 2] and draw_params(job)["steps"] == 1  # the tiny model keeps its 1
+        score_mod.score_job(job, progress=False)
+        assert sorted(scored.fake.calls) == [2, 4, 6]  # every checkpoint drawn again
+        s = read_score(score_path(job))
+        assert all(x.settings != y.settings for x, y in zip(s.steps, first.steps)) and s.chosen == 4
+        assert len(list((job.lora.parent / s.steps[0].grid).with_suffix("").glob("*.png"))) == 8  # × 2 seeds
+    finally:
+        toml.write_text(text, encoding="utf-8")

@@ -10,7 +10,9 @@ from PIL import Image
 
 from charframe.lora.io import load_lora_file
 from charframe.pipeline.runner import Options, run_target
+from charframe.pipeline.score_file import read_score, score_path
 from charframe.pipeline.stages import target_jobs
+from charframe.testing import tiny_ccip
 from charframe.util import toml as tomlio
 from project_builder import templated_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
@@ -25,12 +27,15 @@ def character(kw: str) -> str:
             'kps = "maid"\n'
             '[generation]\nfamily = "sdxl"\nsize = 64\nsteps = 1\nhires_scale = 1.0\ncandidates = 1\n'
             f'[export]\nsizes = [64]\nexclude = {EXCLUDE!r}\n'.replace("'", '"')
-            + '[training.face]\nsteps = 2\n'
+            + '[training.face]\nsteps = 2\nsave_every = 1\n'
             + "".join(f'[training.{s}]\nlogic = "Lora1x1A1-AdamW8"\ndim = 2\nsteps = 2\n' for s in ("body", "group")))
 
 
 def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
     root = templated_project(tmp_path / "proj")
+    tiny_ccip.write_folder(root / "models" / "ccip", "histogram", 9.0)  # scores every checkpoint, rejects nothing
+    with open(root / "charframe.toml", "a", encoding="utf-8") as f:
+        f.write('[identity]\nmodel = "models/ccip"\n')
     (root / "Characters" / "krnk.toml").write_text(character("krnk"))
     group = root / "Characters" / "pair.group.toml"  # one character in two outfits: face, 2 bodies, the group
     group.write_text('[[member]]\ncharacter = "krnk"\noutfit = "sf"\n[[member]]\ncharacter = "krnk"\noutfit = "kps"\n')
@@ -58,3 +63,7 @@ def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
     assert any(k.startswith("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q") for k in tensors)
     assert Path(group_lora := next(j for j in jobs if j.stage == "group").lora).name.startswith("krnksf_krnkkps-")
     assert group_lora.is_file()
+    score = read_score(score_path(face))  # both checkpoints drawn by the SDXL model with their LoRA, and scored
+    assert [s.step for s in score.steps] == [1, 2] and all(s.identity is not None for s in score.steps)
+    grid = face.lora.parent / score.steps[0].grid
+    assert grid.is_file() and len(list((grid.parent / "step00000001").glob("*.png"))) == 4  # 1 scene + 3 codes
