@@ -1,6 +1,6 @@
 """Benchmark: identity scoring (issue 22) — CCIP throughput, and the score step's cost as a share of training.
 
-    python benchmarks/score.py             # both parts (about 3-5 minutes on 2 cores)
+    python benchmarks/score.py             # both parts (about 1.5-3 minutes on 2 cores)
     python benchmarks/score.py --only ccip # throughput only
     python benchmarks/score.py --real ccip-caformer-24-randaug-pruned   # the real model too (from the HF cache)
 

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from charframe.errors import CharframeError
 from charframe.generation.embeddings import PromptEmbeddings, prompt_embeddings
+from charframe.generation.families import conditioning
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.render import Drawer, load_drawer
 from charframe.pipeline.score_file import chosen_lora
@@ -135,9 +136,11 @@ def preview_title(job: StageJob, rows: Sequence[Row], s: PreviewSettings, texts:
              if s.strengths and s.scenes and s.seeds else "")
     prompt = texts[0].rsplit(", ", 1)[0] if texts else ""
     steps = f"{s.steps} step{'s' if s.steps != 1 else ''}"
+    # SDXL's encoders always give their penultimate layer: no clip skip to state (sd-scripts leaves it out too)
+    skip = f"; clip skip {job.plan.recipe.clip_skip}" if conditioning(job.family) == "clip" else ""
     return [f"{job.out} {job.name} preview",
             f"rows: base = no LoRA, {files} (in {job.lora.parent.name}/; LoRA strength 1{sweep})",
-            f"base model: {_model_name(job.plan.io.model)}{vae}; clip skip {job.plan.recipe.clip_skip}",
+            f"base model: {_model_name(job.plan.io.model)}{vae}{skip}",
             f"prompt: {prompt}, <scene>; negative: {job.character.negative or '(none)'}",
             f"seeds {', '.join(map(str, s.seeds))}; {steps}, CFG {s.cfg:g}, {s.size} px"]
 

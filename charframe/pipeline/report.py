@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Iterable
 
 from charframe.cleaning.pick import PICKS_FILE, read_info
-from charframe.pipeline.score_file import dataset_pictures, read_score, report_path, score_path
+from charframe.pipeline.score_file import cost_line, dataset_pictures, read_score, report_path, score_path
 from charframe.pipeline.stages import StageJob
 from charframe.util.files import atomic_write_text
 _CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:18px;
@@ -124,6 +124,8 @@ def render_report(job: StageJob) -> str:
         rows = [f"<tr{' class=chosen' if x.step == s.chosen else ''}><td>{x.step}</td><td>{html.escape(x.file)}</td>"
                 f"<td>{'-' if x.identity is None else f'{x.identity:.4f}'}</td></tr>" for x in s.steps]
         out.append(_table(("step", "file", "identity (lower = more alike)"), rows, "No checkpoints."))
+        if cost := cost_line(s):
+            out.append(f"<p class='note'>Cost: {html.escape(cost)}.</p>")
         grids = {x.step: job.lora.parent / x.grid for x in s.steps if x.grid}
         last = max(x.step for x in s.steps)
         shown = [(f"Chosen step {s.chosen}", grids.get(s.chosen))]

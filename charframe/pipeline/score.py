@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +36,14 @@ from tqdm import tqdm
 from charframe.cleaning.identity import identities, reference_files, scorer_for
 from charframe.errors import CharframeError
 from charframe.generation.embeddings import prompt_embeddings
+from charframe.lora.io import read_network
 from charframe.pipeline.preview import Row, preview_grid
 from charframe.pipeline.preview_spec import PreviewSettings
 from charframe.pipeline.render import load_drawer
 from charframe.pipeline.report import write_report
 from charframe.pipeline.score_file import (
-    ScoreFile, StepScore, choose, dataset_pictures, draw_params, previews_dir, read_score, saved_steps, score_path,
-    score_settings, score_texts, write_score,
+    ScoreFile, StepScore, choose, cost_line, dataset_pictures, draw_params, previews_dir, read_score, saved_steps,
+    score_path, score_settings, score_texts, write_score,
 )
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
@@ -97,6 +99,15 @@ def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path,
     return files, grid_path
 
 
+def training_seconds(lora: Path) -> float | None:
+    """The training run's length, from its LoRA's sd-scripts metadata (start and finish times); None if unknown."""
+    try:
+        md = read_network(lora, lazy=True).metadata
+        return float(md["ss_training_finished_at"]) - float(md["ss_training_started_at"])
+    except (CharframeError, KeyError, ValueError, TypeError, OSError):
+        return None
+
+
 def checkpoint_identity(scorer: Any, pictures: list[Path], dataset: list[Path]) -> float:
     """Mean CCIP difference of a checkpoint's pictures to the training images (lower = more like them)."""
     if not pictures or not dataset:
@@ -135,9 +146,11 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
         for step, lora, digest in todo:
             entry = StepScore(step, lora.name, digest, settings=key)
             if scorer is not None:
+                t = time.perf_counter()
                 pictures, grid = render_checkpoint(job, renderer, step, lora, bar)
                 entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
                 entry.grid = grid.relative_to(job.lora.parent).as_posix()
+                entry.seconds = round(time.perf_counter() - t, 3)
             steps.append(entry)
     steps.sort(key=lambda x: x.step)
     rescored = len(todo) if scorer is not None else 0
@@ -148,8 +161,10 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
         values, _ = identities(scorer, list(dataset.values()), refs)
         per_code = {k: round(float(v), 6) for k, v in zip(dataset, values)}
     result = ScoreFile(chosen, next(s.file for s in steps if s.step == chosen), reason, pinned,
-                       scorer.threshold if scorer is not None else None, steps, per_code)
+                       scorer.threshold if scorer is not None else None, steps, per_code, training_seconds(job.lora))
     write_score(path, result)
+    if cost := cost_line(result):
+        (log.warning if "holds from" in cost else log.info)("%s %s: %s", job.out, job.name, cost)
     if rescored:
         log.info("%s: %d checkpoint(s) scored, %d known", job.out, rescored, len(steps) - rescored)
     log.info("%s %s: step %d chosen (%s)", job.out, job.name, chosen, reason)

@@ -38,6 +38,7 @@ class StepScore:
     adherence: float | None = None
     grid: str = ""
     settings: str = ""
+    seconds: float | None = None  # what drawing and scoring it took
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ScoreFile:
     threshold: float | None = None
     steps: list[StepScore] = dataclasses.field(default_factory=list)
     dataset: dict[str, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float | None = None  # the training run's length (its LoRA's start and finish times)
 
 
 def score_path(job: StageJob) -> Path:
@@ -73,7 +75,8 @@ def read_score(path: Path) -> ScoreFile | None:
         steps = [StepScore(**{k: v for k, v in s.items() if k in {f.name for f in dataclasses.fields(StepScore)}})
                  for s in data.get("step", [])]
         return ScoreFile(int(data.get("chosen", 0)), str(data.get("file", "")), str(data.get("reason", "")),
-                         int(data.get("pinned", 0)), data.get("threshold"), steps, dict(data.get("dataset", {})))
+                         int(data.get("pinned", 0)), data.get("threshold"), steps, dict(data.get("dataset", {})),
+                         data.get("train_seconds"))
     except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError, TypeError, ValueError):
         return None
 
@@ -140,6 +143,29 @@ def choose(steps: Sequence[StepScore], *, pinned: int = 0, tie: float = 0.005, a
 
 
 
+BUDGET = 0.10  # the score step's share of training time that the defaults are chosen to stay under
+
+
+def cost_line(s: ScoreFile | None, budget: float = BUDGET) -> str:
+    """What scoring cost against training, from the score file's own timings ("" when nothing was timed): every
+    checkpoint's drawing and scoring over the training run's length. Over `budget`, it says the checkpoint interval
+    from which the share would hold at these costs, and the settings that draw fewer pictures. (A rerun re-scores
+    only new checkpoints; this is what scoring all of them costs.)"""
+    timed = [x.seconds for x in (s.steps if s else []) if x.seconds is not None]
+    if s is None or not timed or not s.train_seconds or not s.steps:
+        return ""
+    per_ckpt = sum(timed) / len(timed)
+    total = per_ckpt * len(s.steps)
+    share = total / s.train_seconds
+    line = (f"scoring {len(s.steps)} checkpoint(s) takes {total:.1f} s ({per_ckpt:.2f} s each): {100 * share:.1f} % of "
+            f"the training's {s.train_seconds:.1f} s (target ≤ {100 * budget:g} %)")
+    if share > budget:
+        per_step = s.train_seconds / max(x.step for x in s.steps)
+        line += (f"; it holds from a checkpoint every ≥ {per_ckpt / (budget * per_step):.0f} steps (save_every), or "
+                 "with fewer pictures per checkpoint ([preview] scenes, [score] codes, seeds, steps)")
+    return line
+
+
 def write_score(path: Path, s: ScoreFile) -> None:
     head = ("# charframe score: the checkpoints of this LoRA, scored (identity = mean CCIP difference of each step's\n"
             "# previews to the training images; lower = more like the character), and the step merge and compress use.\n"
@@ -147,6 +173,8 @@ def write_score(path: Path, s: ScoreFile) -> None:
     data: dict[str, Any] = {"pinned": s.pinned, "chosen": s.chosen, "file": s.file, "reason": s.reason}
     if s.threshold is not None:
         data["threshold"] = s.threshold
+    if s.train_seconds is not None:
+        data["train_seconds"] = round(s.train_seconds, 2)
     data["step"] = [{k: v for k, v in dataclasses.asdict(x).items() if v is not None and v != ""} for x in s.steps]
     if s.dataset:
         data["dataset"] = s.dataset

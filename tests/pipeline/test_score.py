@@ -20,7 +20,7 @@ from charframe.lora.io import read_network
 from charframe.pipeline import score as score_mod
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.score_file import (
-    StepScore, chosen_lora, choose, draw_params, pin_step, read_score, report_path, score_path,
+    ScoreFile, StepScore, chosen_lora, choose, cost_line, draw_params, pin_step, read_score, report_path, score_path,
 )
 from charframe.pipeline.stages import target_jobs
 from project_builder import copy_project
@@ -91,6 +91,8 @@ def test_the_preferred_step_is_merged_and_compressed(scored) -> None:
     grids = [job.lora.parent / x.grid for x in s.steps]
     assert all(g.is_file() for g in grids)
     assert s.dataset and all(re.fullmatch(r"krnk girl/f\d\d", k) for k in s.dataset)
+    assert s.train_seconds > 0 and all(x.seconds > 0 for x in s.steps)  # the cost, from the score file's own timings
+    assert "% of the training's" in cost_line(s) and "Cost: scoring 3 checkpoint(s)" in report_path(job).read_text()
 
 
 def test_a_rerun_scores_nothing_and_a_pinned_step_rescores_nothing(scored) -> None:
@@ -169,3 +171,15 @@ def test_score_seeds_rescore_every_checkpoint_and_the_strength_sweep_none(scored
         assert len(list((job.lora.parent / s.steps[0].grid).with_suffix("").glob("*.png"))) == 8  # × 2 seeds
     finally:
         toml.write_text(text, encoding="utf-8")
+
+
+def test_the_cost_line_says_the_share_and_the_interval_that_keeps_it() -> None:
+    steps = [StepScore(k, f"s{k}", "d", 0.1, seconds=0.5) for k in (100, 200, 300, 400)]
+    s = ScoreFile(4, "s400", "", steps=steps, train_seconds=40.0)  # 0.1 s per training step
+    assert cost_line(s) == ("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 5.0 % of the training's 40.0 s "
+                            "(target ≤ 10 %)")
+    s.train_seconds = 10.0  # 0.025 s per step: 20 %, under 10 % from every 200 steps
+    assert cost_line(s).startswith("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 20.0 % of")
+    assert "holds from a checkpoint every ≥ 200 steps (save_every)" in cost_line(s)
+    assert cost_line(ScoreFile(4, "s400", "", steps=[StepScore(4, "s4", "d")], train_seconds=10.0)) == ""
+    assert cost_line(None) == ""

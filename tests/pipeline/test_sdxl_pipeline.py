@@ -9,6 +9,8 @@ from pathlib import Path
 from PIL import Image
 
 from charframe.lora.io import load_lora_file
+from charframe.pipeline.preview import preview_title
+from charframe.pipeline.preview_spec import preview_settings
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.score_file import read_score, score_path
 from charframe.pipeline.stages import target_jobs
@@ -67,3 +69,6 @@ def test_face_body_group_on_sdxl(tmp_path: Path, one_thread) -> None:
     assert [s.step for s in score.steps] == [1, 2] and all(s.identity is not None for s in score.steps)
     grid = face.lora.parent / score.steps[0].grid
     assert grid.is_file() and len(list((grid.parent / "step00000001").glob("*.png"))) == 4  # 1 scene + 3 codes
+    title = preview_title(face, [], preview_settings(root, True, "sdxl"), ["krnk, in a forest"])
+    assert "base model: charframe's tiny random demo model (noise pictures)" in title[2]
+    assert "clip skip" not in " ".join(title)  # SDXL has none to state
