@@ -9,15 +9,18 @@
    same files (`ccip_batch_extract_features` over the whole list, and the naive `ccip_extract_feature` one picture
    at a time), for the tiny CCIP-signature models of `charframe.testing.tiny_ccip` and, with `--real`, a real
    model found in the Hugging Face cache (nothing is downloaded). "rerun" = the same pictures again: every
-   feature comes from the cache. The feature vectors are checked equal to imgutils'.
+   feature comes from the cache. The feature vectors are checked equal to imgutils'. The same for the prompt-
+   adherence tagger (`models.tagger`, the tiny WD14-signature model of `charframe.testing.tiny_tagger`) against
+   imgutils' `get_wd14_tags`.
 2. The score step's share: a one-character project (tiny random SD model, face stage) with the shipped settings
    — the five `[preview]` scenes and the three `[score] codes` at one seed: 8 pictures per checkpoint, at the tiny
    model's 64 px and 2 sampling steps — trained for `--steps` steps (default 1000, the typical face recipe) with
    a checkpoint every `--every` (default 100: ten checkpoints), then the score step (each checkpoint drawn and
    scored with the tiny histogram CCIP model), both timed as the pipeline runs them (its summary rows). Target:
    score ≤ 10 % of train. The share is the scoring cost per checkpoint over the training cost between checkpoints,
-   so it is also printed for other checkpoint intervals, and as the interval from which it holds. The score file
-   records the same share from its own timings (what a user's report shows for a real model).
+   so it is also printed for other checkpoint intervals, and as the interval from which it holds. The score step
+   records the same share from its own timings (`<name>-score/cost.toml`: what a user's log and report show for a
+   real model).
    Wall-clock figures on a shared machine swing with its load (tiny tensors on 2 busy cores: up to 50x), so
    compare the two rows of one run, not runs.
 """
@@ -97,6 +100,36 @@ def ccip_rows(work: Path, n: int, real: str | None) -> list[tuple[str, str, floa
     return rows
 
 
+def tagger_rows(work: Path, n: int) -> list[tuple[str, str, float, str]]:
+    """The tiny WD14-signature tagger: charframe's `Tagger` (cold, then from its cache) vs imgutils' get_wd14_tags."""
+    import numpy as np
+    from huggingface_hub import constants
+    from imgutils.tagging.wd14 import get_wd14_tags
+
+    from charframe.models import tagger
+    from charframe.testing import tiny_tagger
+
+    pictures = _pictures(work / "pics", n)
+    tiny_tagger.write_hf_cache(work / "hf-tagger", "SwinV2_v3")
+    constants.HF_HUB_CACHE = str(work / "hf-tagger")
+    model = tagger.locate("SwinV2_v3")
+    tagger.Tagger(model, cache=work / "tags0").predictions(pictures[:2])  # open the session outside the timing
+    get_wd14_tags(str(pictures[0]), model_name="SwinV2_v3")
+    t = time.perf_counter()
+    ours = tagger.Tagger(model, cache=work / "tags").predictions(pictures)
+    cold = time.perf_counter() - t
+    t = time.perf_counter()
+    tagger.Tagger(model, cache=work / "tags").predictions(pictures)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = np.stack([get_wd14_tags(str(p), model_name="SwinV2_v3", fmt="prediction") for p in pictures])
+    lib = time.perf_counter() - t
+    same = "equal" if np.array_equal(ours, theirs) else f"max diff {np.abs(ours - theirs).max():.2e}"
+    return [("tiny WD14 tagger", "charframe Tagger, first run", n / cold, same),
+            ("tiny WD14 tagger", "charframe Tagger, rerun (cache)", n / warm, ""),
+            ("tiny WD14 tagger", "imgutils get_wd14_tags one by one", n / lib, "")]
+
+
 def share_rows(work: Path, steps: int, every: int, threads: int) -> tuple[list[tuple[str, float]], str]:
     import torch
 
@@ -117,11 +150,12 @@ def share_rows(work: Path, steps: int, every: int, threads: int) -> tuple[list[t
     failed = [(r.step, r.message) for r in report.failed]
     if failed:
         raise SystemExit(f"the pipeline failed: {failed}")
-    from charframe.pipeline.score_file import cost_line, read_score, score_path
+    from charframe.pipeline.score_file import cost_line, cost_path, read_cost, read_score, score_path
     from charframe.pipeline.stages import target_jobs
 
     job = target_jobs(char, "face")[0]
-    return [(r.step, r.seconds) for r in report.results if r.status == "ran"], cost_line(read_score(score_path(job)))
+    steps = [x.step for x in read_score(score_path(job)).steps]
+    return [(r.step, r.seconds) for r in report.results if r.status == "ran"], cost_line(read_cost(cost_path(job)), steps)
 
 
 def main() -> int:
@@ -141,7 +175,7 @@ def main() -> int:
         if args.only in (None, "ccip"):
             print(f"CCIP features, {args.images} pictures of 256 px, CPU ({os.cpu_count()} cores)")
             print(f"{'model':<22} {'method':<52} {'images/s':>9}  check")
-            for label, method, rate, check in ccip_rows(work, args.images, args.real):
+            for label, method, rate, check in ccip_rows(work, args.images, args.real) + tagger_rows(work, args.images):
                 print(f"{label:<22} {method:<52} {rate:>9.1f}  {check}")
         if args.only in (None, "share"):
             found, recorded = share_rows(work, args.steps, args.every, args.threads)
@@ -158,7 +192,7 @@ def main() -> int:
                   f"≤ 10 % of training with a checkpoint every ≥ {per_ckpt / (0.1 * per_step):.0f} steps")
             print("  share by checkpoint interval: " + ", ".join(
                 f"every {k}: {100 * per_ckpt / (k * per_step):.1f} %" for k in (25, 50, 100, 200, 500)))
-            print(f"  the score file's own account: {recorded}")
+            print(f"  the score step's own account: {recorded}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -219,12 +219,16 @@ class ScoreTable:
     azimuth digits, taken with the stage's set letter: "02" → f02 or b02), at `seeds` (default: the first preview
     seed only — every picture is a full sampling run, and a checkpoint's are drawn again for each checkpoint) and
     `steps` sampling steps (0 = the preview's). The best step is the one with the lowest mean identity difference;
-    steps within `tie` of it count as equal and the earliest of them wins."""
+    steps within `tie` of it count as equal and the earliest of them wins. `tagger`: "none", or a WD14 tagger
+    (charframe.models.tagger: a name in the Hugging Face cache, or a folder) that scores prompt adherence; a step
+    whose adherence is under `adherence` is left out of the choice."""
 
     codes: tuple[str, ...] = ("00", "02", "12")
     seeds: tuple[int, ...] = field(default=(), metadata=limits(min=0, max=2**32 - 1))
     steps: int = field(default=0, metadata=limits(min=0, max=200, help="0 = the preview's steps"))
     tie: float = field(default=0.005, metadata=limits(min=0, max=1))
+    tagger: str = "none"
+    adherence: float = field(default=0.5, metadata=limits(min=0, max=1, help="the adherence floor; 0 = none"))
 
 
 @dataclass(frozen=True)

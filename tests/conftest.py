@@ -1,6 +1,7 @@
 """Test-wide settings: no model hub, deterministic CPU threads."""
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -23,3 +24,16 @@ def _notes_said_again() -> None:
     from charframe.util.once import forget
 
     forget()
+
+
+@pytest.fixture()
+def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache of this test only (imgutils and charframe both read HF_HUB_CACHE's value), where a
+    test lays out tiny model files as `huggingface-cli download` would."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    assert constants.HF_HUB_OFFLINE  # set above: no request can be made
+    return cache

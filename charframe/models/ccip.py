@@ -162,7 +162,7 @@ def _session(path: str, size: int, mtime_ns: int) -> Any:
         return open_onnx_model(path)
     except Exception as e:  # noqa: BLE001 - onnxruntime's errors are long C++ texts: keep the first line
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise CharframeError(f"{path}: not a usable ONNX model ({first}); download the CCIP files again") from None
+        raise CharframeError(f"{path}: not a usable ONNX model ({first}); download the model's files again") from None
 
 
 def session(path: Path) -> Any:
@@ -245,24 +245,44 @@ class Scorer:
     # --- the cache -------------------------------------------------------------------------------------------
 
     def _key(self, path: str | os.PathLike) -> str:
-        try:
-            return _file_digest(os.fspath(path), *_stat(Path(path)))
-        except OSError as e:
-            raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
+        return picture_key(path)
 
     def _cached(self, key: str) -> np.ndarray | None:
-        try:
-            return np.load(self.cache / f"{key}.npy", allow_pickle=False)
-        except (OSError, ValueError):
-            return None
+        return cached_array(self.cache, key)
 
     def _store(self, key: str, feature: np.ndarray) -> None:
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(feature, np.float32), allow_pickle=False)
-        try:
-            atomic_write_bytes(self.cache / f"{key}.npy", buf.getvalue(), fsync=False)
-        except OSError as e:  # a cache that cannot be written costs time, never the result
-            log.debug("feature cache %s not written: %s", self.cache, e)
+        store_array(self.cache, key, feature)
+
+
+# --- per-picture caches (features here, tagger predictions in models.tagger) ------------------------------------
+
+def memo_digest(path: Path) -> str:
+    """A file's content digest, memoised by path, size and mtime."""
+    return _file_digest(str(path), *_stat(path))
+
+
+def picture_key(path: str | os.PathLike) -> str:
+    """A picture's cache key: its content digest (memoised by size and mtime)."""
+    try:
+        return _file_digest(os.fspath(path), *_stat(Path(path)))
+    except OSError as e:
+        raise CharframeError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def cached_array(folder: Path, key: str) -> np.ndarray | None:
+    try:
+        return np.load(folder / f"{key}.npy", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+
+
+def store_array(folder: Path, key: str, value: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(value, np.float32), allow_pickle=False)
+    try:
+        atomic_write_bytes(folder / f"{key}.npy", buf.getvalue(), fsync=False)
+    except OSError as e:  # a cache that cannot be written costs time, never the result
+        log.debug("cache %s not written: %s", folder, e)
 
 
 def medoid(differences: np.ndarray) -> int:

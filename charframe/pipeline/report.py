@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Iterable
 
 from charframe.cleaning.pick import PICKS_FILE, read_info
-from charframe.pipeline.score_file import cost_line, dataset_pictures, read_score, report_path, score_path
+from charframe.pipeline.score_file import (
+    cost_line, cost_path, dataset_pictures, read_cost, read_score, report_path, score_path,
+)
 from charframe.pipeline.stages import StageJob
 from charframe.util.files import atomic_write_text
 _CSS = """body{font-family:sans-serif;margin:24px;color:#222;max-width:1400px}h1{font-size:22px}h2{font-size:18px;
@@ -121,10 +123,14 @@ def render_report(job: StageJob) -> str:
                    f"{html.escape(s.reason)}.</p>")
         points = [(x.step, x.identity) for x in s.steps if x.identity is not None]
         out.append("<h2>Identity by step</h2>" + plot_svg(points, s.chosen, s.threshold))  # type: ignore[arg-type]
+        tagged = any(x.adherence is not None for x in s.steps)
         rows = [f"<tr{' class=chosen' if x.step == s.chosen else ''}><td>{x.step}</td><td>{html.escape(x.file)}</td>"
-                f"<td>{'-' if x.identity is None else f'{x.identity:.4f}'}</td></tr>" for x in s.steps]
-        out.append(_table(("step", "file", "identity (lower = more alike)"), rows, "No checkpoints."))
-        if cost := cost_line(s):
+                f"<td>{'-' if x.identity is None else f'{x.identity:.4f}'}</td>"
+                + (f"<td>{'-' if x.adherence is None else f'{x.adherence:.2f}'}</td>" if tagged else "") + "</tr>"
+                for x in s.steps]
+        heads = ("step", "file", "identity (lower = more alike)") + (("prompt adherence",) if tagged else ())
+        out.append(_table(heads, rows, "No checkpoints."))
+        if cost := cost_line(read_cost(cost_path(job)), [x.step for x in s.steps]):
             out.append(f"<p class='note'>Cost: {html.escape(cost)}.</p>")
         grids = {x.step: job.lora.parent / x.grid for x in s.steps if x.grid}
         last = max(x.step for x in s.steps)

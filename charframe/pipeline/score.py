@@ -9,8 +9,10 @@ stage's training images (lower = more like the character). The dataset's own ima
 the dataset's medoid, or the character file's reference pictures): the report's per-code table.
 
 **The rule** (`choose`): the checkpoint with the lowest identity; checkpoints within `[score] tie` (0.005) of it
-count as equal and the earliest of them wins (less training, less overfitting). (`choose` also takes an adherence
-floor for steps that carry an adherence score; no tagger fills one in yet.) Without an identity model nothing is
+count as equal and the earliest of them wins (less training, less overfitting). With a `[score] tagger` (a WD14
+tagger, `models.tagger`) each checkpoint also gets its *prompt adherence* (of the prompts' tags the tagger knows —
+the scene's "forest", the code caption's "from side" — the share it finds in the pictures), and steps under the
+`[score] adherence` floor (0.5) are left out of the choice first. Without an identity model nothing is
 rendered and the last step is chosen. `pinned = N` in the score file (what
 `charframe run … --step N` writes) overrides the rule; `pinned = 0` (or `--step 0`) lets it choose again.
 
@@ -37,13 +39,14 @@ from charframe.cleaning.identity import identities, reference_files, scorer_for
 from charframe.errors import CharframeError
 from charframe.generation.embeddings import prompt_embeddings
 from charframe.lora.io import read_network
+from charframe.models.tagger import Tagger, adherence, expected_tags
 from charframe.pipeline.preview import Row, preview_grid
 from charframe.pipeline.preview_spec import PreviewSettings
 from charframe.pipeline.render import load_drawer
 from charframe.pipeline.report import write_report
 from charframe.pipeline.score_file import (
-    ScoreFile, StepScore, choose, cost_line, dataset_pictures, draw_params, previews_dir, read_score, saved_steps,
-    score_path, score_settings, score_texts, write_score,
+    Cost, ScoreFile, StepScore, choose, cost_line, cost_path, dataset_pictures, draw_params, previews_dir, read_cost,
+    read_score, saved_steps, score_path, score_settings, score_texts, tagger_model, write_cost, write_score,
 )
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
@@ -115,6 +118,12 @@ def checkpoint_identity(scorer: Any, pictures: list[Path], dataset: list[Path]) 
     return float(scorer.differences(scorer.features(pictures), scorer.features(dataset)).mean())
 
 
+def checkpoint_adherence(tagger: Tagger, pictures: list[Path], texts: list[str], seeds: int) -> float | None:
+    """Prompt adherence of a checkpoint's pictures (`texts` × `seeds`, in that order): `models.tagger.adherence`."""
+    expected = [expected_tags(t, tagger.vocabulary) for t in texts for _ in range(seeds)]
+    return adherence(tagger.tags(pictures), expected)
+
+
 def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> Path:
     """Score the stage's checkpoints (re-scoring only new or changed ones), choose one, write the score file,
     TensorBoard scalars and the report. Returns the score file."""
@@ -127,12 +136,15 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
     known = {(s.file, s.digest, s.settings): s for s in (previous.steps if previous else [])}
     if scorer == "auto":
         scorer = scorer_for(job.root)
-    key = settings_key(job, scorer.model.key) if scorer is not None else ""
+    tagging = tagger_model(job.root) if scorer is not None else None  # adherence is judged beside identity
+    tagger = Tagger(tagging) if tagging is not None else None
+    key = settings_key(job, scorer.model.key + (f"+{tagging.key}" if tagging else "")) if scorer is not None else ""
     table = load_project(job.root).score
     dataset = dataset_pictures(job)
     steps: list[StepScore] = []
     renderer = _Renderer(job)
     todo: list[tuple[int, Path, str]] = []
+    cost = read_cost(cost_path(job))
     for step, lora in saved:
         digest = digest_file(lora)
         old = known.get((lora.name, digest, key))
@@ -149,22 +161,28 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
                 t = time.perf_counter()
                 pictures, grid = render_checkpoint(job, renderer, step, lora, bar)
                 entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
+                if tagger is not None:
+                    entry.adherence = checkpoint_adherence(tagger, pictures, score_texts(job)[0],
+                                                           len(score_settings(job).seeds))
                 entry.grid = grid.relative_to(job.lora.parent).as_posix()
-                entry.seconds = round(time.perf_counter() - t, 3)
+                cost.seconds[step] = time.perf_counter() - t
             steps.append(entry)
     steps.sort(key=lambda x: x.step)
     rescored = len(todo) if scorer is not None else 0
-    chosen, reason = choose(steps, pinned=pinned, tie=table.tie)
+    chosen, reason = choose(steps, pinned=pinned, tie=table.tie, adherence_floor=table.adherence if tagger else 0.0)
     per_code: dict[str, float] = {}
     if scorer is not None and dataset:
         refs = [p for c, _ in job.members for p in reference_files(c)]
         values, _ = identities(scorer, list(dataset.values()), refs)
         per_code = {k: round(float(v), 6) for k, v in zip(dataset, values)}
     result = ScoreFile(chosen, next(s.file for s in steps if s.step == chosen), reason, pinned,
-                       scorer.threshold if scorer is not None else None, steps, per_code, training_seconds(job.lora))
+                       scorer.threshold if scorer is not None else None, steps, per_code)
     write_score(path, result)
-    if cost := cost_line(result):
-        (log.warning if "holds from" in cost else log.info)("%s %s: %s", job.out, job.name, cost)
+    if scorer is not None:
+        cost = Cost({k: v for k, v in cost.seconds.items() if k in {x.step for x in steps}}, training_seconds(job.lora))
+        write_cost(cost_path(job), cost)
+        if line := cost_line(cost, [x.step for x in steps]):
+            (log.warning if "holds from" in line else log.info)("%s %s: %s", job.out, job.name, line)
     if rescored:
         log.info("%s: %d checkpoint(s) scored, %d known", job.out, rescored, len(steps) - rescored)
     log.info("%s %s: step %d chosen (%s)", job.out, job.name, chosen, reason)
@@ -182,5 +200,7 @@ def _tensorboard(job: StageJob, s: ScoreFile) -> None:
         for x in s.steps:
             if x.identity is not None:
                 w.add_scalar(f"{job.name}/identity", x.identity, x.step)
+            if x.adherence is not None:
+                w.add_scalar(f"{job.name}/adherence", x.adherence, x.step)
         w.add_scalar(f"{job.name}/chosen_step", s.chosen, job.plan.recipe.steps)
         w.add_text(f"{job.name}/chosen", json.dumps({"step": s.chosen, "reason": s.reason}), job.plan.recipe.steps)

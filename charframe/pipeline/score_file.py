@@ -15,6 +15,8 @@ from typing import Any, Sequence
 from charframe.dataset.captions import caption_for, load_rules
 from charframe.dataset.naming import IMAGE_EXTENSIONS, ImageCode, parse_code
 from charframe.errors import CharframeError
+from charframe.models.tagger import TaggerModel
+from charframe.models.tagger import locate as locate_tagger
 from charframe.pipeline.preview_spec import PreviewSettings, preview_settings, prompts
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project
@@ -38,7 +40,6 @@ class StepScore:
     adherence: float | None = None
     grid: str = ""
     settings: str = ""
-    seconds: float | None = None  # what drawing and scoring it took
 
 
 @dataclass
@@ -50,7 +51,6 @@ class ScoreFile:
     threshold: float | None = None
     steps: list[StepScore] = dataclasses.field(default_factory=list)
     dataset: dict[str, float] = dataclasses.field(default_factory=dict)
-    train_seconds: float | None = None  # the training run's length (its LoRA's start and finish times)
 
 
 def score_path(job: StageJob) -> Path:
@@ -75,8 +75,7 @@ def read_score(path: Path) -> ScoreFile | None:
         steps = [StepScore(**{k: v for k, v in s.items() if k in {f.name for f in dataclasses.fields(StepScore)}})
                  for s in data.get("step", [])]
         return ScoreFile(int(data.get("chosen", 0)), str(data.get("file", "")), str(data.get("reason", "")),
-                         int(data.get("pinned", 0)), data.get("threshold"), steps, dict(data.get("dataset", {})),
-                         data.get("train_seconds"))
+                         int(data.get("pinned", 0)), data.get("threshold"), steps, dict(data.get("dataset", {})))
     except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError, TypeError, ValueError):
         return None
 
@@ -146,21 +145,50 @@ def choose(steps: Sequence[StepScore], *, pinned: int = 0, tie: float = 0.005, a
 BUDGET = 0.10  # the score step's share of training time that the defaults are chosen to stay under
 
 
-def cost_line(s: ScoreFile | None, budget: float = BUDGET) -> str:
-    """What scoring cost against training, from the score file's own timings ("" when nothing was timed): every
-    checkpoint's drawing and scoring over the training run's length. Over `budget`, it says the checkpoint interval
-    from which the share would hold at these costs, and the settings that draw fewer pictures. (A rerun re-scores
-    only new checkpoints; this is what scoring all of them costs.)"""
-    timed = [x.seconds for x in (s.steps if s else []) if x.seconds is not None]
-    if s is None or not timed or not s.train_seconds or not s.steps:
+@dataclass
+class Cost:
+    """What scoring took: seconds per checkpoint step (drawing and scoring it) and the training run's length.
+    Kept apart from the score file (`<name>-score/cost.toml`), so that timings never make a score file differ."""
+
+    seconds: dict[int, float] = dataclasses.field(default_factory=dict)
+    train_seconds: float | None = None
+
+
+def cost_path(job: StageJob) -> Path:
+    return previews_dir(job) / "cost.toml"
+
+
+def read_cost(path: Path) -> Cost:
+    try:
+        data = tomlio.loads(path.read_text(encoding="utf-8"))
+        return Cost({int(k): float(v) for k, v in data.get("seconds", {}).items()}, data.get("train_seconds"))
+    except (OSError, UnicodeDecodeError, tomlio.TOMLDecodeError, TypeError, ValueError, AttributeError):
+        return Cost()
+
+
+def write_cost(path: Path, cost: Cost) -> None:
+    data: dict[str, Any] = {"seconds": {str(k): round(v, 3) for k, v in sorted(cost.seconds.items())}}
+    if cost.train_seconds is not None:
+        data["train_seconds"] = round(cost.train_seconds, 2)
+    atomic_write_text(path, "# charframe: what the score step took per checkpoint, and the training's length\n"
+                      + tomlio.dumps(data))
+
+
+def cost_line(cost: Cost | None, steps: Sequence[int], budget: float = BUDGET) -> str:
+    """What scoring the checkpoints `steps` costs against training ("" when nothing was timed): their drawing and
+    scoring over the training run's length. Over `budget`, it says the checkpoint interval from which the share
+    would hold at these costs, and the settings that draw fewer pictures. (A rerun re-scores only new
+    checkpoints; this is what scoring all of them costs.)"""
+    timed = [cost.seconds[k] for k in steps if k in cost.seconds] if cost else []
+    if cost is None or not timed or not cost.train_seconds or not steps:
         return ""
     per_ckpt = sum(timed) / len(timed)
-    total = per_ckpt * len(s.steps)
-    share = total / s.train_seconds
-    line = (f"scoring {len(s.steps)} checkpoint(s) takes {total:.1f} s ({per_ckpt:.2f} s each): {100 * share:.1f} % of "
-            f"the training's {s.train_seconds:.1f} s (target ≤ {100 * budget:g} %)")
+    total = per_ckpt * len(steps)
+    share = total / cost.train_seconds
+    line = (f"scoring {len(steps)} checkpoint(s) takes {total:.1f} s ({per_ckpt:.2f} s each): {100 * share:.1f} % of "
+            f"the training's {cost.train_seconds:.1f} s (target ≤ {100 * budget:g} %)")
     if share > budget:
-        per_step = s.train_seconds / max(x.step for x in s.steps)
+        per_step = cost.train_seconds / max(steps)
         line += (f"; it holds from a checkpoint every ≥ {per_ckpt / (budget * per_step):.0f} steps (save_every), or "
                  "with fewer pictures per checkpoint ([preview] scenes, [score] codes, seeds, steps)")
     return line
@@ -173,8 +201,6 @@ def write_score(path: Path, s: ScoreFile) -> None:
     data: dict[str, Any] = {"pinned": s.pinned, "chosen": s.chosen, "file": s.file, "reason": s.reason}
     if s.threshold is not None:
         data["threshold"] = s.threshold
-    if s.train_seconds is not None:
-        data["train_seconds"] = round(s.train_seconds, 2)
     data["step"] = [{k: v for k, v in dataclasses.asdict(x).items() if v is not None and v != ""} for x in s.steps]
     if s.dataset:
         data["dataset"] = s.dataset
@@ -230,6 +256,14 @@ def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
         texts.append(caption_for(code, c.subset(code.kind, 512, outfit), rules))
         labels.append(code.code)
     return texts, labels
+
+
+def tagger_model(root: Path) -> TaggerModel | None:
+    """The `[score] tagger` (None: "none"); a named one that is missing is one error naming the file."""
+    choice = load_project(root).score.tagger.strip()
+    if not choice or choice.lower() == "none":
+        return None
+    return locate_tagger(choice, root=root)
 
 
 def draw_params(job: StageJob) -> dict[str, Any]:

@@ -35,7 +35,9 @@ from charframe.errors import CharframeError
 from charframe.families.family import DEFAULT
 from charframe.pipeline.filesets import FileSet
 from charframe.pipeline.preview_spec import preview_settings
-from charframe.pipeline.score_file import chosen_lora, draw_params, previews_dir, report_path, score_path
+from charframe.pipeline.score_file import (
+    chosen_lora, draw_params, previews_dir, report_path, score_path, tagger_model,
+)
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
 from charframe.training.checkpoints import checkpoints
@@ -268,12 +270,14 @@ def _checkpoints(job: StageJob) -> list[FileSet]:
 
 
 def _score_inputs(job: StageJob) -> list[FileSet]:
-    """The checkpoints and, when identity is scored, the training images, the identity model and base model."""
+    """The checkpoints and, when identity is scored, the training images, the identity model, base model and tagger."""
     setting = identity_setting(job.root)
     if setting.model is None:
         return _checkpoints(job)
+    tagger = tagger_model(job.root)
     return (_checkpoints(job) + [FileSet(job.dataset, IMAGES)] + [FileSet(p) for p in setting.files()]
-            + _model_files(job) + [FileSet(p) for c, _ in job.members for p in reference_files(c)])
+            + _model_files(job) + [FileSet(p) for c, _ in job.members for p in reference_files(c)]
+            + ([FileSet(tagger.model), FileSet(tagger.labels)] if tagger else []))
 
 
 def _score_params(job: StageJob) -> dict[str, Any]:
@@ -281,7 +285,10 @@ def _score_params(job: StageJob) -> dict[str, Any]:
     setting = identity_setting(job.root)
     if setting.model is None:
         return setting.params()
-    return {**setting.params(), "draw": draw_params(job), "tie": load_project(job.root).score.tie}
+    table = load_project(job.root).score
+    tagger = tagger_model(job.root)
+    return {**setting.params(), "draw": draw_params(job), "tie": table.tie,
+            **({"tagger": tagger.name, "adherence": table.adherence} if tagger else {})}
 
 
 def _sets_work(j: StageJob, *parts: str) -> list[FileSet]:

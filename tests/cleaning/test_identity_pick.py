@@ -23,18 +23,6 @@ imgutils_ccip = pytest.importorskip("imgutils.metrics.ccip", reason="dghs-imguti
 RED = (200, 60, 60)
 
 
-@pytest.fixture()
-def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face cache of this test only (imgutils and charframe both read HF_HUB_CACHE's value)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    assert constants.HF_HUB_OFFLINE  # tests/conftest.py: no request can be made
-    return cache
-
-
 def _pictures(folder: Path) -> list[Path]:
     """Figures in two hair colours, one RGBA with transparency (imgutils composes it over white)."""
     out = []

@@ -13,16 +13,19 @@ from html.parser import HTMLParser
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from charframe.errors import CharframeError
 from charframe.lora.io import read_network
+from charframe.models import tagger
 from charframe.pipeline import score as score_mod
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.score_file import (
-    ScoreFile, StepScore, chosen_lora, choose, cost_line, draw_params, pin_step, read_score, report_path, score_path,
+    Cost, StepScore, chosen_lora, choose, cost_line, cost_path, draw_params, read_cost, pin_step, read_score, report_path, score_path,
 )
 from charframe.pipeline.stages import target_jobs
+from charframe.testing import tiny_tagger
 from project_builder import copy_project
 from train_data import one_thread  # noqa: F401  (one torch thread for the tiny model)
 
@@ -91,8 +94,10 @@ def test_the_preferred_step_is_merged_and_compressed(scored) -> None:
     grids = [job.lora.parent / x.grid for x in s.steps]
     assert all(g.is_file() for g in grids)
     assert s.dataset and all(re.fullmatch(r"krnk girl/f\d\d", k) for k in s.dataset)
-    assert s.train_seconds > 0 and all(x.seconds > 0 for x in s.steps)  # the cost, from the score file's own timings
-    assert "% of the training's" in cost_line(s) and "Cost: scoring 3 checkpoint(s)" in report_path(job).read_text()
+    cost = read_cost(cost_path(job))  # the step's own timings, apart from the score file (which they never change)
+    assert cost.train_seconds > 0 and sorted(cost.seconds) == [2, 4, 6] and min(cost.seconds.values()) > 0
+    assert "% of the training's" in cost_line(cost, [2, 4, 6])
+    assert "Cost: scoring 3 checkpoint(s)" in report_path(job).read_text(encoding="utf-8")
 
 
 def test_a_rerun_scores_nothing_and_a_pinned_step_rescores_nothing(scored) -> None:
@@ -145,7 +150,7 @@ def test_the_report_links_only_pictures_that_exist_and_renders_in_a_browser(scor
     from PIL import Image
 
     img = Image.open(shot).convert("L")
-    assert img.size == (1200, 1600) and len(set(img.getdata())) > 20  # drawn, not blank
+    assert img.size == (1200, 1600) and len(np.unique(np.asarray(img))) > 20  # drawn, not blank
 
 
 def test_score_seeds_rescore_every_checkpoint_and_the_strength_sweep_none(scored) -> None:
@@ -174,12 +179,49 @@ def test_score_seeds_rescore_every_checkpoint_and_the_strength_sweep_none(scored
 
 
 def test_the_cost_line_says_the_share_and_the_interval_that_keeps_it() -> None:
-    steps = [StepScore(k, f"s{k}", "d", 0.1, seconds=0.5) for k in (100, 200, 300, 400)]
-    s = ScoreFile(4, "s400", "", steps=steps, train_seconds=40.0)  # 0.1 s per training step
-    assert cost_line(s) == ("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 5.0 % of the training's 40.0 s "
-                            "(target ≤ 10 %)")
-    s.train_seconds = 10.0  # 0.025 s per step: 20 %, under 10 % from every 200 steps
-    assert cost_line(s).startswith("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 20.0 % of")
-    assert "holds from a checkpoint every ≥ 200 steps (save_every)" in cost_line(s)
-    assert cost_line(ScoreFile(4, "s400", "", steps=[StepScore(4, "s4", "d")], train_seconds=10.0)) == ""
-    assert cost_line(None) == ""
+    steps = [100, 200, 300, 400]
+    cost = Cost({k: 0.5 for k in steps}, 40.0)  # 0.1 s per training step
+    assert cost_line(cost, steps) == ("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 5.0 % of the training's "
+                                      "40.0 s (target ≤ 10 %)")
+    cost.train_seconds = 10.0  # 0.025 s per step: 20 %, under 10 % from every 200 steps
+    assert cost_line(cost, steps).startswith("scoring 4 checkpoint(s) takes 2.0 s (0.50 s each): 20.0 % of")
+    assert "holds from a checkpoint every ≥ 200 steps (save_every)" in cost_line(cost, steps)
+    assert cost_line(Cost({}, 10.0), steps) == "" and cost_line(None, steps) == ""
+
+
+def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_path: Path) -> None:
+    """`[score] tagger`: each checkpoint's prompt adherence (the tiny WD14-signature tagger on its real pictures),
+    shown in the report; a step under the `adherence` floor is not chosen even with the best identity."""
+    job, toml = scored.job, scored.root / "charframe.toml"
+    tiny_tagger.write_folder(scored.root / "models" / "tagger")
+    text = toml.read_text(encoding="utf-8")
+    try:
+        toml.write_text(text + '[score]\ntagger = "models/tagger"\n', encoding="utf-8")
+        scored.fake.calls.clear()
+        score_mod.score_job(job, progress=False)
+        assert sorted(scored.fake.calls) == [2, 4, 6]  # a new tagger: every checkpoint judged again
+        s = read_score(score_path(job))
+        t = tagger.Tagger(tagger.locate(str(scored.root / "models" / "tagger")), cache=tmp_path / "c")
+        texts = score_mod.score_texts(job)[0]
+        for x in s.steps:  # the recorded adherence is the tagger's on the checkpoint's own pictures
+            pictures = sorted((job.lora.parent / x.grid).with_suffix("").glob("*.png"))
+            expected = [tagger.expected_tags(p, t.vocabulary) for p in texts]
+            assert expected[0] >= {"forest", "1girl"}  # the scene "in a forest", the character's "1girl"
+            assert x.adherence == pytest.approx(tagger.adherence(t.tags(pictures), expected))
+        assert "prompt adherence" in report_path(job).read_text(encoding="utf-8")
+        with pytest.MonkeyPatch.context() as mp:  # the rule: step 4 (best identity) under the floor → step 6
+            mp.setattr(score_mod, "checkpoint_adherence", lambda tg, pics, texts, seeds: {
+                2: 0.9, 4: 0.2, 6: 0.8}[int(re.search(r"step(\d{8})", str(pics[0])).group(1))])
+            toml.write_text(text + '[score]\ntagger = "models/tagger"\nadherence = 0.5\nseeds = [1]\n',
+                            encoding="utf-8")  # seeds named: the same pictures, but the floor and key are read anew
+            score_path(job).unlink()
+            score_mod.score_job(job, progress=False)
+        s = read_score(score_path(job))
+        assert s.chosen == 6 and "1 step(s) under the adherence floor 0.5 left out" in s.reason
+        (scored.root / "models" / "tagger" / "model.onnx").unlink()
+        with pytest.raises(CharframeError, match=r"tagger/model.onnx: the tagger \(\[score\] tagger\) file model.onnx "
+                                                 r"is not there"):
+            score_mod.score_job(job, progress=False)
+    finally:
+        toml.write_text(text, encoding="utf-8")
+        score_mod.score_job(job, progress=False)
