@@ -3,9 +3,9 @@
 A stage trained with `save_every = N` leaves `<name>-step00000500.safetensors` … beside its final LoRA (the last
 step). With an identity model (`[identity]`, `models.ccip`), each checkpoint renders fixed-seed previews — the
 `[preview]` scenes and the character at the `[score] codes` angles (prompted with their training captions), at the
-`[score] seeds` (default: the first preview seed) — into `<name>-score/step00000500/`, drawn by the stage's own model
-family (`pipeline.render`, as the preview; batched on a GPU), and its *identity* is the mean CCIP difference of those pictures to the
-stage's training images (lower = more like the character). The dataset's own images are scored too (each against
+`[score] seeds` (default: the first preview seed) — into `<name>-score/step00000500/`, drawn by the stage's own
+model family (`pipeline.render`, as the preview; batched on a GPU), and its *identity* is the mean CCIP difference
+of those pictures to the stage's training images (lower = more like the character). The dataset's own images are scored too (each against
 the dataset's medoid, or the character file's reference pictures): the report's per-code table.
 
 **The rule** (`choose`): the checkpoint with the lowest identity; checkpoints within `[score] tie` (0.005) of it
@@ -16,7 +16,9 @@ the scene's "forest", the code caption's "from side" — the share it finds in t
 rendered and the last step is chosen. `pinned = N` in the score file (what
 `charframe run … --step N` writes) overrides the rule; `pinned = 0` (or `--step 0`) lets it choose again.
 
-Everything is written to `<name>.score.toml` beside the LoRA: per checkpoint its file's digest, its scores and its
+What scoring took (per checkpoint, and the training's length) goes to `<name>-score/cost.toml`, apart from the
+scores, and the log and report state it as a share of training time. Everything else is written to
+`<name>.score.toml` beside the LoRA: per checkpoint its file's digest, its scores and its
 preview grid, the chosen step and why. A rerun re-scores only checkpoints whose file (or the scoring settings)
 changed: the others' scores are read back from that file. Merge and compress read the chosen file from it
 (`chosen_lora`). The report (`pipeline.report`) and TensorBoard (`LoRALog/<out>-score/`) show the scores.
@@ -92,6 +94,8 @@ def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path,
         path = folder / f"{k:02d}.png"
         atomic_write_bytes(path, encode_png(np.asarray(img)), fsync=False)
         files.append(path)
+    for stale in set(folder.glob("*.png")) - set(files):  # drawn earlier with more seeds or codes: not these scores'
+        stale.unlink(missing_ok=True)
     columns = [f"{label}\nseed {seed}" for label in labels for seed in s.seeds]
     title = [f"{job.out} {job.name}: the checkpoint of step {step}", f"{lora.name}; the pictures its identity is "
              f"scored on (seed{'s' if len(s.seeds) > 1 else ''} {', '.join(map(str, s.seeds))}, {s.steps} steps, "

@@ -205,6 +205,7 @@ def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_p
         texts = score_mod.score_texts(job)[0]
         for x in s.steps:  # the recorded adherence is the tagger's on the checkpoint's own pictures
             pictures = sorted((job.lora.parent / x.grid).with_suffix("").glob("*.png"))
+            assert len(pictures) == len(texts) == 4  # one seed again: the 2-seed pictures of before are gone
             expected = [tagger.expected_tags(p, t.vocabulary) for p in texts]
             assert expected[0] >= {"forest", "1girl"}  # the scene "in a forest", the character's "1girl"
             assert x.adherence == pytest.approx(tagger.adherence(t.tags(pictures), expected))
