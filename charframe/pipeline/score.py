@@ -5,8 +5,9 @@ step). With an identity model (`[identity]`, `models.ccip`), each checkpoint ren
 `[preview]` scenes and the character at the `[score] codes` angles (prompted with their training captions), at the
 `[score] seeds` (default: the first preview seed) — into `<name>-score/step00000500/`, drawn by the stage's own
 model family (`pipeline.render`, as the preview; batched on a GPU), and its *identity* is the mean CCIP difference
-of those pictures to the stage's training images (lower = more like the character). The dataset's own images are scored too (each against
-the dataset's medoid, or the character file's reference pictures): the report's per-code table.
+of those pictures to the stage's training images (lower = more like the character). The dataset's own images are
+scored too (each against the dataset's medoid, or the character file's reference pictures): the report's per-code
+table.
 
 **The rule** (`choose`): the checkpoint with the lowest identity; checkpoints within `[score] tie` (0.005) of it
 count as equal and the earliest of them wins (less training, less overfitting). With a `[score] tagger` (a WD14
@@ -140,7 +141,12 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
     known = {(s.file, s.digest, s.settings): s for s in (previous.steps if previous else [])}
     if scorer == "auto":
         scorer = scorer_for(job.root)
-    tagging = tagger_model(job.root) if scorer is not None else None  # adherence is judged beside identity
+    tagging = tagger_model(job.root)
+    if tagging is not None and scorer is None:
+        log.warning("%s: [score] tagger is set but identity is not scored (no [identity] model), so no checkpoint "
+                    "is drawn and the tagger is not used; set [identity] model to score checkpoints",
+                    job.root / "charframe.toml")
+        tagging = None  # adherence is judged beside identity, on the same pictures
     tagger = Tagger(tagging) if tagging is not None else None
     key = settings_key(job, scorer.model.key + (f"+{tagging.key}" if tagging else "")) if scorer is not None else ""
     table = load_project(job.root).score

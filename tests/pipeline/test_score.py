@@ -5,6 +5,7 @@ a headless browser (every picture it links exists)."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -22,7 +23,8 @@ from charframe.models import tagger
 from charframe.pipeline import score as score_mod
 from charframe.pipeline.runner import Options, run_target
 from charframe.pipeline.score_file import (
-    Cost, StepScore, chosen_lora, choose, cost_line, cost_path, draw_params, read_cost, pin_step, read_score, report_path, score_path,
+    Cost, StepScore, chosen_lora, choose, cost_line, cost_path, draw_params, pin_step, read_cost, read_score,
+    report_path, score_path,
 )
 from charframe.pipeline.stages import target_jobs
 from charframe.testing import tiny_tagger
@@ -189,7 +191,7 @@ def test_the_cost_line_says_the_share_and_the_interval_that_keeps_it() -> None:
     assert cost_line(Cost({}, 10.0), steps) == "" and cost_line(None, steps) == ""
 
 
-def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_path: Path) -> None:
+def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_path: Path, caplog) -> None:
     """`[score] tagger`: each checkpoint's prompt adherence (the tiny WD14-signature tagger on its real pictures),
     shown in the report; a step under the `adherence` floor is not chosen even with the best identity."""
     job, toml = scored.job, scored.root / "charframe.toml"
@@ -219,6 +221,9 @@ def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_p
             score_mod.score_job(job, progress=False)
         s = read_score(score_path(job))
         assert s.chosen == 6 and "1 step(s) under the adherence floor 0.5 left out" in s.reason
+        with caplog.at_level(logging.WARNING, logger="charframe.pipeline.score"):
+            score_mod.score_job(job, progress=False, scorer=None)  # no identity model: the tagger has no pictures
+        assert "[score] tagger is set but identity is not scored" in caplog.text
         (scored.root / "models" / "tagger" / "model.onnx").unlink()
         with pytest.raises(CharframeError, match=r"tagger/model.onnx: the tagger \(\[score\] tagger\) file model.onnx "
                                                  r"is not there"):
