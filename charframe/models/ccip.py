@@ -211,15 +211,15 @@ class Scorer:
 
     def features(self, paths: Sequence[str | os.PathLike]) -> np.ndarray:
         """(N, D) features of the pictures at `paths` (cached per picture content)."""
-        keys = [self._key(p) for p in paths]
-        out: list[np.ndarray | None] = [self._cached(k) for k in keys]
+        keys = [picture_key(p) for p in paths]
+        out: list[np.ndarray | None] = [cached_array(self.cache, k) for k in keys]
         todo = [i for i, f in enumerate(out) if f is None]
         for start in range(0, len(todo), BATCH):
             chunk = todo[start:start + BATCH]
             feats = self.extract([load_picture(paths[i]) for i in chunk])
             for i, f in zip(chunk, feats):
                 out[i] = f
-                self._store(keys[i], f)
+                store_array(self.cache, keys[i], f)
         self.computed += len(todo)
         if not out:
             return np.zeros((0, 0), np.float32)
@@ -241,17 +241,6 @@ class Scorer:
         output, = session(self.model.metric).run(["output"], {"input": stacked.astype(np.float32)})
         m = np.asarray(output, np.float32)
         return m if b is None else m[: len(a), len(a):]
-
-    # --- the cache -------------------------------------------------------------------------------------------
-
-    def _key(self, path: str | os.PathLike) -> str:
-        return picture_key(path)
-
-    def _cached(self, key: str) -> np.ndarray | None:
-        return cached_array(self.cache, key)
-
-    def _store(self, key: str, feature: np.ndarray) -> None:
-        store_array(self.cache, key, feature)
 
 
 # --- per-picture caches (features here, tagger predictions in models.tagger) ------------------------------------

@@ -23,7 +23,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -187,7 +187,3 @@ def adherence(found: Sequence[set[str]], expected: Sequence[set[str]]) -> float 
     fractions = [len(f & e) / len(e) for f, e in zip(found, expected) if e]
     return float(np.mean(fractions)) if fractions else None
 
-
-def run_info(model: TaggerModel) -> dict[str, Any]:
-    """The tagger as a step parameter."""
-    return {"tagger": model.name, "tagger_key": model.key}

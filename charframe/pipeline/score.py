@@ -44,12 +44,12 @@ from charframe.generation.embeddings import prompt_embeddings
 from charframe.lora.io import read_network
 from charframe.models.tagger import Tagger, adherence, expected_tags
 from charframe.pipeline.preview import Row, preview_grid
-from charframe.pipeline.preview_spec import PreviewSettings
 from charframe.pipeline.render import load_drawer
 from charframe.pipeline.report import write_report
 from charframe.pipeline.score_file import (
-    Cost, ScoreFile, StepScore, choose, cost_line, cost_path, dataset_pictures, draw_params, previews_dir, read_cost,
-    read_score, saved_steps, score_path, score_settings, score_texts, tagger_model, write_cost, write_score,
+    BUDGET, Cost, ScoreDraw, ScoreFile, StepScore, choose, cost_line, cost_path, cost_share, dataset_pictures,
+    draw_params, previews_dir, read_cost, read_score, saved_steps, score_draw, score_path, tagger_model, write_cost,
+    write_score,
 )
 from charframe.pipeline.stages import StageJob
 from charframe.project import load_project, project_dirs
@@ -62,33 +62,34 @@ log = logging.getLogger(__name__)
 
 # --- rendering and scoring ---------------------------------------------------------------------------------
 
-def settings_key(job: StageJob, model_key: str) -> str:
+def settings_key(job: StageJob, model_key: str, draw: ScoreDraw) -> str:
     """What a checkpoint's scores depend on besides its file: what draws its pictures (`score_file.draw_params`)
-    and the identity model. (The preview's strength sweep is not in it.)"""
-    return digest_params({**draw_params(job), "model": model_key})
+    and the scoring models. (The preview's strength sweep is not in it.)"""
+    return digest_params({**draw_params(job, draw), "model": model_key})
 
 
 class _Renderer:
-    """The base model loaded once, on first use; each checkpoint applied for its pictures and taken off again."""
+    """The base model and the prompts' embeddings, loaded once on first use (nothing when every checkpoint is
+    known); each checkpoint applied for its pictures and taken off again."""
 
-    def __init__(self, job: StageJob) -> None:
-        self.job, self.drawer = job, None
+    def __init__(self, job: StageJob, draw: ScoreDraw) -> None:
+        self.job, self.draw, self.drawer, self.folder = job, draw, None, None
 
-    def render(self, lora: Path, texts: list[str], s: PreviewSettings, bar: Any = None) -> list[Any]:
-        job = self.job
+    def render(self, lora: Path, bar: Any = None) -> list[Any]:
+        job, d = self.job, self.draw
         if self.drawer is None:
+            self.folder = prompt_embeddings(job.root, [*d.texts, job.character.negative])  # as the preview does
             self.drawer = load_drawer(job)
-        folder = prompt_embeddings(job.root, [*texts, job.character.negative])  # as the preview renders them
         with self.drawer.lora(lora):
-            return self.drawer.draw(texts, job.character.negative, s, bar, folder.with_bundle(lora))
+            return self.drawer.draw(d.texts, job.character.negative, d.settings, bar, self.folder.with_bundle(lora))
 
 
 def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path,
                       bar: Any = None) -> tuple[list[Path], Path]:
     """Render the checkpoint's pictures into `<name>-score/step00000500/` and their labelled grid beside it."""
-    texts, labels = score_texts(job)
-    s = score_settings(job)
-    images = renderer.render(lora, texts, s, bar)
+    d = renderer.draw
+    s = d.settings
+    images = renderer.render(lora, bar)
     folder = previews_dir(job) / f"step{step:08d}"
     files = []
     for k, img in enumerate(images):
@@ -97,7 +98,7 @@ def render_checkpoint(job: StageJob, renderer: _Renderer, step: int, lora: Path,
         files.append(path)
     for stale in set(folder.glob("*.png")) - set(files):  # drawn earlier with more seeds or codes: not these scores'
         stale.unlink(missing_ok=True)
-    columns = [f"{label}\nseed {seed}" for label in labels for seed in s.seeds]
+    columns = [f"{label}\nseed {seed}" for label in d.labels for seed in s.seeds]
     title = [f"{job.out} {job.name}: the checkpoint of step {step}", f"{lora.name}; the pictures its identity is "
              f"scored on (seed{'s' if len(s.seeds) > 1 else ''} {', '.join(map(str, s.seeds))}, {s.steps} steps, "
              f"CFG {s.cfg:g}, {s.size} px)"]
@@ -148,11 +149,12 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
                     job.root / "charframe.toml")
         tagging = None  # adherence is judged beside identity, on the same pictures
     tagger = Tagger(tagging) if tagging is not None else None
-    key = settings_key(job, scorer.model.key + (f"+{tagging.key}" if tagging else "")) if scorer is not None else ""
+    draw = score_draw(job)
+    key = settings_key(job, scorer.model.key + (f"+{tagging.key}" if tagging else ""), draw) if scorer else ""
     table = load_project(job.root).score
     dataset = dataset_pictures(job)
     steps: list[StepScore] = []
-    renderer = _Renderer(job)
+    renderer = _Renderer(job, draw)
     todo: list[tuple[int, Path, str]] = []
     cost = read_cost(cost_path(job))
     for step, lora in saved:
@@ -162,7 +164,7 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
             steps.append(dataclasses.replace(old, step=step))
         else:
             todo.append((step, lora, digest))
-    per_checkpoint = len(score_texts(job)[0]) * len(score_settings(job).seeds) if scorer is not None and todo else 0
+    per_checkpoint = draw.pictures if scorer is not None and todo else 0
     with tqdm(total=per_checkpoint * len(todo), desc=f"score {job.out}", unit="img", leave=False,
               disable=not progress or not per_checkpoint) as bar:
         for step, lora, digest in todo:
@@ -172,8 +174,7 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
                 pictures, grid = render_checkpoint(job, renderer, step, lora, bar)
                 entry.identity = checkpoint_identity(scorer, pictures, list(dataset.values()))
                 if tagger is not None:
-                    entry.adherence = checkpoint_adherence(tagger, pictures, score_texts(job)[0],
-                                                           len(score_settings(job).seeds))
+                    entry.adherence = checkpoint_adherence(tagger, pictures, draw.texts, len(draw.settings.seeds))
                 entry.grid = grid.relative_to(job.lora.parent).as_posix()
                 cost.seconds[step] = time.perf_counter() - t
             steps.append(entry)
@@ -191,8 +192,10 @@ def score_job(job: StageJob, *, progress: bool = True, scorer: Any = "auto") -> 
     if scorer is not None:
         cost = Cost({k: v for k, v in cost.seconds.items() if k in {x.step for x in steps}}, training_seconds(job.lora))
         write_cost(cost_path(job), cost)
-        if line := cost_line(cost, [x.step for x in steps]):
-            (log.warning if "holds from" in line else log.info)("%s %s: %s", job.out, job.name, line)
+        done = [x.step for x in steps]
+        if line := cost_line(cost, done):
+            over = (cost_share(cost, done) or (0.0, 0.0, 0.0))[2] > BUDGET
+            (log.warning if over else log.info)("%s %s: %s", job.out, job.name, line)
     if rescored:
         log.info("%s: %d checkpoint(s) scored, %d known", job.out, rescored, len(steps) - rescored)
     log.info("%s %s: step %d chosen (%s)", job.out, job.name, chosen, reason)

@@ -174,17 +174,24 @@ def write_cost(path: Path, cost: Cost) -> None:
                       + tomlio.dumps(data))
 
 
-def cost_line(cost: Cost | None, steps: Sequence[int], budget: float = BUDGET) -> str:
-    """What scoring the checkpoints `steps` costs against training ("" when nothing was timed): their drawing and
-    scoring over the training run's length. Over `budget`, it says the checkpoint interval from which the share
-    would hold at these costs, and the settings that draw fewer pictures. (A rerun re-scores only new
-    checkpoints; this is what scoring all of them costs.)"""
+def cost_share(cost: Cost | None, steps: Sequence[int]) -> tuple[float, float, float] | None:
+    """(seconds per checkpoint, seconds for all of `steps`, their share of the training's time), from the timed
+    checkpoints among `steps`; None when nothing was timed. (A rerun re-scores only new checkpoints; this is what
+    scoring all of them costs.)"""
     timed = [cost.seconds[k] for k in steps if k in cost.seconds] if cost else []
-    if cost is None or not timed or not cost.train_seconds or not steps:
-        return ""
+    if cost is None or not timed or not cost.train_seconds:
+        return None
     per_ckpt = sum(timed) / len(timed)
-    total = per_ckpt * len(steps)
-    share = total / cost.train_seconds
+    return per_ckpt, per_ckpt * len(steps), per_ckpt * len(steps) / cost.train_seconds
+
+
+def cost_line(cost: Cost | None, steps: Sequence[int], budget: float = BUDGET) -> str:
+    """`cost_share` in words ("" when nothing was timed). Over `budget`, it says the checkpoint interval from which
+    the share would hold at these costs, and the settings that draw fewer pictures."""
+    found = cost_share(cost, steps)
+    if found is None or cost is None or not cost.train_seconds:
+        return ""
+    per_ckpt, total, share = found
     line = (f"scoring {len(steps)} checkpoint(s) takes {total:.1f} s ({per_ckpt:.2f} s each): {100 * share:.1f} % of "
             f"the training's {cost.train_seconds:.1f} s (target ≤ {100 * budget:g} %)")
     if share > budget:
@@ -245,8 +252,22 @@ def score_settings(job: StageJob) -> PreviewSettings:
     return replace(s, steps=table.steps) if table.steps and job.plan.io.model is not None else s
 
 
-def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
-    """(prompts, labels): the preview scenes, then the angle codes with their training captions."""
+@dataclass(frozen=True)
+class ScoreDraw:
+    """What each checkpoint is drawn with: the settings, the prompts (the preview scenes, then the angle codes with
+    their training captions) and their labels. One picture per prompt and seed, in that order."""
+
+    settings: PreviewSettings
+    texts: list[str]
+    labels: list[str]
+
+    @property
+    def pictures(self) -> int:
+        return len(self.texts) * len(self.settings.seeds)
+
+
+def score_draw(job: StageJob) -> ScoreDraw:
+    """The stage's `ScoreDraw` (read once per scoring: it reads the project file and the caption rules)."""
     s = score_settings(job)
     texts = prompts(job.members, s)
     labels = list(s.scenes)
@@ -255,7 +276,7 @@ def score_texts(job: StageJob) -> tuple[list[str], list[str]]:
     for code in angle_codes(job):
         texts.append(caption_for(code, c.subset(code.kind, 512, outfit), rules))
         labels.append(code.code)
-    return texts, labels
+    return ScoreDraw(s, texts, labels)
 
 
 def tagger_model(root: Path) -> TaggerModel | None:
@@ -266,11 +287,11 @@ def tagger_model(root: Path) -> TaggerModel | None:
     return locate_tagger(choice, root=root)
 
 
-def draw_params(job: StageJob) -> dict[str, Any]:
+def draw_params(job: StageJob, draw: ScoreDraw | None = None) -> dict[str, Any]:
     """Everything that decides a checkpoint's score pictures besides its file: the prompts, seeds, sampling steps,
     size and CFG, the negative prompt, base model, family, prediction, VAE and clip skip."""
-    s = score_settings(job)
-    io = job.plan.io
-    return {"texts": score_texts(job)[0], "seeds": list(s.seeds), "steps": s.steps, "size": s.size, "cfg": s.cfg,
+    d = draw or score_draw(job)
+    s, io = d.settings, job.plan.io
+    return {"texts": d.texts, "seeds": list(s.seeds), "steps": s.steps, "size": s.size, "cfg": s.cfg,
             "negative": job.character.negative, "base": io.model, "vae": io.vae, "family": io.family,
             "prediction": io.prediction, "clip_skip": job.plan.recipe.clip_skip}

@@ -204,7 +204,7 @@ def test_a_tagger_scores_adherence_and_its_floor_leaves_a_step_out(scored, tmp_p
         assert sorted(scored.fake.calls) == [2, 4, 6]  # a new tagger: every checkpoint judged again
         s = read_score(score_path(job))
         t = tagger.Tagger(tagger.locate(str(scored.root / "models" / "tagger")), cache=tmp_path / "c")
-        texts = score_mod.score_texts(job)[0]
+        texts = score_mod.score_draw(job).texts
         for x in s.steps:  # the recorded adherence is the tagger's on the checkpoint's own pictures
             pictures = sorted((job.lora.parent / x.grid).with_suffix("").glob("*.png"))
             assert len(pictures) == len(texts) == 4  # one seed again: the 2-seed pictures of before are gone
