@@ -422,24 +422,26 @@ def generate_set(
     hires = (g.hires_steps or g.steps) if g.hires_scale > 1 else 0
     bar = tqdm(total=len(todo), unit="img", desc=f"generate {character.keyword} {KIND_NAMES[kind]}", disable=not progress)
     try:
+        current = None
         for code, chunk in _batches(todo, batch, loaded.runner, device, g, kind):
-            prompt = prompts[code]
-            conds = both_passes(loaded.comps, prompt, character.negative, loaded.runner.choice, g.steps, hires,
-                                loaded.encode)
-            ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
-                          loaded.runner.choice.sampler.total_steps(g.steps))
-            controls = [control_image(set_dir, code, u.map, g.size, loaded.hed, loaded.sizes) for u in units]
-            hi_controls = None
-            if g.hires_scale > 1:
-                w, h = hires_size(*controls[0].size, g.hires_scale)
-                exact = [(w, h)] if loaded.sizes else None
-                hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed, exact) for u in units]
+            if code != current:  # a code's conditioning, control maps (HED runs a network) once, for all its batches
+                current, prompt = code, prompts[code]
+                conds = both_passes(loaded.comps, prompt, character.negative, loaded.runner.choice, g.steps, hires,
+                                    loaded.encode)
+                ti = ti_field(prompt, character.negative, loaded.comps.tokenizer, loaded.embeddings,
+                              loaded.runner.choice.sampler.total_steps(g.steps))
+                controls = [control_image(set_dir, code, u.map, g.size, loaded.hed, loaded.sizes) for u in units]
+                hi_controls = None
+                if g.hires_scale > 1:
+                    w, h = hires_size(*controls[0].size, g.hires_scale)
+                    exact = [(w, h)] if loaded.sizes else None
+                    hi_controls = [control_image(set_dir, code, u.map, min(w, h), loaded.hed, exact) for u in units]
+                maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
             seeds = [g.seed + i for i, _ in chunk]
             if len(chunk) == 1:
                 images = [loaded.runner.image(conds, None, controls, seeds[0], settings, hi_controls)]
             else:
                 images = loaded.runner.images(conds, None, controls, seeds, settings, hi_controls)
-            maps = sorted({_map_file(set_dir, code, None if u.map == HED else u.map) for u in units})
             for (i, path), seed, image in zip(chunk, seeds, images):
                 write_png(path, image, _parameters(prompt, loaded, character, seed, controls[0].size,
                                                    loaded.runner.last_padded, ti))

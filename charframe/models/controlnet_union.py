@@ -71,8 +71,3 @@ def control_mode(map_name: str, model: Any, where: str) -> int:
         raise CharframeError(f"{where}: a union ControlNet has no control type for the {map_name!r} map; "
                              f"give this unit one of {usable}, or a ControlNet made for {map_name} maps")
     return int(mode)
-
-
-def mode_name(mode: int) -> str:
-    """xinsir's name of a control type (`2` → "hed/pidi/scribble (soft edge)")."""
-    return controlnet_data()["union"]["names"].get(str(mode), str(mode))

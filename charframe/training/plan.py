@@ -399,3 +399,10 @@ def make_plan(
     )
     recipe.update(options)
     return TrainPlan.from_options(dict(logic=parts.name, dim=dim, lr=lr, steps=steps, dataset=str(dataset), out=out, **recipe))
+
+
+def trains_text_encoder(recipe: Any, family: Any) -> bool:
+    """The plan's choice, or the family's (`[training] train_text_encoder`: SD1.x yes, SDXL no)."""
+    if recipe.train_text_encoder is not None:
+        return bool(recipe.train_text_encoder)
+    return bool(family.data.get("training", {}).get("train_text_encoder", True))

@@ -37,7 +37,7 @@ from charframe.training.optim import build_optimizer, build_scheduler
 from charframe.training.checkpoints import checkpoints
 from charframe.training.outputs import LOG_STAMP, find_state, output_paths
 from charframe.training.pivotal import PivotalRun, setup_pivotal
-from charframe.training.plan import Runtime, TrainPlan
+from charframe.training.plan import Runtime, TrainPlan, trains_text_encoder
 from charframe.training.text import token_count
 from charframe.util.files import free_output_path
 
@@ -139,13 +139,6 @@ def prepare_models(comps: Any, attention: str, device: torch.device, precision: 
     for te in comps.text_encoders:
         te.train(precision.checkpointing and train_text_encoder)
     comps.vae.eval()
-
-
-def trains_text_encoder(recipe: Any, family: Any) -> bool:
-    """The plan's choice, or the family's (`[training] train_text_encoder`: SD1.x yes, SDXL no)."""
-    if recipe.train_text_encoder is not None:
-        return bool(recipe.train_text_encoder)
-    return bool(family.data.get("training", {}).get("train_text_encoder", True))
 
 
 def check_recipe(recipe: Any, family: Any) -> None:

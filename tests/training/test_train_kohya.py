@@ -369,3 +369,10 @@ def test_kohya_refuses_a_model_of_another_family_or_without_its_text_encoders(tm
     with pytest.raises(CharframeError, match=r"ponyDiffusionV6XL.safetensors: SDXL UNet found but no OpenCLIP ViT-bigG "
                                              r"text encoder weights"):
         kohya.kohya_args(_xl_plan(pony))
+
+
+def test_a_checkout_without_its_python_is_one_line_naming_the_option(tmp_path: Path) -> None:
+    (tmp_path / "sd-scripts").mkdir()
+    (tmp_path / "sd-scripts" / "train_network.py").write_text("", encoding="utf-8")
+    with pytest.raises(CharframeError, match=r"python of the sd-scripts checkout not found; pass it with kohya_python"):
+        kohya.find_kohya(tmp_path / "sd-scripts")

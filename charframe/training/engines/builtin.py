@@ -103,12 +103,12 @@ def _callbacks(s: Session, progress: Progress, on_step: Callable[[int, float], N
         if plan.sampling.enabled:
             callbacks.append(SampleImages(s.comps, plan.sampling, s.start.out_file, s.accelerator.autocast, progress.samples,
                                           plan.recipe.clip_skip, s.pivotal.lookup if s.pivotal else None))
-        if plan.state.save_every:
-            callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps,
-                                           lambda step: s.snapshot(step, progress.losses)))
-        if plan.state.checkpoint_every:
-            callbacks.append(PeriodicState(plan.state.checkpoint_every, plan.recipe.steps,
-                                           lambda step: _save_checkpoint(s, step, progress)))
+        ckpt = plan.state.checkpoint_every
+        if plan.state.save_every:  # a checkpoint's step saves its state with it: not twice
+            callbacks.append(PeriodicState(plan.state.save_every, plan.recipe.steps, lambda step: None if ckpt and
+                                           step % ckpt == 0 else s.snapshot(step, progress.losses)))
+        if ckpt:
+            callbacks.append(PeriodicState(ckpt, plan.recipe.steps, lambda step: _save_checkpoint(s, step, progress)))
     if on_step is not None:
         callbacks.append(StepHook(on_step))
     return callbacks

@@ -39,7 +39,7 @@ from charframe.models.tokenizer import HUB_ID, write_tokenizer_files
 from charframe.training.adapters import lycoris_preset_path
 from charframe.training.data import resolve_image_dir
 from charframe.training.outputs import check_output_locations, plan_path_for, record_output
-from charframe.training.plan import TrainPlan
+from charframe.training.plan import TrainPlan, trains_text_encoder
 from charframe.training.result import TrainResult
 from charframe.util import toml as tomlio
 from charframe.util.files import free_output_path, user_cache_dir
@@ -79,7 +79,7 @@ def find_kohya(directory: str | os.PathLike | None = None, python: str | os.Path
         )
     py = Path(python or config.get("python") or venv_python(chosen / "venv"))
     if not py.is_file():
-        raise CharframeError(f"{py}: python of the sd-scripts checkout not found; pass it with {param}", param="kohya_python")
+        raise CharframeError(f"{py}: python of the sd-scripts checkout not found; pass it with {{param}}", param="kohya_python")
     return KohyaSetup(chosen.resolve(), py)
 
 
@@ -130,13 +130,6 @@ def _read_json(path: Path) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
-
-
-def train_text_encoder(plan: TrainPlan, fam: Family) -> bool:
-    """Whether the run trains the text encoders: the plan's choice, else the family's default."""
-    if plan.recipe.train_text_encoder is not None:
-        return plan.recipe.train_text_encoder
-    return bool(fam.data.get("training", {}).get("train_text_encoder", True))
 
 
 def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_name: str | None = None,
@@ -194,7 +187,7 @@ def kohya_args(plan: TrainPlan, *, dataset_config: str | None = None, output_nam
         a.append(f"--prior_loss_weight={recipe.prior_loss_weight}")
     if opt.max_grad_norm != 1.0:
         a.append(f"--max_grad_norm={opt.max_grad_norm}")
-    if not train_text_encoder(plan, fam):
+    if not trains_text_encoder(plan.recipe, fam):
         a.append("--network_train_unet_only")
         if table.get("cache_text_encoder_outputs"):
             a.append("--cache_text_encoder_outputs")
