@@ -34,7 +34,7 @@ from charframe.util import toml as tomlio
 from charframe.util.recycle import Recycler
 from charframe.util.files import user_cache_dir
 from charframe.util.paths import relative_problem
-from charframe.util.schema import Source, limits, parse
+from charframe.util.schema import Source, limits, parse, where
 
 PROJECT_FILE = "charframe.toml"
 #: per-character working folders (candidates, cleaned copies, picks, step records), beside LoRAInput/
@@ -277,9 +277,7 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
     for key in DEFAULT_DIRS:
         problem = path_problem(getattr(config.paths, key))
         if problem:
-            line = src.line_of(("paths",), key)
-            where = f"{src.path}:{line}" if line else src.path
-            raise CharframeError(f"{where}: paths.{key}: {getattr(config.paths, key)!r} {problem}")
+            raise CharframeError(f"{where(src, ('paths',), key)}: {getattr(config.paths, key)!r} {problem}")
     _check_cluster(config.cluster, src)
     for name, profile in config.vram_profiles.items():
         if profile.missing():
@@ -292,17 +290,12 @@ def parse_project_config(data: Mapping[str, Any], source: Source | str) -> Proje
 
 
 def _check_cluster(cluster: ClusterTable, src: Source) -> None:
-    def where(key: str) -> str:
-        line = src.line_of(("cluster",), key)
-        return f"{src.path}:{line}" if line else src.path
-
-    minutes = slurm_minutes(cluster.time) if isinstance(cluster.time, str) else cluster.time
-    if not minutes or not 1 <= minutes <= 525600:
-        raise CharframeError(f"{where('time')}: cluster.time: {cluster.time!r} is not a time limit; give minutes "
+    if not 1 <= cluster.minutes <= 525600:
+        raise CharframeError(f"{where(src, ('cluster',), 'time')}: {cluster.time!r} is not a time limit; give minutes "
                              "(240, at most a year) or Slurm's form (\"4:00:00\", \"1-00:00:00\")")
     problem = path_problem(cluster.logs)
     if problem:
-        raise CharframeError(f"{where('logs')}: cluster.logs: {cluster.logs!r} {problem}")
+        raise CharframeError(f"{where(src, ('cluster',), 'logs')}: {cluster.logs!r} {problem}")
 
 
 def path_problem(value: str) -> str | None:

@@ -273,8 +273,8 @@ def format_table(scores: list[Score], picks: dict[str, int], manual: dict[str, i
     return "\n".join(lines)
 
 
-def sheet_reason(code: str, scores: list[Score], chosen: int, hand: bool, threshold: float | None = None) -> str:
-    """Why `chosen` is the pick of `code`, in a few words for the sheet (`decide` writes the long form)."""
+def sheet_reason(code: str, scores: list[Score], hand: bool, threshold: float | None = None) -> str:
+    """Why the pick of `code` won, in a few words for the sheet (`decide` writes the long form)."""
     if hand:
         return "picked by hand"
     mine = [s for s in scores if s.code == code]
@@ -329,7 +329,7 @@ def draw_picked_sheet(character: Character, set_name: str, *, manual: set[str] |
             chosen = picks.get(code) == i
             mark = ("hand" if code in hand else "pick") if chosen else ""
             lines = score_lines(by_index[i]) if i in by_index else ()
-            note = (sheet_reason(code, scores, i, code in hand, threshold) if chosen else
+            note = (sheet_reason(code, scores, code in hand, threshold) if chosen else
                     "the scores' pick" if auto.get(code) == i else
                     "not the character" if i in by_index and not _accepted(by_index[i], threshold) else "")
             tiles.append(Tile(work / "clean" / f"{code}-{i}.png", f"#{i}", lines, mark, note))
@@ -354,7 +354,8 @@ def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str]
     lines = lambda picks: "".join(f"{code} = {i}\n" for code, i in sorted(picks.items()))  # noqa: E731
     info = ""
     if why:
-        info += "[why]\n" + "".join(f"{code} = {_toml_str(text)}\n" for code, text in sorted(why.items())) + "\n"
+        reasons = [code + " = " + tomlio.value(text.replace("\n", " ")) + "\n" for code, text in sorted(why.items())]
+        info += "[why]\n" + "".join(reasons) + "\n"
     if scores:
         info += ("[scores]  # per candidate: IoU and edge agreement with the template (higher = closer pose), "
                  "identity = CCIP difference to the character (lower = more alike)\n")
@@ -367,10 +368,6 @@ def picks_toml(auto: dict[str, int], pinned: dict[str, int], why: dict[str, str]
             info += f"{code} = [{cells}]\n"
         info += "\n"
     return f"{head}{info}[pinned]\n{lines(pinned)}\n[auto]\n{lines(auto)}"
-
-
-def _toml_str(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
 
 
 def hand_picks(work: Path) -> dict[str, int]:

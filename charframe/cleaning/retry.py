@@ -18,6 +18,7 @@ from typing import Any
 from charframe.character import Character
 from charframe.cleaning.clean import clean_set
 from charframe.cleaning.export import set_kind
+from charframe.cleaning.identity import scorer_for
 from charframe.cleaning.images import candidates
 from charframe.cleaning.pick import PickOutcome, pick_outcome
 from charframe.generation.generate import generate_set
@@ -36,6 +37,8 @@ def pick_with_retries(character: Character, set_name: str, *, face_lora: str | P
     kind, outfit = set_kind(character, set_name)
     n = character.generation.candidates
     limit = character.generation.retries if retries is None else retries
+    if scorer == "auto":  # found once, for every round
+        scorer = scorer_for(character.root)
     outcome = pick_outcome(character, set_name, scorer=scorer)
     while outcome.rejected:
         found = candidates(character.work_dir(set_name) / "raw")

@@ -238,12 +238,13 @@ def run_rerun(args: argparse.Namespace) -> int:
     targets = all_targets(root) if args.all else [resolve_target(c, root) for c in args.characters]
     if not targets:
         raise CharframeError(f"{root / 'Characters'}: no character files (<keyword>.toml) to run")
-    plans = plan_targets(targets, _options(args))
     if args.dry_run:
-        print(describe_targets(plans))
+        print(describe_targets(plan_targets(targets, _options(args))))
         return 0
+    quiet = getattr(args, "quiet", False)  # the plan only tells the progress lines what to expect
+    plans = [] if quiet else [p for _, p in plan_targets(targets, _options(args)) if not isinstance(p, str)]
     report = execute(targets, _options(args), executor=args.executor, address=args.address,
-                     on_step=_progress(args, [p for _, p in plans if not isinstance(p, str)]))
+                     on_step=_progress(args, plans))
     print(summary_table(report))
     return 1 if report.failed else 0
 
@@ -297,11 +298,11 @@ def run_restore(args: argparse.Namespace) -> int:
 def _pin_step(target: Path, args: argparse.Namespace) -> None:
     from charframe.errors import CharframeError
     from charframe.pipeline.lock import run_lock
+    from charframe.pipeline.runner import Options, target_stage
     from charframe.pipeline.score_file import pin_step
     from charframe.pipeline.stages import target_jobs
 
-    stage = "group" if target.name.endswith(".group.toml") and args.stage == "all" else args.stage
-    jobs = target_jobs(target, stage)
+    jobs = target_jobs(target, target_stage(target, Options(stage=args.stage)))
     if len(jobs) != 1:
         raise CharframeError(f"{target.name}: {{param}} names a checkpoint of one stage, and this runs "
                              f"{len(jobs)} ({', '.join(j.name for j in jobs)}); add --stage", param="step")

@@ -17,7 +17,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
 
 from charframe.dataset.schema import Dataset, DatasetFile, General, Subset, parse_dataset_file, resolution_pair
 from charframe.errors import CharframeError
@@ -121,7 +120,7 @@ def _value(v: Any) -> str:
         return "[" + ", ".join(_value(x) for x in v) + "]"
     if isinstance(v, str) and _PLAIN.fullmatch(v):
         return f"'{v}'"
-    return tomli_w.dumps({"v": v})[4:].rstrip("\n")
+    return tomlio.value(v)
 
 
 def size_class(side: int) -> str:

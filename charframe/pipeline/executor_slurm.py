@@ -24,10 +24,13 @@ from typing import Any, Sequence
 
 from charframe.errors import CharframeError
 from charframe.pipeline.extras import need
-from charframe.pipeline.graph import Graph, Lost, Node, Outcomes, Part, PartResult, describe, run_part_to_file
+from charframe.pipeline.graph import (
+    Graph, Lost, Node, Outcomes, Part, PartResult, describe, run_part_to_file, safe_key,
+)
 from charframe.pipeline.steps import STEPS
 from charframe.pipeline.targets import project_of
 from charframe.project import ClusterTable
+from charframe.util.files import new_stamped_folder
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +66,8 @@ def whole(node: Node, threads: int = 0) -> Part:
 
 def run_folder(graph: Graph, cluster: ClusterTable) -> Path:
     """`[cluster] logs`/<stamp>/ of the project: submitit's scripts, logs and pickles, and the result files."""
-    base = project_of(graph.targets[0]) / cluster.logs
-    folder = base / time.strftime("%Y%m%d-%H%M%S")
-    n = 1
-    while folder.exists():
-        n += 1
-        folder = base / f"{time.strftime('%Y%m%d-%H%M%S')}-{n}"
-    (folder / "results").mkdir(parents=True)
+    folder = new_stamped_folder(project_of(graph.targets[0]) / cluster.logs)
+    (folder / "results").mkdir()
     return folder
 
 
@@ -136,7 +134,7 @@ def _failed(job: Any) -> bool:
 
 
 def _job_name(node: Node) -> str:
-    return "charframe-" + "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in node.key)
+    return "charframe-" + safe_key(node.key)
 
 
 def _split(result: PartResult, node: Node, i: int) -> PartResult:

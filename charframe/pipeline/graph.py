@@ -121,10 +121,6 @@ class Graph:
         return next(n for n in self.nodes if n.key == key)
 
 
-def _to_run(p: PlannedStep) -> bool:
-    return not p.skipped and bool(p.reason or p.after)
-
-
 def _cut(node: Node, gpu: frozenset[str]) -> list[Part]:
     """The node's steps cut where the resource changes; the parts with a step that may run."""
     runs: list[list[int]] = []
@@ -136,7 +132,7 @@ def _cut(node: Node, gpu: frozenset[str]) -> list[Part]:
             runs.append([i])
     parts = []
     for run in runs:
-        if not any(_to_run(node.planned[i]) for i in run):
+        if not any(node.planned[i].may_run for i in run):
             continue
         first, last = node.planned[run[0]], node.planned[run[-1]]
         label = f"{node.key} {first.job.name} {first.step.name}" + (
@@ -255,9 +251,14 @@ def run_part_to_file(part: Part, table: Sequence[Step] | None, results: str, car
     return result
 
 
+def safe_key(key: str) -> str:
+    """A node's key with path-unsafe characters replaced (a file or job name)."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key)
+
+
 def result_name(key: str) -> str:
-    """The file name of a node's result: its key with path-unsafe characters replaced."""
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in key) + ".json"
+    """The file name of a node's result."""
+    return safe_key(key) + ".json"
 
 
 # --- back on the driver ------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def node_rows(node: Node, outcomes: Sequence[PartResult | Lost]) -> list[StepRes
             cause = _lost_rows(node, part, outcome, rows)
         else:
             for pos in part.positions:
-                if _to_run(node.planned[pos]):
+                if node.planned[pos].may_run:
                     rows[pos] = replace(rows[pos], status="blocked", message=f"needs {cause}, whose worker died")
     return [r for r in rows if r is not None]
 
@@ -298,7 +299,7 @@ def _lost_rows(node: Node, part: Part, lost: Lost, rows: list) -> str:
     cause = lost.upstream
     for pos in part.positions:
         p = node.planned[pos]
-        if not _to_run(p):
+        if not p.may_run:
             continue
         if cause is None and records.stale_reason(p.job, p.step) is not None:  # the step it died in
             cause = f"{p.job.name} {p.step.name}"

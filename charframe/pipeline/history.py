@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +27,7 @@ from charframe.errors import CharframeError
 from charframe.pipeline.score_file import report_path, score_path
 from charframe.project import load_project
 from charframe.training.checkpoints import checkpoints
-from charframe.util.files import atomic_write_text
+from charframe.util.files import atomic_write_text, new_stamped_folder
 from charframe.util.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -76,16 +75,6 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def _new_folder(base: Path) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    folder, n = base / stamp, 1
-    while folder.exists():
-        n += 1
-        folder = base / f"{stamp}-{n}"
-    folder.mkdir(parents=True)
-    return folder
-
-
 def recorded_files(job: "StageJob", records: Manifest) -> list[Path]:
     """The files of the stage's finished set as the step records name them (a retrain under another recipe
     writes other names), with the LoRA's saved plan; then the planned names, for sets made before records."""
@@ -110,7 +99,7 @@ def archive(job: "StageJob", records: Manifest) -> Path | None:
     if not any(f.suffix == ".safetensors" for f in files):
         return None
     planned = set(set_files(job))
-    folder = _new_folder(history_dir(job))
+    folder = new_stamped_folder(history_dir(job))
     for f in files:
         if f in planned:
             _link_or_copy(f, folder / f.name)

@@ -51,7 +51,7 @@ def steps_to_run(plans: Iterable[Sequence[Any]]) -> list[tuple[str, str, str, fl
     out = []
     for plan in plans:
         for p in plan:
-            if p.skipped or not (p.reason or p.after):
+            if not p.may_run:
                 continue
             entry = records.of(p.job).outputs.get(p.record) or {}
             out.append((p.job.owner, p.job.name, p.step.name, entry.get("seconds") or None))

@@ -23,7 +23,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Sequence
 
 from charframe.errors import CharframeError
 from charframe.pipeline import history
@@ -37,6 +37,7 @@ from charframe.util.files import check_confined, confine_writes
 from charframe.util.manifest import Manifest
 
 log = logging.getLogger(__name__)
+_BY_NAME = {s.name: s for s in STEPS}
 
 RECORDS = "steps.json"
 
@@ -62,6 +63,11 @@ class PlannedStep:
     @property
     def record(self) -> str:
         return f"{self.job.name}.{self.step.name}"
+
+    @property
+    def may_run(self) -> bool:
+        """Stale (or forced), or reading what a stale step before it rewrites: it runs unless that comes out the same."""
+        return not self.skipped and bool(self.reason or self.after)
 
     @property
     def status(self) -> str:
@@ -249,7 +255,6 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
     records = records or Records()
     report = RunReport()
     ctx = RunContext(progress=options.progress, keep_version=_Versions(records, archived))
-    by_name = {s.name: s for s in STEPS}  # all steps: a part of a chain may lack those a step refreshes
     broken = [] if broken is None else broken  # outputs of failed or blocked steps
     for p in planned:
         row = StepResult(target, p.job.name, p.step.name, "skipped" if p.skipped else "up to date", owner=p.job.owner)
@@ -271,7 +276,7 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
         row.status = "running"
         if on_step:
             on_step(p, row)
-        _run_one(p, records, ctx, row, by_name)
+        _run_one(p, records, ctx, row)
         if row.status == "failed":
             log.error("%s %s %s: %s", p.job.owner, p.job.name, p.step.name, row.message)
             broken += [(fs, f"{p.job.name} {p.step.name}") for fs in p.step.outputs(p.job)]
@@ -280,8 +285,7 @@ def run_planned(planned: Sequence[PlannedStep], target: str, options: Options = 
     return report
 
 
-def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult,
-             steps: Mapping[str, Step] | None = None) -> None:
+def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult) -> None:
     """Forget the step's record, fingerprint its inputs, run it, record inputs + outputs + parameters. A step that
     adds to earlier steps' outputs (`Step.refreshes`: pick's retries add candidates) re-records those steps and
     fingerprints its own inputs after it ran, so the files it added make nothing stale."""
@@ -295,7 +299,7 @@ def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult,
         inputs = m.fingerprints(records.paths(p.step.inputs(p.job)), known)
         p.step.run(resolve(p.step.call, p.step.name), p.job, ctx)
         if p.step.refreshes:
-            _refresh(p, records, steps or {})
+            _refresh(p, records)
             inputs = m.fingerprints(records.paths(p.step.inputs(p.job)), inputs)
         row.seconds = time.perf_counter() - start
         m.record_set(p.record, outputs=records.paths(p.step.outputs(p.job)), inputs=inputs, params=params,
@@ -312,11 +316,12 @@ def _run_one(p: PlannedStep, records: Records, ctx: RunContext, row: StepResult,
         row.seconds, row.status, row.message = time.perf_counter() - start, "failed", _failure(e, p.step.name)
 
 
-def _refresh(p: PlannedStep, records: Records, steps: Mapping[str, Step]) -> None:
-    """Re-record the earlier steps `p.step` added files to (their record then matches the files now)."""
+def _refresh(p: PlannedStep, records: Records) -> None:
+    """Re-record the earlier steps `p.step` added files to (their record then matches the files now). They are
+    looked up among all steps: a part of a chain (an executor's) may lack those a step refreshes."""
     m, job = records.of(p.job), p.job
     for name in p.step.refreshes:
-        other, record = steps.get(name), f"{job.name}.{name}"
+        other, record = _BY_NAME.get(name), f"{job.name}.{name}"
         entry = m.outputs.get(record)
         if other is None or not entry or "files" not in entry:
             continue
@@ -431,7 +436,7 @@ def describe_targets(plans: Sequence[tuple[Path, list[PlannedStep] | str]]) -> s
         if isinstance(plan, str):
             totals.append(f"{path.name}: cannot be planned: {plan}")
             continue
-        todo = [p for p in plan if not p.skipped and (p.reason or p.after)]
+        todo = [p for p in plan if p.may_run]
         if todo:
             lines.append(describe_plan(todo, verbose=False))
         waits = sum(1 for p in todo if not p.reason)

@@ -166,7 +166,7 @@ class Watcher:
         for path, plan in plan_targets(all_targets(self.root), self.options, self.table):
             if isinstance(plan, str):
                 log.error("%s", plan)
-            elif any(p.reason or p.after for p in plan if not p.skipped):
+            elif any(p.may_run for p in plan):
                 self.enqueue([path], "changed while not watched")
 
     def tick(self) -> None:

@@ -154,8 +154,15 @@ def write_folder(folder: Path, kind: str = "histogram", threshold: float = 0.1) 
 def write_hf_cache(cache: Path, model: str, kind: str = "histogram", threshold: float = 0.1) -> Path:
     """The model's files in a Hugging Face cache folder (`cache` = what HF_HUB_CACHE names), as
     `huggingface-cli download deepghs/ccip_onnx --include "<model>/*"` leaves them; returns the snapshot folder."""
-    repo = cache / "models--deepghs--ccip_onnx"
+    folder = hf_snapshot(cache, "deepghs/ccip_onnx") / model
+    write_folder(folder, kind, threshold)
+    return folder
+
+
+def hf_snapshot(cache: Path, repo_id: str) -> Path:
+    """The snapshot folder of `repo_id` in a Hugging Face cache, its `refs/main` pointing at it (what a download
+    leaves, and where `huggingface_hub.try_to_load_from_cache` looks)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(COMMIT, encoding="utf-8")
-    write_folder(repo / "snapshots" / COMMIT / model, kind, threshold)
-    return repo / "snapshots" / COMMIT / model
+    return repo / "snapshots" / COMMIT

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from charframe.testing.tiny_ccip import COMMIT, _const, _save
+from charframe.testing.tiny_ccip import _const, _save, hf_snapshot
 
 SIZE = 32
 RATINGS = ("general", "sensitive", "questionable", "explicit")
@@ -83,8 +83,5 @@ def write_hf_cache(cache: Path, name: str = "SwinV2_v3") -> Path:
     repo = MODEL_REPOS[name]
     for repo_id, filename, build in (("deepghs/wd14_tagger_with_embeddings", f"{repo}/model.onnx", build_model),
                                      (repo, "selected_tags.csv", write_labels)):
-        folder = cache / ("models--" + repo_id.replace("/", "--"))
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / "main").write_text(COMMIT, encoding="utf-8")
-        build(folder / "snapshots" / COMMIT / filename)
+        build(hf_snapshot(cache, repo_id) / filename)
     return cache

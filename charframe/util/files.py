@@ -349,3 +349,14 @@ def user_cache_dir() -> Path:
         return Path(os.environ[ENV_CACHE]).expanduser()
     base = os.environ.get("LOCALAPPDATA") if os.name == "nt" else os.environ.get("XDG_CACHE_HOME")
     return Path(base or Path.home() / ".cache") / "charframe"
+
+
+def new_stamped_folder(base: Path) -> Path:
+    """A new folder `base/<YYYYmmdd-HHMMSS>` (`-2`, `-3` … when that exists already), made: one per run, in order."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    folder, n = base / stamp, 1
+    while folder.exists():
+        n += 1
+        folder = base / f"{stamp}-{n}"
+    folder.mkdir(parents=True)
+    return folder

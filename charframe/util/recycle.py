@@ -15,8 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
+
+from charframe.util.files import new_stamped_folder
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,7 @@ class Recycler:
     def folder(self) -> Path:
         """This run's folder in the bin, made on first use (and older runs beyond `keep` pruned then)."""
         if self._folder is None:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            folder, n = self.bin / stamp, 1
-            while folder.exists():
-                n += 1
-                folder = self.bin / f"{stamp}-{n}"
-            folder.mkdir(parents=True)
-            self._folder = folder
+            self._folder = new_stamped_folder(self.bin)
             self._prune()
         return self._folder
 

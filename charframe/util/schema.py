@@ -81,7 +81,8 @@ _KEY_PART = re.compile(r'"([^"]*)"|\'([^\']*)\'|([A-Za-z0-9_\-]+)')
 _KEY_LINE = re.compile(r'^((?:"[^"]*"|\'[^\']*\'|[A-Za-z0-9_\-]+)(?:\s*\.\s*(?:"[^"]*"|\'[^\']*\'|[A-Za-z0-9_\-]+))*)\s*=')
 
 
-def _where(src: Source, section: tuple[str, ...], key: str | None) -> str:
+def where(src: Source, section: tuple[str, ...], key: str | None) -> str:
+    """`file:line: section.key` (the line when the source text has it): how every message names a setting."""
     line = src.line_of(section, key)
     label = ".".join(section + ((key,) if key else ()))
     return f"{src.path}:{line}: {label}" if line else f"{src.path}: {label}"
@@ -234,7 +235,7 @@ def parse(cls: type[T], data: Mapping[str, Any], source: Source | str | Path, se
     try:
         return _record(cls, data, tuple(section))
     except _Bad as e:
-        raise CharframeError(f"{_where(src, e.section, e.key)}: {e.message}") from None
+        raise CharframeError(f"{where(src, e.section, e.key)}: {e.message}") from None
 
 
 def dump(record: Any) -> dict[str, Any]:

@@ -52,6 +52,11 @@ def dumps(data: dict[str, Any]) -> str:
     return tomli_w.dumps(data)
 
 
+def value(v: Any) -> str:
+    """One TOML value as text (a string quoted and escaped as TOML needs), for files written line by line."""
+    return tomli_w.dumps({"v": v})[4:].rstrip("\n")
+
+
 def write(path: str | os.PathLike, data: dict[str, Any], *, parents: bool = True) -> None:
     """Write `data` as TOML, atomically; creates the folder (training state and plans live in fresh folders)."""
     atomic_write_text(path, dumps(data), parents=parents)
